@@ -1,0 +1,253 @@
+"""Run folders: config, classes, status, metrics.csv, checkpoints; listing and reloading runs.
+
+Layout of `runs/<run-id>/`: config.json, classes.json, status.json, metrics.csv, best.pt, last.pt,
+evaluation.json. Checkpoints hold tensors and plain types only, so `torch.load(weights_only=True)` reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ftui.config import ConfigError, TrainConfig
+
+RUN_COLUMNS = ["id", "backbone", "status", "best_val_acc", "epochs", "started", "seconds"]
+
+
+class RunError(ValueError):
+    """A run folder that is missing, incomplete or cannot be created."""
+
+
+def new_run_id(backbone: str, name: str = "", now: float | None = None) -> str:
+    """`YYYYmmdd-HHMMSS-<backbone>-<4 hex>`, plus `-<name>` when the user gave the run a name."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    run_id = f"{stamp}-{_slug(backbone)}-{secrets.token_hex(2)}"
+    if name.strip():
+        run_id += f"-{_slug(name)}"
+    return run_id
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text.strip()).strip("_")[:40] or "run"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temp file and os.replace, so readers never see half a file."""
+    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=str).encode() + b"\n"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """state_dict (on CPU) + plain metadata, written atomically (a crash never leaves half a checkpoint)."""
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    payload = {"state_dict": state, **meta}
+    _atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with weights_only=True; RunError when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
+        # a truncated or foreign file: say which, not a pickle traceback
+        raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "classes" not in ckpt:
+        raise RunError(f"{path} is not an ftui checkpoint (no state_dict/classes)")
+    return ckpt
+
+
+@dataclass
+class RunFolder:
+    """One run's folder and the small files in it."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def best_path(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def evaluation_path(self) -> Path:
+        return self.path / "evaluation.json"
+
+    def write_config(self, config: TrainConfig) -> None:
+        """config.json (the full TrainConfig)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path / "config.json", lambda f: f.write(config.to_json().encode() + b"\n"))
+
+    def write_classes(self, classes: list[str]) -> None:
+        """classes.json: class names in label order."""
+        write_json_atomic(self.path / "classes.json", list(classes))
+
+    def read_status(self) -> dict[str, Any]:
+        """status.json as a dict ({} when absent or unreadable)."""
+        try:
+            return json.loads((self.path / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge fields into status.json (status, started, ended, seconds, best_val_acc, message...)."""
+        status = self.read_status()
+        status.update(fields)
+        write_json_atomic(self.path / "status.json", status)
+        return status
+
+    def metrics(self) -> pd.DataFrame:
+        """metrics.csv as a DataFrame (empty when no epoch finished)."""
+        from ftui.callbacks import EPOCH_COLUMNS
+
+        if not self.metrics_path.is_file() or self.metrics_path.stat().st_size == 0:
+            return pd.DataFrame(columns=EPOCH_COLUMNS)
+        return pd.read_csv(self.metrics_path)
+
+
+class RunStore:
+    """All runs under one root folder (default `runs/`)."""
+
+    def __init__(self, root: str | Path = "runs") -> None:
+        self.root = Path(root)
+
+    def create(self, config: TrainConfig, run_dir: str | Path | None = None) -> RunFolder:
+        """A fresh run folder with config.json; `run_dir` names it exactly (it must be new or empty)."""
+        if run_dir is not None:
+            path = Path(run_dir)
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise RunError(f"run folder {path} already exists and is not empty: choose another one")
+        else:
+            path = self.root / new_run_id(config.backbone, config.run_name)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+        folder = RunFolder(path)
+        folder.write_config(config)
+        folder.update_status(status="created", backbone=config.backbone, epochs=config.epochs,
+                             started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        return folder
+
+    def folder(self, run: str | Path) -> RunFolder:
+        """A run by id (under root) or by path; RunError when there is no run there."""
+        path = Path(run)
+        if not (path / "config.json").is_file():
+            path = self.root / str(run)
+        if not (path / "config.json").is_file():
+            raise RunError(f"no run found at {run!r} (looked for config.json in {path})")
+        return RunFolder(path)
+
+    def list_runs(self) -> pd.DataFrame:
+        """One row per run folder, newest first: id, backbone, status, best_val_acc, epochs, started, seconds."""
+        rows = []
+        if self.root.is_dir():
+            for path in sorted(self.root.iterdir(), reverse=True):
+                if not (path / "config.json").is_file():
+                    continue
+                status = RunFolder(path).read_status()
+                rows.append({
+                    "id": path.name,
+                    "backbone": status.get("backbone"),
+                    "status": status.get("status", "unknown"),
+                    "best_val_acc": status.get("best_val_acc"),
+                    "epochs": status.get("epochs_done", status.get("epochs")),
+                    "started": status.get("started"),
+                    "seconds": status.get("seconds"),
+                })
+        return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+    def load(self, run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+        """Reload a run's model (eval mode), classes, config, transform settings and metrics."""
+        return load_run(self.folder(run).path, which=which, device=device)
+
+
+@dataclass
+class LoadedRun:
+    """A reloaded run, ready for prediction and evaluation."""
+
+    id: str
+    path: Path
+    model: nn.Module
+    classes: list[str]
+    config: TrainConfig
+    # image_size, resize_size, mean, std: what the eval transform needs.
+    transform: dict[str, Any]
+    metrics: pd.DataFrame
+    status: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = "best"
+
+    def eval_transform(self):
+        """The eval pipeline (resize, center crop, normalise) this run was validated with."""
+        from ftui.augment import eval_transform
+
+        t = self.transform
+        return eval_transform(t["image_size"], t["resize_size"], tuple(t["mean"]), tuple(t["std"]))
+
+
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """Load `best.pt` (falling back to `last.pt`) from a run folder into an eval-mode model."""
+    from ftui.backbones import build
+
+    folder = RunFolder(Path(run_dir))
+    if not (folder.path / "config.json").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.json)")
+    try:
+        config = TrainConfig.from_json(folder.path / "config.json")
+    except ConfigError as exc:
+        raise RunError(f"{run_dir}/config.json: {exc}") from None
+    candidates = [folder.best_path, folder.last_path] if which == "best" else [folder.last_path]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise RunError(f"{run_dir} has no checkpoint yet (no best.pt or last.pt): the run saved no epoch")
+    ckpt = load_checkpoint(path)
+    classes = list(ckpt["classes"])
+    model = build(ckpt["backbone"], len(classes), weights="none")
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise RunError(f"{path} does not fit backbone {ckpt['backbone']}: {str(exc)[:300]}") from None
+    model.to(device).eval()
+    transform = {k: ckpt[k] for k in ("image_size", "resize_size", "mean", "std")}
+    return LoadedRun(
+        id=folder.id, path=folder.path, model=model, classes=classes, config=config,
+        transform=transform, metrics=folder.metrics(), status=folder.read_status(),
+        checkpoint=path.stem,
+    )
