@@ -1,0 +1,108 @@
+"""Tables and plot data for the UI: long-format DataFrames for gr.LinePlot/BarPlot and small HTML views."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+LOSS_COLUMNS = ["step", "loss", "series"]
+EPOCH_PLOT_COLUMNS = ["epoch", "value", "series"]
+
+
+def batch_loss_frame(batches: pd.DataFrame) -> pd.DataFrame:
+    """Training loss per optimizer step, plus a smoothed line so the trend shows through the noise."""
+    if batches is None or batches.empty:
+        return pd.DataFrame(columns=LOSS_COLUMNS)
+    raw = batches[["step", "loss"]].dropna().astype(float)
+    raw = raw.assign(series="batch loss")
+    if len(raw) < 5:
+        return raw[LOSS_COLUMNS].reset_index(drop=True)
+    smooth = raw.assign(loss=raw["loss"].ewm(alpha=0.1).mean(), series="smoothed")
+    return pd.concat([raw, smooth], ignore_index=True)[LOSS_COLUMNS]
+
+
+def epoch_frame(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`metric` ("loss" or "acc") per epoch in long format: one series for train, one for val."""
+    if epochs is None or epochs.empty:
+        return pd.DataFrame(columns=EPOCH_PLOT_COLUMNS)
+    parts = []
+    for split in ("train", "val"):
+        column = f"{split}_{metric}"
+        if column in epochs:
+            part = epochs[["epoch", column]].dropna()
+            parts.append(pd.DataFrame({"epoch": part["epoch"].astype(float),
+                                       "value": part[column].astype(float), "series": split}))
+    if not parts:
+        return pd.DataFrame(columns=EPOCH_PLOT_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[EPOCH_PLOT_COLUMNS]
+
+
+def counts_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """A class x split count table as long format (class, split, images) for a grouped bar chart."""
+    if summary is None or summary.empty:
+        return pd.DataFrame(columns=["class", "split", "images"])
+    table = summary.copy()
+    if "class" not in table.columns:
+        table = table.reset_index().rename(columns={table.index.name or "index": "class"})
+    splits = [c for c in table.columns if c in ("train", "val", "test")]
+    long = table.melt(id_vars=["class"], value_vars=splits, var_name="split", value_name="images")
+    return long[long["images"] > 0].reset_index(drop=True)
+
+
+def progress_html(fraction: float, label: str) -> str:
+    """A thin progress bar with a caption (plain HTML, styled by assets/style.css)."""
+    pct = 0.0 if not math.isfinite(fraction) else max(0.0, min(1.0, fraction)) * 100
+    return (
+        f'<div class="ftui-progress"><div class="ftui-progress-fill" style="width:{pct:.1f}%"></div></div>'
+        f'<div class="ftui-progress-label">{html.escape(label)}</div>'
+    )
+
+
+def confusion_html(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """A confusion matrix as a heat-map table: rows are true classes, columns predicted."""
+    if not classes:
+        return "<p>No confusion matrix yet.</p>"
+    rows = [list(map(int, r)) for r in matrix]
+    head = "".join(f"<th title='predicted {html.escape(c)}'>{html.escape(c)}</th>" for c in classes)
+    body = []
+    for i, (name, row) in enumerate(zip(classes, rows)):
+        total = sum(row) or 1
+        cells = []
+        for j, count in enumerate(row):
+            share = count / total
+            diagonal = i == j
+            # Correct predictions in green, mistakes in red; the shade is the share of the true class.
+            colour = f"rgba(34,150,90,{0.12 + 0.78 * share:.2f})" if diagonal else (
+                f"rgba(214,69,65,{0.08 + 0.8 * share:.2f})" if count else "transparent")
+            cells.append(f"<td style='background:{colour}' title='{count} of {total}'>{count}</td>")
+        body.append(f"<tr><th class='ftui-cm-true'>{html.escape(name)}</th>{''.join(cells)}</tr>")
+    return (
+        "<div class='ftui-cm'><div class='ftui-cm-axis'>rows: true class &nbsp;·&nbsp; columns: predicted</div>"
+        f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """12 s, 3 min 05 s, 1 h 02 min."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+def format_count(n: int | None) -> str:
+    """1.2M, 35.4K, 512."""
+    if n is None:
+        return "–"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1e3:.1f}K"
+    return f"{n:,}"
