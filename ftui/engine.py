@@ -1,0 +1,512 @@
+"""The training loop: `fit(config, dataset, model, groups, callbacks, stop_event)` emits events, honours stop.
+
+The loop knows no listener: a live plot, the CSV logger and early stopping are `Callback`s. Phases follow
+`config.recipe` ("fine_tune": head first on frozen features, then the chosen groups with discriminative
+learning rates; "plain": the chosen groups from the start). When a phase's frozen part is a prefix of the
+model, that prefix runs once per image (ftui/featurecache.py) and only the suffix trains.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ftui import devices
+from ftui.callbacks import Callback, TrainingControl
+from ftui.config import TrainConfig
+from ftui.featurecache import CacheStopped, FeatureSet, compute_features
+from ftui.runs import RunFolder, save_checkpoint
+
+
+class EngineError(ValueError):
+    """A problem with the data or setup that stops training before or during the loop."""
+
+
+class _StopRequested(Exception):
+    """Internal: the user's stop event fired."""
+
+
+class _LossNotFinite(Exception):
+    """Internal: the loss became NaN or infinite."""
+
+
+@dataclass
+class Phase:
+    """A stretch of epochs with one set of trainable groups and their learning-rate scales."""
+
+    name: str
+    epochs: int
+    trainable: list[str]
+    lr_scale: dict[str, float]
+
+
+@dataclass
+class FitResult:
+    """How a fit ended."""
+
+    status: str  # done | stopped | failed
+    message: str = ""
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    epochs_done: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+ProgressFn = Callable[[str], None]
+
+
+# --- planning --------------------------------------------------------------------------------------
+
+def plan_phases(config: TrainConfig, group_names: Sequence[str], trainable: Sequence[str]) -> list[Phase]:
+    """Split `config.epochs` into phases; the head-only warm-up of "fine_tune" counts towards the total."""
+    trainable = [g for g in group_names if g in set(trainable)]
+    only_head = trainable == ["head"]
+    if config.recipe == "plain" or only_head:
+        name = "head" if only_head else "train"
+        return [Phase(name, config.epochs, trainable, {g: 1.0 for g in trainable})]
+    # At least one epoch is left for the chosen groups.
+    head_epochs = min(config.freeze_epochs, config.epochs - 1)
+    phases = []
+    if head_epochs > 0:
+        phases.append(Phase("head", head_epochs, ["head"], {"head": 1.0}))
+    phases.append(Phase("fine_tune", config.epochs - head_epochs, trainable, discriminative_scales(trainable)))
+    return phases
+
+
+def discriminative_scales(trainable: Sequence[str]) -> dict[str, float]:
+    """lr/10 for the earliest trainable group rising geometrically to lr for the head (fastai-style)."""
+    n = len(trainable)
+    if n == 1:
+        return {trainable[0]: 1.0}
+    return {g: 10 ** (-1 + i / (n - 1)) for i, g in enumerate(trainable)}
+
+
+def lr_multiplier(config: TrainConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
+    """Per-step lr factor for the scheduler (none/step/cosine/onecycle) with optional linear warm-up."""
+    total = max(1, steps_per_epoch * epochs)
+    warm = round(config.warmup_epochs * steps_per_epoch)
+    kind = config.scheduler
+
+    def factor(step: int) -> float:
+        if kind != "onecycle" and warm and step < warm:
+            return (step + 1) / warm
+        if kind == "none":
+            return 1.0
+        if kind == "step":
+            return config.gamma ** ((step // steps_per_epoch) // config.step_size)
+        if kind == "cosine":
+            t = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        # onecycle: ramp from lr/25 to lr over the warm-up (default 25% of steps), then cosine to ~0.
+        ramp = warm or max(1, int(0.25 * total))
+        if step < ramp:
+            return 1 / 25 + (1 - 1 / 25) * step / ramp
+        t = (step - ramp) / max(1, total - ramp)
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return factor
+
+
+def make_optimizer(config: TrainConfig, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """SGD with momentum, Adam or AdamW over per-group learning rates."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def class_weights(counts: Sequence[int]) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1 over present classes) for imbalanced data."""
+    counts_t = torch.tensor([float(c) for c in counts])
+    present = counts_t > 0
+    weights = torch.ones_like(counts_t)
+    weights[present] = counts_t[present].sum() / (present.sum() * counts_t[present])
+    return weights
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; returns a generator for shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+def transform_settings(config: TrainConfig) -> dict[str, Any]:
+    """image_size, resize_size, mean, std for this run (the backbone's own unless image_size overrides)."""
+    from ftui.backbones import backbone_info
+
+    info = backbone_info(config.backbone)
+    size = config.image_size or info.input_size
+    resize = info.resize_size if size == info.input_size else round(size * info.resize_size / info.input_size)
+    return {"image_size": int(size), "resize_size": int(max(resize, size)),
+            "mean": [float(m) for m in info.mean], "std": [float(s) for s in info.std]}
+
+
+class _Data:
+    """Decoded-image cache plus the train/eval datasets built on it."""
+
+    def __init__(self, config: TrainConfig, dataset, settings: dict[str, Any], progress: ProgressFn | None):
+        from ftui.augment import eval_transform, train_transform
+        from ftui.imagecache import DecodedImageCache, ImageTensorDataset
+
+        self.train_items = list(dataset.split("train"))
+        self.val_items = list(dataset.split("val"))
+        if not self.train_items:
+            raise EngineError("the dataset has no training images: add images or lower val_fraction")
+        if not self.val_items:
+            raise EngineError("the dataset has no validation images: add images or raise val_fraction")
+        mean, std = tuple(settings["mean"]), tuple(settings["std"])
+        self.eval_tf = eval_transform(settings["image_size"], settings["resize_size"], mean, std)
+        self.train_tf = train_transform(config.aug, settings["image_size"], mean, std)
+        self.cache = _decoded_cache(DecodedImageCache, self.train_items + self.val_items,
+                                    settings["resize_size"], progress)
+        self._make = lambda items, tf: ImageTensorDataset(self.cache, items, tf)
+
+    def train(self, augmented: bool = True):
+        return self._make(self.train_items, self.train_tf if augmented else self.eval_tf)
+
+    def val(self):
+        return self._make(self.val_items, self.eval_tf)
+
+
+def _decoded_cache(cache_cls, items, resize_size: int, progress: ProgressFn | None):
+    """Decode every image once (reporting progress) so epochs only transform cached tensors."""
+    cache = cache_cls(resize_size=resize_size)
+    total = len(items)
+
+    def report(done: int, _total: int | None = None) -> None:
+        if progress is not None:
+            progress(f"decoding images {done}/{total}")
+
+    cache.load([it.path for it in items], progress=report)
+    return cache
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+class _Emitter:
+    """Calls one event on every listener, adding the shared control object."""
+
+    def __init__(self, callbacks: Iterable[Callback], control: TrainingControl) -> None:
+        self.callbacks = list(callbacks)
+        self.control = control
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        payload = {**info, "control": self.control}
+        for cb in self.callbacks:
+            getattr(cb, event)(payload)
+
+
+def fit(
+    config: TrainConfig,
+    dataset,
+    model: nn.Module,
+    groups: list,
+    callbacks: Iterable[Callback] = (),
+    stop_event: threading.Event | None = None,
+    run_dir: str | Path | None = None,
+    control: TrainingControl | None = None,
+    progress: ProgressFn | None = None,
+) -> FitResult:
+    """Train `model` on `dataset` as `config` says; never raises for training failures (see FitResult)."""
+    from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
+
+    stop_event = stop_event or threading.Event()
+    control = control or TrainingControl()
+    emit = _Emitter(callbacks, control)
+    folder = RunFolder(Path(run_dir)) if run_dir is not None else None
+    result = FitResult(status="failed")
+    start = time.perf_counter()
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "settings": None}
+
+    def note(message: str) -> None:
+        if progress is not None:
+            progress(message)
+
+    try:
+        config.validate()
+        generator = seed_everything(config.seed)
+        device = devices.pick_device(config.device)
+        use_amp = devices.amp_enabled(device, config.mixed_precision)
+        group_names = [g.name for g in groups]
+        chosen = resolve_train_groups(config.train_groups, group_names)
+        phases = plan_phases(config, group_names, chosen)
+        settings = transform_settings(config)
+        state["settings"] = settings
+        classes = list(dataset.classes)
+        meta_base = {"classes": classes, "backbone": config.backbone, "num_classes": len(classes), **settings}
+        state["meta"] = meta_base
+        note("loading images")
+        data = _Data(config, dataset, settings, progress)
+        model.to(device)
+        weight = class_weights(dataset.class_counts("train")).to(device) if config.class_weighted_loss else None
+        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        val_criterion = nn.CrossEntropyLoss(reduction="sum")
+        emit("on_fit_start", {
+            "epochs": config.epochs, "device": str(device), "amp": use_amp, "classes": classes,
+            "num_train": len(data.train_items), "num_val": len(data.val_items),
+            "phases": [{"name": p.name, "epochs": p.epochs, "trainable": p.trainable} for p in phases],
+            "config": config.to_dict(), "notes": result.notes,
+        })
+        best = -1.0
+        epoch_seconds: list[float] = []
+        for phase in phases:
+            trainable = set(phase.trainable)
+            apply_freeze(model, groups, trainable)
+            forward, train_source, val_source = _phase_sources(
+                config, model, groups, phase, data, device, stop_event, note, result.notes)
+            param_groups = _param_groups(groups, phase, config.lr)
+            optimizer = make_optimizer(config, param_groups)
+            steps_per_epoch = train_source.num_batches(config.batch_size)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lr_multiplier(config, steps_per_epoch, phase.epochs))
+            scaler = devices.grad_scaler(device, use_amp)
+            for _ in range(phase.epochs):
+                state["epoch"] += 1
+                epoch = state["epoch"]
+                t0 = time.perf_counter()
+                set_train_mode(model, groups, trainable, bn_mode=config.bn_mode)
+                train_loss, train_acc = _train_epoch(
+                    config, forward, train_source, optimizer, scheduler, scaler, criterion, device, use_amp,
+                    generator, stop_event, control, emit, state, steps_per_epoch, phase)
+                val_loss, val_acc = _validate(forward, val_source, val_criterion, device, use_amp)
+                seconds = time.perf_counter() - t0
+                epoch_seconds.append(seconds)
+                result.epochs_done = epoch
+                if folder is not None:
+                    meta = {**meta_base, "epoch": epoch, "val_acc": val_acc}
+                    if val_acc > best:
+                        save_checkpoint(folder.best_path, model, meta)
+                    save_checkpoint(folder.last_path, model, meta)
+                if val_acc > best:
+                    best, result.best_val_acc, result.best_epoch = val_acc, val_acc, epoch
+                remaining = config.epochs - epoch
+                emit("on_epoch_end", {
+                    "epoch": epoch, "epochs": config.epochs, "phase": phase.name,
+                    "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+                    "lr": optimizer.param_groups[-1]["lr"], "seconds": seconds,
+                    "eta_s": remaining * sum(epoch_seconds[-3:]) / len(epoch_seconds[-3:]),
+                    "best_val_acc": result.best_val_acc,
+                })
+                if control.should_stop:
+                    break
+            if control.should_stop:
+                break
+        result.status = "done"
+        result.message = control.stop_reason or f"finished {state['epoch']} epochs"
+    except (_StopRequested, CacheStopped):
+        result.status = "stopped"
+        result.message = f"stopped by user at epoch {max(1, state['epoch'])} step {state['step']}"
+    except _LossNotFinite as exc:
+        result.status = "failed"
+        result.message = result.error = str(exc)
+        emit("on_error", {"message": result.message, "error_type": "LossNotFinite"})
+    except Exception as exc:  # noqa: BLE001 - every failure must become an error event, not a dead thread
+        result.status = "failed"
+        result.message = result.error = describe_exception(exc, config)
+        emit("on_error", {"message": result.message, "error_type": type(exc).__name__})
+    finally:
+        result.seconds = time.perf_counter() - start
+        # A stopped or failed run keeps last.pt (the weights as they are now).
+        if folder is not None and "meta" in state and (result.status != "done" or not folder.last_path.exists()):
+            _save_quietly(folder.last_path, model, {**state["meta"], "epoch": state["epoch"],
+                                                    "val_acc": result.best_val_acc or 0.0}, result)
+    emit("on_fit_end", {
+        "status": result.status, "message": result.message, "best_val_acc": result.best_val_acc,
+        "best_epoch": result.best_epoch, "epochs_done": result.epochs_done, "seconds": result.seconds,
+        "error": result.error,
+    })
+    return result
+
+
+def _save_quietly(path: Path, model: nn.Module, meta: dict[str, Any], result: FitResult) -> None:
+    """Keep last.pt after a stop or crash; a failure here is noted, never raised over the real error."""
+    try:
+        save_checkpoint(path, model, meta)
+    except Exception as exc:  # noqa: BLE001
+        result.notes.append(f"could not save {path.name}: {exc}")
+
+
+def describe_exception(exc: BaseException, config: TrainConfig) -> str:
+    """A message the user can act on (out of memory -> lower the batch size)."""
+    if devices.is_out_of_memory(exc):
+        device = "cuda" if isinstance(exc, torch.cuda.OutOfMemoryError) else config.device
+        return f"out of memory on {device}: lower the batch size (now {config.batch_size}) or the image size"
+    if isinstance(exc, ValueError):
+        return str(exc)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return f"cannot read {getattr(exc, 'filename', '') or 'a file'}: {exc.strerror or exc}; " \
+               "was the dataset moved or changed after it was scanned?"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _param_groups(groups: list, phase: Phase, lr: float) -> list[dict[str, Any]]:
+    """One optimizer param group per trainable layer group, at lr times its scale."""
+    out, seen = [], set()
+    for group in groups:
+        if group.name not in phase.lr_scale:
+            continue
+        params = []
+        for module in group.modules:
+            for p in module.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        if params:
+            out.append({"params": params, "lr": lr * phase.lr_scale[group.name]})
+    if not out:
+        raise EngineError(f"no trainable parameters in groups {phase.trainable}")
+    return out
+
+
+class _LoaderSource:
+    """Batches of images through the full model (no feature cache)."""
+
+    def __init__(self, ds, batch_size: int, shuffle: bool, generator: torch.Generator | None, device):
+        self.ds, self.batch_size, self.shuffle, self.generator, self.device = ds, batch_size, shuffle, generator, device
+
+    def num_batches(self, batch_size: int) -> int:
+        return (len(self.ds) + batch_size - 1) // batch_size
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(self.ds, batch_size=self.batch_size, shuffle=self.shuffle,
+                            generator=self.generator if self.shuffle else None, num_workers=0)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class _FeatureSource:
+    """Batches of cached prefix outputs through the suffix."""
+
+    def __init__(self, features: FeatureSet, batch_size: int, shuffle: bool, generator, device):
+        self.features, self.batch_size, self.shuffle, self.generator, self.device = (
+            features, batch_size, shuffle, generator, device)
+
+    def num_batches(self, batch_size: int) -> int:
+        return self.features.num_batches(batch_size)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.features.batches(self.batch_size, self.device, self.generator, self.shuffle)
+
+
+def _phase_sources(config, model, groups, phase, data: _Data, device, stop_event, note, notes: list[str]):
+    """(module to train, train batches, val batches): the suffix on cached features when possible."""
+    generator = torch.Generator().manual_seed(config.seed + len(notes) + 1)
+    full = (model, _LoaderSource(data.train(), config.batch_size, True, generator, device),
+            _LoaderSource(data.val(), config.batch_size, False, None, device))
+    if not config.feature_cache:
+        return full
+    split = _split_frozen_prefix(model, config.backbone, groups, set(phase.trainable))
+    if split is None:
+        notes.append(f"phase {phase.name}: no frozen prefix to cache, training the full model")
+        return full
+    prefix, suffix = split
+    prefix.to(device)
+    max_bytes = config.feature_cache_max_mb * 1024 * 1024
+    views = [data.train(augmented=False)] + [data.train(augmented=True)] * (config.feature_cache_views - 1)
+    total = len(data.train_items) * len(views) + len(data.val_items)
+
+    def report(done: int, offset: int) -> None:
+        note(f"caching features {done + offset}/{total}")
+
+    batch = max(config.batch_size, 32)
+    train_feats = compute_features(prefix, views, batch, device, max_bytes, stop_event,
+                                   lambda d, _t: report(d, 0))
+    if train_feats is None:
+        notes.append(f"phase {phase.name}: feature cache over {config.feature_cache_max_mb} MB, "
+                     "training the full model instead")
+        return full
+    val_feats = compute_features(prefix, [data.val()], batch, device, max_bytes - train_feats.nbytes,
+                                 stop_event, lambda d, _t: report(d, train_feats.num_items * len(views)))
+    if val_feats is None:
+        notes.append(f"phase {phase.name}: feature cache over {config.feature_cache_max_mb} MB, "
+                     "training the full model instead")
+        return full
+    notes.append(f"phase {phase.name}: cached frozen-prefix features "
+                 f"({(train_feats.nbytes + val_feats.nbytes) / 1e6:.1f} MB, {len(views)} view(s))")
+    return (suffix, _FeatureSource(train_feats, config.batch_size, True, generator, device),
+            _FeatureSource(val_feats, config.batch_size, False, None, device))
+
+
+def _split_frozen_prefix(model, name, groups, trainable: set[str]):
+    """(prefix, suffix) when the frozen groups form a prefix of the model, else None."""
+    from ftui.backbones import split_model
+
+    return split_model(model, name, groups, trainable)
+
+
+def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterion, device, use_amp,
+                 generator, stop_event, control, emit, state, steps_per_epoch, phase) -> tuple[float, float]:
+    """One pass over the training batches; checks the stop flags before every batch."""
+    total_loss, correct, seen = 0.0, 0, 0
+    t_prev = time.perf_counter()
+    for step_in_epoch, (x, y) in enumerate(source.batches(), start=1):
+        if stop_event.is_set():
+            raise _StopRequested()
+        if control.should_stop:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        with devices.autocast(device, use_amp):
+            logits = forward(x)
+            loss = criterion(logits.float(), y)
+        state["step"] = step_in_epoch
+        if not torch.isfinite(loss):
+            kind = "NaN" if torch.isnan(loss) else "infinite"
+            raise _LossNotFinite(f"loss became {kind} at epoch {state['epoch']} step {step_in_epoch}: "
+                                 f"lower the learning rate (now {config.lr:g})")
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        n = int(y.shape[0])
+        total_loss += float(loss.detach()) * n
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += n
+        now = time.perf_counter()
+        images_per_s = n / max(now - t_prev, 1e-9)
+        t_prev = now
+        state["global_step"] = state.get("global_step", 0) + 1
+        emit("on_batch_end", {
+            "step": state["global_step"], "epoch": state["epoch"], "epochs": config.epochs,
+            "batch": step_in_epoch, "steps_per_epoch": steps_per_epoch, "phase": phase.name,
+            "loss": float(loss.detach()), "lr": optimizer.param_groups[-1]["lr"], "images_per_s": images_per_s,
+        })
+    if stop_event.is_set():
+        raise _StopRequested()
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.inference_mode()
+def _validate(forward, source, criterion, device, use_amp) -> tuple[float, float]:
+    """Val loss and accuracy with the module in eval mode."""
+    was_training = forward.training
+    forward.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    try:
+        for x, y in source.batches():
+            with devices.autocast(device, use_amp):
+                logits = forward(x).float()
+            total_loss += float(criterion(logits, y))
+            correct += int((logits.argmax(1) == y).sum())
+            seen += int(y.shape[0])
+    finally:
+        forward.train(was_training)
+    return total_loss / max(seen, 1), correct / max(seen, 1)

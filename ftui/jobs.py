@@ -1,0 +1,313 @@
+"""Background training jobs: a `Job` runs one TrainConfig in a thread; `JobManager` runs one per device.
+
+The job builds everything inside its thread (dataset scan, weights, model, fit) and reports each step in
+`message`, so the UI can poll `snapshot()` every second without ever blocking on training work.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ftui import devices
+from ftui.callbacks import Callback, CSVLogger, EarlyStopping, History
+from ftui.config import TrainConfig
+from ftui.engine import FitResult, describe_exception, fit, seed_everything
+from ftui.runs import RunFolder, RunStore, write_json_atomic
+
+STATUSES = ("queued", "running", "stopping", "done", "stopped", "failed")
+FINISHED = ("done", "stopped", "failed")
+
+
+class JobError(ValueError):
+    """A job that cannot be started (queue full, device busy) or found."""
+
+
+def run_training(
+    config: TrainConfig,
+    store: RunStore,
+    stop_event: threading.Event,
+    callbacks: Iterable[Callback] = (),
+    progress: Callable[[str], None] = lambda message: None,
+    run_dir: str | Path | None = None,
+    on_folder: Callable[[RunFolder], None] = lambda folder: None,
+) -> tuple[FitResult, RunFolder | None]:
+    """Load the dataset, create the run folder, build the model, fit, then evaluate: one complete run.
+
+    User errors before training (bad data, weights, config) raise; failures inside training come back
+    as a FitResult with status "failed".
+    """
+    from ftui.backbones import build, layer_groups
+    from ftui.data import load_dataset
+
+    config.validate()
+    progress("loading dataset")
+    dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+    folder = store.create(config, run_dir)
+    on_folder(folder)
+    folder.write_classes(dataset.classes)
+    started = time.time()
+    folder.update_status(status="running", num_classes=len(dataset.classes))
+    try:
+        progress("building model")
+        # Seed before building so the new head's initial weights are reproducible too.
+        seed_everything(config.seed)
+        model = build(config.backbone, len(dataset.classes), weights=config.weights,
+                      progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
+        groups = layer_groups(model, config.backbone)
+    except Exception as exc:  # recorded in status.json, then re-raised for the caller
+        folder.update_status(status="failed", message=describe_exception(exc, config),
+                             seconds=round(time.time() - started, 2))
+        raise
+    listeners = [*callbacks, CSVLogger(folder.metrics_path)]
+    if config.early_stopping_patience:
+        listeners.append(EarlyStopping(config.early_stopping_patience))
+    progress("training")
+    result = fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path, progress=progress)
+    if result.status == "done":
+        progress("evaluating")
+        try:
+            from ftui.evaluate import evaluate
+            from ftui.runs import load_run
+
+            evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset)
+            write_json_atomic(folder.evaluation_path, evaluation.to_dict())
+        except Exception as exc:  # noqa: BLE001 - a failed evaluation must not fail a finished run
+            result.notes.append(f"evaluation failed: {describe_exception(exc, config)}")
+    folder.update_status(
+        status=result.status, message=result.message, best_val_acc=result.best_val_acc,
+        best_epoch=result.best_epoch, epochs_done=result.epochs_done, seconds=round(time.time() - started, 2),
+        ended=time.strftime("%Y-%m-%d %H:%M:%S"), notes=result.notes,
+    )
+    return result, folder
+
+
+class _Tracker(Callback):
+    """Copies the loop's events into the job's snapshot fields."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def on_fit_start(self, info: dict[str, Any]) -> None:
+        self.job._update(epochs=info["epochs"], message="training", notes=list(info.get("notes", [])))
+
+    def on_batch_end(self, info: dict[str, Any]) -> None:
+        self.job._update(epoch=info["epoch"], step=info["batch"], steps_per_epoch=info["steps_per_epoch"],
+                         phase=info["phase"], images_per_s=info["images_per_s"])
+
+    def on_epoch_end(self, info: dict[str, Any]) -> None:
+        self.job._update(epoch=info["epoch"], eta_s=info["eta_s"], best_val_acc=info["best_val_acc"],
+                         message=f"epoch {info['epoch']}/{info['epochs']} val_acc {info['val_acc']:.3f}")
+
+
+class Job:
+    """One training run in a background thread; every public method is thread-safe and cheap."""
+
+    def __init__(self, config: TrainConfig, store: RunStore, device: str = "cpu",
+                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = ()) -> None:
+        self.id = secrets.token_hex(4)
+        self.config = config
+        self.store = store
+        self.device = device
+        self.run_dir_request = run_dir
+        self.extra_callbacks = list(callbacks)
+        self.history_cb = History()
+        self.result: FitResult | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._started_at: float | None = None
+        self._ended_at: float | None = None
+        self._state: dict[str, Any] = {
+            "status": "queued", "run_id": None, "run_dir": None, "epoch": 0, "epochs": config.epochs,
+            "step": 0, "steps_per_epoch": None, "phase": None, "images_per_s": None, "eta_s": None,
+            "message": "queued", "error": None, "queue_position": None, "best_val_acc": None, "notes": [],
+        }
+
+    # --- reading --------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        with self._lock:
+            return self._state["status"]
+
+    @property
+    def error(self) -> str | None:
+        with self._lock:
+            return self._state["error"]
+
+    @property
+    def run_dir(self) -> str | None:
+        with self._lock:
+            return self._state["run_dir"]
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the job's progress: the keys the UI polls every second."""
+        with self._lock:
+            snap = dict(self._state)
+            snap["notes"] = list(snap["notes"])
+            started, ended = self._started_at, self._ended_at
+        snap["id"] = self.id
+        snap["backbone"] = self.config.backbone
+        snap["elapsed_s"] = None if started is None else (ended or time.time()) - started
+        return snap
+
+    def history(self) -> pd.DataFrame:
+        """Epoch rows so far (epoch, phase, train/val loss and accuracy, lr, seconds)."""
+        return self.history_cb.epochs()
+
+    def batch_history(self) -> pd.DataFrame:
+        """Batch rows so far (global step, epoch, loss, lr, images_per_s)."""
+        return self.history_cb.batches()
+
+    def done(self) -> bool:
+        """True once the job has finished (done, stopped or failed)."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job finishes or `timeout` passes; True when it finished."""
+        return self._finished.wait(timeout)
+
+    # --- control --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the job to stop: a queued job never starts, a running one stops within one batch."""
+        self._stop.set()
+        with self._lock:
+            if self._state["status"] == "running":
+                self._state.update(status="stopping", message="stopping")
+
+    def _update(self, **fields: Any) -> None:
+        with self._lock:
+            self._state.update(fields)
+
+    def _set_folder(self, folder: RunFolder) -> None:
+        self._update(run_id=folder.id, run_dir=str(folder.path))
+
+    def _finish(self, status: str, message: str, error: str | None = None) -> None:
+        with self._lock:
+            self._ended_at = time.time()
+            self._state.update(status=status, message=message, error=error, queue_position=None)
+        self._finished.set()
+
+    def run(self) -> None:
+        """Run the whole job in the calling thread (a worker thread); never raises."""
+        if self._stop.is_set():
+            self._finish("stopped", "stopped before it started")
+            return
+        with self._lock:
+            self._started_at = time.time()
+            self._state.update(status="running", queue_position=None, message="starting")
+        config = self.config.replace(device=self.device)
+        try:
+            result, _ = run_training(
+                config, self.store, self._stop, [self.history_cb, _Tracker(self), *self.extra_callbacks],
+                progress=lambda message: self._update(message=message),
+                run_dir=self.run_dir_request, on_folder=self._set_folder,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure becomes the job's error, never a dead thread
+            message = describe_exception(exc, config)
+            self._finish("failed", message, error=message)
+            return
+        self.result = result
+        with self._lock:
+            self._state["notes"] = list(result.notes)
+            self._state["best_val_acc"] = result.best_val_acc
+        self._finish(result.status, result.message, error=result.error)
+
+
+class JobManager:
+    """Runs one training job per device at a time; later starts queue behind it (up to `max_queue`)."""
+
+    def __init__(self, runs_dir: str | Path = "runs", max_queue: int = 4) -> None:
+        self.store = RunStore(runs_dir)
+        self.max_queue = max_queue
+        self._lock = threading.Condition()
+        self._jobs: dict[str, Job] = {}
+        self._order: list[str] = []
+        self._queues: dict[str, list[Job]] = {}
+        self._running: dict[str, Job] = {}
+        self._workers: dict[str, threading.Thread] = {}
+
+    def start(self, config: TrainConfig, run_dir: str | Path | None = None,
+              callbacks: Iterable[Callback] = ()) -> Job:
+        """Queue a job for its device; JobError when the device is busy and the queue is full."""
+        config.validate()
+        device = devices.pick_device(config.device).type
+        with self._lock:
+            queue = self._queues.setdefault(device, [])
+            running = self._running.get(device)
+            if running is not None and len(queue) >= self.max_queue:
+                if self.max_queue == 0:
+                    raise JobError(f"a training job is already running on {device} (job {running.id}): "
+                                   "stop it or wait until it finishes")
+                raise JobError(f"the queue for {device} is full ({len(queue)} waiting): "
+                               "wait for a job to finish or stop one")
+            job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks)
+            self._jobs[job.id] = job
+            self._order.append(job.id)
+            queue.append(job)
+            self._renumber(device)
+            if device not in self._workers or not self._workers[device].is_alive():
+                worker = threading.Thread(target=self._work, args=(device,), name=f"ftui-jobs-{device}",
+                                          daemon=True)
+                self._workers[device] = worker
+                worker.start()
+            self._lock.notify_all()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id; JobError when unknown."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise JobError(f"no job with id {job_id!r}")
+        return job
+
+    def jobs(self) -> list[Job]:
+        """Every job this manager has seen, oldest first."""
+        with self._lock:
+            return [self._jobs[i] for i in self._order]
+
+    def active(self, device: str | None = None) -> Job | None:
+        """The running job (on `device`, or on any device), or None."""
+        with self._lock:
+            if device is not None:
+                return self._running.get(device)
+            return next(iter(self._running.values()), None)
+
+    def latest(self) -> Job | None:
+        """The most recently started job, or None."""
+        with self._lock:
+            return self._jobs[self._order[-1]] if self._order else None
+
+    def stop_all(self) -> None:
+        """Stop every queued and running job."""
+        for job in self.jobs():
+            job.stop()
+
+    def _renumber(self, device: str) -> None:
+        for position, job in enumerate(self._queues.get(device, []), start=1):
+            job._update(queue_position=position, message=f"queued (position {position})")
+
+    def _work(self, device: str) -> None:
+        """Worker thread for one device: run queued jobs one after another, exit when the queue is empty."""
+        while True:
+            with self._lock:
+                queue = self._queues.get(device, [])
+                if not queue:
+                    self._workers.pop(device, None)
+                    return
+                job = queue.pop(0)
+                self._running[device] = job
+                self._renumber(device)
+            try:
+                job.run()
+            finally:
+                with self._lock:
+                    self._running.pop(device, None)
+                    self._lock.notify_all()
