@@ -365,11 +365,10 @@ def _param_groups(groups: list, phase: Phase, lr: float) -> list[dict[str, Any]]
         if group.name not in phase.lr_scale:
             continue
         params = []
-        for module in group.modules:
-            for p in module.parameters():
-                if p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
+        for p in group.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
         if params:
             out.append({"params": params, "lr": lr * phase.lr_scale[group.name]})
     if not out:
@@ -447,10 +446,13 @@ def _phase_sources(config, model, groups, phase, data: _Data, device, stop_event
 
 
 def _split_frozen_prefix(model, name, groups, trainable: set[str]):
-    """(prefix, suffix) when the frozen groups form a prefix of the model, else None."""
+    """(prefix, suffix) where the prefix is the frozen groups before the first trainable one, else None."""
     from ftui.backbones import split_model
 
-    return split_model(model, name, groups, trainable)
+    first = next(i for i, g in enumerate(groups) if g.name in trainable)
+    if first == 0:
+        return None
+    return split_model(model, name, groups, first)
 
 
 def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterion, device, use_amp,

@@ -1,0 +1,108 @@
+"""Evaluate a trained run on a split: accuracy, per-class table, confusion matrix, worst mistakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ftui.predict import Predictor
+from ftui.runs import LoadedRun, load_run
+
+SPLITS = ("train", "val", "test", "all")
+
+
+class EvaluateError(ValueError):
+    """A split or dataset that cannot be evaluated against this run."""
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` measured on one split."""
+
+    split: str
+    accuracy: float
+    num_items: int
+    per_class: pd.DataFrame  # class, precision, recall, f1, support
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    classes: list[str]
+    mistakes: pd.DataFrame  # path, true, predicted, confidence, loss; highest loss first
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (per_class and mistakes as lists of records)."""
+        return {
+            "split": self.split, "accuracy": self.accuracy, "num_items": self.num_items,
+            "classes": self.classes, "confusion": self.confusion,
+            "per_class": self.per_class.to_dict(orient="records"),
+            "mistakes": self.mistakes.to_dict(orient="records"),
+        }
+
+
+def _items(dataset, split: str) -> list:
+    if split not in SPLITS:
+        raise EvaluateError(f"split must be one of {SPLITS}, got {split!r}")
+    items = list(dataset.items) if split == "all" else list(dataset.split(split))
+    if not items:
+        raise EvaluateError(f"the dataset has no {split!r} images to evaluate")
+    return items
+
+
+def per_class_table(classes: list[str], confusion: torch.Tensor) -> pd.DataFrame:
+    """precision, recall, f1 and support per class from a confusion matrix (rows = true)."""
+    tp = confusion.diag().double()
+    predicted = confusion.sum(0).double()
+    support = confusion.sum(1).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), torch.zeros_like(tp))
+    return pd.DataFrame({
+        "class": classes, "precision": precision.numpy().round(4), "recall": recall.numpy().round(4),
+        "f1": f1.numpy().round(4), "support": support.long().numpy(),
+    })
+
+
+def evaluate(
+    run: LoadedRun | str | Path,
+    split: str = "val",
+    dataset=None,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> Evaluation:
+    """Evaluate `run` on `split` of `dataset` (a Dataset, a data path, or None for the run's own data)."""
+    from ftui.data import load_dataset
+
+    run = run if isinstance(run, LoadedRun) else load_run(run, device=device)
+    if dataset is None or isinstance(dataset, (str, Path)):
+        source = run.config.data if dataset is None else str(dataset)
+        dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.seed)
+    items = _items(dataset, split)
+    unknown = sorted(set(dataset.classes) - set(run.classes))
+    if unknown:
+        raise EvaluateError(f"classes {unknown} are not among the run's classes {run.classes}")
+    # Labels follow the dataset's class order; map them onto the run's by name.
+    to_run = {i: run.classes.index(name) for i, name in enumerate(dataset.classes)}
+    targets = torch.tensor([to_run[it.label] for it in items])
+    predictor = Predictor(run, device=device, batch_size=batch_size)
+    logits = predictor.logits([it.path for it in items])
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    probs = torch.softmax(logits, dim=1)
+    confidence, predicted = probs.max(dim=1)
+    n = len(run.classes)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    confusion.index_put_((targets, predicted), torch.ones_like(targets), accumulate=True)
+    wrong = (predicted != targets).nonzero().flatten().tolist()
+    mistakes = pd.DataFrame(
+        [{"path": items[i].path, "true": run.classes[int(targets[i])], "predicted": run.classes[int(predicted[i])],
+          "confidence": round(float(confidence[i]), 4), "loss": round(float(losses[i]), 4)} for i in wrong],
+        columns=["path", "true", "predicted", "confidence", "loss"],
+    ).sort_values("loss", ascending=False, ignore_index=True)
+    return Evaluation(
+        split=split, accuracy=float((predicted == targets).double().mean()), num_items=len(items),
+        per_class=per_class_table(run.classes, confusion), confusion=confusion.tolist(),
+        classes=list(run.classes), mistakes=mistakes,
+    )

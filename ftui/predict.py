@@ -1,0 +1,84 @@
+"""Top-k predictions from a trained run for PIL images or image paths, batched, with the model kept warm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+
+from ftui.runs import LoadedRun, load_run
+
+ImageLike = Image.Image | str | Path
+
+
+class PredictError(ValueError):
+    """Bad prediction input (no images, top_k out of range)."""
+
+
+def _as_run(run: LoadedRun | str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load_run(run, device=device)
+
+
+class Predictor:
+    """Keeps a run's model in eval mode on one device and answers predictions in batches."""
+
+    def __init__(self, run: LoadedRun | str | Path, device: str | torch.device = "cpu", batch_size: int = 32):
+        self.run = _as_run(run, device)
+        self.device = torch.device(device)
+        self.model = self.run.model.to(self.device).eval()
+        self.classes = list(self.run.classes)
+        self.transform = self.run.eval_transform()
+        self.batch_size = batch_size
+
+    def _tensor(self, image: ImageLike) -> torch.Tensor:
+        from ftui.images import open_rgb
+
+        pil = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image)
+        return self.transform(pil)
+
+    @torch.inference_mode()
+    def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Raw scores, one row per image, computed `batch_size` images at a time."""
+        if len(images) == 0:
+            raise PredictError("no images to predict")
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.stack([self._tensor(im) for im in images[start:start + self.batch_size]])
+            out.append(self.model(batch.to(self.device)).float().cpu())
+        return torch.cat(out)
+
+    def probabilities(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Softmax probabilities, one row per image, columns in `classes` order."""
+        return torch.softmax(self.logits(images), dim=1)
+
+    def predict(self, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """For each image the top-k (label, probability) pairs, most likely first."""
+        if top_k < 1:
+            raise PredictError(f"top_k must be >= 1, got {top_k}")
+        k = min(top_k, len(self.classes))
+        probs = self.probabilities(images)
+        values, indices = probs.topk(k, dim=1)
+        return [
+            [(self.classes[int(i)], float(v)) for v, i in zip(row_v, row_i)]
+            for row_v, row_i in zip(values, indices)
+        ]
+
+    def predictions_table(self, images: Sequence[ImageLike], top_k: int = 3) -> pd.DataFrame:
+        """DataFrame(path, label, probability, top_k) with top_k as 'label:prob;label:prob'."""
+        results = self.predict(images, top_k)
+        rows = []
+        for image, top in zip(images, results):
+            path = getattr(image, "filename", "") if isinstance(image, Image.Image) else str(image)
+            rows.append({
+                "path": path, "label": top[0][0], "probability": round(top[0][1], 6),
+                "top_k": ";".join(f"{label}:{prob:.4f}" for label, prob in top),
+            })
+        return pd.DataFrame(rows, columns=["path", "label", "probability", "top_k"])
+
+
+def predict(run: LoadedRun | str | Path, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
+    """One-shot top-k prediction (use `Predictor` to keep the model warm across calls)."""
+    return Predictor(run).predict(images, top_k)
