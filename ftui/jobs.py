@@ -48,7 +48,8 @@ def run_training(
 
     config.validate()
     progress("loading dataset")
-    dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+    dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
+                           progress=lambda fraction, message="": progress(message or "loading dataset"))
     folder = store.create(config, run_dir)
     on_folder(folder)
     folder.write_classes(dataset.classes)
