@@ -1,0 +1,148 @@
+"""`check(source) -> Report`: load the dataset, decode every image once, run every check."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftui.doctor.balance import BalanceLimits, check_balance, check_unreadable
+from ftui.doctor.duplicates import check_duplicates
+from ftui.doctor.labels import BackboneFeatures, check_labels, skipped_labels
+from ftui.doctor.properties import PropertyLimits, check_properties
+from ftui.doctor.report import DoctorError, Report
+from ftui.doctor.scan import FeatureFn, Progress, scan
+
+DEFAULT_BACKBONE = "mobilenet_v3_small"
+NO_WEIGHTS = "no pretrained weights available"
+
+
+@dataclass
+class Limits:
+    """Every threshold the doctor uses, in one place."""
+
+    balance: BalanceLimits = field(default_factory=BalanceLimits)
+    properties: PropertyLimits = field(default_factory=PropertyLimits)
+
+
+def backbone_features(backbone: str, weights: str, num_classes: int = 2,
+                      progress: Progress | None = None) -> tuple[FeatureFn | None, str]:
+    """A pretrained backbone's feature function and a description, or (None, why the check is skipped).
+
+    Random-init features say nothing about labels, so without pretrained weights there is no check.
+    """
+    from ftui.backbones import backbone_info, build, classifier_head
+
+    try:
+        info = backbone_info(backbone)
+    except ValueError as exc:
+        raise DoctorError(str(exc)) from None
+    if weights == "none":
+        return None, f"{NO_WEIGHTS} (weights 'none': random features say nothing about labels)"
+    if weights == "imagenet" and not info.weights_cached:
+        return None, (f"{NO_WEIGHTS}: ImageNet weights for {backbone} are not downloaded "
+                      f"({info.weights_file}); pass a weights file to run the label check")
+    if weights not in ("imagenet",) and not Path(weights).is_file():
+        raise DoctorError(f"weights file not found: {weights}")
+    try:
+        model = build(backbone, num_classes, weights=weights, progress=progress)
+    except ValueError as exc:  # WeightsError / BackboneError: the user picked something that cannot load
+        raise DoctorError(f"cannot load {backbone} weights for the label check: {exc}") from None
+    source = "ImageNet" if weights == "imagenet" else Path(weights).name
+    fn = BackboneFeatures(model, classifier_head(model, backbone), info.mean, info.std, info.input_size)
+    return fn, f"{backbone} features ({source})"
+
+
+def _load(source: Any, val_fraction: float, seed: int, workdir: str | None):
+    """A Dataset from a path (folder, zip, CSV) or the Dataset itself; loader errors become DoctorError."""
+    from ftui.data import load_dataset
+
+    if hasattr(source, "items") and hasattr(source, "classes"):
+        return source
+    if not source or not Path(str(source)).exists():
+        raise DoctorError(f"dataset not found: {source!r} (give a folder, .zip or .csv)")
+    try:
+        return load_dataset(str(source), val_fraction=val_fraction, seed=seed, workdir=workdir)
+    except ValueError as exc:
+        raise DoctorError(str(exc)) from None
+
+
+def check(
+    source: Any,
+    *,
+    labels: bool = True,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str = "imagenet",
+    feature_fn: FeatureFn | None = None,
+    feature_name: str = "custom features",
+    limits: Limits | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    workdir: str | None = None,
+) -> Report:
+    """Run every check on a dataset (folder, .zip, CSV or a loaded Dataset) and return the Report.
+
+    The label check uses `feature_fn` when given, else the pretrained `backbone` with `weights`;
+    `labels=False` skips it.
+    """
+    limits = limits or Limits()
+    say = progress or (lambda fraction, message: None)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    say(0.0, "loading dataset")
+    dataset = _load(source, val_fraction, seed, workdir)
+    classes = list(dataset.classes)
+    timings["load"] = time.perf_counter() - start
+
+    label_skip = "turned off"
+    fn = None
+    if labels:
+        t = time.perf_counter()
+        if feature_fn is not None:
+            fn, label_skip = feature_fn, feature_name
+        else:
+            say(0.02, f"loading {backbone} for the label check")
+            fn, label_skip = backbone_features(backbone, weights, max(len(classes), 2))
+        timings["model"] = time.perf_counter() - t
+    feature_seconds = [0.0]
+
+    def timed_features(images):
+        t0 = time.perf_counter()
+        out = fn(images)
+        feature_seconds[0] += time.perf_counter() - t0
+        return out
+
+    t = time.perf_counter()
+    entries = [(item.path, item.label, item.split) for item in dataset.items]
+    records, features = scan(entries, feature_fn=timed_features if fn else None,
+                             progress=lambda f, m: say(0.05 + 0.85 * f, m))
+    timings["scan"] = time.perf_counter() - t - feature_seconds[0]
+    if fn is not None:
+        timings["features"] = feature_seconds[0]
+
+    t = time.perf_counter()
+    say(0.92, "comparing images")
+    skipped = [(s.path, s.reason) for s in getattr(dataset, "skipped", [])]
+    checks = [
+        check_unreadable(records, classes, skipped),
+        check_balance(records, classes, limits.balance),
+        check_duplicates(records, classes),
+        check_properties(records, classes, limits.properties),
+    ]
+    timings["checks"] = time.perf_counter() - t
+    if fn is None:
+        checks.append(skipped_labels(label_skip))
+    else:
+        t = time.perf_counter()
+        say(0.95, "cross-validating the label probe")
+        checks.append(check_labels(records, np.nan_to_num(features), classes, feature_name=label_skip))
+        timings["labels"] = time.perf_counter() - t
+    say(1.0, "done")
+    return Report(source=str(getattr(dataset, "root", source)), checks=checks, classes=classes,
+                  num_files=len(records) + len(skipped), seconds=time.perf_counter() - start,
+                  timings=timings)

@@ -1,0 +1,183 @@
+"""Likely label problems: a cross-validated linear probe on pretrained features, and per-class outliers.
+
+Both only rank images to look at first; a pretrained feature space can be wrong about any single image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from ftui.doctor.report import CheckResult
+from ftui.doctor.scan import ImageRecord
+
+COLUMNS = ["path", "label", "split", "level", "issue", "suggested", "p_given", "p_suggested", "outlier_z"]
+# Another class must beat the given label by this much probability (out of fold) to be flagged.
+MARGIN = 0.5
+# Robust z-score (median/MAD) of the distance to the class centroid above which an image is an outlier
+# (Iglewicz & Hoaglin's 3.5).
+OUTLIER_Z = 3.5
+MIN_OUTLIER_CLASS = 5
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Fold index per sample, each class spread evenly over the k folds."""
+    rng = np.random.default_rng(seed)
+    folds = np.zeros(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        folds[idx] = np.arange(len(idx)) % k
+    return folds
+
+
+def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float = 1e-3,
+              steps: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression (weights, bias), full-batch L-BFGS."""
+    w = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int,
+                              k: int = 5, seed: int = 0) -> np.ndarray:
+    """Class probabilities for every sample from a probe that never saw it (k-fold cross-validation)."""
+    x = torch.from_numpy(features.astype(np.float32))
+    x = torch.nn.functional.normalize(x, dim=1)
+    y = torch.from_numpy(labels.astype(np.int64))
+    folds = stratified_folds(labels, k, seed)
+    probs = np.zeros((len(labels), num_classes), dtype=np.float32)
+    for fold in range(k):
+        held = torch.from_numpy(folds == fold)
+        if not held.any():
+            continue
+        w, b = fit_probe(x[~held], y[~held], num_classes)
+        probs[held.numpy()] = torch.softmax(x[held] @ w + b, dim=1).numpy()
+    return probs
+
+
+def outlier_scores(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Robust z-score of each sample's cosine distance to its class centroid (NaN for tiny classes)."""
+    x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    z = np.full(len(labels), np.nan)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < MIN_OUTLIER_CLASS:
+            continue
+        centroid = x[idx].mean(axis=0)
+        centroid /= max(np.linalg.norm(centroid), 1e-12)
+        dist = 1.0 - x[idx] @ centroid
+        med = np.median(dist)
+        mad = np.median(np.abs(dist - med))
+        z[idx] = 0.6745 * (dist - med) / max(mad, 1e-12)
+    return z
+
+
+def skipped_labels(reason: str) -> CheckResult:
+    """The label check's result when it could not run."""
+    return CheckResult("labels", "ok", f"skipped: {reason}", pd.DataFrame(columns=COLUMNS), ran=False)
+
+
+def check_labels(records: list[ImageRecord], features: np.ndarray, classes: list[str],
+                 feature_name: str = "features", k: int = 5) -> CheckResult:
+    """Rank images whose label the out-of-fold probe disputes, and images far from their class centre."""
+    keep = np.flatnonzero([r.ok for r in records])
+    labels = np.array([records[i].label for i in keep], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes))
+    usable = counts >= 2
+    if usable.sum() < 2:
+        return skipped_labels("needs at least two classes with two or more readable images")
+    # Classes with a single image cannot be cross-validated; leave them out of the probe.
+    mask = usable[labels]
+    keep, labels = keep[mask], labels[mask]
+    x = features[keep]
+    k = int(max(2, min(k, counts[usable].min())))
+    probs = out_of_fold_probabilities(x, labels, len(classes), k=k)
+    z = outlier_scores(x, labels)
+    p_given = probs[np.arange(len(labels)), labels]
+    masked = probs.copy()
+    masked[np.arange(len(labels)), labels] = -1.0
+    best_other = masked.argmax(axis=1)
+    p_other = masked.max(axis=1)
+    agreement = float((probs.argmax(axis=1) == labels).mean())
+    rows = []
+    for j, i in enumerate(keep):
+        r = records[i]
+        disputed = p_other[j] - p_given[j] >= MARGIN
+        outlier = bool(z[j] > OUTLIER_Z)
+        if not (disputed or outlier):
+            continue
+        if disputed:
+            issue = f"look at this first: looks like '{classes[best_other[j]]}' ({p_other[j]:.0%})"
+        else:
+            issue = f"look at this first: unusual for '{classes[r.label]}' (outlier z={z[j]:.1f})"
+        if disputed and outlier:
+            issue += f", and unusual for its class (z={z[j]:.1f})"
+        rows.append({"path": r.path, "label": classes[r.label], "split": r.split, "level": "warning",
+                     "issue": issue, "suggested": classes[best_other[j]] if disputed else "",
+                     "p_given": round(float(p_given[j]), 3), "p_suggested": round(float(p_other[j]), 3),
+                     "outlier_z": None if np.isnan(z[j]) else round(float(z[j]), 2), "_rank": p_given[j]})
+    table = pd.DataFrame(rows, columns=COLUMNS + ["_rank"]).sort_values("_rank", kind="stable")
+    table = table.drop(columns="_rank").reset_index(drop=True)
+    stats = {"probe_cv_accuracy": round(agreement, 4), "folds": k, "features": feature_name,
+             "images": len(labels)}
+    head = f"{k}-fold linear probe on {feature_name} agrees with {agreement:.1%} of labels"
+    if table.empty:
+        return CheckResult("labels", "ok", f"{head}; nothing stands out", table, stats=stats)
+    n_disputed = int((table["suggested"] != "").sum())
+    n_outliers = len(table) - n_disputed
+    summary = f"{head}; look at these first: {n_disputed} disputed label(s), {n_outliers} class outlier(s)"
+    return CheckResult("labels", "warning", summary, table, stats=stats, suggestions=[
+        "these are hints, not verdicts: open each image and fix its folder only if the label is wrong"])
+
+
+class BackboneFeatures:
+    """Pooled penultimate features of a torchvision backbone, computed in eval mode without gradients."""
+
+    def __init__(self, model: torch.nn.Module, head: torch.nn.Module, mean: tuple, std: tuple,
+                 input_size: int, batch_size: int = 32):
+        self.model = model.eval()
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self._captured: list[torch.Tensor] = []
+        # The head's input is the backbone's pooled feature vector, for every torchvision family.
+        head.register_forward_hook(lambda _m, inputs, _out: self._captured.append(inputs[0].flatten(1)))
+
+    @torch.inference_mode()
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = np.stack([np.asarray(im.convert("RGB")) for im in images[start:start + self.batch_size]])
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+            if x.shape[-1] != self.input_size:
+                x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size),
+                                                    mode="bilinear", antialias=True, align_corners=False)
+            self._captured.clear()
+            self.model((x - self.mean) / self.std)
+            out.append(self._captured[-1].float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def colour_histogram_features(images: list[Image.Image], bins: int = 4) -> np.ndarray:
+    """A joint RGB histogram (bins^3, normalised): a cheap real feature for colour-coded classes."""
+    rows = []
+    for im in images:
+        q = (np.asarray(im.convert("RGB"), dtype=np.int64) * bins) // 256
+        codes = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+        hist = np.bincount(codes.ravel(), minlength=bins ** 3).astype(np.float32)
+        rows.append(hist / hist.sum())
+    return np.stack(rows) if rows else np.zeros((0, bins ** 3), dtype=np.float32)
+
