@@ -413,9 +413,11 @@ def safe_extract_zip(
         for entry in entries:
             name = entry.filename.replace("\\", "/")
             parts = [p for p in name.split("/") if p not in ("", ".")]
-            if not parts or any(is_ignored(p) for p in parts):
+            if not parts:
                 continue
             reason = _unsafe_entry_reason(entry, name, parts)
+            if reason is None and any(is_ignored(p) for p in parts):
+                continue
             dest = top.joinpath(*parts)
             if reason is None and not dest.resolve().is_relative_to(top):
                 reason = "unsafe path in zip (outside the archive), not extracted"

@@ -45,7 +45,7 @@ class ImageError(ValueError):
 
 def is_ignored(name: str) -> bool:
     """True for a hidden file or folder name and OS/archiver leftovers (.DS_Store, __MACOSX, Thumbs.db)."""
-    return name.startswith(".") or name.lower() in IGNORED_NAMES
+    return (name.startswith(".") and name not in (".", "..")) or name.lower() in IGNORED_NAMES
 
 
 def has_image_extension(path: str | Path) -> bool:

@@ -193,6 +193,7 @@ def test_os_leftovers_are_ignored(name):
 
 def test_ordinary_names_are_not_ignored():
     assert not is_ignored("cat_01.jpg") and not is_ignored("bees")
+    assert not is_ignored("..") and not is_ignored(".")  # path steps, judged by the zip checks instead
 
 
 def test_real_photos_decode(shared_data: Path):
