@@ -57,7 +57,7 @@ _HEAD_PATH = {
 # Smallest square input each family runs on (measured: every stage keeps >= 1 pixel). ViT and MaxViT
 # are built for one fixed size, their weights' input size.
 _MIN_INPUT = {
-    "alexnet": 63, "inception": 75, "squeezenet": 17, "vit": 224, "maxvit": 224,
+    "alexnet": 63, "inception": 75, "vit": 224, "maxvit": 224,
 }
 _DEFAULT_MIN_INPUT = 32
 _FIXED_INPUT = {"vit", "maxvit"}
