@@ -131,7 +131,7 @@ def make_optimizer(config: TrainConfig, param_groups: list[dict[str, Any]]) -> t
 
 
 def class_weights(counts: Sequence[int]) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1 over present classes) for imbalanced data."""
+    """sklearn-style "balanced" weights, total / (classes present * count): rare classes weigh more."""
     counts_t = torch.tensor([float(c) for c in counts])
     present = counts_t > 0
     weights = torch.ones_like(counts_t)
