@@ -28,7 +28,8 @@ DOWNLOAD_TIMEOUT_S = 15.0
 
 # Old torchvision DenseNet checkpoints (including the published ones) name layers "norm.1" etc.
 _DENSENET_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+    r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 # GoogLeNet / Inception aux heads exist in the stock model only to accept published files; ftui drops them.
 _AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
@@ -172,7 +173,9 @@ def load_state(model: nn.Module, name: str, state: dict[str, torch.Tensor], sour
         )
     model.load_state_dict(fits, strict=False)
     report.loaded_keys = len(fits)
-    report.missing = [k for k in own if k not in fits and not k.startswith(head) and not _is_aux(k)]
+    # num_batches_tracked is a counter, not a weight; older published checkpoints predate it.
+    report.missing = [k for k in own if k not in fits and not k.startswith(head) and not _is_aux(k)
+                      and not k.endswith("num_batches_tracked")]
     # Aux-head tensors in a file are fine: the stock model has those heads until ftui drops them.
     report.unexpected = [k for k in report.unexpected if not _is_aux(k)]
     report.message = _describe(report, name)
