@@ -428,7 +428,8 @@ def _named_groups(model: nn.Module, family: str) -> list[tuple[str, list[nn.Modu
     if family == "googlenet":
         return [("stem", [m.conv1, m.conv2, m.conv3], []),
                 ("inception3", [m.inception3a, m.inception3b], []),
-                ("inception4", [m.inception4a, m.inception4b, m.inception4c, m.inception4d, m.inception4e], []),
+                ("inception4", [m.inception4a, m.inception4b, m.inception4c, m.inception4d,
+                                m.inception4e], []),
                 ("inception5", [m.inception5a, m.inception5b], []),
                 ("head", [m.fc], [])]
     raise BackboneError(f"no layer groups defined for family {family!r}")

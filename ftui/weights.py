@@ -104,7 +104,7 @@ def download_imagenet(name: str, progress: Progress | None = None, url: str | No
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors in a bare state_dict or a checkpoint dict (`state_dict` / `model`), wrapper prefixes gone."""
+    """The tensors of a bare state_dict or a checkpoint dict (`state_dict`/`model`), wrapper prefixes gone."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
@@ -113,7 +113,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same plain message
         raise WeightsError(
             f"{path} is not a PyTorch weights file ftui can read safely ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Save it with torch.save(model.state_dict(), ...)."
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"Save it with torch.save(model.state_dict(), ...)."
         ) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
@@ -168,8 +169,8 @@ def load_state(model: nn.Module, name: str, state: dict[str, torch.Tensor], sour
         sample_file = ", ".join(list(state)[:3])
         sample_model = ", ".join(list(own)[:3])
         raise WeightsError(
-            f"none of the {len(state)} tensors in {source} fit {name}: it was probably saved from a different "
-            f"architecture (file has {sample_file}, ...; {name} expects {sample_model}, ...)"
+            f"none of the {len(state)} tensors in {source} fit {name}: it was probably saved from a "
+            f"different architecture (file has {sample_file}, ...; {name} expects {sample_model}, ...)"
         )
     model.load_state_dict(fits, strict=False)
     report.loaded_keys = len(fits)
@@ -194,7 +195,8 @@ def _describe(report: WeightsReport, name: str) -> str:
         parts.append(f"{len(report.unexpected)} file tensors the model does not have, ignored: "
                      f"{_short(report.unexpected)}")
     if report.mismatched:
-        parts.append(f"{len(report.mismatched)} tensors with a different shape, ignored: {_short(report.mismatched)}")
+        parts.append(f"{len(report.mismatched)} tensors with a different shape, ignored: "
+                     f"{_short(report.mismatched)}")
     return "; ".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""Weight sources through real files: the hub-cache download (file:// URLs), local checkpoints, random init."""
+"""Weight sources through real files: hub-cache download (file:// URLs), local checkpoints, random init."""
 
 from __future__ import annotations
 
