@@ -61,12 +61,11 @@ def set_train_mode(model: nn.Module, groups: list[LayerGroup], trainable: Iterab
         raise ConfigError(f"bn_mode must be one of {_BN_MODES}, got {bn_mode!r}")
     keep = set(trainable)
     model.train()
-    for group in groups:
-        if bn_mode == "frozen" or group.name not in keep:
-            for module in group.modules:
-                for m in module.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
+    frozen = [model] if bn_mode == "frozen" else [m for g in groups if g.name not in keep for m in g.modules]
+    for module in frozen:
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
