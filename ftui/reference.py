@@ -1,0 +1,179 @@
+"""Baselines the engine is measured against: the PyTorch transfer-learning tutorial's loop as published,
+and the compute limit (synthetic tensors, no data loading).
+
+Kept deliberately as the tutorial writes it (ImageFolder + PIL transforms every epoch, batch 4, SGD 0.001
+momentum 0.9, StepLR(7, 0.1), BatchNorm in train mode) so the comparison is honest.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ReferenceResult:
+    """What one tutorial run measured: per-epoch val accuracy and the wall clock at each epoch's end."""
+
+    val_acc: list[float] = field(default_factory=list)
+    epoch_end_seconds: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def best_val_acc(self) -> float:
+        return max(self.val_acc, default=0.0)
+
+    def seconds_to(self, target: float) -> float | None:
+        """Wall time until val accuracy first reached `target`, or None."""
+        for acc, t in zip(self.val_acc, self.epoch_end_seconds):
+            if acc >= target:
+                return t
+        return None
+
+    def epochs_to(self, target: float) -> int | None:
+        for i, acc in enumerate(self.val_acc, start=1):
+            if acc >= target:
+                return i
+        return None
+
+
+def tutorial_loaders(data_dir: str | Path, batch_size: int = 4, num_workers: int = 2):
+    """The tutorial's ImageFolder datasets and loaders (train/ and val/ folders)."""
+    from torchvision import datasets, transforms
+
+    data_transforms = {
+        "train": transforms.Compose([
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]),
+        "val": transforms.Compose([
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]),
+    }
+    image_datasets = {x: datasets.ImageFolder(str(Path(data_dir) / x), data_transforms[x]) for x in ("train", "val")}
+    loaders = {
+        x: torch.utils.data.DataLoader(image_datasets[x], batch_size=batch_size, shuffle=(x == "train"),
+                                       num_workers=num_workers)
+        for x in ("train", "val")
+    }
+    return image_datasets, loaders
+
+
+def run_tutorial(
+    model: nn.Module,
+    head: nn.Module,
+    data_dir: str | Path,
+    epochs: int,
+    head_only: bool,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+    num_workers: int = 2,
+) -> ReferenceResult:
+    """The tutorial's `train_model` loop on `model` (whose classifier is `head`), timed per epoch."""
+    image_datasets, loaders = tutorial_loaders(data_dir, num_workers=num_workers)
+    if head_only:
+        for p in model.parameters():
+            p.requires_grad = False
+        for p in head.parameters():
+            p.requires_grad = True
+        params = head.parameters()
+    else:
+        params = model.parameters()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+    result = ReferenceResult()
+    best_wts = copy.deepcopy(model.state_dict())
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        epoch_start = time.perf_counter()
+        for phase in ("train", "val"):
+            model.train() if phase == "train" else model.eval()
+            corrects = 0
+            for inputs, labels in loaders[phase]:
+                optimizer.zero_grad()
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        optimizer.step()
+                corrects += int((outputs.argmax(1) == labels).sum())
+            if phase == "train":
+                scheduler.step()
+            else:
+                acc = corrects / len(image_datasets["val"])
+                if acc > result.best_val_acc:
+                    best_wts = copy.deepcopy(model.state_dict())
+                result.val_acc.append(acc)
+        now = time.perf_counter()
+        result.epoch_seconds.append(now - epoch_start)
+        result.epoch_end_seconds.append(now - start)
+        if on_epoch:
+            on_epoch(epoch + 1, result.val_acc[-1], now - epoch_start)
+    model.load_state_dict(best_wts)
+    return result
+
+
+def compute_limit(
+    model: nn.Module,
+    batch_size: int,
+    image_size: int = 224,
+    steps: int = 6,
+    train_params: list[nn.Parameter] | None = None,
+    channels_last: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Images/s of forward+backward+step and of inference on synthetic tensors: no data loading at all."""
+    device = next(model.parameters()).device
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    y = torch.randint(0, 2, (batch_size,), device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    params = train_params if train_params is not None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+
+    def autocast():
+        if autocast_dtype is None:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=autocast_dtype)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = criterion(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), autocast():
+            model(x)
+
+    out = {}
+    for name, step, mode in (("train", train_step, "train"), ("infer", infer_step, "eval")):
+        model.train(mode == "train")
+        # BatchNorm in eval for training too: what the engine does with frozen BN statistics.
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        step()  # warm-up: allocations, kernel selection
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out[f"{name}_images_per_s"] = steps * batch_size / (time.perf_counter() - start)
+    model.eval()
+    return out
