@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -11,6 +12,9 @@ from ftui.doctor.scan import ImageRecord
 from ftui.images import has_image_extension
 
 SPLIT_ORDER = ("train", "val", "test")
+LEVEL_ORDER = {"error": 0, "warning": 1, "info": 2, "ok": 3}
+# Reasons the dataset loader gives for files it left out because of where they are, not what they are.
+LAYOUT_REASONS = ("not inside a class folder", "not under train/")
 
 
 @dataclass
@@ -23,24 +27,47 @@ class BalanceLimits:
     max_imbalance: float = 3.0
 
 
+def _skip_level(path: str, reason: str) -> str:
+    """An image that failed to decode is an error; an image left out by the layout is a warning;
+    anything else (notes, CSV rows) is info."""
+    if not has_image_extension(path):
+        return "info"
+    return "warning" if reason.startswith(LAYOUT_REASONS) else "error"
+
+
+def _where(path: str, classes: list[str]) -> tuple[str, str]:
+    """(label, split) read off a skipped file's folders, '' where they say nothing."""
+    parent = Path(path).parent
+    label = parent.name if parent.name in classes else ""
+    split = parent.parent.name.lower() if label and parent.parent.name.lower() in SPLIT_ORDER else ""
+    return label, split
+
+
 def check_unreadable(records: list[ImageRecord], classes: list[str],
                      skipped: list[tuple[str, str]] = ()) -> CheckResult:
     """Files that cannot be decoded (with the reason), including those the dataset loader skipped.
 
-    A skipped file without an image extension (notes, CSVs) is listed as info: it was never an image.
+    Non-image files are listed as info (never images); images outside the layout as warnings.
     """
     rows = [{"path": r.path, "label": classes[r.label], "split": r.split, "level": "error", "issue": r.reason}
             for r in records if not r.ok]
-    rows += [{"path": path, "label": "", "split": "", "issue": reason,
-              "level": "error" if has_image_extension(path) else "info"} for path, reason in skipped]
+    rows += [{"path": path, "label": _where(path, classes)[0], "split": _where(path, classes)[1],
+              "level": _skip_level(path, reason), "issue": reason} for path, reason in skipped]
     table = pd.DataFrame(rows, columns=["path", "label", "split", "level", "issue"])
-    errors = table[table["level"] == "error"]
-    if errors.empty:
-        note = f"; {len(table)} non-image file(s) ignored" if len(table) else ""
-        return CheckResult("unreadable", "ok", f"all {len(records)} image files decode{note}", table)
-    reasons = errors["issue"].value_counts()
-    summary = f"{len(errors)} unusable file{'s' if len(errors) > 1 else ''}: " + ", ".join(
-        f"{n} {reason}" for reason, n in reasons.items())
+    table = table.sort_values("level", key=lambda s: s.map(LEVEL_ORDER), kind="stable").reset_index(drop=True)
+    counts = table["level"].value_counts()
+    errors, ignored = int(counts.get("error", 0)), int(counts.get("warning", 0))
+    notes = int(counts.get("info", 0))
+    tail = "".join([f"; {ignored} image(s) outside the class folders, not used" if ignored else "",
+                    f"; {notes} non-image file(s) ignored" if notes else ""])
+    if not errors:
+        severity = "warning" if ignored else "ok"
+        suggestions = ["move images left outside the layout into a class folder"] if ignored else []
+        return CheckResult("unreadable", severity, f"all {len(records)} images decode{tail}", table,
+                           suggestions=suggestions)
+    reasons = table.loc[table["level"] == "error", "issue"].value_counts()
+    summary = f"{errors} unusable image file{'s' if errors > 1 else ''}: " + ", ".join(
+        f"{n} {reason}" for reason, n in reasons.items()) + tail
     return CheckResult("unreadable", "error", summary, table, stats={"reasons": reasons.to_dict()},
                        suggestions=["delete or replace these files; training skips them"])
 

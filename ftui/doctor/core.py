@@ -57,7 +57,7 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
     return fn, f"{backbone} features ({source})"
 
 
-def _load(source: Any, val_fraction: float, seed: int, workdir: str | None):
+def _load(source: Any, val_fraction: float, seed: int, workdir: str | None, progress: Progress):
     """A Dataset from a path (folder, zip, CSV) or the Dataset itself; loader errors become DoctorError."""
     from ftui.data import load_dataset
 
@@ -66,7 +66,8 @@ def _load(source: Any, val_fraction: float, seed: int, workdir: str | None):
     if not source or not Path(str(source)).exists():
         raise DoctorError(f"dataset not found: {source!r} (give a folder, .zip or .csv)")
     try:
-        return load_dataset(str(source), val_fraction=val_fraction, seed=seed, workdir=workdir)
+        return load_dataset(str(source), val_fraction=val_fraction, seed=seed, workdir=workdir,
+                            progress=progress)
     except ValueError as exc:
         raise DoctorError(str(exc)) from None
 
@@ -95,7 +96,7 @@ def check(
     start = time.perf_counter()
     timings: dict[str, float] = {}
     say(0.0, "loading dataset")
-    dataset = _load(source, val_fraction, seed, workdir)
+    dataset = _load(source, val_fraction, seed, workdir, lambda f, m: say(0.3 * f, m))
     classes = list(dataset.classes)
     timings["load"] = time.perf_counter() - start
 
@@ -106,7 +107,7 @@ def check(
         if feature_fn is not None:
             fn, label_skip = feature_fn, feature_name
         else:
-            say(0.02, f"loading {backbone} for the label check")
+            say(0.3, f"loading {backbone} for the label check")
             fn, label_skip = backbone_features(backbone, weights, max(len(classes), 2))
         timings["model"] = time.perf_counter() - t
     feature_seconds = [0.0]
@@ -120,7 +121,7 @@ def check(
     t = time.perf_counter()
     entries = [(item.path, item.label, item.split) for item in dataset.items]
     records, features = scan(entries, feature_fn=timed_features if fn else None,
-                             progress=lambda f, m: say(0.05 + 0.85 * f, m))
+                             progress=lambda f, m: say(0.3 + 0.6 * f, m))
     timings["scan"] = time.perf_counter() - t - feature_seconds[0]
     if fn is not None:
         timings["features"] = feature_seconds[0]

@@ -67,21 +67,28 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
     return probs
 
 
-def outlier_scores(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Robust z-score of each sample's cosine distance to its class centroid (NaN for tiny classes)."""
+def outlier_scores(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z-score of each sample's cosine distance to its class centroid (NaN for tiny classes), and
+    whether that distance is also large in absolute terms: at least half the gap to the nearest other
+    class centre. The second test keeps a very tight class from calling tiny differences outliers."""
     x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    present = np.unique(labels)
+    centroids = np.stack([x[labels == c].mean(axis=0) for c in present])
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    gaps = 1.0 - centroids @ centroids.T
+    np.fill_diagonal(gaps, np.inf)
     z = np.full(len(labels), np.nan)
-    for c in np.unique(labels):
+    far = np.zeros(len(labels), dtype=bool)
+    for row, c in enumerate(present):
         idx = np.flatnonzero(labels == c)
         if len(idx) < MIN_OUTLIER_CLASS:
             continue
-        centroid = x[idx].mean(axis=0)
-        centroid /= max(np.linalg.norm(centroid), 1e-12)
-        dist = 1.0 - x[idx] @ centroid
+        dist = 1.0 - x[idx] @ centroids[row]
         med = np.median(dist)
         mad = np.median(np.abs(dist - med))
         z[idx] = 0.6745 * (dist - med) / max(mad, 1e-12)
-    return z
+        far[idx] = dist >= 0.5 * gaps[row].min()
+    return z, far
 
 
 def skipped_labels(reason: str) -> CheckResult:
@@ -104,7 +111,7 @@ def check_labels(records: list[ImageRecord], features: np.ndarray, classes: list
     x = features[keep]
     k = int(max(2, min(k, counts[usable].min())))
     probs = out_of_fold_probabilities(x, labels, len(classes), k=k)
-    z = outlier_scores(x, labels)
+    z, far = outlier_scores(x, labels)
     p_given = probs[np.arange(len(labels)), labels]
     masked = probs.copy()
     masked[np.arange(len(labels)), labels] = -1.0
@@ -115,7 +122,7 @@ def check_labels(records: list[ImageRecord], features: np.ndarray, classes: list
     for j, i in enumerate(keep):
         r = records[i]
         disputed = p_other[j] - p_given[j] >= MARGIN
-        outlier = bool(z[j] > OUTLIER_Z)
+        outlier = bool(z[j] > OUTLIER_Z and far[j])
         if not (disputed or outlier):
             continue
         if disputed:

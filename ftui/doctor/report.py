@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -123,6 +124,13 @@ class Report:
                     })
         return pd.DataFrame(rows, columns=["check", "path", "label", "split", "level", "reason"])
 
+    def relative(self, path: str) -> str:
+        """`path` relative to the dataset root when it lies inside it (shorter to read)."""
+        try:
+            return str(Path(path).relative_to(self.source))
+        except ValueError:
+            return str(path)
+
     def to_text(self, max_rows: int = 15) -> str:
         """A compact, human-readable report: a header, then a short table per check."""
         mark = {"ok": "OK", "warning": "WARN", "error": "ERROR"}
@@ -137,7 +145,9 @@ class Report:
             for tip in result.suggestions:
                 lines.append(f"        suggestion: {tip}")
             if not result.table.empty:
-                shown = result.table.head(max_rows)
+                shown = result.table.head(max_rows).copy()
+                if "path" in shown.columns:
+                    shown["path"] = shown["path"].map(self.relative)
                 body = shown.to_string(index=False, max_colwidth=60)
                 lines.extend("        " + line for line in body.splitlines())
                 if len(result.table) > max_rows:
