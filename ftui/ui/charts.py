@@ -12,10 +12,15 @@ LOSS_COLUMNS = ["step", "loss", "series"]
 EPOCH_PLOT_COLUMNS = ["epoch", "value", "series"]
 
 
+def _empty(x: str, y: str) -> pd.DataFrame:
+    """An empty plot frame with numeric axes: the browser keeps the first axis types it sees."""
+    return pd.DataFrame({x: pd.Series(dtype=float), y: pd.Series(dtype=float), "series": pd.Series(dtype=str)})
+
+
 def batch_loss_frame(batches: pd.DataFrame) -> pd.DataFrame:
     """Training loss per optimizer step, plus a smoothed line so the trend shows through the noise."""
     if batches is None or batches.empty:
-        return pd.DataFrame(columns=LOSS_COLUMNS)
+        return _empty("step", "loss")
     raw = batches[["step", "loss"]].dropna().astype(float)
     raw = raw.assign(series="batch loss")
     if len(raw) < 5:
@@ -27,7 +32,7 @@ def batch_loss_frame(batches: pd.DataFrame) -> pd.DataFrame:
 def epoch_frame(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """`metric` ("loss" or "acc") per epoch in long format: one series for train, one for val."""
     if epochs is None or epochs.empty:
-        return pd.DataFrame(columns=EPOCH_PLOT_COLUMNS)
+        return _empty("epoch", "value")
     parts = []
     for split in ("train", "val"):
         column = f"{split}_{metric}"
@@ -36,7 +41,7 @@ def epoch_frame(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
             parts.append(pd.DataFrame({"epoch": part["epoch"].astype(float),
                                        "value": part[column].astype(float), "series": split}))
     if not parts:
-        return pd.DataFrame(columns=EPOCH_PLOT_COLUMNS)
+        return _empty("epoch", "value")
     return pd.concat(parts, ignore_index=True)[EPOCH_PLOT_COLUMNS]
 
 

@@ -1,0 +1,49 @@
+"""`python app.py`: the ftui web app (Gradio). Opens with a built-in demo dataset, so Train works at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags."""
+    parser = argparse.ArgumentParser(description="Fine-tune a pretrained image classifier in the browser.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for the network)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also publish a temporary public Gradio link")
+    parser.add_argument("--runs-dir", default="runs", help="where runs (checkpoints, metrics) are saved")
+    parser.add_argument("--data-root", default=None,
+                        help="allow loading datasets and weights from folders under this path on the server")
+    parser.add_argument("--workdir", default=None,
+                        help="uploads and the demo dataset (default: ~/.cache/ftui)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (shared demos)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build and launch the app."""
+    args = parse_args(argv)
+    auth = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("--auth must look like user:password")
+        auth = (user, password)
+    data_root = Path(args.data_root).expanduser().resolve() if args.data_root else None
+    if data_root is not None and not data_root.is_dir():
+        raise SystemExit(f"--data-root {args.data_root} is not a folder")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftui"
+    from ftui.ui import AppSettings, build_app, launch_options
+
+    settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
+                           workdir=Path(args.workdir).expanduser().resolve() if args.workdir else cache,
+                           data_root=data_root)
+    demo, _ = build_app(settings)
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_options(settings))
+
+
+if __name__ == "__main__":
+    main()

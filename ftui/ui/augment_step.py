@@ -1,0 +1,158 @@
+"""Step 2, Augment: a switch and strength for every augmentation, and a live preview grid."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ftui.config import AugConfig, ConfigError
+from ftui.ui.context import AppContext
+
+# field -> (label, minimum, maximum, step) for the strength sliders; booleans become checkboxes.
+SLIDERS = {
+    "crop_scale_min": ("Smallest crop (share of the image)", 0.05, 1.0, 0.05),
+    "crop_scale_max": ("Largest crop", 0.05, 1.0, 0.05),
+    "rotation_degrees": ("Max rotation (degrees)", 0.0, 180.0, 1.0),
+    "brightness": ("Brightness", 0.0, 1.0, 0.05),
+    "contrast": ("Contrast", 0.0, 1.0, 0.05),
+    "saturation": ("Saturation", 0.0, 1.0, 0.05),
+    "hue": ("Hue", 0.0, 0.5, 0.01),
+    "grayscale_p": ("Probability", 0.0, 1.0, 0.05),
+    "blur_sigma_max": ("Max blur sigma", 0.2, 5.0, 0.1),
+    "erasing_p": ("Probability", 0.0, 1.0, 0.05),
+}
+# Each switch with the sliders it governs, in the order training applies them.
+SECTIONS = [
+    ("random_resized_crop", "Random resized crop", ["crop_scale_min", "crop_scale_max"]),
+    ("hflip", "Horizontal flip", []),
+    ("vflip", "Vertical flip", []),
+    ("rotation", "Rotation", ["rotation_degrees"]),
+    ("color_jitter", "Colour jitter", ["brightness", "contrast", "saturation", "hue"]),
+    ("grayscale", "Random grayscale", ["grayscale_p"]),
+    ("blur", "Gaussian blur", ["blur_sigma_max"]),
+    ("random_erasing", "Random erasing", ["erasing_p"]),
+]
+FIELDS = [f.name for f in dataclasses.fields(AugConfig)]
+MAX_CHOICES = 40
+
+
+@dataclass
+class AugmentView:
+    """The Augment step's output the Train step reads: the settings as AugConfig JSON."""
+
+    aug_json: gr.Textbox
+    controls: list[gr.components.Component]
+    on_load: Any
+    load_inputs: list
+    load_outputs: list
+
+
+def aug_from_values(values: list) -> AugConfig:
+    """AugConfig from the controls' values (in FIELDS order), validated."""
+    aug = AugConfig(**dict(zip(FIELDS, values)))
+    aug.validate()
+    return aug
+
+
+def image_choices(dataset) -> list[tuple[str, str]]:
+    """(label, index into the train split) for a spread of training images, a few per class."""
+    train = dataset.split("train")
+    by_class: dict[int, list[int]] = {}
+    for i, item in enumerate(train):
+        by_class.setdefault(item.label, []).append(i)
+    per_class = max(1, MAX_CHOICES // max(1, len(by_class)))
+    picks = [i for label in sorted(by_class) for i in by_class[label][:per_class]]
+    return [(f"{dataset.classes[train[i].label]} · {_name(train[i].path)}", str(i)) for i in picks]
+
+
+def _name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def preview_images(dataset, aug: AugConfig, index: int, n: int, seed: int, size: int) -> list:
+    """n augmented draws of one training image, exactly as training sees them."""
+    from ftui.augment import preview
+    from ftui.images import open_rgb
+
+    train = dataset.split("train")
+    if not train:
+        raise ValueError("the dataset has no training images")
+    item = train[max(0, min(int(index), len(train) - 1))]
+    image = open_rgb(item.path)
+    return [(im, f"draw {k + 1}") for k, im in enumerate(preview(image, aug, int(n), int(seed), size=int(size)))]
+
+
+def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size: gr.Slider,
+          dataset_fn) -> AugmentView:
+    """Lay out the Augment step; every setting change redraws the preview."""
+    defaults = AugConfig()
+    controls: dict[str, gr.components.Component] = {}
+    gr.Markdown("Augmentations show the model a slightly different version of each image every epoch, "
+                "so it learns the object rather than the exact pixels. Turn off what would change the "
+                "meaning of your images (e.g. vertical flips for text or street scenes).",
+                elem_classes="ftui-help")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            for switch, label, sliders in SECTIONS:
+                with gr.Group(elem_classes="ftui-aug-group"):
+                    controls[switch] = gr.Checkbox(value=getattr(defaults, switch), label=label)
+                    for name in sliders:
+                        text, lo, hi, step = SLIDERS[name]
+                        controls[name] = gr.Slider(lo, hi, value=getattr(defaults, name), step=step, label=text)
+        with gr.Column(scale=3, min_width=420):
+            with gr.Row():
+                image = gr.Dropdown(label="Training image", choices=[], scale=3)
+                random_button = gr.Button("Random image", size="sm", scale=1)
+                reseed = gr.Button("Reseed", size="sm", scale=1)
+            with gr.Row():
+                draws = gr.Slider(4, 16, value=8, step=1, label="Draws")
+                seed = gr.Number(value=0, precision=0, label="Seed")
+            gallery = gr.Gallery(label="What training sees", columns=4, height=420, object_fit="contain")
+            error = gr.Markdown(elem_classes="ftui-error")
+    aug_json = gr.Textbox(json.dumps(dataclasses.asdict(defaults)), visible=False)
+    ordered = [controls[name] for name in FIELDS]
+
+    def collect(*values):
+        try:
+            return json.dumps(dataclasses.asdict(aug_from_values(list(values)))), ""
+        except (ConfigError, TypeError) as exc:
+            return gr.skip(), f"**Check the settings:** {exc}"
+
+    def preview(aug_settings: str, image_index: str, n_draws: float, seed_value: float, size: float,
+                source_path: str, fraction: float):
+        """n augmented versions of one training image under the given AugConfig JSON."""
+        try:
+            aug = AugConfig(**json.loads(aug_settings))
+            aug.validate()
+            dataset = dataset_fn(source_path, fraction)
+            return preview_images(dataset, aug, int(image_index or 0), n_draws, seed_value, size), ""
+        except (ValueError, TypeError) as exc:
+            return gr.skip(), f"**Cannot preview:** {exc}"
+
+    def choices(source_path: str, fraction: float):
+        options = image_choices(dataset_fn(source_path, fraction))
+        return gr.update(choices=options, value=options[0][1] if options else None)
+
+    def pick_random(source_path: str, fraction: float):
+        options = image_choices(dataset_fn(source_path, fraction))
+        return gr.update(value=random.choice(options)[1]) if options else gr.skip()
+
+    private = {"api_visibility": "private"}
+    for control in ordered:
+        control.change(collect, ordered, [aug_json, error], trigger_mode="always_last", **private)
+    inputs = [aug_json, image, draws, seed, image_size, source, val_fraction]
+    preview_options = {"concurrency_limit": 2, "concurrency_id": "preview", "trigger_mode": "always_last",
+                       "show_progress": "minimal"}
+    aug_json.change(preview, inputs, [gallery, error], api_name="preview", **preview_options)
+    for trigger in (image, draws, seed):
+        trigger.change(preview, inputs, [gallery, error], **preview_options, **private)
+    reseed.click(lambda: random.randrange(1_000_000), None, seed, **private)
+    random_button.click(pick_random, [source, val_fraction], image, **private)
+    source.change(choices, [source, val_fraction], image, **private)
+    return AugmentView(aug_json=aug_json, controls=ordered, on_load=choices, load_inputs=[source, val_fraction],
+                       load_outputs=[image])

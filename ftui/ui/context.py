@@ -1,0 +1,103 @@
+"""The server-side state of one app: settings, the job manager, the run store and small caches.
+
+Gradio deep-copies `gr.State` per session, so sessions keep only ids and paths; everything heavy (datasets,
+models, jobs) lives here, created once in `build_app`, shared by every session.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftui.ui.paths import PathNotAllowedError, is_inside
+
+
+@dataclass
+class AppSettings:
+    """What the operator chose on the command line."""
+
+    runs_dir: Path
+    workdir: Path
+    data_root: Path | None = None
+    # The demo default: small and fast, so a first run finishes within a minute on a laptop CPU.
+    demo_backbone: str = "mobilenet_v3_small"
+    demo_image_size: int = 96
+    demo_epochs: int = 3
+
+
+class LRU:
+    """A tiny thread-safe least-recently-used cache."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Any, value: Any) -> Any:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+class AppContext:
+    """Shared, server-side objects; one per running app."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        from ftui.jobs import JobManager
+        from ftui.runs import RunStore
+
+        self.settings = settings
+        settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        self.store = RunStore(settings.runs_dir)
+        self.jobs = JobManager(runs_dir=settings.runs_dir)
+        self.datasets = LRU(8)
+        self.structures = LRU(16)
+        self.predictors = LRU(2)
+        # job id -> the browser token that started it; only that browser may stop it.
+        self.owners: dict[str, str] = {}
+        self._demo: Path | None = None
+        self._demo_lock = threading.Lock()
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.settings.workdir / "uploads"
+
+    def demo_source(self) -> Path:
+        """The built-in demo dataset, generated once under the work dir."""
+        with self._demo_lock:
+            if self._demo is None:
+                from ftui import demo
+
+                self._demo = Path(demo.ensure_demo_dataset(self.settings.workdir / "demo"))
+            return self._demo
+
+    def dataset_roots(self) -> list[Path]:
+        """Folders a dataset's files may come from: the data root, uploads, the demo."""
+        roots = [self.uploads_dir, self.settings.workdir / "demo"]
+        if self.settings.data_root is not None:
+            roots.append(self.settings.data_root)
+        return roots
+
+    def check_dataset_files(self, dataset: Any) -> None:
+        """Refuse a dataset whose files lie outside the allowed folders (e.g. a CSV naming /etc files)."""
+        roots = self.dataset_roots()
+        for item in dataset.items:
+            if not any(is_inside(item.path, root) for root in roots):
+                raise PathNotAllowedError(
+                    f"the dataset refers to {item.path}, which is outside the folders this app may read; "
+                    "keep every image inside the uploaded folder (or under --data-root)"
+                )

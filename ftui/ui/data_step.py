@@ -1,0 +1,213 @@
+"""Step 1, Data: pick a dataset (demo, folder upload, .zip / CSV upload, server path) and inspect it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ftui.ui.charts import counts_frame
+from ftui.ui.context import AppContext
+from ftui.ui.folder_picker import folder_picker
+from ftui.ui.paths import is_inside, resolve_under
+from ftui.ui.uploads import (
+    MAX_FILES,
+    dataset_source,
+    materialize_files,
+    materialize_tree,
+    new_upload_dir,
+    parse_manifest,
+)
+
+THUMBS_PER_CLASS = 4
+THUMB_SIZE = 112
+
+# Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
+PROGRESS = gr.Progress()
+
+
+@dataclass
+class DataView:
+    """The Data step's components other steps read, and what to run when the page loads."""
+
+    source: gr.State
+    val_fraction: gr.Slider
+    on_load: Any
+    load_inputs: list
+    load_outputs: list
+
+
+def load(ctx: AppContext, source: str | Path, val_fraction: float, seed: int = 0, progress: Any = None) -> Any:
+    """Load (or reuse) a dataset and check that every file it names may be read."""
+    from ftui.data import load_dataset
+
+    key = (str(source), round(float(val_fraction), 4), int(seed))
+    cached = ctx.datasets.get(key)
+    if cached is not None:
+        return cached
+    # Zips extract once into the work dir (keyed by file), not into the system temp folder.
+    dataset = load_dataset(str(source), val_fraction=float(val_fraction), seed=int(seed),
+                           workdir=ctx.uploads_dir / "unzipped", progress=progress)
+    ctx.check_dataset_files(dataset)
+    return ctx.datasets.put(key, dataset)
+
+
+def num_classes(ctx: AppContext, source: str) -> int:
+    """Number of classes of a dataset (for sizing the model's head)."""
+    return len(load(ctx, source, 0.2).classes)
+
+
+def training_source(dataset: Any, source: Path) -> str:
+    """What training reads: an extracted zip's folder rather than the zip (extracted once, here)."""
+    return dataset.root if str(source).lower().endswith(".zip") else str(source)
+
+
+def resolve_source(ctx: AppContext, source: str) -> Path:
+    """"demo" (or empty) is the built-in dataset; anything else must be a path under --data-root."""
+    text = (source or "").strip()
+    if text.lower() in ("", "demo"):
+        return ctx.demo_source()
+    for trusted in (ctx.settings.workdir / "demo", ctx.uploads_dir):
+        # Sources this app created itself (a previous upload, the demo) are always readable.
+        if Path(text).is_absolute() and Path(text).exists() and is_inside(text, trusted):
+            return Path(text).resolve()
+    roots = [ctx.settings.data_root] if ctx.settings.data_root is not None else []
+    return resolve_under(text, roots, what="dataset path")
+
+
+def thumbnails(dataset: Any, per_class: int = THUMBS_PER_CLASS) -> list[tuple[Any, str]]:
+    """A few small images per class (PIL, so the originals are never served)."""
+    from ftui.images import ImageError, open_rgb
+
+    shown: dict[int, int] = {}
+    out = []
+    for item in dataset.items:
+        if shown.get(item.label, 0) >= per_class:
+            continue
+        try:
+            image = open_rgb(item.path, draft_size=THUMB_SIZE)
+        except ImageError:
+            continue
+        image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        out.append((image, dataset.classes[item.label]))
+        shown[item.label] = shown.get(item.label, 0) + 1
+    # Class by class, so the grid reads as rows of examples.
+    return sorted(out, key=lambda pair: dataset.classes.index(pair[1]))
+
+
+def describe(dataset: Any, source: Path | str) -> str:
+    """One paragraph: where the data came from, classes, images per split, skipped files."""
+    splits = {name: len(dataset.split(name)) for name in ("train", "val", "test")}
+    parts = [f"**{splits['train']}** train", f"**{splits['val']}** val"]
+    if splits["test"]:
+        parts.append(f"**{splits['test']}** test")
+    split_note = " (val split drawn at random from the images)" if dataset.split_was_generated else ""
+    skipped = f" · {len(dataset.skipped)} files skipped (see below)" if dataset.skipped else ""
+    return (f"### Dataset ready: {len(dataset.classes)} classes\n"
+            f"{' · '.join(parts)} images{split_note}{skipped}  \n<small>{Path(source).name}</small>")
+
+
+def summary_table(dataset: Any) -> pd.DataFrame:
+    """Class x split counts with the class as a column (for gr.Dataframe)."""
+    table = dataset.summary()
+    if "class" not in table.columns:
+        table = table.reset_index().rename(columns={table.index.name or "index": "class"})
+    return table
+
+
+def show(ctx: AppContext, source: Path, val_fraction: float, progress: Any = None) -> tuple:
+    """Load a source and build every output of the Data step."""
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(0.05 + 0.75 * fraction, desc=message)
+
+    report(0.0, "Scanning the dataset...")
+    dataset = load(ctx, source, val_fraction, progress=report)
+    if progress is not None:
+        progress(0.8, desc="Making thumbnails...")
+    table = summary_table(dataset)
+    return (training_source(dataset, source), describe(dataset, source), table, counts_frame(table),
+            thumbnails(dataset), dataset.skipped_table())
+
+
+def build(ctx: AppContext) -> DataView:
+    """Lay out the Data step and wire its events."""
+    demo_path = str(ctx.demo_source())
+    source = gr.State(demo_path)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            gr.Markdown("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). "
+                        "The demo dataset is selected: you can go straight to **Train**.",
+                        elem_classes="ftui-help")
+            with gr.Tabs():
+                with gr.Tab("Demo"):
+                    gr.Markdown("Generated shapes and textures in four classes: a fair task that trains "
+                                "in under a minute on a laptop CPU.")
+                    demo_button = gr.Button("Use the demo dataset")
+                with gr.Tab("Upload a folder"):
+                    picker = folder_picker(MAX_FILES)
+                with gr.Tab("Upload .zip / CSV"):
+                    files = gr.File(label="A .zip of the folder, or a CSV (path,label) plus its images",
+                                    file_count="multiple", file_types=[".zip", ".csv", "image"], height=150)
+                    upload_button = gr.Button("Load the uploaded files")
+                with gr.Tab("Folder on this server"):
+                    root = ctx.settings.data_root
+                    gr.Markdown(f"Paths under `{root}` can be read." if root else
+                                "Switched off: start the app with `--data-root DIR` to allow folders under DIR.")
+                    path_box = gr.Textbox(label="Folder, .zip or .csv on the server", placeholder=str(root or ""),
+                                          interactive=root is not None)
+                    path_button = gr.Button("Load", interactive=root is not None)
+            val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share",
+                                     info="Used when the data has no val/ folder.")
+            error = gr.Markdown(elem_classes="ftui-error")
+        with gr.Column(scale=3, min_width=420):
+            status = gr.Markdown(elem_classes="ftui-card")
+            with gr.Row():
+                table = gr.Dataframe(label="Images per class and split", interactive=False, max_height=260)
+                chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240,
+                                   sort=None)
+            gallery = gr.Gallery(label="A few images per class", columns=8, height=260, object_fit="cover",
+                                 allow_preview=True)
+            with gr.Accordion("Skipped files", open=False):
+                skipped = gr.Dataframe(label="Files that were left out, and why", interactive=False,
+                                       max_height=220)
+
+    outputs = [source, status, table, chart, gallery, skipped, error]
+
+    def finish(run):
+        """Run one loader; turn its error into a message instead of a traceback."""
+        try:
+            return (*run(), "")
+        except ValueError as exc:
+            return (*(gr.skip() for _ in outputs[:-1]), f"**Could not load the data:** {exc}")
+
+    def load_data(source_path: str, val_fraction: float, progress=PROGRESS):
+        """Load a dataset by path: "demo", or a folder/.zip/.csv under --data-root."""
+        return finish(lambda: show(ctx, resolve_source(ctx, source_path), val_fraction, progress))
+
+    def upload_folder(manifest: str, val_fraction: float, progress=PROGRESS):
+        """Rebuild a folder picked in the browser (relative paths kept) and load it."""
+        def run():
+            pairs = parse_manifest(manifest)
+            root, _failed = materialize_tree(pairs, new_upload_dir(ctx.settings.workdir), gr.utils.get_upload_folder())
+            return show(ctx, dataset_source(root), val_fraction, progress)
+        return finish(run)
+
+    def upload_data(files: list[str] | None, val_fraction: float, progress=PROGRESS):
+        """Load uploaded files: one .zip, or a CSV plus its images."""
+        def run():
+            return show(ctx, materialize_files(list(files or []), new_upload_dir(ctx.settings.workdir)),
+                        val_fraction, progress)
+        return finish(run)
+
+    demo_choice = gr.Textbox("demo", visible=False)
+    demo_button.click(load_data, [demo_choice, val_fraction], outputs, api_visibility="private")
+    path_button.click(load_data, [path_box, val_fraction], outputs, api_name="load_data")
+    path_box.submit(load_data, [path_box, val_fraction], outputs, api_visibility="private")
+    picker.change(upload_folder, [picker, val_fraction], outputs, api_visibility="private")
+    upload_button.click(upload_data, [files, val_fraction], outputs, api_name="upload_data")
+    return DataView(source=source, val_fraction=val_fraction, on_load=load_data,
+                    load_inputs=[demo_choice, val_fraction], load_outputs=outputs)

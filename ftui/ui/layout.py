@@ -1,0 +1,77 @@
+"""`build_app`: the six steps in tabs, wired to one server-side AppContext."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ftui.ui import augment_step, data_step, model_step, results_step, train_step
+from ftui.ui.context import AppContext, AppSettings
+
+TITLE = "ftui · fine-tune an image classifier"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+HEADER = """
+<div class="ftui-header">
+  <div class="ftui-title">ftui <span>fine-tune an image classifier</span></div>
+  <div class="ftui-subtitle">Bring labeled images, pick a pretrained backbone, train in the background,
+  check the mistakes, and try the model on new images. No code needed.</div>
+</div>
+"""
+
+
+def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
+    """The Gradio Blocks app and the server-side context it drives."""
+    ctx = AppContext(settings)
+
+    def dataset_for(source: str, fraction: float):
+        return data_step.load(ctx, source, fraction)
+
+    with gr.Blocks(title=TITLE, fill_width=False) as demo:
+        gr.HTML(HEADER, padding=False)
+        with gr.Tabs(elem_id="ftui-steps"):
+            with gr.Tab("1 · Data", id="data"):
+                data = data_step.build(ctx)
+            with gr.Tab("2 · Augment", id="augment"):
+                # The resolution lives on the Model step; the preview needs it first, so render it later.
+                image_size_proxy = gr.Number(visible=False)
+                aug = augment_step.build(ctx, data.source, data.val_fraction, image_size_proxy, dataset_for)
+            with gr.Tab("3 · Model", id="model"):
+                model = model_step.build(ctx, data.source, lambda s: data_step.num_classes(ctx, s))
+            with gr.Tab("4 · Train", id="train"):
+                train = train_step.build(ctx, data.source, data.val_fraction, aug.aug_json, model)
+            with gr.Tab("5 · Evaluate", id="evaluate"):
+                eval_run = results_step.build_evaluate(ctx)
+            with gr.Tab("6 · Predict", id="predict"):
+                predict_run = results_step.build_predict(ctx)
+        gr.HTML("<div class='ftui-footer'>Runs are saved on the server under "
+                f"<code>{settings.runs_dir}</code> · the API is listed under “Use via API”.</div>")
+
+        private = {"api_visibility": "private"}
+        model.image_size.change(lambda v: v, model.image_size, image_size_proxy, **private)
+
+        def newest(runs):
+            choices = results_step.run_choices(ctx)
+            value = choices[0] if choices else None
+            return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
+
+        train.runs_table.change(newest, train.runs_table, [eval_run, predict_run], **private)
+        train.opened_run.change(lambda r: (gr.update(value=r), gr.update(value=r)), train.opened_run,
+                                [eval_run, predict_run], **private)
+
+        demo.load(train.attach, train.owner, [train.owner, train.job_id], **private)
+        demo.load(data.on_load, data.load_inputs, data.load_outputs, **private)
+        demo.load(model.on_load, model.load_inputs, model.load_outputs, **private)
+        demo.load(lambda v: v, model.image_size, image_size_proxy, **private)
+        demo.load(aug.on_load, aug.load_inputs, aug.load_outputs, **private)
+    return demo, ctx
+
+
+def launch_options(settings: AppSettings) -> dict:
+    """Theme, CSS and the only folders Gradio may serve files from (runs for downloads, assets)."""
+    css = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""
+    return {
+        "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate"),
+        "css": css,
+        "allowed_paths": [str(settings.runs_dir.resolve()), str(ASSETS)],
+    }

@@ -1,0 +1,219 @@
+"""Step 3, Model: backbone, input resolution, weights source, and which layer groups train."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ftui.ui.charts import format_count
+from ftui.ui.context import AppContext
+
+WEIGHTS_IMAGENET = "ImageNet (torchvision)"
+WEIGHTS_FILE = "Weights file"
+WEIGHTS_NONE = "Random init"
+WEIGHTS_CHOICES = [WEIGHTS_IMAGENET, WEIGHTS_FILE, WEIGHTS_NONE]
+
+_online: bool | None = None
+_online_lock = threading.Lock()
+
+# Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
+PROGRESS = gr.Progress()
+
+
+@dataclass
+class ModelView:
+    """The Model step's components the Train step reads."""
+
+    backbone: gr.Dropdown
+    image_size: gr.Slider
+    weights: gr.Radio
+    weights_file: gr.File
+    weights_path: gr.Textbox
+    groups: gr.CheckboxGroup
+    on_load: Any
+    load_inputs: list
+    load_outputs: list
+
+
+def online() -> bool:
+    """Whether torchvision's download server is reachable (checked once, quickly)."""
+    global _online
+    with _online_lock:
+        if _online is None:
+            try:
+                socket.create_connection(("download.pytorch.org", 443), timeout=1.5).close()
+                _online = True
+            except OSError:
+                _online = False
+        return _online
+
+
+def structure(ctx: AppContext, backbone: str, num_classes: int) -> tuple[list[tuple[str, int]], int]:
+    """[(group name, parameters)] input -> output, and the total; built once per backbone on the meta device."""
+    import torch
+
+    from ftui.backbones import build, layer_groups
+
+    key = (backbone, num_classes)
+    cached = ctx.structures.get(key)
+    if cached is None:
+        # The meta device allocates no memory and skips initialisation: only shapes are needed here.
+        with torch.device("meta"):
+            model = build(backbone, num_classes, weights="none")
+        groups = [(g.name, g.num_params) for g in layer_groups(model, backbone)]
+        total = sum(p.numel() for p in model.parameters())
+        cached = ctx.structures.put(key, (groups, total))
+    return cached
+
+
+def info_markdown(backbone: str) -> str:
+    """Size, native input resolution, published ImageNet accuracy and whether the weights are here."""
+    from ftui.backbones import backbone_info
+
+    info = backbone_info(backbone)
+    acc = f"{info.imagenet_acc1:.1f}%" if info.imagenet_acc1 is not None else "–"
+    return (f"**{info.name}** ({info.family}) · {format_count(info.num_params)} parameters · "
+            f"native input {info.input_size} px · ImageNet top-1 {acc}")
+
+
+def weights_note(backbone: str) -> str:
+    """Say plainly whether ImageNet weights are available, and what happens when they are not."""
+    from ftui.backbones import backbone_info
+
+    info = backbone_info(backbone)
+    if info.weights_cached:
+        return f"ImageNet weights for {backbone} are on this machine ({info.weights_file})."
+    if online():
+        return (f"ImageNet weights for {backbone} are not downloaded yet: they download when training "
+                "starts, or now with **Download weights**.")
+    return (f"ImageNet weights for {backbone} are not downloaded and this machine is offline: "
+            "training from random init. (Or upload a weights file, or put "
+            f"`{info.weights_file}` into torch's hub cache.)")
+
+
+def default_weights_choice(backbone: str) -> str:
+    """ImageNet when it can be had, random init otherwise, so Train always works."""
+    from ftui.backbones import backbone_info
+
+    return WEIGHTS_IMAGENET if backbone_info(backbone).weights_cached or online() else WEIGHTS_NONE
+
+
+def train_groups_spec(selected: list[str], all_groups: list[str]) -> str:
+    """The TrainConfig.train_groups string for the ticked layer groups."""
+    chosen = [g for g in all_groups if g in set(selected or [])]
+    if not chosen:
+        raise ValueError("tick at least one layer group to train (the head is the usual choice)")
+    if chosen == ["head"]:
+        return "head"
+    if chosen == all_groups:
+        return "all"
+    return ",".join(chosen)
+
+
+def params_markdown(groups: list[tuple[str, int]], total: int, selected: list[str]) -> str:
+    """Trainable / total parameters for the ticked groups."""
+    trainable = sum(n for name, n in groups if name in set(selected or []))
+    share = trainable / total if total else 0.0
+    return (f"<div class='ftui-params'><b>{format_count(trainable)}</b> trainable of "
+            f"{format_count(total)} parameters ({share:.1%})</div>")
+
+
+def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
+    """Lay out the Model step and wire its live updates."""
+    from ftui.backbones import backbone_info, list_backbones
+
+    start = ctx.settings.demo_backbone
+    gr.Markdown("A **backbone** pretrained on ImageNet already knows edges, textures and shapes; a new head "
+                "learns your classes. Small models train fastest on a CPU.", elem_classes="ftui-help")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Row():
+                backbone = gr.Dropdown(list_backbones(), value=start, label="Backbone", scale=3)
+                show_all = gr.Checkbox(label="All torchvision models", value=False, scale=1)
+            info = gr.Markdown(info_markdown(start), elem_classes="ftui-card")
+            first = backbone_info(start)
+            image_size = gr.Slider(first.min_input_size, 512, value=ctx.settings.demo_image_size, step=8,
+                                   label="Input resolution (px)",
+                                   info="Smaller is faster; the backbone's native size is usually most accurate.")
+            weights = gr.Radio(WEIGHTS_CHOICES, value=default_weights_choice(start), label="Starting weights")
+            note = gr.Markdown(weights_note(start), elem_classes="ftui-note")
+            with gr.Group(visible=False) as file_group:
+                weights_file = gr.File(label="Upload a weights file (.pth / .pt, a state_dict)",
+                                       file_types=[".pth", ".pt", ".bin"], height=110)
+                weights_path = gr.Textbox(label="...or a weights file on the server (under --data-root)",
+                                          interactive=ctx.settings.data_root is not None)
+            download = gr.Button("Download ImageNet weights", size="sm", visible=not first.weights_cached)
+        with gr.Column(scale=2):
+            groups_box = gr.CheckboxGroup(label="Layer groups to train (input → output; unticked = frozen)")
+            with gr.Row():
+                head_only = gr.Button("Head only", size="sm")
+                all_layers = gr.Button("All layers", size="sm")
+                last_n = gr.Number(value=2, minimum=1, precision=0, label="N", scale=0, min_width=70)
+                last_button = gr.Button("Last N groups", size="sm")
+            params = gr.HTML()
+
+    def refresh(name: str, source_path: str, selected: list[str] | None, preset: str | None = None,
+                weights_choice: str | None = None):
+        groups, total = structure(ctx, name, num_classes_fn(source_path))
+        names = [g for g, _ in groups]
+        if preset is None and (not selected or not set(selected) <= set(names)):
+            # Pretrained features are worth keeping (train the head); random ones are not (train all).
+            preset = "all" if weights_choice == WEIGHTS_NONE else "head"
+        if preset is not None:
+            selected = ["head"] if preset == "head" else names
+        labels = [(f"{g}  ·  {format_count(n)}", g) for g, n in groups]
+        return gr.update(choices=labels, value=selected), params_markdown(groups, total, selected)
+
+    def on_backbone(name: str, source_path: str, size: float):
+        info_b = backbone_info(name)
+        size = info_b.input_size if info_b.fixed_input_size else max(int(size), info_b.min_input_size)
+        box, counts = refresh(name, source_path, None, weights_choice=default_weights_choice(name))
+        return (info_markdown(name), weights_note(name), default_weights_choice(name),
+                gr.update(minimum=info_b.min_input_size, value=size, interactive=not info_b.fixed_input_size),
+                gr.update(visible=not info_b.weights_cached), box, counts)
+
+    def on_groups(name: str, source_path: str, selected: list[str]):
+        groups, total = structure(ctx, name, num_classes_fn(source_path))
+        return params_markdown(groups, total, selected)
+
+    def preset_last(name: str, source_path: str, n: float):
+        groups, total = structure(ctx, name, num_classes_fn(source_path))
+        names = [g for g, _ in groups]
+        chosen = names[-max(1, min(int(n or 1), len(names))):]
+        return gr.update(value=chosen), params_markdown(groups, total, chosen)
+
+    def on_show_all(everything: bool, name: str):
+        return gr.update(choices=list_backbones(all=everything), value=name)
+
+    def download_weights(name: str, progress=PROGRESS):
+        from ftui.weights import download_imagenet
+
+        try:
+            download_imagenet(name, progress=lambda f, m: progress(f, desc=m))
+        except ValueError as exc:
+            return f"**Download failed:** {exc}", gr.skip(), gr.skip()
+        return weights_note(name), WEIGHTS_IMAGENET, gr.update(visible=False)
+
+    private = {"api_visibility": "private"}
+    backbone.change(on_backbone, [backbone, source, image_size],
+                    [info, note, weights, image_size, download, groups_box, params], **private)
+    show_all.change(on_show_all, [show_all, backbone], backbone, **private)
+    groups_box.input(on_groups, [backbone, source, groups_box], params, **private)
+    head_only.click(lambda b, s, g: refresh(b, s, g, "head"), [backbone, source, groups_box],
+                    [groups_box, params], **private)
+    all_layers.click(lambda b, s, g: refresh(b, s, g, "all"), [backbone, source, groups_box],
+                     [groups_box, params], **private)
+    last_button.click(preset_last, [backbone, source, last_n], [groups_box, params], **private)
+    weights.change(lambda w: gr.update(visible=w == WEIGHTS_FILE), weights, file_group, **private)
+    weights.input(lambda b, s, g, w: refresh(b, s, g, "all" if w == WEIGHTS_NONE else "head"),
+                  [backbone, source, groups_box, weights], [groups_box, params], **private)
+    download.click(download_weights, backbone, [note, weights, download], **private)
+    source.change(lambda b, s, g, w: refresh(b, s, g, weights_choice=w), [backbone, source, groups_box, weights],
+                  [groups_box, params], **private)
+    return ModelView(backbone, image_size, weights, weights_file, weights_path, groups_box,
+                     on_load=lambda source_path, w: refresh(start, source_path, None, weights_choice=w),
+                     load_inputs=[source, weights], load_outputs=[groups_box, params])

@@ -1,0 +1,351 @@
+"""Step 4, Train: hyperparameters, Train/Stop, live curves polled with gr.Timer, and the runs table.
+
+The job belongs to the server (`ctx.jobs`), not to the browser tab: a reloaded page or a second tab finds
+the running job and its curves again. A per-browser token (gr.BrowserState) records who started a job;
+only that browser may stop it, so a second visitor can watch but not steal or stop someone else's run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainConfig
+from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, progress_html
+from ftui.ui.context import AppContext
+from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
+from ftui.ui.paths import is_inside, resolve_under
+
+FINISHED = ("done", "stopped", "failed")
+MAX_PLOT_POINTS = 1500
+
+
+@dataclass
+class TrainView:
+    """The Train step's components other steps and page load need."""
+
+    job_id: gr.Textbox
+    owner: gr.BrowserState
+    runs_table: gr.Dataframe
+    opened_run: gr.Textbox
+    poll_outputs: list
+    attach: Any
+
+
+def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_path: str) -> str:
+    """TrainConfig.weights from the Model step's choice; a file must be an upload or under --data-root."""
+    if choice == WEIGHTS_NONE:
+        return "none"
+    if choice == WEIGHTS_IMAGENET:
+        return "imagenet"
+    if uploaded:
+        return str(uploaded)
+    if server_path and server_path.strip():
+        roots = [ctx.settings.data_root] if ctx.settings.data_root else []
+        return str(resolve_under(server_path, roots, what="weights file"))
+    raise ConfigError("choose a weights file to upload (or pick ImageNet or random init)")
+
+
+def check_weights(ctx: AppContext, weights: str) -> None:
+    """Refuse a weights path that is neither an upload nor under --data-root (API callers included)."""
+    if weights in ("imagenet", "none"):
+        return
+    roots = [Path(gr.utils.get_upload_folder())] + ([ctx.settings.data_root] if ctx.settings.data_root else [])
+    if not any(is_inside(weights, root) for root in roots):
+        raise ConfigError(f"weights file {weights!r} is not an upload and not under --data-root")
+
+
+def recipe_for(weights_choice: str) -> str:
+    """Random weights have no features worth protecting: train everything from the start."""
+    return "plain" if weights_choice == WEIGHTS_NONE else "fine_tune"
+
+
+def fraction_done(snap: dict[str, Any]) -> float:
+    """How far the job is, 0..1, from epoch and step counters."""
+    if snap.get("status") == "done":
+        return 1.0
+    epochs, spe = snap.get("epochs") or 0, snap.get("steps_per_epoch") or 0
+    epoch, step = snap.get("epoch") or 0, snap.get("step") or 0
+    if not epochs or not spe or not epoch:
+        return 0.0
+    return max(0.0, min(1.0, ((epoch - 1) + step / spe) / epochs))
+
+
+def eta_seconds(snap: dict[str, Any], fraction: float) -> float | None:
+    """The engine's ETA after an epoch, else extrapolated from the elapsed time."""
+    if snap.get("eta_s") is not None and snap.get("step") == snap.get("steps_per_epoch"):
+        return snap["eta_s"]
+    elapsed = snap.get("elapsed_s")
+    if not elapsed or fraction <= 0.02:
+        return None
+    return elapsed * (1 - fraction) / fraction
+
+
+def images_per_second(batches: pd.DataFrame) -> float | None:
+    """Mean throughput over the last few batches (single batches are noisy)."""
+    if batches.empty:
+        return None
+    recent = batches["images_per_s"].dropna().tail(10)
+    return float(recent.mean()) if len(recent) else None
+
+
+def badge(kind: str, text: str) -> str:
+    """A small coloured status label (styled in assets/style.css)."""
+    return f"<span class='ftui-badge ftui-badge-{kind}'>{text}</span>"
+
+
+def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) -> str:
+    """One glance: what the job is doing, for whom, and how far it is."""
+    if not snap:
+        return "No training yet. Check the settings, then press **Train**."
+    who = "" if mine else " *(started from another browser)*"
+    status = snap["status"]
+    name = f"**{snap.get('backbone')}**"
+    if status == "queued":
+        return (f"{badge('queued', 'Queued')} Position {snap.get('queue_position') or 1}{who}: another run is training on "
+                "this machine; this one starts when it finishes.")
+    if status in ("running", "stopping"):
+        parts = [f"{badge('running', 'Stopping' if status == 'stopping' else 'Training')} {name}{who}"]
+        if snap.get("steps_per_epoch"):
+            parts.append(f"epoch {snap.get('epoch')}/{snap.get('epochs')}")
+            parts.append(f"step {snap.get('step')}/{snap.get('steps_per_epoch')}")
+        else:
+            parts.append(str(snap.get("message") or "starting"))
+        if ips:
+            parts.append(f"{ips:,.0f} images/s")
+        return " · ".join(parts)
+    best = snap.get("best_val_acc")
+    best_text = f" · best val accuracy **{best:.1%}**" if isinstance(best, (int, float)) and math.isfinite(best) else ""
+    took = format_duration(snap.get("elapsed_s"))
+    if status == "done":
+        return f"{badge('done', 'Finished')} {name} in {took}{best_text} · run `{snap.get('run_id')}`{who}"
+    if status == "stopped":
+        return f"{badge('stopped', 'Stopped')} {name} after {took}{best_text}{who}"
+    return f"{badge('failed', 'Failed')}{who} {snap.get('error') or snap.get('message')}"
+
+
+def progress_caption(snap: dict[str, Any], fraction: float) -> str:
+    """"42% · 0 min 21 s elapsed · about 14 s left"."""
+    parts = [f"{fraction:.0%}", f"{format_duration(snap.get('elapsed_s'))} elapsed"]
+    if snap.get("status") in ("running", "stopping"):
+        eta = eta_seconds(snap, fraction)
+        if eta is not None:
+            parts.append(f"about {format_duration(eta)} left")
+        if snap.get("message") and not snap.get("steps_per_epoch"):
+            parts.append(str(snap["message"]))
+    return " · ".join(parts)
+
+
+def thin(frame: pd.DataFrame, limit: int = MAX_PLOT_POINTS) -> pd.DataFrame:
+    """Every k-th row so a long run's plot stays light in the browser."""
+    if len(frame) <= limit:
+        return frame
+    return frame.iloc[:: math.ceil(len(frame) / limit)]
+
+
+def runs_frame(ctx: AppContext) -> pd.DataFrame:
+    """Past runs, newest first, for the runs table."""
+    table = ctx.store.list_runs()
+    if "best_val_acc" in table:
+        table["best_val_acc"] = table["best_val_acc"].map(
+            lambda v: f"{v:.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else "")
+    return table
+
+
+def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: gr.Textbox,
+          model: ModelView) -> TrainView:
+    """Lay out the Train step and wire Train, Stop, the poll timer and the runs table."""
+    d = TrainConfig()
+    gr.Markdown("Training runs on the server in the background: you can close or reload this page and come "
+                "back. The defaults suit most small datasets.", elem_classes="ftui-help")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            with gr.Group():
+                with gr.Row():
+                    epochs = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs")
+                    batch_size = gr.Number(32, precision=0, minimum=1, label="Batch size")
+                with gr.Row():
+                    lr = gr.Number(d.lr, minimum=0, label="Learning rate")
+                    optimizer = gr.Dropdown(list(OPTIMIZERS), value=d.optimizer, label="Optimizer")
+                with gr.Row():
+                    scheduler = gr.Dropdown(list(SCHEDULERS), value=d.scheduler, label="LR schedule")
+                    recipe = gr.Dropdown([("fine-tune", "fine_tune"), ("plain", "plain")],
+                                         value=recipe_for(model.weights.value), label="Recipe",
+                                         info="fine-tune: head first, then the chosen groups")
+            with gr.Accordion("More settings", open=False):
+                with gr.Row():
+                    freeze_epochs = gr.Number(d.freeze_epochs, precision=0, minimum=0,
+                                              label="Head-only epochs (fine-tune)")
+                    weight_decay = gr.Number(d.weight_decay, minimum=0, label="Weight decay")
+                    label_smoothing = gr.Slider(0, 0.5, value=d.label_smoothing, step=0.05,
+                                                label="Label smoothing")
+                with gr.Row():
+                    momentum = gr.Number(d.momentum, label="Momentum (SGD)")
+                    step_size = gr.Number(d.step_size, precision=0, minimum=1, label="Step size (step LR)")
+                    gamma = gr.Number(d.gamma, label="Gamma (step LR)")
+                with gr.Row():
+                    warmup = gr.Number(d.warmup_epochs, minimum=0, label="Warm-up epochs")
+                    patience = gr.Number(d.early_stopping_patience, precision=0, minimum=0,
+                                         label="Early stopping patience (0 = off)")
+                    seed = gr.Number(d.seed, precision=0, label="Seed")
+                with gr.Row():
+                    bn_mode = gr.Dropdown(["frozen", "train"], value=d.bn_mode, label="BatchNorm statistics")
+                    device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value=d.device, label="Device")
+                with gr.Row():
+                    class_weighted = gr.Checkbox(d.class_weighted_loss, label="Class-weighted loss")
+                    mixed_precision = gr.Checkbox(d.mixed_precision, label="Mixed precision (GPU)")
+                    feature_cache = gr.Checkbox(d.feature_cache, label="Cache frozen features")
+            run_name = gr.Textbox(label="Run name (optional)", max_length=40)
+            with gr.Row():
+                train_button = gr.Button("Train", variant="primary", elem_id="ftui-train")
+                stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
+            error = gr.Markdown(elem_classes="ftui-error")
+        with gr.Column(scale=3, min_width=420):
+            status = gr.Markdown("No training yet.", elem_classes="ftui-card", elem_id="ftui-train-status")
+            progress = gr.HTML(progress_html(0, "not started"), elem_id="ftui-progress")
+            loss_plot = gr.LinePlot(batch_loss_frame(None), x="step", y="loss", color="series", label="Training loss per step",
+                                    height=220, elem_id="ftui-loss-plot",
+                                    color_map={"batch loss": "#9db4d6", "smoothed": "#1f4e99"})
+            with gr.Row():
+                epoch_loss = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series", label="Loss per epoch",
+                                         height=200, color_map={"train": "#1f4e99", "val": "#e07b22"})
+                epoch_acc = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series", label="Accuracy per epoch",
+                                        height=200, y_lim=[0, 1], color_map={"train": "#1f4e99", "val": "#e07b22"})
+            with gr.Accordion("Job details", open=False):
+                job_json = gr.JSON(label="Job status (what the API's poll returns)")
+    gr.Markdown("### Runs")
+    runs_table = gr.Dataframe(runs_frame(ctx), interactive=False, max_height=260, elem_id="ftui-runs",
+                              label="Past runs (click a row to open it in Evaluate and Predict)")
+    opened_run = gr.Textbox(visible=False)
+
+    job_id = gr.Textbox(visible=False, elem_id="ftui-job-id")
+    owner = gr.BrowserState(None, storage_key="ftui-owner")
+    config_json = gr.Textbox(visible=False)
+    last_seen = gr.State(None)
+    timer = gr.Timer(1.0)
+
+    form = [source, val_fraction, aug_json, model.backbone, model.weights, model.weights_file, model.weights_path,
+            model.image_size, model.groups, epochs, batch_size, optimizer, lr, weight_decay, scheduler, recipe,
+            freeze_epochs, label_smoothing, class_weighted, mixed_precision, seed, patience, run_name, momentum,
+            step_size, gamma, warmup, bn_mode, feature_cache, device]
+
+    def collect_config(source_path, fraction, aug_settings, backbone, weights_choice, weights_file, weights_path,
+                       image_size, groups, n_epochs, batch, opt, rate, decay, sched, recipe_name, head_epochs,
+                       smoothing, weighted, amp, seed_value, patience_value, name, mom, step, gamma_value,
+                       warm, bn, cache, dev):
+        """The form as TrainConfig JSON, or an error message."""
+        from ftui.ui.model_step import structure
+
+        try:
+            names = [g for g, _ in structure(ctx, backbone, 2)[0]]
+            config = TrainConfig(
+                data=source_path, backbone=backbone,
+                weights=weights_source(ctx, weights_choice, weights_file, weights_path),
+                train_groups=train_groups_spec(groups, names), aug=AugConfig(**json.loads(aug_settings)),
+                epochs=int(n_epochs or 0), batch_size=int(batch or 0), optimizer=opt, lr=float(rate or 0),
+                weight_decay=float(decay or 0), momentum=float(mom or 0), scheduler=sched,
+                step_size=int(step or 0), gamma=float(gamma_value or 0), warmup_epochs=float(warm or 0),
+                label_smoothing=float(smoothing), class_weighted_loss=bool(weighted), seed=int(seed_value or 0),
+                device=dev, mixed_precision=bool(amp), val_fraction=float(fraction), image_size=int(image_size),
+                recipe=recipe_name, freeze_epochs=int(head_epochs or 0), bn_mode=bn, feature_cache=bool(cache),
+                early_stopping_patience=int(patience_value or 0), runs_dir=str(ctx.settings.runs_dir),
+                run_name=(name or "").strip(),
+            )
+            config.validate()
+        except ValueError as exc:
+            return "", f"**Check the settings:** {exc}"
+        return config.to_json(), ""
+
+    def start_training(config: str, source_path: str, owner_token: str | None):
+        """Start a background training job from TrainConfig JSON (missing keys take their defaults).
+
+        The dataset is the one this session loaded (load_data / upload_data; the demo by default).
+        Returns the job id and a message; the job queues when another job is running.
+        """
+        if not config:
+            return gr.skip(), gr.skip()
+        try:
+            cfg = TrainConfig.from_json(config)
+            # The data and runs folder are the server's choice, never the caller's.
+            cfg = cfg.replace(data=source_path, runs_dir=str(ctx.settings.runs_dir))
+            check_weights(ctx, cfg.weights)
+            cfg.validate()
+            job = ctx.jobs.start(cfg)
+        except ValueError as exc:
+            return gr.skip(), f"**Could not start training:** {exc}"
+        ctx.owners[job.id] = owner_token or ""
+        return job.id, ""
+
+    def stop(job: str, owner_token: str | None):
+        """Stop a job; only the browser (or API client token) that started it may."""
+        from ftui.jobs import JobError
+
+        try:
+            target = ctx.jobs.get(job)
+        except JobError as exc:
+            return f"**Nothing to stop:** {exc}"
+        if ctx.owners.get(job, "") != (owner_token or ""):
+            return "**Not yours to stop:** this run was started from another browser; only that browser can stop it."
+        target.stop()
+        return ""
+
+    def poll(job: str, owner_token: str | None, seen: Any):
+        """The job's status, progress and curves; unchanged outputs are skipped."""
+        from ftui.jobs import JobError
+
+        try:
+            target = ctx.jobs.get(job) if job else None
+        except JobError:
+            target = None
+        if target is None:
+            return (None, status_markdown(None, True, None), progress_html(0, "not started"),
+                    *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), None)
+        snap = target.snapshot()
+        batches, epochs_frame = target.batch_history(), target.history()
+        key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position")]
+        if seen == key:
+            return tuple([gr.skip()] * 9) + (seen,)
+        mine = ctx.owners.get(job, "") == (owner_token or "")
+        fraction = fraction_done(snap)
+        active = snap["status"] not in FINISHED
+        finished_now = not active and (not seen or seen[0] != job or seen[1] not in FINISHED)
+        return (
+            snap, status_markdown(snap, mine, images_per_second(batches)),
+            progress_html(fraction, progress_caption(snap, fraction)),
+            thin(batch_loss_frame(batches)), epoch_frame(epochs_frame, "loss"), epoch_frame(epochs_frame, "acc"),
+            gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
+            runs_frame(ctx) if finished_now else gr.skip(), key,
+        )
+
+    def attach(owner_token: str | None):
+        """On page load: give this browser a token, and show its unfinished job, the running one, or the last."""
+        token = owner_token or secrets.token_hex(8)
+        jobs = ctx.jobs.jobs()
+        mine = [j for j in jobs if ctx.owners.get(j.id) == token and not j.done()]
+        job = (mine[-1] if mine else None) or ctx.jobs.active() or ctx.jobs.latest()
+        return token, job.id if job else ""
+
+    def open_run(evt: gr.SelectData, table: pd.DataFrame):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return str(table.iloc[int(row)]["id"])
+
+    poll_outputs = [job_json, status, progress, loss_plot, epoch_loss, epoch_acc, train_button, stop_button,
+                    runs_table, last_seen]
+    private = {"api_visibility": "private"}
+    train_button.click(collect_config, form, [config_json, error], **private).then(
+        start_training, [config_json, source, owner], [job_id, error], api_name="start_training")
+    stop_button.click(stop, [job_id, owner], error, api_name="stop", concurrency_limit=None)
+    poll_inputs = [job_id, owner, last_seen]
+    timer.tick(poll, poll_inputs, poll_outputs, show_progress="hidden", concurrency_limit=None, **private)
+    job_id.change(poll, poll_inputs, poll_outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
+    model.weights.change(recipe_for, model.weights, recipe, **private)
+    runs_table.select(open_run, runs_table, opened_run, **private)
+    return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
+                     poll_outputs=poll_outputs, attach=attach)
