@@ -1,0 +1,137 @@
+"""The dataset doctor in the app: a "Check dataset" button, a summary card, a table per check, thumbnails of
+the flagged files and the class-balance chart."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ftui.doctor import DEFAULT_BACKBONE, Report, check
+from ftui.ui.charts import counts_frame
+
+CHECK_TITLES = {
+    "unreadable": "Unreadable files",
+    "balance": "Class balance",
+    "duplicates": "Duplicates",
+    "properties": "Image properties",
+    "labels": "Label problems (look at these first)",
+}
+MAX_THUMBS = 48
+THUMB_SIZE = 128
+STATUS_STYLE = {
+    "green": ("#e8f5e9", "#2e7d32", "All clear"),
+    "warnings": ("#fff8e1", "#b26a00", "Warnings: worth a look before training"),
+    "errors": ("#ffebee", "#c62828", "Errors: fix these before training"),
+}
+SEVERITY_MARK = {"ok": "✓", "warning": "⚠", "error": "✗"}
+
+# Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
+PROGRESS = gr.Progress()
+
+
+def card_html(report: Report) -> str:
+    """The summary card: overall status colour, then one line per check."""
+    background, colour, title = STATUS_STYLE[report.status]
+    lines = []
+    for result in report.checks:
+        mark = SEVERITY_MARK[result.severity] if result.ran else "–"
+        tips = "".join(f"<div style='margin-left:1.6em;opacity:.8'>→ {html.escape(t)}</div>"
+                       for t in result.suggestions)
+        lines.append(f"<div><b>{mark} {html.escape(CHECK_TITLES.get(result.name, result.name))}</b>: "
+                     f"{html.escape(result.summary)}{tips}</div>")
+    return (f"<div class='ftui-doctor-card' style='background:{background};border-left:6px solid {colour};"
+            f"padding:10px 14px;border-radius:6px'>"
+            f"<div style='color:{colour};font-size:1.15em;font-weight:600'>{title}</div>"
+            f"<div style='opacity:.8;margin-bottom:6px'>{report.num_files} files · {len(report.classes)} classes"
+            f" · checked in {report.seconds:.1f} s</div>{''.join(lines)}</div>")
+
+
+def display_table(report: Report, name: str) -> pd.DataFrame:
+    """A check's rows for the UI: paths relative to the dataset, internal columns left out."""
+    table = report.check(name).table.copy()
+    if "path" in table.columns:
+        table["path"] = table["path"].map(report.relative)
+    return table
+
+
+def gallery_items(report: Report, limit: int = MAX_THUMBS) -> list[tuple[Any, str]]:
+    """(thumbnail, "label · reason") for flagged files that decode; errors first, one entry per file."""
+    from ftui.images import ImageError, open_rgb
+
+    flagged = report.flagged()
+    flagged = flagged.sort_values("level", key=lambda s: s.map({"error": 0, "warning": 1}), kind="stable")
+    reasons: dict[str, list[str]] = {}
+    labels: dict[str, str] = {}
+    for row in flagged.itertuples(index=False):
+        reasons.setdefault(row.path, []).append(row.reason)
+        labels.setdefault(row.path, row.label)
+    items = []
+    for path, why in reasons.items():
+        if len(items) >= limit:
+            break
+        try:
+            # Thumbnails, not the originals: the app never serves dataset files directly.
+            image = open_rgb(path, draft_size=THUMB_SIZE)
+        except ImageError:
+            continue  # unreadable files are listed in their table; there is nothing to show
+        image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        items.append((image, f"{labels[path] or '?'} · {'; '.join(dict.fromkeys(why))}"))
+    return items
+
+
+def run_check(source: str | None, label_check: bool, backbone: str, weights_file: str | None,
+              progress: Any = None) -> tuple:
+    """Run the doctor on the loaded dataset; outputs: card, one table per check, chart, gallery, error."""
+    empty = (gr.skip(),) * (len(CHECK_TITLES) + 3)
+    if not source:
+        return (*empty, "**Load a dataset first.**")
+
+    def report_progress(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, desc=message)
+
+    try:
+        report = check(source, labels=bool(label_check), backbone=backbone or DEFAULT_BACKBONE,
+                       weights=weights_file or "imagenet", progress=report_progress)
+    except ValueError as exc:  # DoctorError, DatasetError, ...: a message, not a traceback
+        return (*empty, f"**Could not check the data:** {html.escape(str(exc))}")
+    tables = [display_table(report, name) for name in CHECK_TITLES]
+    chart = counts_frame(report.check("balance").table)
+    return (card_html(report), *tables, chart, gallery_items(report), "")
+
+
+def build_doctor_section(source: gr.State) -> None:
+    """Lay out the doctor inside the current gr.Blocks; `source` holds the loaded dataset's server path."""
+    from ftui.backbones import SHORTLIST
+
+    with gr.Group():
+        gr.Markdown("### Dataset doctor\nUnreadable files, class balance, duplicates and leakage, odd images, "
+                    "and labels worth a second look. Findings are hints ranked for you, not verdicts.")
+        with gr.Row(equal_height=True):
+            button = gr.Button("Check dataset", variant="secondary", scale=1)
+            label_check = gr.Checkbox(True, label="Label check (pretrained features)", scale=1)
+            backbone = gr.Dropdown(SHORTLIST, value=DEFAULT_BACKBONE, label="Backbone for the label check",
+                                   allow_custom_value=True, scale=1)
+            weights_file = gr.File(label="Weights file (optional; default: downloaded ImageNet weights)",
+                                   file_types=[".pth", ".pt"], type="filepath", height=90, scale=2)
+    error = gr.Markdown(elem_classes="ftui-error")
+    card = gr.HTML()
+    with gr.Row(equal_height=False):
+        chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240, sort=None)
+        gallery = gr.Gallery(label="Flagged files (label · reason)", columns=6, height=300, object_fit="cover",
+                             allow_preview=True)
+    tables = []
+    with gr.Tabs():
+        for title in CHECK_TITLES.values():
+            with gr.Tab(title):
+                tables.append(gr.Dataframe(interactive=False, max_height=300, wrap=True))
+
+    def on_click(source_path: str | None, labels_on: bool, backbone_name: str, weights: str | None,
+                 progress=PROGRESS):
+        return run_check(source_path, labels_on, backbone_name, weights, progress)
+
+    button.click(on_click, [source, label_check, backbone, weights_file],
+                 [card, *tables, chart, gallery, error], api_name="check_dataset")
