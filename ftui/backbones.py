@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -89,18 +89,16 @@ class LayerGroup:
     name: str
     modules: list[nn.Module]
     num_params: int
-    # Parameters owned directly by a parent module (ViT's class token, position embedding).
-    extra_params: list[nn.Parameter] = field(default_factory=list)
 
     def parameters(self) -> list[nn.Parameter]:
         """Every parameter of the group, each once."""
-        return _unique_params(self.modules, self.extra_params)
+        return _unique_params(self.modules)
 
 
-def _unique_params(modules: list[nn.Module], extra: list[nn.Parameter] = ()) -> list[nn.Parameter]:
+def _unique_params(modules: list[nn.Module]) -> list[nn.Parameter]:
     seen: set[int] = set()
     out: list[nn.Parameter] = []
-    for p in [p for m in modules for p in m.parameters()] + list(extra):
+    for p in (p for m in modules for p in m.parameters()):
         if id(p) not in seen:
             seen.add(id(p))
             out.append(p)
@@ -271,8 +269,9 @@ def build(name: str, num_classes: int, weights: str = "imagenet",
 
 
 # --- layer groups -------------------------------------------------------------------------------------
-# Chain families: forward(x) is exactly running a list of modules in order (in eval mode). Each entry is
-# (group label, module); label None means "same group as the entry before" (pooling, flatten, dropout).
+# Each family's eval-mode forward written as a chain: running the modules in order computes model(x).
+# Each entry is (group label, module); label None means "same group as the entry before" (pooling,
+# flatten, dropout). Layer groups and the frozen-prefix split both come from this one description.
 
 Chain = list[tuple[str | None, nn.Module]]
 
@@ -282,6 +281,44 @@ class _MeanHW(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean([2, 3])
+
+
+class _VitEmbed(nn.Module):
+    """ViT's input side as one module: patchify, prepend the class token, add position embeddings.
+
+    Holds the model's own conv and parameters (shared, not copied), so freezing it freezes them.
+    """
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.conv_proj = vit.conv_proj
+        self.class_token = vit.class_token
+        self.pos_embedding = vit.encoder.pos_embedding
+        self.dropout = vit.encoder.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(x)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.dropout(x + self.pos_embedding)
+
+
+class _ClassToken(nn.Module):
+    """x[:, 0]: ViT classifies from the class token."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0]
+
+
+class _TransformInput(nn.Module):
+    """GoogLeNet / Inception's own input re-normalisation (a no-op unless the model enables it)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.fn = model._transform_input  # a bound method: the model is not registered as a child
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
 
 
 def _has_stride(module: nn.Module) -> bool:
@@ -376,13 +413,40 @@ def _chain(model: nn.Module, family: str) -> Chain | None:
     if family == "maxvit":
         return ([("stem", m.stem)] + [(f"block{i + 1}", b) for i, b in enumerate(m.blocks)]
                 + _classifier_chain(m.classifier, -1))
+    if family == "vit":
+        layers = list(m.encoder.layers)
+        size = -(-len(layers) // 4)  # four groups of encoder blocks
+        chain = [("patch_embed", _VitEmbed(m))]
+        for i, layer in enumerate(layers):
+            start = i - i % size
+            chain.append((f"blocks{start + 1}-{min(start + size, len(layers))}", layer))
+        return chain + [(None, m.encoder.ln), (None, _ClassToken()), ("head", m.heads)]
+    if family == "inception":
+        # Aux heads only run in train mode and ftui drops them, so eval forward is this chain.
+        return ([(None, _TransformInput(m))]
+                + [("stem", getattr(m, n)) for n in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3",
+                                                     "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2")]
+                + [("mixed5", getattr(m, f"Mixed_5{c}")) for c in "bcd"]
+                + [("mixed6", getattr(m, f"Mixed_6{c}")) for c in "abcde"]
+                + [("mixed7", getattr(m, f"Mixed_7{c}")) for c in "abc"]
+                + [(None, m.avgpool), (None, m.dropout), (None, flat), ("head", m.fc)])
+    if family == "googlenet":
+        return ([(None, _TransformInput(m))]
+                + [("stem", getattr(m, n)) for n in ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")]
+                + [("inception3", getattr(m, n)) for n in ("inception3a", "inception3b", "maxpool3")]
+                + [("inception4", getattr(m, f"inception4{c}")) for c in "abcde"] + [(None, m.maxpool4)]
+                + [("inception5", getattr(m, f"inception5{c}")) for c in "ab"]
+                + [(None, m.avgpool), (None, flat), (None, m.dropout), ("head", m.fc)])
     return None
 
 
 def _label(chain: Chain) -> list[str]:
+    # Unlabelled entries join the group before them; leading ones join the first labelled group.
     labels: list[str] = []
+    previous = next(label for label, _ in chain if label is not None)
     for label, _ in chain:
-        labels.append(label if label is not None else labels[-1])
+        previous = label if label is not None else previous
+        labels.append(previous)
     return labels
 
 
@@ -396,51 +460,19 @@ def _groups_from_chain(chain: Chain) -> list[tuple[str, list[nn.Module]]]:
     return out
 
 
-def _vit_groups(m: nn.Module) -> list[tuple[str, list[nn.Module], list[nn.Parameter]]]:
-    layers = list(m.encoder.layers)
-    n_groups = 4
-    size = -(-len(layers) // n_groups)
-    groups: list[tuple[str, list[nn.Module], list[nn.Parameter]]] = [
-        ("patch_embed", [m.conv_proj], [m.class_token, m.encoder.pos_embedding])
-    ]
-    for start in range(0, len(layers), size):
-        chunk = layers[start:start + size]
-        groups.append((f"blocks{start + 1}-{start + len(chunk)}", chunk, []))
-    groups[-1][1].append(m.encoder.ln)  # the final norm feeds the head directly
-    groups.append(("head", [m.heads], []))
-    return groups
-
-
-def _named_groups(model: nn.Module, family: str) -> list[tuple[str, list[nn.Module], list[nn.Parameter]]]:
+def _named_groups(model: nn.Module, family: str) -> list[tuple[str, list[nn.Module]]]:
     chain = _chain(model, family)
-    if chain is not None:
-        return [(n, mods, []) for n, mods in _groups_from_chain(chain)]
-    m = model
-    if family == "vit":
-        return _vit_groups(m)
-    if family == "inception":
-        stem = [m.Conv2d_1a_3x3, m.Conv2d_2a_3x3, m.Conv2d_2b_3x3, m.Conv2d_3b_1x1, m.Conv2d_4a_3x3]
-        return [("stem", stem, []),
-                ("mixed5", [m.Mixed_5b, m.Mixed_5c, m.Mixed_5d], []),
-                ("mixed6", [m.Mixed_6a, m.Mixed_6b, m.Mixed_6c, m.Mixed_6d, m.Mixed_6e], []),
-                ("mixed7", [m.Mixed_7a, m.Mixed_7b, m.Mixed_7c], []),
-                ("head", [m.fc], [])]
-    if family == "googlenet":
-        return [("stem", [m.conv1, m.conv2, m.conv3], []),
-                ("inception3", [m.inception3a, m.inception3b], []),
-                ("inception4", [m.inception4a, m.inception4b, m.inception4c, m.inception4d,
-                                m.inception4e], []),
-                ("inception5", [m.inception5a, m.inception5b], []),
-                ("head", [m.fc], [])]
-    raise BackboneError(f"no layer groups defined for family {family!r}")
+    if chain is None:
+        raise BackboneError(f"no layer groups defined for family {family!r}")
+    return _groups_from_chain(chain)
 
 
 def layer_groups(model: nn.Module, name: str) -> list[LayerGroup]:
     """Ordered input -> output groups for freezing, the last one named "head"."""
     groups = []
-    for gname, modules, extra in _named_groups(model, family_of(name)):
-        params = _unique_params(modules, extra)
-        groups.append(LayerGroup(gname, modules, sum(p.numel() for p in params), extra))
+    for gname, modules in _named_groups(model, family_of(name)):
+        params = _unique_params(modules)
+        groups.append(LayerGroup(gname, modules, sum(p.numel() for p in params)))
     return groups
 
 
@@ -449,7 +481,8 @@ def split_model(model: nn.Module, name: str, groups: list[LayerGroup],
     """(frozen prefix, trainable suffix) with suffix(prefix(x)) == model(x) in eval mode, or None.
 
     The prefix runs groups[:first_trainable]; the suffix runs the rest including pooling and the head.
-    None for families whose forward is not a plain chain (vit, inception, googlenet).
+    Both share the model's parameters. Every torchvision family is covered today (GoogLeNet / Inception
+    without their aux heads, as `build` makes them); None is kept for a family without a chain.
     """
     chain = _chain(model, family_of(name))
     if chain is None:
