@@ -1,0 +1,205 @@
+"""Decoded-image cache: each file is decoded and resized once, then every epoch augments uint8 tensors.
+
+Decoding a JPEG costs far more than augmenting a small tensor, so keeping the decoded, slightly-larger-
+than-training-size images in memory keeps the data pipeline ahead of the model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from ftui.images import ImageError, open_rgb
+
+# The longer side is cropped (centred) to at most this multiple of the shorter side: bounded memory for
+# panoramas, no distortion, and the eval center crop never looks that far out anyway.
+MAX_ASPECT = 3.0
+
+Progress = Callable[[float, str], None]
+
+
+def resize_for_cache(image: Image.Image, resize_size: int, max_aspect: float = MAX_ASPECT) -> torch.Tensor:
+    """Shorter side to `resize_size` (aspect kept, longer side centre-cropped to max_aspect); uint8 CHW."""
+    width, height = image.size
+    scale = resize_size / min(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+    cap = round(resize_size * max_aspect)
+    if new_w > cap or new_h > cap:
+        left, top = max(0, (new_w - cap) // 2), max(0, (new_h - cap) // 2)
+        image = image.crop((left, top, left + min(new_w, cap), top + min(new_h, cap)))
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+def decode_for_cache(path: str | Path, resize_size: int, max_aspect: float = MAX_ASPECT) -> torch.Tensor:
+    """Decode one file (JPEGs at a reduced scale still >= resize_size) and resize it for the cache."""
+    return resize_for_cache(open_rgb(path, draft_size=resize_size), resize_size, max_aspect)
+
+
+def _path_of(entry: Any) -> str:
+    """A path from an Item-like object (has .path), a (path, label) pair or a plain path."""
+    if hasattr(entry, "path"):
+        return str(entry.path)
+    if isinstance(entry, (tuple, list)):
+        return str(entry[0])
+    return str(entry)
+
+
+class DecodedImageCache:
+    """uint8 CHW tensors of decoded images keyed by path; files that fail to decode are kept in `failed`."""
+
+    def __init__(self, resize_size: int, max_aspect: float = MAX_ASPECT):
+        self.resize_size = int(resize_size)
+        self.max_aspect = max_aspect
+        self._tensors: dict[str, torch.Tensor] = {}
+        self.failed: dict[str, str] = {}
+
+    @classmethod
+    def build(cls, items: Iterable[Any], resize_size: int, workers: int | None = None,
+              progress: Progress | None = None) -> DecodedImageCache:
+        """A cache holding every item (Item, (path, label) or path), decoded in a thread pool."""
+        cache = cls(resize_size)
+        cache.load(items, workers=workers, progress=progress)
+        return cache
+
+    def load(self, items: Iterable[Any], workers: int | None = None, progress: Progress | None = None) -> None:
+        """Decode the items not cached yet; `progress(fraction, message)` is called as files finish."""
+        paths = list(dict.fromkeys(p for p in map(_path_of, items) if p not in self._tensors))
+        if not paths:
+            if progress:
+                progress(1.0, "all images already decoded")
+            return
+        workers = workers or min(8, 2 * (os.cpu_count() or 1))
+        step = max(1, len(paths) // 50)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(decode_for_cache, p, self.resize_size, self.max_aspect): p for p in paths}
+            for done, future in enumerate(as_completed(futures), start=1):
+                path = futures[future]
+                try:
+                    self._tensors[path] = future.result()
+                except ImageError as exc:
+                    # The file changed since it was judged; the dataset built on the cache leaves it out.
+                    self.failed[path] = exc.reason
+                if progress and (done % step == 0 or done == len(paths)):
+                    progress(done / len(paths), f"decoded {done}/{len(paths)} images")
+
+    def get(self, path: str | Path) -> torch.Tensor:
+        """The cached uint8 CHW tensor of a file."""
+        try:
+            return self._tensors[str(path)]
+        except KeyError:
+            reason = self.failed.get(str(path), "not loaded into the cache")
+            raise KeyError(f"{path}: {reason}") from None
+
+    def __contains__(self, path: object) -> bool:
+        return str(path) in self._tensors
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached pixels."""
+        return sum(t.numel() for t in self._tensors.values())
+
+
+class ImageTensorDataset(TorchDataset):
+    """(transform(cached tensor), label) for each item whose image is in the cache."""
+
+    def __init__(self, cache: DecodedImageCache, items: Sequence[Any],
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.cache = cache
+        self.transform = transform
+        pairs = [(_path_of(it), int(it.label if hasattr(it, "label") else it[1])) for it in items]
+        self.samples = [(p, label) for p, label in pairs if p in cache]
+        self.dropped = [p for p, _ in pairs if p not in cache]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        image = self.cache.get(path)
+        return (self.transform(image) if self.transform else image), label
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+
+@dataclass
+class PipelineSpeed:
+    """Throughput of the data pipeline alone (no model): decoding once, then augmenting every epoch."""
+
+    images: int
+    decode_seconds: float
+    train_epochs: int
+    train_seconds: float
+    eval_seconds: float
+    cache_mb: float
+
+    @property
+    def decode_images_per_s(self) -> float:
+        return self.images / self.decode_seconds if self.decode_seconds else float("inf")
+
+    @property
+    def train_images_per_s(self) -> float:
+        return self.images * self.train_epochs / self.train_seconds if self.train_seconds else float("inf")
+
+    @property
+    def eval_images_per_s(self) -> float:
+        return self.images / self.eval_seconds if self.eval_seconds else float("inf")
+
+    def as_row(self) -> dict[str, float]:
+        """One row for a bench table."""
+        return {"images": self.images, "decode img/s": round(self.decode_images_per_s, 1),
+                "train aug img/s": round(self.train_images_per_s, 1),
+                "eval img/s": round(self.eval_images_per_s, 1), "cache MB": round(self.cache_mb, 1)}
+
+
+def measure_pipeline(
+    items: Sequence[Any],
+    aug: Any = None,
+    size: int = 224,
+    resize_size: int | None = None,
+    batch_size: int = 32,
+    epochs: int = 2,
+    workers: int | None = None,
+    num_workers: int = 0,
+) -> PipelineSpeed:
+    """Time the data pipeline alone: build the cache once, then `epochs` augmented passes and one eval pass."""
+    from ftui.augment import default_resize_size, eval_transform, train_transform
+    from ftui.config import AugConfig
+
+    aug = aug if aug is not None else AugConfig()
+    resize_size = resize_size or default_resize_size(size)
+    start = time.perf_counter()
+    cache = DecodedImageCache.build(items, resize_size, workers=workers)
+    decode_seconds = time.perf_counter() - start
+    pairs = [(p, 0) if isinstance(it, (str, Path)) else it for it in items for p in [_path_of(it)]]
+
+    def timed_pass(transform, shuffle: bool) -> float:
+        loader = DataLoader(ImageTensorDataset(cache, pairs, transform), batch_size=batch_size,
+                            shuffle=shuffle, num_workers=num_workers)
+        begin = time.perf_counter()
+        for _batch in loader:
+            pass
+        return time.perf_counter() - begin
+
+    train_tf = train_transform(aug, size, resize_size=resize_size)
+    train_seconds = sum(timed_pass(train_tf, True) for _ in range(epochs))
+    eval_seconds = timed_pass(eval_transform(size, resize_size), False)
+    return PipelineSpeed(images=len(cache), decode_seconds=decode_seconds, train_epochs=epochs,
+                         train_seconds=train_seconds, eval_seconds=eval_seconds, cache_mb=cache.nbytes / 2**20)
