@@ -218,7 +218,9 @@ def load_weights(model: nn.Module, name: str, source: str, progress: Progress | 
                 f"{path} does not match {name} ({report.message}); delete the file so it is downloaded again"
             )
         return report
-    return load_state(model, name, read_state_dict(source), str(source))
+    report = load_state(model, name, read_state_dict(source), str(source))
+    _say(progress, 1.0, f"loaded {report.loaded_keys} tensors from {source}")
+    return report
 
 
 def load_head_if_fits(model: nn.Module, name: str, report: WeightsReport) -> None:
