@@ -57,6 +57,11 @@ def plant_problems(root: Path) -> dict[str, Path]:
     png.unlink()
     planted["text_as_jpg"] = train / "blue" / "notes.jpg"
     planted["text_as_jpg"].write_text("this is a note, not a picture\n")
+    planted["zero_byte"] = train / "blue" / "empty.png"
+    planted["zero_byte"].write_bytes(b"")
+    # 48 megapixels of one-bit white: a few KB on disk, far past the decoder's pixel cap.
+    planted["bomb"] = train / "green" / "huge.png"
+    Image.new("1", (8000, 6000), 1).save(planted["bomb"])
 
     # The same pixels under two labels: a red image re-saved losslessly into the green folder.
     planted["exact_dup_source"] = train / "red" / "red_1.jpg"
@@ -120,6 +125,8 @@ def issues_for(report, check_name: str, path: Path) -> str:
     ("corrupt_jpeg", "corrupt or truncated"),
     ("truncated_png", "corrupt or truncated"),
     ("text_as_jpg", "not an image (text)"),
+    ("zero_byte", "zero-byte file"),
+    ("bomb", "decompression bomb"),
 ])
 def test_unreadable_files_are_errors_with_their_reason(planted, name, reason):
     report, paths = planted
@@ -159,6 +166,20 @@ def test_image_properties_flag_the_planted_file(planted, name, issue, level):
     rows = rows_for(report, "properties", paths[name])
     matching = rows[rows["issue"].str.contains(issue, regex=False)]
     assert list(matching["level"]) == [level], issues_for(report, "properties", paths[name])
+
+
+def test_grayscale_and_16_bit_images_are_counted_as_info(tmp_path):
+    write_clean_split(tmp_path)
+    grey = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "train" / "red" / "deep.png")
+    Image.open(tmp_path / "train" / "red" / "red_3.jpg").convert("L").save(tmp_path / "train" / "red" / "grey.jpg")
+    report = check(tmp_path, labels=False)
+    props = report.check("properties")
+    deep = issues_for(report, "properties", tmp_path / "train" / "red" / "deep.png")
+    assert "16-bit" in deep and "grayscale" in deep
+    assert "grayscale" in issues_for(report, "properties", tmp_path / "train" / "red" / "grey.jpg")
+    assert props.stats["modes"]["L"] == 1 and props.stats["modes"]["RGB"] == 48
+    assert props.severity == "ok"  # both are converted automatically: nothing to fix
 
 
 def test_exif_rotated_image_is_measured_upright(planted):
