@@ -106,7 +106,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
                         controls[name] = gr.Slider(lo, hi, value=getattr(defaults, name), step=step, label=text)
         with gr.Column(scale=3, min_width=420):
             with gr.Row():
-                image = gr.Dropdown(label="Training image", choices=[], scale=3)
+                image = gr.Dropdown(label="Training image", choices=[], scale=3, allow_custom_value=True)
                 random_button = gr.Button("Random image", size="sm", scale=1)
                 reseed = gr.Button("Reseed", size="sm", scale=1)
             with gr.Row():

@@ -204,8 +204,9 @@ def build(ctx: AppContext) -> DataView:
         return finish(run)
 
     demo_choice = gr.Textbox("demo", visible=False)
-    demo_button.click(load_data, [demo_choice, val_fraction], outputs, api_visibility="private")
+    # Named endpoints first: a private listener of the same function would otherwise take the plain name.
     path_button.click(load_data, [path_box, val_fraction], outputs, api_name="load_data")
+    demo_button.click(load_data, [demo_choice, val_fraction], outputs, api_visibility="private")
     path_box.submit(load_data, [path_box, val_fraction], outputs, api_visibility="private")
     picker.change(upload_folder, [picker, val_fraction], outputs, api_visibility="private")
     upload_button.click(upload_data, [files, val_fraction], outputs, api_name="upload_data")

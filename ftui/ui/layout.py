@@ -34,7 +34,7 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
                 data = data_step.build(ctx)
             with gr.Tab("2 · Augment", id="augment"):
                 # The resolution lives on the Model step; the preview needs it first, so render it later.
-                image_size_proxy = gr.Number(visible=False)
+                image_size_proxy = gr.Number(settings.demo_image_size, visible=False)
                 aug = augment_step.build(ctx, data.source, data.val_fraction, image_size_proxy, dataset_for)
             with gr.Tab("3 · Model", id="model"):
                 model = model_step.build(ctx, data.source, lambda s: data_step.num_classes(ctx, s))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,20 @@ def run_choices(ctx: AppContext) -> list[str]:
             or (ctx.settings.runs_dir / rid / "last.pt").is_file()]
 
 
+def run_folder(ctx: AppContext, run_id: str):
+    """A run under the runs folder by id; ids are plain names, so no caller can point at other folders."""
+    from ftui.runs import RunError
+
+    if not re.fullmatch(r"[\w.\-]+", run_id or "") or run_id.strip(".") == "":
+        raise RunError(f"{run_id!r} is not a run id: pick one from the runs table")
+    return ctx.store.folder(ctx.settings.runs_dir / run_id)
+
+
 def predictor(ctx: AppContext, run_id: str):
     """A warm Predictor per run (reloaded when the checkpoint file changes)."""
     from ftui.predict import Predictor
 
-    folder = ctx.store.folder(run_id)
+    folder = run_folder(ctx, run_id)
     checkpoint = folder.best_path if folder.best_path.is_file() else folder.last_path
     key = (str(folder.path), checkpoint.stat().st_mtime_ns if checkpoint.is_file() else 0)
     cached = ctx.predictors.get(key)
@@ -87,7 +97,8 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
     gr.Markdown("How well does a run do on images it did not train on? Precision: of the images called X, how "
                 "many are X. Recall: of the X images, how many were found.", elem_classes="ftui-help")
     with gr.Row():
-        run = gr.Dropdown(run_choices(ctx), label="Run", scale=3, elem_id="ftui-eval-run")
+        run = gr.Dropdown(run_choices(ctx), label="Run", scale=3, elem_id="ftui-eval-run",
+                          allow_custom_value=True)
         split = gr.Radio(["val", "train", "test", "all"], value="val", label="Split", scale=2)
         refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
         button = gr.Button("Evaluate", variant="primary", scale=1)
@@ -106,7 +117,7 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
         if not run_id:
             return "**Pick a run first.**", *([gr.skip()] * 4)
         try:
-            folder = ctx.store.folder(run_id)
+            folder = run_folder(ctx, run_id)
             saved = folder.evaluation_path
             # The job already evaluated the val split when it finished: reuse it instead of recomputing.
             if split_name == "val" and saved.is_file() and saved.stat().st_mtime >= folder.best_path.stat().st_mtime:
@@ -132,7 +143,8 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             with gr.Row():
-                run = gr.Dropdown(run_choices(ctx), label="Run", scale=4, elem_id="ftui-predict-run")
+                run = gr.Dropdown(run_choices(ctx), label="Run", scale=4, elem_id="ftui-predict-run",
+                              allow_custom_value=True)
                 refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
             images = gr.File(label="Images", file_count="multiple", file_types=["image"], height=160,
                              elem_id="ftui-predict-files")
@@ -178,7 +190,10 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
     def on_run(run_id: str):
         if not run_id:
             return gr.update(visible=False)
-        folder = ctx.store.folder(run_id)
+        try:
+            folder = run_folder(ctx, run_id)
+        except ValueError:
+            return gr.update(visible=False)
         path = folder.best_path if folder.best_path.is_file() else folder.last_path
         return gr.update(value=str(path), visible=path.is_file())
 

@@ -62,9 +62,13 @@ def check_weights(ctx: AppContext, weights: str) -> None:
         raise ConfigError(f"weights file {weights!r} is not an upload and not under --data-root")
 
 
-def recipe_for(weights_choice: str) -> str:
-    """Random weights have no features worth protecting: train everything from the start."""
-    return "plain" if weights_choice == WEIGHTS_NONE else "fine_tune"
+def recipe_for(weights_choice: str) -> tuple[str, str]:
+    """(recipe, BatchNorm mode) for a weights choice.
+
+    Random weights have no features or statistics worth protecting: train everything from the start and
+    let BatchNorm learn the data's statistics. Pretrained ones are kept: head first, statistics frozen.
+    """
+    return ("plain", "train") if weights_choice == WEIGHTS_NONE else ("fine_tune", "frozen")
 
 
 def fraction_done(snap: dict[str, Any]) -> float:
@@ -177,7 +181,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                 with gr.Row():
                     scheduler = gr.Dropdown(list(SCHEDULERS), value=d.scheduler, label="LR schedule")
                     recipe = gr.Dropdown([("fine-tune", "fine_tune"), ("plain", "plain")],
-                                         value=recipe_for(model.weights.value), label="Recipe",
+                                         value=recipe_for(model.weights.value)[0], label="Recipe",
                                          info="fine-tune: head first, then the chosen groups")
             with gr.Accordion("More settings", open=False):
                 with gr.Row():
@@ -196,7 +200,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                                          label="Early stopping patience (0 = off)")
                     seed = gr.Number(d.seed, precision=0, label="Seed")
                 with gr.Row():
-                    bn_mode = gr.Dropdown(["frozen", "train"], value=d.bn_mode, label="BatchNorm statistics")
+                    bn_mode = gr.Dropdown(["frozen", "train"], value=recipe_for(model.weights.value)[1],
+                                          label="BatchNorm statistics")
                     device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value=d.device, label="Device")
                 with gr.Row():
                     class_weighted = gr.Checkbox(d.class_weighted_loss, label="Class-weighted loss")
@@ -226,7 +231,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     opened_run = gr.Textbox(visible=False)
 
     job_id = gr.Textbox(visible=False, elem_id="ftui-job-id")
-    owner = gr.BrowserState(None, storage_key="ftui-owner")
+    owner = gr.BrowserState("", storage_key="ftui-owner")
     config_json = gr.Textbox(visible=False)
     last_seen = gr.State(None)
     timer = gr.Timer(1.0)
@@ -342,10 +347,12 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     train_button.click(collect_config, form, [config_json, error], **private).then(
         start_training, [config_json, source, owner], [job_id, error], api_name="start_training")
     stop_button.click(stop, [job_id, owner], error, api_name="stop", concurrency_limit=None)
-    poll_inputs = [job_id, owner, last_seen]
-    timer.tick(poll, poll_inputs, poll_outputs, show_progress="hidden", concurrency_limit=None, **private)
-    job_id.change(poll, poll_inputs, poll_outputs, api_name="poll", show_progress="hidden", concurrency_limit=None)
-    model.weights.change(recipe_for, model.weights, recipe, **private)
+    # The API's poll always answers in full; the timer's skips what the browser already shows.
+    job_id.change(lambda job, token: poll(job, token, None), [job_id, owner], poll_outputs, api_name="poll",
+                  show_progress="hidden", concurrency_limit=None)
+    timer.tick(poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
+               **private)
+    model.weights.change(recipe_for, model.weights, [recipe, bn_mode], **private)
     runs_table.select(open_run, runs_table, opened_run, **private)
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
                      poll_outputs=poll_outputs, attach=attach)
