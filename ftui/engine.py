@@ -173,11 +173,19 @@ class _Data:
             raise EngineError("the dataset has no training images: add images or lower val_fraction")
         if not self.val_items:
             raise EngineError("the dataset has no validation images: add images or raise val_fraction")
+        size, resize = settings["image_size"], settings["resize_size"]
         mean, std = tuple(settings["mean"]), tuple(settings["std"])
-        self.eval_tf = eval_transform(settings["image_size"], settings["resize_size"], mean, std)
-        self.train_tf = train_transform(config.aug, settings["image_size"], mean, std)
-        self.cache = _decoded_cache(DecodedImageCache, self.train_items + self.val_items,
-                                    settings["resize_size"], progress)
+        self.eval_tf = eval_transform(size, resize, mean, std)
+        self.train_tf = train_transform(config.aug, size, mean, std, resize_size=resize)
+        self.cache = DecodedImageCache(resize)
+        self.cache.load(self.train_items + self.val_items,
+                        progress=None if progress is None else lambda _fraction, message: progress(message))
+        if self.cache.failed:
+            # Files that were fine when the dataset was scanned but not now: training on a silently
+            # smaller dataset would hide it.
+            shown = "; ".join(f"{path} ({reason})" for path, reason in list(self.cache.failed.items())[:3])
+            raise EngineError(f"{len(self.cache.failed)} image(s) could not be read after the dataset was "
+                              f"scanned: {shown}. Reload the dataset and start again.")
         self._make = lambda items, tf: ImageTensorDataset(self.cache, items, tf)
 
     def train(self, augmented: bool = True):
@@ -185,19 +193,6 @@ class _Data:
 
     def val(self):
         return self._make(self.val_items, self.eval_tf)
-
-
-def _decoded_cache(cache_cls, items, resize_size: int, progress: ProgressFn | None):
-    """Decode every image once (reporting progress) so epochs only transform cached tensors."""
-    cache = cache_cls(resize_size=resize_size)
-    total = len(items)
-
-    def report(done: int, _total: int | None = None) -> None:
-        if progress is not None:
-            progress(f"decoding images {done}/{total}")
-
-    cache.load([it.path for it in items], progress=report)
-    return cache
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -260,19 +255,25 @@ def fit(
         weight = class_weights(dataset.class_counts("train")).to(device) if config.class_weighted_loss else None
         criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
         val_criterion = nn.CrossEntropyLoss(reduction="sum")
+        # The first phase's data is ready (feature cache built or declined) before fit_start, so its
+        # info says how the run will train.
+        apply_freeze(model, groups, set(phases[0].trainable))
+        sources = _phase_sources(config, model, groups, phases[0], data, device, stop_event, note, result.notes)
         emit("on_fit_start", {
             "epochs": config.epochs, "device": str(device), "amp": use_amp, "classes": classes,
             "num_train": len(data.train_items), "num_val": len(data.val_items),
             "phases": [{"name": p.name, "epochs": p.epochs, "trainable": p.trainable} for p in phases],
-            "config": config.to_dict(), "notes": result.notes,
+            "config": config.to_dict(), "notes": list(result.notes),
         })
         best = -1.0
         epoch_seconds: list[float] = []
-        for phase in phases:
+        for index, phase in enumerate(phases):
             trainable = set(phase.trainable)
-            apply_freeze(model, groups, trainable)
-            forward, train_source, val_source = _phase_sources(
-                config, model, groups, phase, data, device, stop_event, note, result.notes)
+            if index > 0:
+                apply_freeze(model, groups, trainable)
+                sources = _phase_sources(config, model, groups, phase, data, device, stop_event, note,
+                                         result.notes)
+            forward, train_source, val_source = sources
             param_groups = _param_groups(groups, phase, config.lr)
             optimizer = make_optimizer(config, param_groups)
             steps_per_epoch = train_source.num_batches(config.batch_size)

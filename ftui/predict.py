@@ -34,10 +34,12 @@ class Predictor:
         self.batch_size = batch_size
 
     def _tensor(self, image: ImageLike) -> torch.Tensor:
+        from ftui.imagecache import resize_for_cache
         from ftui.images import open_rgb
 
         pil = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image)
-        return self.transform(pil)
+        # The same resize the training cache applied, so predictions match validation exactly.
+        return self.transform(resize_for_cache(pil, self.run.transform["resize_size"]))
 
     @torch.inference_mode()
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
