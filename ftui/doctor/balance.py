@@ -124,9 +124,10 @@ def check_balance(records: list[ImageRecord], classes: list[str],
                            "(TrainConfig.class_weighted_loss) or collect more of the small classes")
     if any(text for c in classes for lv, text in issues[c] if "training" in text):
         suggestions.append(f"aim for at least {limits.min_train} training images per class")
+    spread = (f"largest {train.idxmax()} {int(train.max())} / smallest {train.idxmin()} {int(train.min())}"
+              if train.max() != train.min() else f"{int(train.max())} each")
     summary = (f"{len(classes)} classes, {int(counts['total'].sum())} images, "
-               f"imbalance {ratio:.1f}:1 ({train.idxmax()} {int(train.max())} / {train.idxmin()} "
-               f"{int(train.min())} in {train_col})")
+               f"imbalance {ratio:.1f}:1 ({spread} in {train_col})")
     flagged = int((table["level"] != "ok").sum())
     if flagged:
         summary += f"; {flagged} class{'es' if flagged > 1 else ''} too small"
