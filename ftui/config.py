@@ -73,7 +73,7 @@ class AugConfig:
         )
 
     @classmethod
-    def none(cls) -> "AugConfig":
+    def none(cls) -> AugConfig:
         """Every augmentation off (the `--no-augment` preset)."""
         return cls(random_resized_crop=False, hflip=False, vflip=False, rotation=False,
                    color_jitter=False, grayscale=False, blur=False, random_erasing=False)
@@ -183,7 +183,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         """Build from a dict; unknown keys are an error so typos don't pass silently."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
@@ -208,7 +208,7 @@ class TrainConfig:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "TrainConfig":
+    def from_json(cls, text_or_path: str | Path) -> TrainConfig:
         """Parse JSON text, or read it from a file path."""
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):
@@ -224,5 +224,5 @@ class TrainConfig:
             raise ConfigError("config JSON must be an object")
         return cls.from_dict(raw)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
