@@ -155,10 +155,12 @@ class PrintProgress(Callback):
 
     def __init__(self, write=print) -> None:
         self.write = write
+        self.printed: list[str] = []
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
         for note in info.get("notes", []):
             self.write(note)
+            self.printed.append(note)
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
         self.write(format_epoch_line(info))

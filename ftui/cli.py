@@ -64,15 +64,14 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ftui.callbacks import PrintProgress
+    from ftui.devices import pick_device
     from ftui.jobs import Job
     from ftui.runs import RunStore
 
     config = train_config_from_args(args)
-    from ftui.devices import pick_device
-
     device = pick_device(config.device).type
-    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out,
-              callbacks=[PrintProgress(lambda line: print(line, flush=True))])
+    printer = PrintProgress(lambda line: print(line, flush=True))
+    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer])
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
     thread.start()
     try:
@@ -84,7 +83,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         job.wait()
     snap = job.snapshot()
     for note in snap["notes"]:
-        print(note)
+        if note not in printer.printed:
+            print(note)
     if snap["run_dir"]:
         print(f"run folder: {snap['run_dir']}")
     if snap["status"] == "done":
