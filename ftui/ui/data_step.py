@@ -162,11 +162,12 @@ def build(ctx: AppContext) -> DataView:
                     path_button = gr.Button("Load", interactive=root is not None)
             val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share",
                                      info="Used when the data has no val/ folder.")
-            error = gr.Markdown(elem_classes="ftui-error")
+            error = gr.Markdown(elem_classes="ftui-error", elem_id="ftui-data-error")
         with gr.Column(scale=3, min_width=420):
-            status = gr.Markdown(elem_classes="ftui-card")
+            status = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-data-status")
             with gr.Row():
-                table = gr.Dataframe(label="Images per class and split", interactive=False, max_height=260)
+                table = gr.Dataframe(label="Images per class and split", interactive=False, max_height=260,
+                                     elem_id="ftui-data-table")
                 chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240,
                                    sort=None)
             gallery = gr.Gallery(label="A few images per class", columns=8, height=260, object_fit="cover",

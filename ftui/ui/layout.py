@@ -8,6 +8,7 @@ import gradio as gr
 
 from ftui.ui import augment_step, data_step, model_step, results_step, train_step
 from ftui.ui.context import AppContext, AppSettings
+from ftui.ui.doctor_view import build_doctor_section
 
 TITLE = "ftui · fine-tune an image classifier"
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -32,6 +33,8 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
         with gr.Tabs(elem_id="ftui-steps"):
             with gr.Tab("1 · Data", id="data"):
                 data = data_step.build(ctx)
+                with gr.Accordion("Dataset doctor: look for problems before training", open=False):
+                    build_doctor_section(data.source)
             with gr.Tab("2 · Augment", id="augment"):
                 # The resolution lives on the Model step; the preview needs it first, so render it later.
                 image_size_proxy = gr.Number(settings.demo_image_size, visible=False)

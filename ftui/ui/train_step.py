@@ -173,7 +173,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         with gr.Column(scale=2, min_width=320):
             with gr.Group():
                 with gr.Row():
-                    epochs = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs")
+                    epochs = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs",
+                                       elem_id="ftui-epochs")
                     batch_size = gr.Number(32, precision=0, minimum=1, label="Batch size")
                 with gr.Row():
                     lr = gr.Number(d.lr, minimum=0, label="Learning rate")
@@ -222,7 +223,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                 epoch_loss = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series", label="Loss per epoch",
                                          height=200, color_map={"train": "#1f4e99", "val": "#e07b22"})
                 epoch_acc = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series", label="Accuracy per epoch",
-                                        height=200, y_lim=[0, 1], color_map={"train": "#1f4e99", "val": "#e07b22"})
+                                        height=200, y_lim=[0, 1], elem_id="ftui-acc-plot",
+                                        color_map={"train": "#1f4e99", "val": "#e07b22"})
             with gr.Accordion("Job details", open=False):
                 job_json = gr.JSON(label="Job status (what the API's poll returns)")
     gr.Markdown("### Runs")

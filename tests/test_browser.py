@@ -1,0 +1,152 @@
+"""Real-browser tests: headless Chromium (Playwright) drives the app like a person would.
+
+Covers the folder picker (class subfolders must survive the upload), live training curves, Stop, Predict,
+two browsers sharing one server, and prints the time from clicking Train to the first plotted point and
+to a finished 3-epoch run on the built-in demo dataset.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_class_folder
+from ftui_app_server import running_app
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
+]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+# Points drawn in the training-loss line (vega renders SVG paths "M x,y L x,y ...").
+LOSS_POINTS = """() => {
+  const path = document.querySelector('#ftui-loss-plot g.mark-line path');
+  const d = path ? (path.getAttribute('d') || '') : '';
+  return d ? (d.match(/[ML]/g) || []).length : 0;
+}"""
+ACC_POINTS = LOSS_POINTS.replace("ftui-loss-plot", "ftui-acc-plot")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("browser")) as (url, ctx):
+        yield url, ctx
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_app(browser, url: str):
+    """A fresh browser context (own localStorage, i.e. another person) with the app loaded."""
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
+    return context, page
+
+
+def status_text(page) -> str:
+    return page.inner_text("#ftui-train-status").lower()
+
+
+def wait_status(page, word: str, timeout: float = 90_000) -> None:
+    page.wait_for_function(f"() => document.querySelector('#ftui-train-status').innerText.toLowerCase()"
+                           f".includes('{word}')", timeout=timeout)
+
+
+def start_long_training(page, epochs: int = 200) -> None:
+    page.get_by_role("tab", name="4 · Train").click()
+    page.fill("#ftui-epochs input", str(epochs))
+    page.press("#ftui-epochs input", "Tab")
+    page.click("#ftui-train")
+
+
+def test_folder_upload_keeps_class_folders_then_train_stop_and_predict(app, browser, tmp_path):
+    url, _ctx = app
+    folder = make_class_folder(tmp_path / "my_photos", per_class=8, size=40)
+    context, page = open_app(browser, url)
+    try:
+        page.get_by_role("tab", name="Upload a folder").click()
+        page.set_input_files("#ftui-folder-picker input[type=file]", str(folder))
+        page.wait_for_selector("#ftui-data-status:has-text('3 classes')", timeout=60_000)
+        table = page.inner_text("#ftui-data-table")
+        for name in ("blue", "green", "red"):
+            assert name in table
+        # All 24 images arrived under their classes (the picked folder's name is not a class).
+        train, val = map(int, re.search(r"(\d+) train · (\d+) val", page.inner_text("#ftui-data-status")).groups())
+        assert train + val == 24
+
+        start_long_training(page)
+        wait_status(page, "training")
+        page.wait_for_function(f"({LOSS_POINTS})() >= 3", timeout=60_000)
+        page.wait_for_function(f"({ACC_POINTS})() >= 1", timeout=60_000)  # an epoch saved a checkpoint
+        page.click("#ftui-stop")
+        wait_status(page, "stopped")
+
+        page.get_by_role("tab", name="6 · Predict").click()
+        page.set_input_files("#ftui-predict-files input[type=file]", str(folder / "red" / "red_0.jpg"))
+        page.wait_for_timeout(500)
+        page.click("#ftui-predict")
+        page.wait_for_function("() => /red|green|blue/.test(document.querySelector('#ftui-label').innerText)",
+                               timeout=60_000)
+    finally:
+        context.close()
+
+
+def test_second_browser_sees_the_running_job_but_cannot_stop_or_replace_it(app, browser):
+    url, ctx = app
+    first_context, first = open_app(browser, url)
+    second_context, second = open_app(browser, url)
+    try:
+        start_long_training(first)
+        wait_status(first, "training")
+        running = ctx.jobs.active()
+
+        second.reload()
+        second.get_by_role("tab", name="4 · Train").click()
+        wait_status(second, "another browser")
+        assert second.is_disabled("#ftui-stop")
+        second.click("#ftui-train")
+        wait_status(second, "queued")
+
+        assert ctx.jobs.active() is running and running.status == "running"
+        assert "another browser" not in status_text(first)
+        assert first.is_enabled("#ftui-stop")
+
+        second.click("#ftui-stop")  # stops only its own queued job
+        first.click("#ftui-stop")
+        wait_status(first, "stopped")
+        assert all(job.wait(30) for job in ctx.jobs.jobs())
+        assert [job.status for job in ctx.jobs.jobs()][-2:] == ["stopped", "stopped"]
+    finally:
+        first_context.close()
+        second_context.close()
+
+
+def test_demo_dataset_trains_three_epochs_from_one_click(app, browser):
+    url, _ctx = app
+    context, page = open_app(browser, url)
+    try:
+        page.get_by_role("tab", name="4 · Train").click()
+        assert page.input_value("#ftui-epochs input") == "3"
+        clicked = time.monotonic()
+        page.click("#ftui-train")
+        page.wait_for_function(f"({LOSS_POINTS})() >= 1", timeout=120_000)
+        first_point = time.monotonic() - clicked
+        wait_status(page, "finished", timeout=180_000)
+        finished = time.monotonic() - clicked
+        print(f"\n[ftui timing] demo dataset, defaults: Train click -> first plotted loss point "
+              f"{first_point:.1f} s; -> finished 3-epoch run {finished:.1f} s")
+        assert "4 classes" in page.inner_text("#ftui-data-status")  # the built-in demo was preselected
+    finally:
+        context.close()
