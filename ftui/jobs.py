@@ -124,6 +124,8 @@ class Job:
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._started_at: float | None = None
+        # Set by a JobManager: renumbers its queue when this job leaves it without running.
+        self._on_dequeue: Callable[[], None] | None = None
         self._ended_at: float | None = None
         self._state: dict[str, Any] = {
             "status": "queued", "run_id": None, "run_dir": None, "epoch": 0, "epochs": config.epochs,
@@ -179,8 +181,14 @@ class Job:
         """Ask the job to stop: a queued job never starts, a running one stops within one batch."""
         self._stop.set()
         with self._lock:
-            if self._state["status"] == "running":
+            status = self._state["status"]
+            if status == "running":
                 self._state.update(status="stopping", message="stopping")
+        if status == "queued":
+            # Never started: it is stopped now, the worker will skip it and the jobs behind move up.
+            self._finish("stopped", "stopped before it started")
+            if self._on_dequeue is not None:
+                self._on_dequeue()
 
     def _update(self, **fields: Any) -> None:
         with self._lock:
@@ -198,7 +206,8 @@ class Job:
     def run(self) -> None:
         """Run the whole job in the calling thread (a worker thread); never raises."""
         if self._stop.is_set():
-            self._finish("stopped", "stopped before it started")
+            if not self.done():
+                self._finish("stopped", "stopped before it started")
             return
         with self._lock:
             self._started_at = time.time()
@@ -241,6 +250,7 @@ class JobManager:
         device = devices.pick_device(config.device).type
         with self._lock:
             queue = self._queues.setdefault(device, [])
+            queue[:] = [j for j in queue if not j.done()]
             running = self._running.get(device)
             if running is not None and len(queue) >= self.max_queue:
                 if self.max_queue == 0:
@@ -249,6 +259,7 @@ class JobManager:
                 raise JobError(f"the queue for {device} is full ({len(queue)} waiting): "
                                "wait for a job to finish or stop one")
             job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks)
+            job._on_dequeue = lambda: self._renumber_now(device)
             self._jobs[job.id] = job
             self._order.append(job.id)
             queue.append(job)
@@ -291,8 +302,13 @@ class JobManager:
         for job in self.jobs():
             job.stop()
 
+    def _renumber_now(self, device: str) -> None:
+        with self._lock:
+            self._renumber(device)
+
     def _renumber(self, device: str) -> None:
-        for position, job in enumerate(self._queues.get(device, []), start=1):
+        waiting = [j for j in self._queues.get(device, []) if not j.done()]
+        for position, job in enumerate(waiting, start=1):
             job._update(queue_position=position, message=f"queued (position {position})")
 
     def _work(self, device: str) -> None:

@@ -114,14 +114,19 @@ def test_a_full_queue_refuses_a_new_job_with_a_clear_message(class_folder, tmp_p
 
 
 def test_stopping_a_queued_job_means_it_never_starts(class_folder, tmp_path):
-    manager = JobManager(tmp_path / "runs", max_queue=1)
+    manager = JobManager(tmp_path / "runs", max_queue=2)
     gate = Gate()
     first = manager.start(tiny_config(class_folder, epochs=1), callbacks=[gate])
     assert gate.reached.wait(60)
     second = manager.start(tiny_config(class_folder, epochs=1))
+    third = manager.start(tiny_config(class_folder, epochs=1))
+    assert third.snapshot()["queue_position"] == 2
     second.stop()
+    # Stopped at once, and the job behind it moves up.
+    assert second.status == "stopped" and third.snapshot()["queue_position"] == 1
     gate.release.set()
-    assert first.wait(60) and second.wait(60)
+    assert first.wait(60) and third.wait(60)
+    assert third.status == "done"
     assert second.status == "stopped" and second.snapshot()["run_id"] is None
 
 
