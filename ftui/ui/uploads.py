@@ -96,6 +96,7 @@ def materialize_files(paths: list[str], dest: Path) -> Path:
     files = [Path(p) for p in paths if p]
     if not files:
         raise UploadError("no files uploaded: drop a .zip, or a .csv together with its images")
+    dest.mkdir(parents=True, exist_ok=True)
     zips = [f for f in files if f.suffix.lower() == ".zip"]
     csvs = [f for f in files if f.suffix.lower() == ".csv"]
     if zips:
