@@ -200,7 +200,7 @@ def test_fine_tune_recipe_trains_head_first_then_the_chosen_groups():
     assert [(p.name, p.epochs, p.trainable) for p in phases] == [
         ("head", 1, ["head"]), ("fine_tune", 4, ["stem", "stage1", "head"])]
     scales = phases[1].lr_scale
-    assert scales["stem"] == pytest.approx(0.1) and scales["head"] == pytest.approx(1.0)
+    assert scales["stem"] == pytest.approx(0.01) and scales["head"] == pytest.approx(1.0)
     assert scales["stem"] < scales["stage1"] < scales["head"]
     # A single epoch goes to the chosen groups; head-only is one phase.
     assert [p.name for p in plan_phases(config.replace(epochs=1), ["a", "head"], ["a", "head"])] == ["fine_tune"]
