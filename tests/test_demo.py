@@ -1,4 +1,4 @@
-"""ftui.demo: a deterministic, fair 4-class shapes dataset generated once, plus example images."""
+"""ftui.demo: a deterministic, fair 4-class textures dataset generated once, plus example images."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ftui.demo import (
     CLASSES,
     EXAMPLES_DIR,
     IMAGE_SIZE,
-    draw_shape,
+    draw_pattern,
     ensure_demo_dataset,
     example_images,
     make_demo_dataset,
@@ -25,7 +25,7 @@ from ftui.demo import (
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     """The default demo dataset, generated once for this module."""
-    return ensure_demo_dataset(tmp_path_factory.mktemp("demo") / "shapes")
+    return ensure_demo_dataset(tmp_path_factory.mktemp("demo") / "textures")
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -52,8 +52,8 @@ def test_same_seed_gives_the_same_images_and_another_seed_differs(tmp_path):
 
 
 def test_images_within_a_class_vary(demo_dir):
-    circles = [_pixels(p) for p in sorted((demo_dir / "circle").glob("*.jpg"))[:10]]
-    assert min(np.abs(x - y).mean() for i, x in enumerate(circles) for y in circles[i + 1:]) > 5
+    dots = [_pixels(p) for p in sorted((demo_dir / "dots").glob("*.jpg"))[:10]]
+    assert min(np.abs(x - y).mean() for i, x in enumerate(dots) for y in dots[i + 1:]) > 5
 
 
 def test_colour_alone_does_not_tell_the_classes_apart(demo_dir):
@@ -80,14 +80,14 @@ def test_ensure_generates_once_and_reuses(tmp_path):
 def test_ensure_with_fewer_images_removes_the_extra_ones(tmp_path):
     ensure_demo_dataset(tmp_path / "d", per_class=5)
     folder = ensure_demo_dataset(tmp_path / "d", per_class=2)
-    assert sorted(p.name for p in (folder / "cross").iterdir()) == ["cross_000.jpg", "cross_001.jpg"]
+    assert sorted(p.name for p in (folder / "dots").iterdir()) == ["dots_000.jpg", "dots_001.jpg"]
 
 
 def test_ensure_regenerates_after_an_interrupted_run(tmp_path):
     folder = make_demo_dataset(tmp_path / "d", per_class=2)  # files but no marker, as if interrupted
-    (folder / "square" / "square_001.jpg").write_bytes(b"")
+    (folder / "checker" / "checker_001.jpg").write_bytes(b"")
     ensure_demo_dataset(folder, per_class=2)
-    assert (folder / "square" / "square_001.jpg").stat().st_size > 0
+    assert (folder / "checker" / "checker_001.jpg").stat().st_size > 0
 
 
 def test_too_few_images_per_class_is_refused(tmp_path):
@@ -95,9 +95,9 @@ def test_too_few_images_per_class_is_refused(tmp_path):
         make_demo_dataset(tmp_path, per_class=1)
 
 
-def test_unknown_shape_is_refused():
-    with pytest.raises(ValueError, match="unknown demo shape 'hexagon'"):
-        draw_shape("hexagon", np.random.default_rng(0))
+def test_unknown_pattern_is_refused():
+    with pytest.raises(ValueError, match="unknown demo pattern 'hexagon'"):
+        draw_pattern("hexagon", np.random.default_rng(0))
 
 
 def test_committed_examples_are_the_generator_output_and_not_training_images(demo_dir, tmp_path):
@@ -110,3 +110,22 @@ def test_committed_examples_are_the_generator_output_and_not_training_images(dem
     for path in committed:
         example = _pixels(Path(path))
         assert min(np.abs(example - t).mean() for t in training) > 5
+
+
+def test_an_old_shapes_cache_is_regenerated_as_textures(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / ".ftui-demo.json").write_text(json.dumps(
+        {"version": 1, "per_class": 2, "seed": 0, "classes": ["circle", "square", "triangle", "cross"]}))
+    ensure_demo_dataset(folder, per_class=2)
+    assert all(len(list((folder / c).glob("*.jpg"))) == 2 for c in CLASSES)
+
+
+def test_stripes_run_the_way_their_class_says(demo_dir):
+    # Colour changes mostly down the image for horizontal stripes and across it for vertical ones.
+    # (A horizontal flip, on by default, keeps both gradient energies, so flipped stripes keep their class.)
+    def down_vs_across(image: np.ndarray) -> float:
+        return np.abs(np.diff(image, axis=0)).mean() / np.abs(np.diff(image, axis=1)).mean()
+
+    assert all(down_vs_across(_pixels(p)) > 1.2 for p in (demo_dir / "hstripes").glob("*.jpg"))
+    assert all(down_vs_across(_pixels(p)) < 1 / 1.2 for p in (demo_dir / "vstripes").glob("*.jpg"))
