@@ -256,6 +256,13 @@ def build_with_report(name: str, num_classes: int, weights: str = "imagenet",
 
     model = stock_model(name, pretrained=weights != "none")
     report = load_weights(model, name, weights, progress=progress)
+    if weights == "none":
+        # torchvision builds MobileNetV3 / EfficientNet BatchNorm with momentum 0.01, tuned for long ImageNet
+        # runs; after the few hundred steps of a short from-scratch run the running statistics are still near
+        # their init and eval-mode outputs are garbage (val stays at chance). 0.1 tracks them in time.
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.1
     replace_head(model, name, num_classes)
     load_head_if_fits(model, name, report)
     model.ftui_backbone = name

@@ -175,3 +175,18 @@ def test_vit_patch_embedding_group_owns_the_class_token():
     patch = backbones.layer_groups(model, "vit_b_16")[0]
     ids = {id(p) for p in patch.parameters()}
     assert id(model.class_token) in ids and id(model.encoder.pos_embedding) in ids
+
+
+def test_random_init_batchnorm_tracks_statistics_at_momentum_0_1():
+    # torchvision's MobileNetV3 uses momentum 0.01; from scratch that leaves eval-mode statistics stale.
+    assert {m.momentum for m in backbones.stock_model("mobilenet_v3_small", pretrained=False).modules()
+            if isinstance(m, nn.BatchNorm2d)} == {0.01}
+    model = backbones.build("mobilenet_v3_small", 4, weights="none")
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and {m.momentum for m in norms} == {0.1}
+    first = norms[0]
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32) * 3 + 2)
+    # One batch moves the running mean a tenth of the way, not a hundredth.
+    assert first.running_mean.abs().max() > 0.05
