@@ -4,6 +4,12 @@ The loop knows no listener: a live plot, the CSV logger and early stopping are `
 `config.recipe` ("fine_tune": head first on frozen features, then the chosen groups with discriminative
 learning rates; "plain": the chosen groups from the start). When a phase's frozen part is a prefix of the
 model, that prefix runs once per image (ftui/featurecache.py) and only the suffix trains.
+
+Speed: images are decoded on demand by background threads in the order the loop will ask for them, so the
+first batch trains within moments of Train; on CPU each forward/backward sees at most
+`devices.CPU_MAX_MICRO_BATCH` images (gradients accumulate to the user's batch, exact with frozen
+BatchNorm); conv nets run channels_last; inference (validation, feature caching) uses bfloat16 autocast on
+CPUs with native bf16, training stays float32 there (measured no faster in bf16).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from ftui import devices
 from ftui.callbacks import Callback, TrainingControl
 from ftui.config import TrainConfig
-from ftui.featurecache import CacheStopped, FeatureSet, compute_features
+from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, CacheStopped, FeatureStore, PrefixRunner
+from ftui.images import ImageError as ImageFileError
 from ftui.runs import RunFolder, save_checkpoint
 
 
@@ -183,15 +190,8 @@ class _Data:
         mean, std = tuple(settings["mean"]), tuple(settings["std"])
         self.eval_tf = eval_transform(size, resize, mean, std)
         self.train_tf = train_transform(config.aug, size, mean, std, resize_size=resize)
-        self.cache = DecodedImageCache(resize)
-        self.cache.load(self.train_items + self.val_items,
-                        progress=None if progress is None else lambda _fraction, message: progress(message))
-        if self.cache.failed:
-            # Files that were fine when the dataset was scanned but not now: training on a silently
-            # smaller dataset would hide it.
-            shown = "; ".join(f"{path} ({reason})" for path, reason in list(self.cache.failed.items())[:3])
-            raise EngineError(f"{len(self.cache.failed)} image(s) could not be read after the dataset was "
-                              f"scanned: {shown}. Reload the dataset and start again.")
+        # Lazy: nothing is decoded before training starts; batches decode (ahead, in threads) what they need.
+        self.cache = DecodedImageCache(resize, lazy=True)
         self._make = lambda items, tf: ImageTensorDataset(self.cache, items, tf)
 
     def train(self, augmented: bool = True):
@@ -199,6 +199,9 @@ class _Data:
 
     def val(self):
         return self._make(self.val_items, self.eval_tf)
+
+    def close(self) -> None:
+        self.cache.close()
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -244,9 +247,15 @@ def fit(
 
     try:
         config.validate()
-        generator = seed_everything(config.seed)
+        seed_everything(config.seed)
         device = devices.pick_device(config.device)
-        use_amp = devices.amp_enabled(device, config.mixed_precision)
+        devices.configure_threads()
+        # Inference (validation, feature caching) uses autocast wherever it is faster; training on CPU stays
+        # float32 (bf16 training measured no faster there, and fine-tuning accuracy is safer in float32).
+        infer_amp = devices.amp_enabled(device, config.mixed_precision)
+        use_amp = infer_amp and device.type == "cuda"
+        channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model)
+        state["channels_last"] = channels_last
         group_names = [g.name for g in groups]
         chosen = resolve_train_groups(config.train_groups, group_names)
         phases = plan_phases(config, group_names, chosen)
@@ -257,14 +266,20 @@ def fit(
         state["meta"] = meta_base
         note("loading images")
         data = _Data(config, dataset, settings, progress)
+        state["data"] = data
         model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        speed = _SpeedSettings(device, channels_last, use_amp, infer_amp, config, settings["image_size"])
+        result.notes.append(speed.describe(config))
         weight = class_weights(dataset.class_counts("train")).to(device) if config.class_weighted_loss else None
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        # Summed, then divided by the whole batch's weight: micro-batches then add up to the batch's mean loss.
+        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing, reduction="sum")
         val_criterion = nn.CrossEntropyLoss(reduction="sum")
         # The first phase's data is ready (feature cache built or declined) before fit_start, so its
         # info says how the run will train.
         apply_freeze(model, groups, set(phases[0].trainable))
-        sources = _phase_sources(config, model, groups, phases[0], data, device, stop_event, note, result.notes)
+        sources = _phase_sources(config, model, groups, phases[0], data, speed, result.notes)
         emit("on_fit_start", {
             "epochs": config.epochs, "device": str(device), "amp": use_amp, "classes": classes,
             "num_train": len(data.train_items), "num_val": len(data.val_items),
@@ -277,8 +292,7 @@ def fit(
             trainable = set(phase.trainable)
             if index > 0:
                 apply_freeze(model, groups, trainable)
-                sources = _phase_sources(config, model, groups, phase, data, device, stop_event, note,
-                                         result.notes)
+                sources = _phase_sources(config, model, groups, phase, data, speed, result.notes)
             forward, train_source, val_source = sources
             param_groups = _param_groups(groups, phase, config.lr)
             optimizer = make_optimizer(config, param_groups)
@@ -292,9 +306,10 @@ def fit(
                 t0 = time.perf_counter()
                 set_train_mode(model, groups, trainable, bn_mode=config.bn_mode)
                 train_loss, train_acc = _train_epoch(
-                    config, forward, train_source, optimizer, scheduler, scaler, criterion, device, use_amp,
-                    generator, stop_event, control, emit, state, steps_per_epoch, phase)
-                val_loss, val_acc = _validate(forward, val_source, val_criterion, device, use_amp)
+                    config, forward, train_source, optimizer, scheduler, scaler, criterion, speed,
+                    stop_event, control, emit, state, steps_per_epoch, phase, weight)
+                val_loss, val_acc = _validate(forward, val_source, val_criterion, device, infer_amp,
+                                              channels_last)
                 seconds = time.perf_counter() - t0
                 epoch_seconds.append(seconds)
                 result.epochs_done = epoch
@@ -332,6 +347,11 @@ def fit(
         emit("on_error", {"message": result.message, "error_type": type(exc).__name__})
     finally:
         result.seconds = time.perf_counter() - start
+        if "data" in state:
+            state["data"].close()
+        if state.get("channels_last"):
+            # Hand the model back in the default layout (checkpoints and callers expect nothing special).
+            model.to(memory_format=torch.contiguous_format)
         # A stopped or failed run keeps last.pt (the weights as they are now).
         if folder is not None and "meta" in state and (result.status != "done" or not folder.last_path.exists()):
             _save_quietly(folder.last_path, model, {**state["meta"], "epoch": state["epoch"],
@@ -383,41 +403,114 @@ def _param_groups(groups: list, phase: Phase, lr: float) -> list[dict[str, Any]]
     return out
 
 
-class _LoaderSource:
-    """Batches of images through the full model (no feature cache)."""
+class _SpeedSettings:
+    """The run's device, memory format, precision and micro-batch, decided once per fit."""
 
-    def __init__(self, ds, batch_size: int, shuffle: bool, generator: torch.Generator | None, device):
-        self.ds, self.batch_size, self.shuffle, self.generator, self.device = ds, batch_size, shuffle, generator, device
+    def __init__(self, device: torch.device, channels_last: bool, use_amp: bool, infer_amp: bool,
+                 config: TrainConfig, image_size: int) -> None:
+        self.device, self.channels_last, self.use_amp, self.infer_amp = device, channels_last, use_amp, infer_amp
+        self.image_size = image_size
+        self.num_workers = config.num_workers
+        micro = devices.micro_batch_size(device, config.batch_size)
+        # Splitting a batch changes what BatchNorm sees when it updates statistics: only split when frozen.
+        self.micro_batch = micro if config.bn_mode == "frozen" else config.batch_size
 
-    def num_batches(self, batch_size: int) -> int:
-        return (len(self.ds) + batch_size - 1) // batch_size
+    def describe(self, config: TrainConfig) -> str:
+        """One note line: what the run does for speed."""
+        parts = [f"device {self.device.type}", f"{torch.get_num_threads()} threads"]
+        parts.append("channels_last" if self.channels_last else "contiguous memory")
+        if self.use_amp:
+            parts.append(f"{devices.amp_dtype(self.device)} autocast")
+        elif self.infer_amp:
+            parts.append(f"{devices.amp_dtype(self.device)} autocast for inference, float32 training")
+        if self.micro_batch < config.batch_size:
+            parts.append(f"micro-batch {self.micro_batch} x {-(-config.batch_size // self.micro_batch)} "
+                         f"accumulated to batch {config.batch_size}")
+        return "speed: " + ", ".join(parts)
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(self.ds, batch_size=self.batch_size, shuffle=self.shuffle,
-                            generator=self.generator if self.shuffle else None, num_workers=0)
+
+class _OrderSampler(Sampler):
+    """Yields the order set for the next pass (lets a persistent-worker DataLoader follow our shuffles)."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class _ImageBatches:
+    """(images, labels) batches of one split in a given order, its files decoded ahead in that order."""
+
+    def __init__(self, data: _Data, split: str, batch_size: int, speed: _SpeedSettings) -> None:
+        self.data, self.split, self.batch_size, self.speed = data, split, batch_size, speed
+        self.views = {0: data.val() if split == "val" else data.train(augmented=False)}
+        if split == "train":
+            self.views[1] = data.train(augmented=True)
+        self._loaders: dict[int, tuple[DataLoader, _OrderSampler]] = {}
+
+    def __len__(self) -> int:
+        return len(self.views[0])
+
+    def __call__(self, view: int, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        ds = self.views[min(view, max(self.views))]
+        device = self.speed.device
+        try:
+            if self.speed.num_workers > 0:
+                yield from self._from_workers(view, ds, order)
+                return
+            indices = order.tolist()
+            self.data.cache.prefetch(ds.samples[i][0] for i in indices)
+            if self.split == "train":
+                # Validation right after: its files decode while the first epoch trains.
+                self.data.cache.prefetch(self.data.val_items)
+            for start in range(0, len(indices), self.batch_size):
+                pairs = [ds[i] for i in indices[start:start + self.batch_size]]
+                x = torch.stack([p[0] for p in pairs])
+                y = torch.tensor([p[1] for p in pairs], dtype=torch.long)
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        except ImageFileError as exc:
+            raise EngineError(f"{exc.path} could not be read after the dataset was scanned ({exc.reason}). "
+                              "Reload the dataset and start again.") from None
+
+    def _from_workers(self, view: int, ds, order: torch.Tensor):
+        """Worker processes (CUDA machines): pinned memory, persistent workers, non-blocking copies."""
+        if view not in self._loaders:
+            sampler = _OrderSampler()
+            loader = DataLoader(ds, batch_size=self.batch_size, sampler=sampler,
+                                **devices.loader_options(self.speed.device, self.speed.num_workers))
+            self._loaders[view] = (loader, sampler)
+        loader, sampler = self._loaders[view]
+        sampler.order = order.tolist()
         for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield x.to(self.speed.device, non_blocking=True), y.to(self.speed.device, non_blocking=True)
 
 
-class _FeatureSource:
-    """Batches of cached prefix outputs through the suffix."""
+class _ImageSource:
+    """Batches of images through the full model (no feature cache): augmented for training."""
 
-    def __init__(self, features: FeatureSet, batch_size: int, shuffle: bool, generator, device):
-        self.features, self.batch_size, self.shuffle, self.generator, self.device = (
-            features, batch_size, shuffle, generator, device)
+    def __init__(self, images: _ImageBatches, batch_size: int, shuffle: bool, generator: torch.Generator | None):
+        self.images, self.batch_size, self.shuffle, self.generator = images, batch_size, shuffle, generator
 
     def num_batches(self, batch_size: int) -> int:
-        return self.features.num_batches(batch_size)
+        return (len(self.images) + batch_size - 1) // batch_size
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.features.batches(self.batch_size, self.device, self.generator, self.shuffle)
+        n = len(self.images)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        return self.images(1 if self.shuffle else 0, order)
 
 
-def _phase_sources(config, model, groups, phase, data: _Data, device, stop_event, note, notes: list[str]):
+def _phase_sources(config, model, groups, phase, data: _Data, speed: _SpeedSettings, notes: list[str]):
     """(module to train, train batches, val batches): the suffix on cached features when possible."""
     generator = torch.Generator().manual_seed(config.seed + len(notes) + 1)
-    full = (model, _LoaderSource(data.train(), config.batch_size, True, generator, device),
-            _LoaderSource(data.val(), config.batch_size, False, None, device))
+    train_images = _ImageBatches(data, "train", config.batch_size, speed)
+    val_images = _ImageBatches(data, "val", config.batch_size, speed)
+    full = (model, _ImageSource(train_images, config.batch_size, True, generator),
+            _ImageSource(val_images, config.batch_size, False, None))
     if not config.feature_cache:
         return full
     split = _split_frozen_prefix(model, config.backbone, groups, set(phase.trainable))
@@ -425,31 +518,23 @@ def _phase_sources(config, model, groups, phase, data: _Data, device, stop_event
         notes.append(f"phase {phase.name}: no frozen prefix to cache, training the full model")
         return full
     prefix, suffix = split
-    prefix.to(device)
-    max_bytes = config.feature_cache_max_mb * 1024 * 1024
-    views = [data.train(augmented=False)] + [data.train(augmented=True)] * (config.feature_cache_views - 1)
-    total = len(data.train_items) * len(views) + len(data.val_items)
-
-    def report(done: int, offset: int) -> None:
-        note(f"caching features {done + offset}/{total}")
-
-    batch = max(config.batch_size, 32)
-    train_feats = compute_features(prefix, views, batch, device, max_bytes, stop_event,
-                                   lambda d, _t: report(d, 0))
-    if train_feats is None:
-        notes.append(f"phase {phase.name}: feature cache over {config.feature_cache_max_mb} MB, "
-                     "training the full model instead")
-        return full
-    val_feats = compute_features(prefix, [data.val()], batch, device, max_bytes - train_feats.nbytes,
-                                 stop_event, lambda d, _t: report(d, train_feats.num_items * len(views)))
-    if val_feats is None:
-        notes.append(f"phase {phase.name}: feature cache over {config.feature_cache_max_mb} MB, "
-                     "training the full model instead")
-        return full
-    notes.append(f"phase {phase.name}: cached frozen-prefix features "
-                 f"({(train_feats.nbytes + val_feats.nbytes) / 1e6:.1f} MB, {len(views)} view(s))")
-    return (suffix, _FeatureSource(train_feats, config.batch_size, True, generator, device),
-            _FeatureSource(val_feats, config.batch_size, False, None, device))
+    runner = PrefixRunner(prefix, speed.device, speed.infer_amp, speed.channels_last)
+    views = config.feature_cache_views
+    n_train, n_val = len(data.train_items), len(data.val_items)
+    store = FeatureStore(n_train * views + n_val, runner.output_shape(speed.image_size),
+                         config.feature_cache_max_mb * 1024 * 1024)
+    if store.over_cap:
+        notes.append(f"phase {phase.name}: feature cache would need {store.planned_bytes / 2**20:.0f} MB, over "
+                     f"{config.feature_cache_max_mb} MB, training the full model instead")
+    else:
+        notes.append(f"phase {phase.name}: cached frozen-prefix features "
+                     f"({store.nbytes / 1e6:.1f} MB, {views} view(s), filled as training goes)")
+    # Over the cap nothing is stored and the prefix runs on every batch: the full model's computation.
+    train = CachedTrainFeatures(runner, store, train_images, n_train, views, config.batch_size, generator,
+                                speed.device)
+    val = CachedValFeatures(runner, store, val_images, n_val, config.batch_size, speed.device,
+                            row_offset=n_train * views)
+    return suffix, train, val
 
 
 def _split_frozen_prefix(model, name, groups, trainable: set[str]):
@@ -462,8 +547,13 @@ def _split_frozen_prefix(model, name, groups, trainable: set[str]):
     return split_model(model, name, groups, first)
 
 
-def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterion, device, use_amp,
-                 generator, stop_event, control, emit, state, steps_per_epoch, phase) -> tuple[float, float]:
+def _batch_weight(y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | float:
+    """What the mean loss divides by: the batch size, or the summed class weights of its labels."""
+    return float(y.shape[0]) if weight is None else weight[y].sum()
+
+
+def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterion, speed: _SpeedSettings,
+                 stop_event, control, emit, state, steps_per_epoch, phase, weight) -> tuple[float, float]:
     """One pass over the training batches; checks the stop flags before every batch."""
     total_loss, correct, seen = 0.0, 0, 0
     t_prev = time.perf_counter()
@@ -473,21 +563,29 @@ def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterio
         if control.should_stop:
             break
         optimizer.zero_grad(set_to_none=True)
-        with devices.autocast(device, use_amp):
-            logits = forward(x)
-            loss = criterion(logits.float(), y)
         state["step"] = step_in_epoch
-        if not torch.isfinite(loss):
-            kind = "NaN" if torch.isnan(loss) else "infinite"
-            raise _LossNotFinite(f"loss became {kind} at epoch {state['epoch']} step {step_in_epoch}: "
-                                 f"lower the learning rate (now {config.lr:g})")
-        scaler.scale(loss).backward()
+        norm = _batch_weight(y, weight)
+        loss_value, batch_correct = 0.0, 0
+        # Gradient accumulation over micro-batches: the summed loss / the batch's weight is the batch's mean.
+        for xm, ym in zip(x.split(speed.micro_batch), y.split(speed.micro_batch)):
+            if speed.channels_last and xm.dim() == 4:
+                xm = xm.contiguous(memory_format=torch.channels_last)
+            with devices.autocast(speed.device, speed.use_amp):
+                logits = forward(xm)
+                loss = criterion(logits.float(), ym) / norm
+            if not torch.isfinite(loss):
+                kind = "NaN" if torch.isnan(loss) else "infinite"
+                raise _LossNotFinite(f"loss became {kind} at epoch {state['epoch']} step {step_in_epoch}: "
+                                     f"lower the learning rate (now {config.lr:g})")
+            scaler.scale(loss).backward()
+            loss_value += float(loss.detach())
+            batch_correct += int((logits.detach().argmax(1) == ym).sum())
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         n = int(y.shape[0])
-        total_loss += float(loss.detach()) * n
-        correct += int((logits.detach().argmax(1) == y).sum())
+        total_loss += loss_value * n
+        correct += batch_correct
         seen += n
         now = time.perf_counter()
         images_per_s = n / max(now - t_prev, 1e-9)
@@ -496,7 +594,7 @@ def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterio
         emit("on_batch_end", {
             "step": state["global_step"], "epoch": state["epoch"], "epochs": config.epochs,
             "batch": step_in_epoch, "steps_per_epoch": steps_per_epoch, "phase": phase.name,
-            "loss": float(loss.detach()), "lr": optimizer.param_groups[-1]["lr"], "images_per_s": images_per_s,
+            "loss": loss_value, "lr": optimizer.param_groups[-1]["lr"], "images_per_s": images_per_s,
         })
     if stop_event.is_set():
         raise _StopRequested()
@@ -504,13 +602,15 @@ def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterio
 
 
 @torch.inference_mode()
-def _validate(forward, source, criterion, device, use_amp) -> tuple[float, float]:
+def _validate(forward, source, criterion, device, use_amp, channels_last: bool = False) -> tuple[float, float]:
     """Val loss and accuracy with the module in eval mode."""
     was_training = forward.training
     forward.eval()
     total_loss, correct, seen = 0.0, 0, 0
     try:
         for x, y in source.batches():
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             with devices.autocast(device, use_amp):
                 logits = forward(x).float()
             total_loss += float(criterion(logits, y))

@@ -1,110 +1,147 @@
 """Run a frozen prefix of the model once per image and keep its outputs, so training touches only the suffix.
 
-Head-only training on a frozen backbone then costs one inference pass over train+val plus milliseconds.
-View 0 of each training image uses the eval transform; further views are augmented copies.
+The cache fills lazily, so the first batch trains as soon as its own images are ready: epoch 1 runs the
+prefix over the shuffled training images (view 0 = eval transform), stores each output and trains the
+suffix on it at once; validation is stored at the first validation. Each later epoch adds one augmented
+view until `num_views` are stored, then epochs only read the cache (a random stored view per item).
+The memory cap is checked before the first batch; over it, the prefix simply runs on every batch.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+
+from ftui import devices
 
 # Above this many float32 bytes the cache is stored as float16 (half the memory, ample precision for features).
 FLOAT16_ABOVE_BYTES = 256 * 1024 * 1024
+
+# (view, order) -> (images, labels) batches following `order` in chunks of the batch size; view 0 is the
+# eval transform, views >= 1 are augmented.
+ImageBatches = Callable[[int, torch.Tensor], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
 class CacheStopped(Exception):
     """The stop event fired while features were being computed."""
 
 
-@dataclass
-class FeatureSet:
-    """Cached prefix outputs: `views[v, i]` is view v of item i; `labels[i]` its label."""
+class PrefixRunner:
+    """The frozen prefix in eval mode without gradients, with the run's memory format and autocast."""
 
-    views: torch.Tensor
-    labels: torch.Tensor
+    def __init__(self, prefix: nn.Module, device: torch.device, amp: bool = False, channels_last: bool = False):
+        self.prefix, self.device, self.amp, self.channels_last = prefix, device, amp, channels_last
 
-    @property
-    def num_items(self) -> int:
-        return int(self.labels.shape[0])
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        was_training = self.prefix.training
+        self.prefix.eval()
+        try:
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # no_grad, not inference_mode: the outputs feed a suffix that is trained with autograd.
+            with torch.no_grad(), devices.autocast(self.device, self.amp):
+                return self.prefix(x).float()
+        finally:
+            self.prefix.train(was_training)
+
+    def output_shape(self, image_size: int) -> tuple[int, ...]:
+        """Shape of one item's output, from a single blank image (decides the cap before any batch)."""
+        x = torch.zeros(1, 3, image_size, image_size, device=self.device)
+        return tuple(self(x).shape[1:])
+
+
+class FeatureStore:
+    """`rows` slots of prefix outputs on the CPU, allocated up front if they fit in `max_bytes`."""
+
+    def __init__(self, rows: int, item_shape: tuple[int, ...], max_bytes: int):
+        per_item = 4
+        for d in item_shape:
+            per_item *= int(d)
+        self.planned_bytes = per_item * rows
+        self.over_cap = self.planned_bytes > max_bytes
+        self.data: torch.Tensor | None = None
+        if not self.over_cap:
+            dtype = torch.float16 if self.planned_bytes > FLOAT16_ABOVE_BYTES else torch.float32
+            self.data = torch.empty((rows, *item_shape), dtype=dtype)
 
     @property
     def nbytes(self) -> int:
-        return self.views.numel() * self.views.element_size()
+        return 0 if self.data is None else self.data.numel() * self.data.element_size()
 
-    def batches(
-        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None,
-        shuffle: bool = False,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(features, labels) batches on `device`; a random view per item when shuffling with several views."""
-        n = self.num_items
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        num_views = self.views.shape[0]
-        if shuffle and num_views > 1:
-            view_idx = torch.randint(0, num_views, (n,), generator=generator)
-        else:
-            view_idx = torch.zeros(n, dtype=torch.long)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            x = self.views[view_idx[idx], idx].to(device=device, dtype=torch.float32)
-            yield x, self.labels[idx].to(device)
+    def put(self, rows: torch.Tensor, out: torch.Tensor) -> None:
+        if self.data is not None:
+            self.data[rows] = out.detach().to("cpu", self.data.dtype)
+
+    def get(self, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        assert self.data is not None
+        return self.data[rows].to(device=device, dtype=torch.float32, non_blocking=True)
+
+
+class CachedTrainFeatures:
+    """Training batches of prefix outputs; each epoch computes (and stores) one more view until all are in."""
+
+    def __init__(self, runner: PrefixRunner, store: FeatureStore, images: ImageBatches, num_items: int,
+                 num_views: int, batch_size: int, generator: torch.Generator | None, device: torch.device):
+        self.runner, self.store, self.images = runner, store, images
+        self.num_items, self.num_views, self.batch_size = num_items, num_views, batch_size
+        self.generator, self.device = generator, device
+        self.labels = torch.zeros(num_items, dtype=torch.long)
+        self.views_stored = 0
 
     def num_batches(self, batch_size: int) -> int:
         return (self.num_items + batch_size - 1) // batch_size
 
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(self.num_items, generator=self.generator)
+        if self.store.over_cap:
+            # Nothing is kept: the prefix runs on augmented images each epoch, like the full model would.
+            for x, y in self.images(1, order):
+                yield self.runner(x), y
+            return
+        if self.views_stored < self.num_views:
+            view = self.views_stored
+            chunks = order.split(self.batch_size)
+            for idx, (x, y) in zip(chunks, self.images(view, order)):
+                out = self.runner(x)
+                self.store.put(view * self.num_items + idx, out)
+                if view == 0:
+                    self.labels[idx] = y.cpu()
+                yield out, y
+            self.views_stored += 1
+            return
+        if self.num_views > 1:
+            views = torch.randint(0, self.num_views, (self.num_items,), generator=self.generator)
+        else:
+            views = torch.zeros(self.num_items, dtype=torch.long)
+        for idx in order.split(self.batch_size):
+            rows = views[idx] * self.num_items + idx
+            yield self.store.get(rows, self.device), self.labels[idx].to(self.device, non_blocking=True)
 
-ProgressFn = Callable[[int, int], None]
 
+class CachedValFeatures:
+    """Validation batches of prefix outputs: computed and stored at the first validation, then read."""
 
-@torch.inference_mode()
-def compute_features(
-    prefix: nn.Module,
-    datasets: list[Dataset],
-    batch_size: int,
-    device: torch.device,
-    max_bytes: int,
-    stop_event: threading.Event | None = None,
-    progress: ProgressFn | None = None,
-) -> FeatureSet | None:
-    """Prefix outputs for each dataset (one per view, same items in the same order) or None over `max_bytes`.
+    def __init__(self, runner: PrefixRunner, store: FeatureStore, images: ImageBatches, num_items: int,
+                 batch_size: int, device: torch.device, row_offset: int):
+        self.runner, self.store, self.images = runner, store, images
+        self.num_items, self.batch_size, self.device, self.row_offset = num_items, batch_size, device, row_offset
+        self.labels = torch.zeros(num_items, dtype=torch.long)
+        self.stored = False
 
-    Every dataset yields (image tensor, label). The prefix runs in eval mode without gradients.
-    """
-    was_training = prefix.training
-    prefix.eval()
-    try:
-        n = len(datasets[0])
-        total = n * len(datasets)
-        store: torch.Tensor | None = None
-        labels = torch.empty(n, dtype=torch.long)
-        done = 0
-        for v, ds in enumerate(datasets):
-            loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
-            offset = 0
-            for x, y in loader:
-                if stop_event is not None and stop_event.is_set():
-                    raise CacheStopped()
-                out = prefix(x.to(device)).float().cpu()
-                if store is None:
-                    per_item = out[0].numel() * 4
-                    if per_item * total > max_bytes:
-                        return None
-                    dtype = torch.float16 if per_item * total > FLOAT16_ABOVE_BYTES else torch.float32
-                    store = torch.empty((len(datasets), n, *out.shape[1:]), dtype=dtype)
-                store[v, offset:offset + len(out)] = out.to(store.dtype)
-                if v == 0:
-                    labels[offset:offset + len(out)] = y
-                offset += len(out)
-                done += len(out)
-                if progress is not None:
-                    progress(done, total)
-        if store is None:
-            return None
-        return FeatureSet(views=store, labels=labels)
-    finally:
-        prefix.train(was_training)
+    def num_batches(self, batch_size: int) -> int:
+        return (self.num_items + batch_size - 1) // batch_size
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.arange(self.num_items)
+        if self.stored:
+            for idx in order.split(self.batch_size):
+                yield self.store.get(idx + self.row_offset, self.device), self.labels[idx].to(self.device)
+            return
+        for idx, (x, y) in zip(order.split(self.batch_size), self.images(0, order)):
+            out = self.runner(x)
+            self.store.put(idx + self.row_offset, out)
+            self.labels[idx] = y.cpu()
+            yield out, y
+        self.stored = not self.store.over_cap

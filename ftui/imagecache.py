@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +60,15 @@ def _path_of(entry: Any) -> str:
 class DecodedImageCache:
     """uint8 CHW tensors of decoded images keyed by path; files that fail to decode are kept in `failed`."""
 
-    def __init__(self, resize_size: int, max_aspect: float = MAX_ASPECT):
+    def __init__(self, resize_size: int, max_aspect: float = MAX_ASPECT, lazy: bool = False):
         self.resize_size = int(resize_size)
         self.max_aspect = max_aspect
+        # lazy: `get` decodes a file on first use (or waits for its `prefetch`), so training can start
+        # as soon as its first batch is decoded instead of after the whole dataset.
+        self.lazy = lazy
         self._tensors: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self.failed: dict[str, str] = {}
 
     @classmethod
@@ -95,13 +100,41 @@ class DecodedImageCache:
                 if progress and (done % step == 0 or done == len(paths)):
                     progress(done / len(paths), f"decoded {done}/{len(paths)} images")
 
+    def prefetch(self, items: Iterable[Any], workers: int | None = None) -> None:
+        """Start decoding the items not cached yet in background threads, in the order given."""
+        if self._pool is None:
+            # Two threads keep ahead of a model on a laptop CPU without taking every core from it.
+            self._pool = ThreadPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1),
+                                            thread_name_prefix="ftui-decode")
+        for path in map(_path_of, items):
+            if path not in self._tensors and path not in self._pending and path not in self.failed:
+                self._pending[path] = self._pool.submit(decode_for_cache, path, self.resize_size, self.max_aspect)
+
+    def close(self) -> None:
+        """Stop background decoding (queued files are dropped, running ones finish)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+
     def get(self, path: str | Path) -> torch.Tensor:
-        """The cached uint8 CHW tensor of a file."""
-        try:
-            return self._tensors[str(path)]
-        except KeyError:
-            reason = self.failed.get(str(path), "not loaded into the cache")
+        """The cached uint8 CHW tensor of a file (a lazy cache decodes it now or waits for its prefetch)."""
+        key = str(path)
+        tensor = self._tensors.get(key)
+        if tensor is not None:
+            return tensor
+        future = self._pending.pop(key, None)
+        if future is None and not self.lazy or key in self.failed:
+            reason = self.failed.get(key, "not loaded into the cache")
             raise KeyError(f"{path}: {reason}") from None
+        try:
+            tensor = future.result() if future is not None else decode_for_cache(
+                key, self.resize_size, self.max_aspect)
+        except ImageError as exc:
+            self.failed[key] = exc.reason
+            raise
+        self._tensors[key] = tensor
+        return tensor
 
     def __contains__(self, path: object) -> bool:
         return str(path) in self._tensors
@@ -123,8 +156,9 @@ class ImageTensorDataset(TorchDataset):
         self.cache = cache
         self.transform = transform
         pairs = [(_path_of(it), int(it.label if hasattr(it, "label") else it[1])) for it in items]
-        self.samples = [(p, label) for p, label in pairs if p in cache]
-        self.dropped = [p for p, _ in pairs if p not in cache]
+        # A lazy cache has not decoded anything yet: every item stays, a broken file fails when read.
+        self.samples = [(p, label) for p, label in pairs if cache.lazy or p in cache]
+        self.dropped = [p for p, _ in pairs if not cache.lazy and p not in cache]
 
     def __len__(self) -> int:
         return len(self.samples)
