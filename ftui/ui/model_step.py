@@ -168,13 +168,33 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
         labels = [(f"{g}  ·  {format_count(n)}", g) for g, n in groups]
         return gr.update(choices=labels, value=selected), params_markdown(groups, total, selected)
 
-    def on_backbone(name: str, source_path: str, size: float):
+    def size_update(name: str, source_path: str, weights_choice: str):
+        """The preselected resolution: the demo from scratch stays small, everything else goes native."""
+        from ftui.ui.presets import image_size_for
+
         info_b = backbone_info(name)
-        size = info_b.input_size if info_b.fixed_input_size else max(int(size), info_b.min_input_size)
-        box, counts = refresh(name, source_path, None, weights_choice=default_weights_choice(name))
-        return (info_markdown(name), weights_note(name), default_weights_choice(name),
-                gr.update(minimum=info_b.min_input_size, value=size, interactive=not info_b.fixed_input_size),
+        size = image_size_for(weights_choice, is_demo(source_path), info_b.input_size, info_b.min_input_size,
+                              ctx.settings.demo_image_size)
+        return gr.update(minimum=info_b.min_input_size, value=size, interactive=not info_b.fixed_input_size)
+
+    def is_demo(source_path: str) -> bool:
+        return str(source_path) == str(ctx.demo_source())
+
+    def on_backbone(name: str, source_path: str):
+        info_b = backbone_info(name)
+        choice = default_weights_choice(name)
+        box, counts = refresh(name, source_path, None, weights_choice=choice)
+        return (info_markdown(name), weights_note(name), choice, size_update(name, source_path, choice),
                 gr.update(visible=not info_b.weights_cached), box, counts)
+
+    def on_weights(name: str, source_path: str, selected: list[str], choice: str):
+        box, counts = refresh(name, source_path, selected, "all" if choice == WEIGHTS_NONE else "head")
+        return box, counts, size_update(name, source_path, choice)
+
+    def on_source(name: str, source_path: str, selected: list[str], choice: str):
+        # Your own data gets the backbone's native resolution; the demo keeps its small, fast one.
+        box, counts = refresh(name, source_path, selected, weights_choice=choice)
+        return box, counts, size_update(name, source_path, choice)
 
     def on_groups(name: str, source_path: str, selected: list[str]):
         groups, total = structure(ctx, name, num_classes_fn(source_path))
@@ -199,7 +219,7 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
         return weights_note(name), WEIGHTS_IMAGENET, gr.update(visible=False)
 
     private = {"api_visibility": "private"}
-    backbone.change(on_backbone, [backbone, source, image_size],
+    backbone.change(on_backbone, [backbone, source],
                     [info, note, weights, image_size, download, groups_box, params], **private)
     show_all.change(on_show_all, [show_all, backbone], backbone, **private)
     groups_box.input(on_groups, [backbone, source, groups_box], params, **private)
@@ -209,11 +229,9 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
                      [groups_box, params], **private)
     last_button.click(preset_last, [backbone, source, last_n], [groups_box, params], **private)
     weights.change(lambda w: gr.update(visible=w == WEIGHTS_FILE), weights, file_group, **private)
-    weights.input(lambda b, s, g, w: refresh(b, s, g, "all" if w == WEIGHTS_NONE else "head"),
-                  [backbone, source, groups_box, weights], [groups_box, params], **private)
+    weights.input(on_weights, [backbone, source, groups_box, weights], [groups_box, params, image_size], **private)
     download.click(download_weights, backbone, [note, weights, download], **private)
-    source.change(lambda b, s, g, w: refresh(b, s, g, weights_choice=w), [backbone, source, groups_box, weights],
-                  [groups_box, params], **private)
+    source.change(on_source, [backbone, source, groups_box, weights], [groups_box, params, image_size], **private)
     return ModelView(backbone, image_size, weights, weights_file, weights_path, groups_box,
-                     on_load=lambda source_path, w: refresh(start, source_path, None, weights_choice=w),
-                     load_inputs=[source, weights], load_outputs=[groups_box, params])
+                     on_load=lambda b, source_path, w: on_source(b, source_path, None, w),
+                     load_inputs=[backbone, source, weights], load_outputs=[groups_box, params, image_size])

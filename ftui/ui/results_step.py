@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,9 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
         except ValueError as exc:
             return f"**Could not predict:** {exc}", *([gr.skip()] * 5)
         table["path"] = [Path(p).name for p in paths]
-        out = Path(tempfile.mkdtemp(prefix="ftui-predictions-")) / f"predictions-{run_id}.csv"
+        # Under the run's own folder: the runs dir is the only place the app serves downloads from.
+        out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        out.parent.mkdir(exist_ok=True)
         table.to_csv(out, index=False)
         thumbs = [(_thumb(p), f"{top[0][0]} ({top[0][1]:.0%})") for p, top in zip(paths, results)]
         checkpoint = model.run.path / f"{model.run.checkpoint}.pt"

@@ -22,6 +22,7 @@ from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, progr
 from ftui.ui.context import AppContext
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
+from ftui.ui.presets import preset_for
 
 FINISHED = ("done", "stopped", "failed")
 MAX_PLOT_POINTS = 1500
@@ -62,13 +63,23 @@ def check_weights(ctx: AppContext, weights: str) -> None:
         raise ConfigError(f"weights file {weights!r} is not an upload and not under --data-root")
 
 
-def recipe_for(weights_choice: str) -> tuple[str, str]:
-    """(recipe, BatchNorm mode) for a weights choice.
+def preset_hint(weights_choice: str, backbone: str) -> str:
+    """One line explaining the preselected settings (random init for lack of weights is said plainly)."""
+    from ftui.ui.model_step import default_weights_choice
+
+    unavailable = weights_choice == WEIGHTS_NONE and default_weights_choice(backbone) == WEIGHTS_NONE
+    return f"<div class='ftui-hint'>{preset_for(weights_choice, offline_no_weights=unavailable).hint}</div>"
+
+
+def apply_preset(weights_choice: str, backbone: str) -> tuple:
+    """Train-step values for a weights choice: (recipe, bn_mode, optimizer, lr, scheduler, batch, hint).
 
     Random weights have no features or statistics worth protecting: train everything from the start and
     let BatchNorm learn the data's statistics. Pretrained ones are kept: head first, statistics frozen.
     """
-    return ("plain", "train") if weights_choice == WEIGHTS_NONE else ("fine_tune", "frozen")
+    p = preset_for(weights_choice)
+    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size,
+            preset_hint(weights_choice, backbone))
 
 
 def fraction_done(snap: dict[str, Any]) -> float:
@@ -167,22 +178,25 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
           model: ModelView) -> TrainView:
     """Lay out the Train step and wire Train, Stop, the poll timer and the runs table."""
     d = TrainConfig()
+    start = preset_for(model.weights.value)
     gr.Markdown("Training runs on the server in the background: you can close or reload this page and come "
                 "back. The defaults suit most small datasets.", elem_classes="ftui-help")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
+            hint = gr.HTML(preset_hint(model.weights.value, model.backbone.value), elem_id="ftui-preset-hint")
             with gr.Group():
                 with gr.Row():
                     epochs = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs",
                                        elem_id="ftui-epochs")
-                    batch_size = gr.Number(32, precision=0, minimum=1, label="Batch size")
+                    batch_size = gr.Number(start.batch_size, precision=0, minimum=1, label="Batch size",
+                                           elem_id="ftui-batch")
                 with gr.Row():
-                    lr = gr.Number(d.lr, minimum=0, label="Learning rate")
-                    optimizer = gr.Dropdown(list(OPTIMIZERS), value=d.optimizer, label="Optimizer")
+                    lr = gr.Number(start.lr, minimum=0, label="Learning rate", elem_id="ftui-lr")
+                    optimizer = gr.Dropdown(list(OPTIMIZERS), value=start.optimizer, label="Optimizer")
                 with gr.Row():
-                    scheduler = gr.Dropdown(list(SCHEDULERS), value=d.scheduler, label="LR schedule")
+                    scheduler = gr.Dropdown(list(SCHEDULERS), value=start.scheduler, label="LR schedule")
                     recipe = gr.Dropdown([("fine-tune", "fine_tune"), ("plain", "plain")],
-                                         value=recipe_for(model.weights.value)[0], label="Recipe",
+                                         value=start.recipe, label="Recipe",
                                          info="fine-tune: head first, then the chosen groups")
             with gr.Accordion("More settings", open=False):
                 with gr.Row():
@@ -201,7 +215,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                                          label="Early stopping patience (0 = off)")
                     seed = gr.Number(d.seed, precision=0, label="Seed")
                 with gr.Row():
-                    bn_mode = gr.Dropdown(["frozen", "train"], value=recipe_for(model.weights.value)[1],
+                    bn_mode = gr.Dropdown(["frozen", "train"], value=start.bn_mode,
                                           label="BatchNorm statistics")
                     device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value=d.device, label="Device")
                 with gr.Row():
@@ -343,6 +357,20 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return str(table.iloc[int(row)]["id"])
 
+    def show_run(run_id: str):
+        """A past run's epoch curves (its metrics.csv) in the epoch plots, with a note saying whose they are."""
+        from ftui.ui.results_step import run_folder
+
+        if not run_id:
+            return (gr.skip(),) * 4
+        try:
+            metrics = run_folder(ctx, run_id).metrics()
+        except (ValueError, OSError) as exc:
+            return f"**Could not open run {run_id}:** {exc}", *([gr.skip()] * 3)
+        note = (f"Showing run `{run_id}`: its epoch curves are below; it is open in **Evaluate** and "
+                "**Predict**." if not metrics.empty else f"Run `{run_id}` finished no epoch: no curves to show.")
+        return (note, batch_loss_frame(None), epoch_frame(metrics, "loss"), epoch_frame(metrics, "acc"))
+
     poll_outputs = [job_json, status, progress, loss_plot, epoch_loss, epoch_acc, train_button, stop_button,
                     runs_table, last_seen]
     private = {"api_visibility": "private"}
@@ -354,7 +382,10 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                   show_progress="hidden", concurrency_limit=None)
     timer.tick(poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
                **private)
-    model.weights.change(recipe_for, model.weights, [recipe, bn_mode], **private)
+    model.weights.change(apply_preset, [model.weights, model.backbone],
+                         [recipe, bn_mode, optimizer, lr, scheduler, batch_size, hint], **private)
+    model.backbone.change(preset_hint, [model.weights, model.backbone], hint, **private)
     runs_table.select(open_run, runs_table, opened_run, **private)
+    opened_run.change(show_run, opened_run, [status, loss_plot, epoch_loss, epoch_acc], **private)
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
                      poll_outputs=poll_outputs, attach=attach)
