@@ -31,7 +31,14 @@ from torch.utils.data import DataLoader, Sampler
 from ftui import devices
 from ftui.callbacks import Callback, TrainingControl
 from ftui.config import TrainConfig
-from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, CacheStopped, FeatureStore, PrefixRunner
+from ftui.featurecache import (
+    CachedTrainFeatures,
+    CachedValFeatures,
+    CacheStopped,
+    FeatureStore,
+    PrefixRunner,
+    fuse_for_inference,
+)
 from ftui.images import ImageError as ImageFileError
 from ftui.runs import RunFolder, save_checkpoint
 
@@ -250,6 +257,9 @@ def fit(
         seed_everything(config.seed)
         device = devices.pick_device(config.device)
         devices.configure_threads()
+        if device.type == "cpu":
+            # Denormal floats are 10-100x slower on x86; flushing them to zero changes nothing measurable.
+            torch.set_flush_denormal(True)
         # Inference (validation, feature caching) uses autocast wherever it is faster; training on CPU stays
         # float32 (bf16 training measured no faster there, and fine-tuning accuracy is safer in float32).
         infer_amp = devices.amp_enabled(device, config.mixed_precision)
@@ -606,13 +616,17 @@ def _validate(forward, source, criterion, device, use_amp, channels_last: bool =
     """Val loss and accuracy with the module in eval mode."""
     was_training = forward.training
     forward.eval()
+    # A BatchNorm-folded copy of the module as it is now: same outputs, faster.
+    fast = fuse_for_inference(forward)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
     total_loss, correct, seen = 0.0, 0, 0
     try:
         for x, y in source.batches():
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with devices.autocast(device, use_amp):
-                logits = forward(x).float()
+                logits = fast(x).float()
             total_loss += float(criterion(logits, y))
             correct += int((logits.argmax(1) == y).sum())
             seen += int(y.shape[0])
