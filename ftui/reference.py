@@ -142,7 +142,8 @@ def compute_limit(
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     params = train_params if train_params is not None else [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    # No trainable parameters (e.g. a BatchNorm-folded inference copy): inference only.
+    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9) if params else None
     criterion = nn.CrossEntropyLoss()
 
     def autocast():
@@ -162,7 +163,8 @@ def compute_limit(
             model(x)
 
     out = {}
-    for name, step, mode in (("train", train_step, "train"), ("infer", infer_step, "eval")):
+    modes = [("train", train_step, "train")] if optimizer is not None else []
+    for name, step, mode in [*modes, ("infer", infer_step, "eval")]:
         model.train(mode == "train")
         # BatchNorm in eval for training too: what the engine does with frozen BN statistics.
         for m in model.modules():

@@ -13,7 +13,15 @@ from ftui.backbones import build, layer_groups
 from ftui.callbacks import Callback, CSVLogger, EarlyStopping, History, TrainingControl
 from ftui.config import AugConfig, TrainConfig
 from ftui.data import load_dataset
-from ftui.engine import class_weights, discriminative_scales, fit, lr_multiplier, plan_phases, seed_everything
+from ftui.engine import (
+    FINE_TUNE_LR_FACTOR,
+    class_weights,
+    discriminative_scales,
+    fit,
+    lr_multiplier,
+    plan_phases,
+    seed_everything,
+)
 from ftui.runs import load_checkpoint
 
 BACKBONE = "mobilenet_v3_small"
@@ -200,7 +208,10 @@ def test_fine_tune_recipe_trains_head_first_then_the_chosen_groups():
     assert [(p.name, p.epochs, p.trainable) for p in phases] == [
         ("head", 1, ["head"]), ("fine_tune", 4, ["stem", "stage1", "head"])]
     scales = phases[1].lr_scale
-    assert scales["stem"] == pytest.approx(0.01) and scales["head"] == pytest.approx(1.0)
+    # The pretrained body fine-tunes gentler than lr (Adam-style steps), earliest group 100x below the head.
+    factor = FINE_TUNE_LR_FACTOR["adamw"]
+    assert factor < 1 and scales["head"] == pytest.approx(factor)
+    assert scales["stem"] == pytest.approx(0.01 * factor)
     assert scales["stem"] < scales["stage1"] < scales["head"]
     # A single epoch goes to the chosen groups; head-only is one phase.
     assert [p.name for p in plan_phases(config.replace(epochs=1), ["a", "head"], ["a", "head"])] == ["fine_tune"]

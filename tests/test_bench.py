@@ -1,0 +1,45 @@
+"""`python -m ftui bench` end to end on a tiny generated dataset with a tiny backbone."""
+
+from __future__ import annotations
+
+import json
+
+from ftui.bench import format_table
+from ftui.cli import main
+
+DOCUMENTED_KEYS = (
+    "one_inference_pass_seconds", "head_only_seconds_to_095", "all_layers_epochs_to_095", "engine_epoch_seconds",
+    "tutorial_epoch_seconds", "engine_vs_compute_limit", "partial_freeze_epoch_ratio", "first_metric_seconds",
+    "predict_ms", "peak_rss_mb",
+    "head_only_seconds_to_090", "head_only_best_acc", "all_layers_seconds_to_095", "all_layers_best_acc",
+    "engine_train_images_per_s", "engine_infer_images_per_s", "compute_limit_train_images_per_s",
+    "compute_limit_infer_images_per_s", "tutorial_head_only_best_acc", "tutorial_all_layers_best_acc",
+    "pipeline_train_images_per_s",
+)
+
+
+def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_folder, capsys):
+    code = main(["bench", str(split_folder), "--backbone", "mobilenet_v3_small", "--weights", "none",
+                 "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--tutorial-workers", "0", "--json"])
+    assert code == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    missing = [k for k in DOCUMENTED_KEYS if k not in results]
+    assert not missing, missing
+    # Measured, not placeholders: times and rates are positive, accuracies are fractions.
+    for key in ("one_inference_pass_seconds", "engine_epoch_seconds", "tutorial_epoch_seconds", "predict_ms",
+                "peak_rss_mb", "first_metric_seconds", "engine_train_images_per_s",
+                "compute_limit_train_images_per_s", "partial_freeze_epoch_ratio", "engine_vs_compute_limit"):
+        assert results[key] > 0, key
+    assert 0 <= results["all_layers_best_acc"] <= 1 and 0 <= results["tutorial_head_only_best_acc"] <= 1
+    assert "bench: engine: head only" in captured.err
+    table = format_table(results)
+    for label in ("training img/s vs compute limit", "head only vs tutorial: s to 0.95",
+                  "all layers vs tutorial: s per epoch", "partial freeze", "first metric after Train",
+                  "predict one image, warm", "peak RSS"):
+        assert label in table
+
+
+def test_bench_on_a_missing_folder_is_a_user_error(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "nope"), "--weights", "none"]) == 2
+    assert "dataset not found" in capsys.readouterr().err
