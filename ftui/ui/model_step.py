@@ -137,7 +137,7 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
             info = gr.Markdown(info_markdown(start), elem_classes="ftui-card")
             first = backbone_info(start)
             image_size = gr.Slider(first.min_input_size, 512, value=ctx.settings.demo_image_size, step=8,
-                                   label="Input resolution (px)",
+                                   label="Input resolution (px)", elem_id="ftui-image-size",
                                    info="Smaller is faster; the backbone's native size is usually most accurate.")
             weights = gr.Radio(WEIGHTS_CHOICES, value=default_weights_choice(start), label="Starting weights")
             note = gr.Markdown(weights_note(start), elem_classes="ftui-note")
@@ -146,7 +146,9 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
                                        file_types=[".pth", ".pt", ".bin"], height=110)
                 weights_path = gr.Textbox(label="...or a weights file on the server (under --data-root)",
                                           interactive=ctx.settings.data_root is not None)
-            download = gr.Button("Download ImageNet weights", size="sm", visible=not first.weights_cached)
+            # Offline the button could only fail: the note already says where to put the file instead.
+            download = gr.Button("Download ImageNet weights", size="sm",
+                                 visible=not first.weights_cached and online())
         with gr.Column(scale=2):
             groups_box = gr.CheckboxGroup(label="Layer groups to train (input → output; unticked = frozen)")
             with gr.Row():
@@ -185,7 +187,7 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
         choice = default_weights_choice(name)
         box, counts = refresh(name, source_path, None, weights_choice=choice)
         return (info_markdown(name), weights_note(name), choice, size_update(name, source_path, choice),
-                gr.update(visible=not info_b.weights_cached), box, counts)
+                gr.update(visible=not info_b.weights_cached and online()), box, counts)
 
     def on_weights(name: str, source_path: str, selected: list[str], choice: str):
         box, counts = refresh(name, source_path, selected, "all" if choice == WEIGHTS_NONE else "head")

@@ -25,6 +25,8 @@ from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
 
 FINISHED = ("done", "stopped", "failed")
+# Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
+PROGRESS = gr.Progress()
 MAX_PLOT_POINTS = 1500
 
 
@@ -165,6 +167,13 @@ def thin(frame: pd.DataFrame, limit: int = MAX_PLOT_POINTS) -> pd.DataFrame:
     return frame.iloc[:: math.ceil(len(frame) / limit)]
 
 
+def lr_frame(table: pd.DataFrame | None) -> pd.DataFrame:
+    """The finder's (lr, loss) table with log10(lr) as the x axis (the plot has no log scale of its own)."""
+    if table is None or table.empty:
+        return pd.DataFrame({"log10 lr": pd.Series(dtype=float), "loss": pd.Series(dtype=float)})
+    return pd.DataFrame({"log10 lr": table["lr"].astype(float).map(math.log10), "loss": table["loss"].astype(float)})
+
+
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
     """Past runs, newest first, for the runs table."""
     table = ctx.store.list_runs()
@@ -197,7 +206,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                     scheduler = gr.Dropdown(list(SCHEDULERS), value=start.scheduler, label="LR schedule")
                     recipe = gr.Dropdown([("fine-tune", "fine_tune"), ("plain", "plain")],
                                          value=start.recipe, label="Recipe",
-                                         info="fine-tune: head first, then the chosen groups")
+                                         info="plain: the ticked groups from the start; fine-tune: head first, then them")
             with gr.Accordion("More settings", open=False):
                 with gr.Row():
                     freeze_epochs = gr.Number(d.freeze_epochs, precision=0, minimum=0,
@@ -227,6 +236,13 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                 train_button = gr.Button("Train", variant="primary", elem_id="ftui-train")
                 stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
             error = gr.Markdown(elem_classes="ftui-error")
+            with gr.Accordion("Learning-rate finder", open=False):
+                gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
+                            "suggestion goes into the learning-rate box.", elem_classes="ftui-help")
+                find_button = gr.Button("Find learning rate", size="sm", elem_id="ftui-find-lr")
+                lr_message = gr.Markdown(elem_id="ftui-lr-message")
+                lr_plot = gr.LinePlot(lr_frame(None), x="log10 lr", y="loss", label="Loss vs learning rate "
+                                      "(log10 scale)", height=200, elem_id="ftui-lr-plot")
         with gr.Column(scale=3, min_width=420):
             status = gr.Markdown("No training yet.", elem_classes="ftui-card", elem_id="ftui-train-status")
             progress = gr.HTML(progress_html(0, "not started"), elem_id="ftui-progress")
@@ -304,6 +320,31 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         ctx.owners[job.id] = owner_token or ""
         return job.id, ""
 
+    def find_learning_rate(config: str, source_path: str, progress=PROGRESS):
+        """Sweep the learning rate for TrainConfig JSON on this session's dataset; fill the lr box with the suggestion.
+
+        Returns a message, the loss-vs-log10(lr) curve and the suggested learning rate.
+        """
+        from ftui.lrfind import find_lr
+        from ftui.ui.data_step import load
+
+        if not config:
+            return gr.skip(), gr.skip(), gr.skip()
+        if ctx.jobs.active() is not None:
+            return ("**A run is training on this machine:** find the learning rate when it has finished "
+                    "(both would compete for the CPU)."), gr.skip(), gr.skip()
+        try:
+            cfg = TrainConfig.from_json(config).replace(data=source_path, runs_dir=str(ctx.settings.runs_dir))
+            check_weights(ctx, cfg.weights)
+            cfg.validate()
+            dataset = load(ctx, source_path, cfg.val_fraction, cfg.seed)
+            result = find_lr(cfg, dataset=dataset, progress=lambda f, m: progress(f, desc=m))
+        except ValueError as exc:
+            return f"**Could not find a learning rate:** {exc}", gr.skip(), gr.skip()
+        message = (f"Suggested learning rate **{result.suggestion:.2g}** (steepest descent at "
+                   f"{result.steepest:.2g}); it is now in the learning-rate box.")
+        return message, lr_frame(result.table), float(f"{result.suggestion:.2g}")
+
     def stop(job: str, owner_token: str | None):
         """Stop a job; only the browser (or API client token) that started it may."""
         from ftui.jobs import JobError
@@ -376,6 +417,9 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     private = {"api_visibility": "private"}
     train_button.click(collect_config, form, [config_json, error], **private).then(
         start_training, [config_json, source, owner], [job_id, error], api_name="start_training")
+    find_button.click(collect_config, form, [config_json, lr_message], **private).then(
+        find_learning_rate, [config_json, source], [lr_message, lr_plot, lr], api_name="find_lr",
+        concurrency_id="heavy")
     stop_button.click(stop, [job_id, owner], error, api_name="stop", concurrency_limit=None)
     # The API's poll always answers in full; the timer's skips what the browser already shows.
     job_id.change(lambda job, token: poll(job, token, None), [job_id, owner], poll_outputs, api_name="poll",
