@@ -57,6 +57,9 @@ def test_client_loads_data_trains_polls_and_predicts(app):
     assert error == ""
     assert label["label"] in ("red", "green", "blue")
     assert len(label["confidences"]) == 2
+    # The predictions CSV is written inside the run's folder: the runs dir is all the app serves.
+    saved = list((_ctx.settings.runs_dir / snapshot["run_id"] / "predictions").glob("predictions-*.csv"))
+    assert len(saved) == 1 and "red_0.jpg" in saved[0].read_text()
 
 
 def test_paths_outside_the_data_root_are_refused(app):
@@ -89,3 +92,14 @@ def test_second_client_cannot_stop_or_displace_the_first_clients_job(app):
     assert poll_until_finished(first, job_a, "token-a")["status"] == "stopped"
     assert poll_until_finished(second, job_b, "token-b")["status"] == "stopped"
     assert ctx.jobs.get(job_b).snapshot()["epoch"] == 0
+
+
+def test_learning_rate_finder_suggests_a_rate_for_the_loaded_data(app):
+    url, ctx, _data_root = app
+    assert ctx.jobs.active() is None  # the finder refuses to compete with a training run
+    client = gradio_client.Client(url, verbose=False)
+    client.predict(source_path="colours", val_fraction=0.25, api_name="/load_data")
+    message, curve, suggestion = client.predict(config=json.dumps(TINY), api_name="/find_lr")
+    assert "Suggested learning rate" in message
+    assert 1e-7 < suggestion < 10
+    assert len(curve["value"]["data"]) >= 3
