@@ -257,3 +257,40 @@ def test_head_only_on_hymenoptera_with_real_weights_reaches_093(shared_data, sha
     result = fit(config, dataset, model, layer_groups(model, "mobilenet_v2"), [])
     assert result.status == "done"
     assert result.best_val_acc >= 0.93
+
+
+# --- speed: lazy feature cache, micro-batches ------------------------------------------------------
+
+def test_lazily_filled_feature_cache_gives_the_same_metrics_as_no_cache(class_folder):
+    config = tiny_config(class_folder, train_groups="head", epochs=2, mixed_precision=False)
+    histories = []
+    for cache in (True, False):
+        dataset, model, groups = build_parts(config)
+        model.eval()  # the head's Dropout would draw different masks in the two runs
+        history = History()
+        result = fit(config.replace(feature_cache=cache), dataset, model, groups, [history])
+        assert result.status == "done"
+        histories.append(history.epochs())
+    cached, plain = histories
+    assert list(cached["val_acc"]) == list(plain["val_acc"])
+    assert cached["train_loss"].to_numpy() == pytest.approx(plain["train_loss"].to_numpy(), rel=1e-3)
+    assert cached["val_loss"].to_numpy() == pytest.approx(plain["val_loss"].to_numpy(), rel=1e-3)
+
+
+def test_micro_batches_with_accumulation_equal_one_big_batch(class_folder, monkeypatch):
+    from ftui import devices
+
+    # resnet18 has no Dropout: the two runs draw no random numbers inside the model.
+    config = tiny_config(class_folder, backbone="resnet18", train_groups="all", recipe="plain", epochs=1,
+                         batch_size=12, optimizer="sgd", lr=0.05, feature_cache=False, mixed_precision=False)
+    finals = []
+    for micro in (12, 4):
+        monkeypatch.setattr(devices, "CPU_MAX_MICRO_BATCH", micro)
+        dataset, model, groups = build_parts(config)
+        result = fit(config, dataset, model, groups, [])
+        assert result.status == "done"
+        assert any("micro-batch 4 x 3" in n for n in result.notes) == (micro == 4)
+        finals.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for key, value in finals[0].items():
+        assert torch.allclose(value.float(), finals[1][key].float(), atol=1e-5, rtol=1e-4), key
+
