@@ -102,4 +102,4 @@ def test_learning_rate_finder_suggests_a_rate_for_the_loaded_data(app):
     message, curve, suggestion = client.predict(config=json.dumps(TINY), api_name="/find_lr")
     assert "Suggested learning rate" in message
     assert 1e-7 < suggestion < 10
-    assert len(curve["value"]["data"]) >= 3
+    assert curve["columns"] == ["log10 lr", "loss"] and len(curve["data"]) >= 3

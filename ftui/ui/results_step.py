@@ -162,7 +162,7 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
             table = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
             csv_file = gr.File(label="Predictions as CSV", visible=False)
 
-    def predict(run_id: str, files: list[str] | None, k: float):
+    def predict(run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
         """Top-k labels with probabilities for each image, a CSV of them, and the run's checkpoint."""
         from ftui.images import ImageError
 
@@ -172,7 +172,9 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
         if not paths:
             return "**Add at least one image.**", *([gr.skip()] * 5)
         try:
+            progress(0.1, desc="Loading the model...")
             model = predictor(ctx, run_id)
+            progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
             results = model.predict(paths, top_k=int(k))
             table = model.predictions_table(paths, top_k=int(k))
         except ImageError as exc:
