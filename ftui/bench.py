@@ -168,8 +168,11 @@ def run_bench(
     out["threads"] = torch.get_num_threads()
 
     def fresh() -> torch.nn.Module:
+        """The pristine weights again, every parameter trainable (the tutorial's head-only run freezes them)."""
         model0.load_state_dict(pristine)
-        return model0
+        for p in model0.parameters():
+            p.requires_grad_(True)
+        return model0.train()
 
     def engine_run(config: TrainConfig, t0: float | None = None, run_dir: Path | None = None) -> _Timeline:
         model = fresh()
