@@ -12,19 +12,36 @@ LOSS_COLUMNS = ["step", "loss", "series"]
 EPOCH_PLOT_COLUMNS = ["epoch", "value", "series"]
 
 
-def _empty(x: str, y: str) -> pd.DataFrame:
-    """An empty plot frame with numeric axes: the browser keeps the first axis types it sees."""
-    return pd.DataFrame({x: pd.Series(dtype=float), y: pd.Series(dtype=float), "series": pd.Series(dtype=str)})
+LOSS_SERIES = ("batch loss", "smoothed")
+EPOCH_SERIES = ("train", "val")
+
+
+def _empty(x: str, y: str, series: tuple[str, ...]) -> pd.DataFrame:
+    """A plot frame with numeric axes and one blank (NaN) point per series.
+
+    The browser keeps the first axis types and the first colour domain it sees: a frame without the series
+    names would leave the lines that arrive later with no colour (invisible). Vega skips NaN points.
+    """
+    nan = float("nan")
+    return pd.DataFrame({x: [nan] * len(series), y: [nan] * len(series), "series": list(series)})
+
+
+def _with_every_series(frame: pd.DataFrame, x: str, y: str, series: tuple[str, ...]) -> pd.DataFrame:
+    """Add a blank point for each series the frame lacks, so the colour domain stays complete."""
+    missing = [s for s in series if s not in set(frame["series"])]
+    if not missing:
+        return frame
+    return pd.concat([frame, _empty(x, y, tuple(missing))], ignore_index=True)
 
 
 def batch_loss_frame(batches: pd.DataFrame) -> pd.DataFrame:
     """Training loss per optimizer step, plus a smoothed line so the trend shows through the noise."""
     if batches is None or batches.empty:
-        return _empty("step", "loss")
+        return _empty("step", "loss", LOSS_SERIES)
     raw = batches[["step", "loss"]].dropna().astype(float)
     raw = raw.assign(series="batch loss")
     if len(raw) < 5:
-        return raw[LOSS_COLUMNS].reset_index(drop=True)
+        return _with_every_series(raw[LOSS_COLUMNS].reset_index(drop=True), "step", "loss", LOSS_SERIES)
     smooth = raw.assign(loss=raw["loss"].ewm(alpha=0.1).mean(), series="smoothed")
     return pd.concat([raw, smooth], ignore_index=True)[LOSS_COLUMNS]
 
@@ -32,7 +49,7 @@ def batch_loss_frame(batches: pd.DataFrame) -> pd.DataFrame:
 def epoch_frame(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """`metric` ("loss" or "acc") per epoch in long format: one series for train, one for val."""
     if epochs is None or epochs.empty:
-        return _empty("epoch", "value")
+        return _empty("epoch", "value", EPOCH_SERIES)
     parts = []
     for split in ("train", "val"):
         column = f"{split}_{metric}"
@@ -41,8 +58,9 @@ def epoch_frame(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
             parts.append(pd.DataFrame({"epoch": part["epoch"].astype(float),
                                        "value": part[column].astype(float), "series": split}))
     if not parts:
-        return _empty("epoch", "value")
-    return pd.concat(parts, ignore_index=True)[EPOCH_PLOT_COLUMNS]
+        return _empty("epoch", "value", EPOCH_SERIES)
+    return _with_every_series(pd.concat(parts, ignore_index=True)[EPOCH_PLOT_COLUMNS], "epoch", "value",
+                              EPOCH_SERIES)
 
 
 def counts_frame(summary: pd.DataFrame) -> pd.DataFrame:
