@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +91,17 @@ def ensure_demo_dataset(folder: str | Path | None = None, per_class: int = 100, 
     marker = folder / _MARKER
     wanted = {"version": DEMO_VERSION, "per_class": per_class, "seed": seed, "classes": list(CLASSES)}
     try:
-        if json.loads(marker.read_text()) == wanted:
-            return folder
+        previous = json.loads(marker.read_text())
     except (OSError, ValueError):
-        pass
+        previous = None
+    if previous == wanted:
+        return folder
+    if isinstance(previous, dict):
+        # The marker proves the folder is ours: drop an older demo's class folders (e.g. the v1 shapes), or
+        # they would stay behind as extra classes next to the new ones.
+        for name in previous.get("classes", []):
+            if name not in CLASSES and (folder / name).is_dir():
+                shutil.rmtree(folder / name)
     make_demo_dataset(folder, per_class=per_class, seed=seed)
     marker.write_text(json.dumps(wanted))
     return folder

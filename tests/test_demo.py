@@ -115,10 +115,16 @@ def test_committed_examples_are_the_generator_output_and_not_training_images(dem
 def test_an_old_shapes_cache_is_regenerated_as_textures(tmp_path):
     folder = tmp_path / "d"
     folder.mkdir()
+    old_classes = ["circle", "square", "triangle", "cross"]
+    for name in old_classes:
+        (folder / name).mkdir()
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(folder / name / f"{name}_000.jpg")
     (folder / ".ftui-demo.json").write_text(json.dumps(
-        {"version": 1, "per_class": 2, "seed": 0, "classes": ["circle", "square", "triangle", "cross"]}))
+        {"version": 1, "per_class": 2, "seed": 0, "classes": old_classes}))
     ensure_demo_dataset(folder, per_class=2)
     assert all(len(list((folder / c).glob("*.jpg"))) == 2 for c in CLASSES)
+    # The old shapes must not linger as extra classes beside the textures.
+    assert load_dataset(folder).classes == sorted(CLASSES)
 
 
 def test_stripes_run_the_way_their_class_says(demo_dir):
