@@ -94,17 +94,30 @@ def ensure_demo_dataset(folder: str | Path | None = None, per_class: int = 100, 
         previous = json.loads(marker.read_text())
     except (OSError, ValueError):
         previous = None
-    if previous == wanted:
+    stale = _stale_demo_folders(folder)
+    if previous == wanted and not stale:
         return folder
-    if isinstance(previous, dict):
-        # The marker proves the folder is ours: drop an older demo's class folders (e.g. the v1 shapes), or
-        # they would stay behind as extra classes next to the new ones.
-        for name in previous.get("classes", []):
-            if name not in CLASSES and (folder / name).is_dir():
-                shutil.rmtree(folder / name)
+    # An older demo's class folders (e.g. the v1 shapes) would stay behind as extra classes next to the new
+    # ones; only folders holding nothing but demo-named images are removed.
+    for path in stale:
+        shutil.rmtree(path)
     make_demo_dataset(folder, per_class=per_class, seed=seed)
     marker.write_text(json.dumps(wanted))
     return folder
+
+
+def _stale_demo_folders(folder: Path) -> list[Path]:
+    """Subfolders that are not a current class and hold only files named like demo images (<class>_NNN.jpg)."""
+    if not folder.is_dir():
+        return []
+    stale = []
+    for path in folder.iterdir():
+        if not path.is_dir() or path.name in CLASSES:
+            continue
+        files = list(path.iterdir())
+        if files and all(re.fullmatch(rf"{re.escape(path.name)}_\d+\.jpg", f.name) for f in files):
+            stale.append(path)
+    return stale
 
 
 def write_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:

@@ -127,6 +127,17 @@ def test_an_old_shapes_cache_is_regenerated_as_textures(tmp_path):
     assert load_dataset(folder).classes == sorted(CLASSES)
 
 
+def test_old_demo_folders_left_under_a_current_marker_are_removed_but_other_folders_are_kept(tmp_path):
+    folder = ensure_demo_dataset(tmp_path / "d", per_class=2)
+    (folder / "circle").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "circle" / "circle_000.jpg")
+    (folder / "mine").mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "mine" / "holiday.jpg")
+    ensure_demo_dataset(folder, per_class=2)
+    assert not (folder / "circle").exists()
+    assert (folder / "mine" / "holiday.jpg").is_file()
+
+
 def test_stripes_run_the_way_their_class_says(demo_dir):
     # Colour changes mostly down the image for horizontal stripes and across it for vertical ones.
     # (A horizontal flip, on by default, keeps both gradient energies, so flipped stripes keep their class.)
