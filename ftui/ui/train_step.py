@@ -246,13 +246,17 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         with gr.Column(scale=3, min_width=420):
             status = gr.Markdown("No training yet.", elem_classes="ftui-card", elem_id="ftui-train-status")
             progress = gr.HTML(progress_html(0, "not started"), elem_id="ftui-progress")
-            loss_plot = gr.LinePlot(batch_loss_frame(None), x="step", y="loss", color="series", label="Training loss per step",
+            # The legend shows no entries in this Gradio version, so the colour key is in the label.
+            loss_plot = gr.LinePlot(batch_loss_frame(None), x="step", y="loss", color="series",
+                                    label="Training loss per step (light: each batch, dark: smoothed)",
                                     height=220, elem_id="ftui-loss-plot",
                                     color_map={"batch loss": "#9db4d6", "smoothed": "#1f4e99"})
             with gr.Row():
-                epoch_loss = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series", label="Loss per epoch",
+                epoch_loss = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series",
+                                         label="Loss per epoch (blue: train, orange: val)",
                                          height=200, color_map={"train": "#1f4e99", "val": "#e07b22"})
-                epoch_acc = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series", label="Accuracy per epoch",
+                epoch_acc = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series",
+                                        label="Accuracy per epoch (blue: train, orange: val)",
                                         height=200, y_lim=[0, 1], elem_id="ftui-acc-plot",
                                         color_map={"train": "#1f4e99", "val": "#e07b22"})
             with gr.Accordion("Job details", open=False):
