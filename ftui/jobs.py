@@ -50,6 +50,9 @@ def run_training(
     progress("loading dataset")
     dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
                            progress=lambda fraction, message="": progress(message or "loading dataset"))
+    if stop_event.is_set():
+        # Stopped during the scan: no run folder, so no junk run is listed.
+        return FitResult(status="stopped", message="stopped before training started"), None
     folder = store.create(config, run_dir)
     on_folder(folder)
     folder.write_classes(dataset.classes)
@@ -70,7 +73,13 @@ def run_training(
     if config.early_stopping_patience:
         listeners.append(EarlyStopping(config.early_stopping_patience))
     progress("training")
-    result = fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path, progress=progress)
+    try:
+        result = fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path,
+                     progress=progress)
+    except Exception as exc:  # e.g. a listener raising in on_fit_end: status.json must not stay "running"
+        folder.update_status(status="failed", message=describe_exception(exc, config),
+                             seconds=round(time.time() - started, 2))
+        raise
     if result.status == "done":
         progress("evaluating")
         try:
@@ -205,13 +214,16 @@ class Job:
 
     def run(self) -> None:
         """Run the whole job in the calling thread (a worker thread); never raises."""
-        if self._stop.is_set():
+        # Checked and switched under the lock, so a stop() racing with the start is never lost.
+        with self._lock:
+            stopped_early = self._stop.is_set() or self._state["status"] != "queued"
+            if not stopped_early:
+                self._started_at = time.time()
+                self._state.update(status="running", queue_position=None, message="starting")
+        if stopped_early:
             if not self.done():
                 self._finish("stopped", "stopped before it started")
             return
-        with self._lock:
-            self._started_at = time.time()
-            self._state.update(status="running", queue_position=None, message="starting")
         config = self.config.replace(device=self.device)
         try:
             result, _ = run_training(

@@ -34,12 +34,18 @@ class Predictor:
         self.batch_size = batch_size
 
     def _tensor(self, image: ImageLike) -> torch.Tensor:
-        from ftui.imagecache import resize_for_cache
-        from ftui.images import open_rgb
+        from PIL import ImageOps
 
-        pil = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image)
-        # The same resize the training cache applied, so predictions match validation exactly.
-        return self.transform(resize_for_cache(pil, self.run.transform["resize_size"]))
+        from ftui.imagecache import decode_for_cache, resize_for_cache
+        from ftui.images import to_rgb
+
+        size = self.run.transform["resize_size"]
+        if isinstance(image, Image.Image):
+            # An in-memory image gets the same upright/RGB handling a file does.
+            return self.transform(resize_for_cache(to_rgb(ImageOps.exif_transpose(image)), size))
+        # The same decode (JPEG draft scale included) and resize as the training cache, so predictions on
+        # a file match validation exactly.
+        return self.transform(decode_for_cache(image, size))
 
     @torch.inference_mode()
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:

@@ -47,6 +47,27 @@ def test_predict_on_a_reloaded_run_matches_the_in_memory_model(trained):
     assert [t[0][0] for t in top] == [run.classes[int(i)] for i in expected.argmax(1)]
 
 
+def test_predict_decodes_large_jpegs_exactly_as_the_training_cache_does(trained, tmp_path):
+    from ftui.imagecache import resize_for_cache
+    from ftui.images import open_rgb
+    from tests.conftest import CLASS_COLOURS, write_class_image
+
+    _, run_dir = trained
+    run = load_run(run_dir)
+    size = run.transform["resize_size"]
+    # Big JPEGs: the cache decodes them at a reduced (draft) scale, which changes the pixels slightly.
+    images = [str(write_class_image(tmp_path / f"{name}.jpg", colour, seed=7, size=320))
+              for name, colour in CLASS_COLOURS.items()]
+    cache = DecodedImageCache(size)
+    cache.load(images)
+    full_decode = resize_for_cache(open_rgb(images[0]), size)
+    assert not torch.equal(full_decode, cache.get(images[0])), "draft decoding should differ from a full decode"
+    batch = torch.stack([run.eval_transform()(cache.get(p)) for p in images])
+    with torch.no_grad():
+        expected = torch.softmax(run.model(batch), dim=1)
+    torch.testing.assert_close(Predictor(run_dir).probabilities(images), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_top_k_is_sorted_clipped_to_the_classes_and_accepts_pil_images(trained):
     data, run_dir = trained
     image = Image.open(next(data.rglob("*.jpg")))

@@ -140,3 +140,31 @@ def test_an_invalid_config_is_refused_before_queueing(tmp_path):
 
     with pytest.raises(ConfigError, match="epochs"):
         JobManager(tmp_path / "runs").start(TrainConfig(data="x", epochs=0))
+
+
+class RaisesAtFitEnd(Callback):
+    """A listener that breaks after training: the run must still not be left marked as running."""
+
+    def on_fit_end(self, info):
+        raise RuntimeError("listener broke")
+
+
+def test_a_listener_failing_after_fit_marks_the_run_failed_not_running(class_folder, tmp_path):
+    import json
+    from pathlib import Path
+
+    job = Job(tiny_config(class_folder, epochs=1), RunStore(tmp_path / "runs"), callbacks=[RaisesAtFitEnd()])
+    job.run()
+    assert job.status == "failed" and "listener broke" in job.error
+    status = json.loads((Path(job.run_dir) / "status.json").read_text())
+    assert status["status"] == "failed"
+
+
+def test_a_stop_during_the_dataset_scan_creates_no_run_folder(class_folder, tmp_path):
+    from ftui.jobs import run_training
+
+    stop = threading.Event()
+    stop.set()  # as if Stop was pressed while the dataset was being scanned
+    result, folder = run_training(tiny_config(class_folder), RunStore(tmp_path / "runs"), stop)
+    assert result.status == "stopped" and folder is None
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
