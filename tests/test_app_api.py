@@ -94,6 +94,19 @@ def test_second_client_cannot_stop_or_displace_the_first_clients_job(app):
     assert ctx.jobs.get(job_b).snapshot()["epoch"] == 0
 
 
+def test_a_job_needs_an_owner_token_and_an_empty_token_stops_nothing(app):
+    url, ctx, _data_root = app
+    client = gradio_client.Client(url, verbose=False)
+    job, message = client.predict(config=json.dumps(TINY), owner_token="", api_name="/start_training")
+    assert "no owner token" in message and ctx.jobs.active() is None
+    job, _ = client.predict(config=json.dumps({**TINY, "epochs": 200}), owner_token="token-c",
+                            api_name="/start_training")
+    assert "Not yours to stop" in client.predict(job=job, owner_token="", api_name="/stop")
+    assert ctx.jobs.get(job).status in ("queued", "running")
+    assert client.predict(job=job, owner_token="token-c", api_name="/stop") == ""
+    assert poll_until_finished(client, job, "token-c")["status"] == "stopped"
+
+
 def test_learning_rate_finder_suggests_a_rate_for_the_loaded_data(app):
     url, ctx, _data_root = app
     assert ctx.jobs.active() is None  # the finder refuses to compete with a training run

@@ -312,6 +312,10 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         """
         if not config:
             return gr.skip(), gr.skip()
+        if not owner_token:
+            # Without a token anyone could stop the job (an empty token would match every other empty one).
+            return gr.skip(), ("**Could not start training:** no owner token. Reload the page; API clients "
+                               "pass `owner_token`, any private string.")
         try:
             cfg = TrainConfig.from_json(config)
             # The data and runs folder are the server's choice, never the caller's.
@@ -321,7 +325,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             job = ctx.jobs.start(cfg)
         except ValueError as exc:
             return gr.skip(), f"**Could not start training:** {exc}"
-        ctx.owners[job.id] = owner_token or ""
+        ctx.owners[job.id] = owner_token
         return job.id, ""
 
     def find_learning_rate(config: str, source_path: str, progress=PROGRESS):
@@ -357,7 +361,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             target = ctx.jobs.get(job)
         except JobError as exc:
             return f"**Nothing to stop:** {exc}"
-        if ctx.owners.get(job, "") != (owner_token or ""):
+        if not owner_token or ctx.owners.get(job) != owner_token:
             return "**Not yours to stop:** this run was started from another browser; only that browser can stop it."
         target.stop()
         return ""
