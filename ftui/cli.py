@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
+    _add_lazy(sub, "export", "ftui.export", "export a run as a torch.export .pt2 or an .onnx file")
     return parser
 
 

@@ -47,6 +47,10 @@ class Predictor:
         # a file match validation exactly.
         return self.transform(decode_for_cache(image, size))
 
+    def tensors(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """The batch the model sees for `images`: decoded, resized, cropped and normalised like validation."""
+        return torch.stack([self._tensor(im) for im in images])
+
     @torch.inference_mode()
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Raw scores, one row per image, computed `batch_size` images at a time."""
@@ -54,7 +58,7 @@ class Predictor:
             raise PredictError("no images to predict")
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self._tensor(im) for im in images[start:start + self.batch_size]])
+            batch = self.tensors(images[start:start + self.batch_size])
             out.append(self.model(batch.to(self.device)).float().cpu())
         return torch.cat(out)
 
