@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,16 +57,29 @@ def metadata(run: LoadedRun) -> dict:
 
 
 def val_images(run: LoadedRun, limit: int = PARITY_IMAGES) -> list[str]:
-    """Up to `limit` of the run's own val images (train images when it has no val split); [] when unreadable."""
-    from ftui.data import load_dataset
+    """Up to `limit` of the run's own val images, every class in turn; [] when its data cannot be read."""
+    from ftui.predict import val_examples
 
-    try:
-        dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction, seed=run.config.seed)
-    except (ValueError, OSError) as exc:
-        log.warning("cannot reload %s for the export check: %s", run.config.data, exc)
-        return []
-    items = dataset.split("val") or dataset.split("train")
-    return [it.path for it in items[:limit]]
+    return [path for path, _ in val_examples(run, limit)]
+
+
+def named_checkpoint(run: LoadedRun | str | Path) -> Path:
+    """The run's best (else last) checkpoint as `<run>/export/<run id>.pt`, so a download is named after it."""
+    from ftui.runs import RunError, RunFolder
+
+    folder = RunFolder(run.path if isinstance(run, LoadedRun) else Path(run))
+    source = folder.best_path if folder.best_path.is_file() else folder.last_path
+    if not source.is_file():
+        raise RunError(f"{folder.path} has no checkpoint yet")
+    target = folder.path / "export" / f"{folder.id}.pt"
+    if not target.is_file() or target.stat().st_mtime_ns != source.stat().st_mtime_ns:
+        target.parent.mkdir(exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)  # same file, no copy; replaced when training writes a new best.pt
+        except OSError:
+            shutil.copy2(source, target)
+    return target
 
 
 def sample_batch(run: LoadedRun, limit: int = PARITY_IMAGES) -> tuple[torch.Tensor, int]:
