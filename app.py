@@ -19,6 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None,
                         help="uploads and the demo dataset (default: ~/.cache/ftui)")
     parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (shared demos)")
+    parser.add_argument("--demo", default=None, metavar="RUN_DIR",
+                        help="serve only a locked predict page (upload, webcam, Grad-CAM, model card) for this run")
     return parser.parse_args(argv)
 
 
@@ -35,15 +37,26 @@ def main(argv: list[str] | None = None) -> None:
     if data_root is not None and not data_root.is_dir():
         raise SystemExit(f"--data-root {args.data_root} is not a folder")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftui"
+    workdir = Path(args.workdir).expanduser().resolve() if args.workdir else cache
+    if args.demo:
+        from ftui.runs import RunError
+        from ftui.ui.demo_page import build_demo_page
+        from ftui.ui.layout import demo_launch_options
+
+        try:
+            page, _ = build_demo_page(Path(args.demo).expanduser(), workdir)
+        except RunError as exc:
+            raise SystemExit(f"--demo: {exc}") from None
+        page.queue(default_concurrency_limit=1).launch(
+            server_name=args.host, server_port=args.port, share=args.share, auth=auth, **demo_launch_options())
+        return
     from ftui.ui import AppSettings, build_app, launch_options
 
-    settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
-                           workdir=Path(args.workdir).expanduser().resolve() if args.workdir else cache,
+    settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(), workdir=workdir,
                            data_root=data_root)
     demo, _ = build_app(settings)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_options(settings))
-
 
 if __name__ == "__main__":
     main()

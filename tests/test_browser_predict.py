@@ -31,7 +31,7 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app):
-    url, _, run_dir = app
+    url, _, _ = app
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 900}, permissions=["camera"])

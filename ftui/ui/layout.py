@@ -83,4 +83,14 @@ def launch_options(settings: AppSettings) -> dict:
         "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate"),
         "css": css,
         "allowed_paths": [str(settings.runs_dir.resolve()), str(ASSETS)],
+        # Gradio's run history records every call with its inputs (owner tokens included) and its footer
+        # link looks like ftui's runs: off, and the footer keeps only the API docs, Gradio and settings.
+        "run_history": False,
+        "footer_links": ["api", "gradio", "settings"],
     }
+
+
+def demo_launch_options() -> dict:
+    """The locked demo page: same look, no folders served, no API link in the footer."""
+    options = launch_options(AppSettings(runs_dir=Path("."), workdir=Path(".")))
+    return {**options, "allowed_paths": [str(ASSETS)], "footer_links": ["gradio"]}
