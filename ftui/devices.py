@@ -116,6 +116,11 @@ def physical_cores() -> int:
     return max(1, logical)
 
 
+def decode_workers() -> int:
+    """Threads decoding image files: every core (PIL releases the GIL while decoding), at least 2."""
+    return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2))
+
+
 def configure_threads() -> int:
     """torch threads = physical cores unless OMP_NUM_THREADS says otherwise; returns the count in use."""
     if "OMP_NUM_THREADS" not in os.environ:
