@@ -99,7 +99,7 @@ def inference_pass_seconds(model: torch.nn.Module, items: list, settings: dict[s
     cache = DecodedImageCache(settings["resize_size"], lazy=True)
     cache.prefetch(items)
     tf = eval_transform(settings["image_size"], settings["resize_size"], settings["mean"], settings["std"])
-    channels_last = devices.use_channels_last(model)
+    channels_last = devices.use_channels_last(model, device)
     fast = fuse_for_inference(model.to(device))
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
@@ -236,7 +236,7 @@ def run_bench(
     model = fresh().to(dev)
     for p in model.parameters():
         p.requires_grad_(True)
-    channels_last = devices.use_channels_last(model)
+    channels_last = devices.use_channels_last(model, dev)
     infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, base.mixed_precision) else None
     train_dtype = infer_dtype if dev.type == "cuda" else None
     limit_train = compute_limit(model, micro, size, channels_last=channels_last, autocast_dtype=train_dtype)
