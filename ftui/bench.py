@@ -116,11 +116,11 @@ def inference_pass_seconds(model: torch.nn.Module, items: list, settings: dict[s
     return time.perf_counter() - start
 
 
-def predict_latency_ms(run_dir: Path, image: str, repeats: int = 10) -> float:
+def predict_latency_ms(run_dir: Path, image: str, repeats: int = 10, device: str | torch.device = "cpu") -> float:
     """Median milliseconds for one image through `Predictor`, warm (model loaded, a few calls done)."""
     from ftui.predict import Predictor
 
-    predictor = Predictor(run_dir)
+    predictor = Predictor(run_dir, device=device)
     for _ in range(3):
         predictor.predict([image])
     times = []
@@ -164,6 +164,8 @@ def run_bench(
     out["setup_seconds"] = time.perf_counter() - start
     dev = devices.pick_device(device)
     out["device"] = dev.type
+    out["device_name"] = devices.device_name(dev)
+    out["cpu_model"] = devices.cpu_model()
     devices.configure_threads()
     out["threads"] = torch.get_num_threads()
 
@@ -208,7 +210,7 @@ def run_bench(
     out["head_only_095_vs_inference_pass"] = _ratio(out["head_only_seconds_to_095"],
                                                     out["one_inference_pass_seconds"])
     log("prediction latency")
-    out["predict_ms"] = predict_latency_ms(folder.path, dataset.split("val")[0].path)
+    out["predict_ms"] = predict_latency_ms(folder.path, dataset.split("val")[0].path, device=dev)
 
     log("data pipeline alone")
     speed = measure_pipeline(dataset.split("train"), base.aug, settings["image_size"], settings["resize_size"],
@@ -345,7 +347,8 @@ def format_table(r: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    title = (f"ftui bench: {r['backbone']} on {r['device']} ({r['threads']} threads), {r['epochs']} epochs, batch "
+    title = (f"ftui bench: {r['backbone']} on {r['device']} ({r.get('device_name', '?')}; CPU "
+             f"{r.get('cpu_model', '?')}, {r['threads']} threads), {r['epochs']} epochs, batch "
              f"{r['batch_size']}; training {r['train_precision']}, inference {r['infer_precision']}, "
              f"channels_last {r['channels_last']}, compute-limit batch {r['compute_limit_batch']}")
     return "\n".join([title, *lines, *(f"note: {n}" for n in r.get("notes", []))])

@@ -102,7 +102,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ftui.predict import Predictor
 
-    table = Predictor(args.run_dir, batch_size=args.batch_size).predictions_table(args.images, top_k=args.top_k)
+    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size)
+    table = predictor.predictions_table(args.images, top_k=args.top_k)
     sys.stdout.write(table.to_csv(index=False))
     return 0
 
@@ -111,7 +112,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ftui.evaluate import evaluate
 
     split = args.split or ("all" if args.data else "val")
-    result = evaluate(args.run_dir, split=split, dataset=args.data)
+    result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device)
     print(f"accuracy {result.accuracy:.4f} on {result.num_items} images ({split})")
     print(result.per_class.to_string(index=False))
     return 0
@@ -175,11 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", dest="top_k", type=int, default=3)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
     p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("evaluate", help="accuracy and per-class table of a run")
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="another dataset to evaluate on (default: the run's val split)")
     p.add_argument("--split", choices=["train", "val", "test", "all"])
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")

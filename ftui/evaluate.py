@@ -76,7 +76,8 @@ def evaluate(
     """Evaluate `run` on `split` of `dataset` (a Dataset, a data path, or None for the run's own data)."""
     from ftui.data import load_dataset
 
-    run = run if isinstance(run, LoadedRun) else load_run(run, device=device)
+    # Loaded on the CPU; the Predictor moves the model to `device` ("auto": the GPU when there is one).
+    run = run if isinstance(run, LoadedRun) else load_run(run)
     if dataset is None or isinstance(dataset, (str, Path)):
         source = run.config.data if dataset is None else str(dataset)
         dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.seed)
