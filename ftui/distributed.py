@@ -101,6 +101,14 @@ class Dist:
         return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
+_CURRENT = Dist()
+
+
+def current() -> Dist:
+    """This process's Dist: set by `init_from_env`, the single-process case otherwise."""
+    return _CURRENT
+
+
 def env_world() -> tuple[int, int, int] | None:
     """(rank, world size, local rank) when started by torchrun with more than one process, else None."""
     try:
@@ -117,9 +125,11 @@ def init_from_env(device_preference: str = "auto") -> Dist:
     local rank; CPU runs (device cpu, or no CUDA) use the gloo backend."""
     from ftui import devices
 
+    global _CURRENT
     found = env_world()
     if found is None:
-        return Dist.single(devices.pick_device(device_preference))
+        _CURRENT = Dist.single(devices.pick_device(device_preference))
+        return _CURRENT
     rank, world, local = found
     device = devices.pick_device(device_preference)
     if device.type == "cuda":
@@ -132,13 +142,16 @@ def init_from_env(device_preference: str = "auto") -> Dist:
         backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world, device_id=device if backend == "nccl" else None)
-    return Dist(rank=rank, world_size=world, local_rank=local, device=device)
+    _CURRENT = Dist(rank=rank, world_size=world, local_rank=local, device=device)
+    return _CURRENT
 
 
 def shutdown() -> None:
     """Leave the process group (at the end of a distributed run)."""
+    global _CURRENT
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _CURRENT = Dist()
 
 
 def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:

@@ -53,6 +53,13 @@ def run_training(
     if stop_event.is_set():
         # Stopped during the scan: no run folder, so no junk run is listed.
         return FitResult(status="stopped", message="stopped before training started"), None
+    from ftui.distributed import current
+
+    if not current().is_main:
+        # The other ranks of a distributed run train the same model silently: rank 0 alone writes the run.
+        seed_everything(config.seed)
+        model = build(config.backbone, len(dataset.classes), weights=config.weights)
+        return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event), None
     folder = store.create(config, run_dir)
     on_folder(folder)
     folder.write_classes(dataset.classes)
@@ -86,7 +93,7 @@ def run_training(
             from ftui.evaluate import evaluate
             from ftui.runs import load_run
 
-            evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset)
+            evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset, device=config.device)
             write_json_atomic(folder.evaluation_path, evaluation.to_dict())
         except Exception as exc:  # noqa: BLE001 - a failed evaluation must not fail a finished run
             result.notes.append(f"evaluation failed: {describe_exception(exc, config)}")

@@ -142,3 +142,14 @@ def test_bench_on_cuda_names_the_card(split_folder, capsys):
     results = json.loads(out)
     assert results["device"] == "cuda" and results["device_name"] == torch.cuda.get_device_name(0)
     assert results["engine_train_images_per_s"] > 0 and results["tutorial_epoch_seconds"] > 0
+
+
+def test_feature_cache_lives_on_the_gpu_on_cuda():
+    from ftui.featurecache import FeatureStore
+
+    store = FeatureStore(10, (4, 2, 2), max_bytes=2**20, device=CUDA)
+    assert store.device.type == "cuda"
+    rows = torch.tensor([1, 3])
+    store.put(rows, torch.ones(2, 4, 2, 2, device=CUDA))
+    assert torch.equal(store.get(rows, CUDA), torch.ones(2, 4, 2, 2, device=CUDA))
+    assert FeatureStore(10, (4, 2, 2), max_bytes=2**20).device.type == "cpu"
