@@ -140,3 +140,33 @@ def run_ahead(makers: Iterator[Callable[[], Any]], device: torch.device | None =
                 t.record_stream(main)  # the allocator must not hand this memory back to the side stream early
         current, upcoming = upcoming, produce()
         yield current
+
+
+def make_store(device: torch.device, num_images: int, resize_size: int) -> DeviceImageStore:
+    """A store for `num_images` decoded at `resize_size`, placed by `placement` (device, pinned or host)."""
+    where = placement(device, planned_bytes(num_images, resize_size), free_device_memory(device))
+    return DeviceImageStore(DecodedImageCache(resize_size, lazy=True), device, where)
+
+
+class GpuImageBatches:
+    """The trainer's image-batch interface (`batches(view, order)`, `len`) over the GPU data path: view 0 is
+    the eval pipeline, any other view the augmented one (fresh per-sample parameters on every call)."""
+
+    def __init__(self, store: DeviceImageStore, items: Sequence[Any], pipeline: BatchAugment, batch_size: int,
+                 seed: int = 0) -> None:
+        pairs = [(str(it.path), int(it.label)) for it in items]
+        self.source = DeviceBatches(store, pairs, pipeline, batch_size, seed)
+
+    @property
+    def batch_size(self) -> int:
+        return self.source.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.source.batch_size = int(value)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __call__(self, view: int, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.source(order, augmented=view >= 1)

@@ -70,3 +70,23 @@ def test_run_ahead_yields_every_batch_in_order_on_cpu():
     first = next(out)
     assert first.tolist() == [0, 0]
     assert [t[0].item() for t in out] == [1, 2, 3, 4] and calls == [0, 1, 2, 3, 4]
+
+
+def test_gpu_image_batches_speak_the_trainers_batch_interface(tmp_path):
+    from types import SimpleNamespace
+
+    samples = _samples(make_class_folder(tmp_path / "data", per_class=3, size=40))
+    items = [SimpleNamespace(path=p, label=label) for p, label in samples]
+    store = gpudata.make_store(torch.device("cpu"), len(items), 36)
+    assert store.where == "host"
+    images = gpudata.GpuImageBatches(store, items, BatchAugment(AugConfig(), 32, resize_size=36), 4, seed=0)
+    try:
+        assert len(images) == 9
+        images.batch_size = 5
+        plain = list(images(0, torch.arange(9)))
+        assert [len(y) for _, y in plain] == [5, 4]
+        assert torch.cat([y for _, y in plain]).tolist() == [label for _, label in samples]
+        augmented = torch.cat([x for x, _ in images(1, torch.arange(9))])
+        assert not torch.allclose(augmented, torch.cat([x for x, _ in plain]))
+    finally:
+        store.close()
