@@ -90,6 +90,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if snap["status"] == "done":
         best = snap["best_val_acc"]
         print(f"done: best val accuracy {best:.4f} in {snap['elapsed_s']:.1f}s" if best is not None else "done")
+        _print_evaluation(snap["run_dir"])
         return 0
     if snap["status"] == "stopped":
         print(f"stopped: {snap['message']}", file=sys.stderr)
@@ -97,6 +98,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"error: {snap['error'] or snap['message']}", file=sys.stderr)
     # A job that failed before training started is bad input (data, weights, config).
     return EXIT_FAILED if job.result is not None else EXIT_USER_ERROR
+
+
+def _print_evaluation(run_dir: str | None) -> None:
+    """The kept model's val accuracy with its 95% interval, from the run's evaluation.json."""
+    import json
+    from pathlib import Path
+
+    from ftui.stats import format_accuracy
+
+    path = Path(run_dir or "") / "evaluation.json"
+    if run_dir and path.is_file():
+        ev = json.loads(path.read_text())
+        print(f"val accuracy {format_accuracy(ev['correct'], ev['num_items'])}, [95% Wilson interval] "
+              "(correct/total)")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -112,8 +127,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     split = args.split or ("all" if args.data else "val")
     result = evaluate(args.run_dir, split=split, dataset=args.data)
-    print(f"accuracy {result.accuracy:.4f} on {result.num_items} images ({split})")
+    print(f"accuracy {result.accuracy_text()} on {split} images, [95% Wilson interval] (correct/total)")
     print(result.per_class.to_string(index=False))
+    for line in result.warnings:
+        print(f"warning: {line}")
     return 0
 
 
@@ -183,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
+    _add_lazy(sub, "bench-recipes", "ftui.recipebench", "the default recipe vs a linear probe and a hand fine-tune")
     return parser
 
 
