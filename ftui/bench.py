@@ -274,7 +274,7 @@ def run_bench(
             log(f"tutorial recipe: {mode.replace('_', ' ')}")
             model = fresh()
             ref = run_tutorial(model, classifier_head(model), root, epochs, head_only=head_only,
-                               num_workers=tutorial_workers)
+                               num_workers=tutorial_workers, device=dev)
             out.update({
                 f"tutorial_{mode}_seconds_to_090": ref.seconds_to(0.90),
                 f"tutorial_{mode}_seconds_to_095": ref.seconds_to(0.95),

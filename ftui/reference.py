@@ -82,8 +82,15 @@ def run_tutorial(
     head_only: bool,
     on_epoch: Callable[[int, float, float], None] | None = None,
     num_workers: int = 2,
+    device: torch.device | str | None = None,
 ) -> ReferenceResult:
-    """The tutorial's `train_model` loop on `model` (whose classifier is `head`), timed per epoch."""
+    """The tutorial's `train_model` loop on `model` (whose classifier is `head`), timed per epoch.
+
+    Runs on `device` (default: where the model's parameters are); like the tutorial, each batch is copied
+    there with a plain `.to(device)` (a CUDA model fed CPU tensors would fail).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
     image_datasets, loaders = tutorial_loaders(data_dir, num_workers=num_workers)
     if head_only:
         for p in model.parameters():
@@ -105,6 +112,7 @@ def run_tutorial(
             model.train() if phase == "train" else model.eval()
             corrects = 0
             for inputs, labels in loaders[phase]:
+                inputs, labels = inputs.to(device), labels.to(device)
                 optimizer.zero_grad()
                 with torch.set_grad_enabled(phase == "train"):
                     outputs = model(inputs)
@@ -127,6 +135,12 @@ def run_tutorial(
             on_epoch(epoch + 1, result.val_acc[-1], now - epoch_start)
     model.load_state_dict(best_wts)
     return result
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def compute_limit(
@@ -175,11 +189,11 @@ def compute_limit(
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
         step()  # warm-up: allocations, kernel selection
+        _synchronize(device)  # CUDA runs asynchronously: time only the steps below
         start = time.perf_counter()
         for _ in range(steps):
             step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(device)
         out[f"{name}_images_per_s"] = steps * batch_size / (time.perf_counter() - start)
     model.eval()
     return out
