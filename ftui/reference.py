@@ -209,9 +209,11 @@ Batches = Any
 def accuracy_and_loss(model: nn.Module, batches: Batches) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` in eval mode over `batches()`."""
     model.eval()
+    device = next(model.parameters()).device
     correct = seen = 0
     loss = 0.0
     for x, y in batches():
+        x, y = x.to(device), y.to(device)
         logits = model(x).float()
         loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
@@ -223,9 +225,10 @@ def accuracy_and_loss(model: nn.Module, batches: Batches) -> tuple[float, float]
 def frozen_features(body: nn.Module, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, labels) of every image through the frozen `body` in eval mode."""
     body.eval()
+    device = next(body.parameters()).device
     xs, ys = [], []
     for x, y in batches():
-        xs.append(body(x).float())
+        xs.append(body(x.to(device)).float().cpu())
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)
 
@@ -280,7 +283,9 @@ def fastai_fine_tune(model: nn.Module, groups: list, train_batches: Batches, val
             epoch_start = time.perf_counter()
             model.train()
             freeze_batchnorm(model)
+            device = next(model.parameters()).device
             for x, y in train_batches():
+                x, y = x.to(device), y.to(device)
                 optimizer.zero_grad(set_to_none=True)
                 nn.functional.cross_entropy(model(x), y).backward()
                 optimizer.step()
