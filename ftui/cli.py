@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
+    _add_lazy(sub, "make-variant", "ftui.variants", "a low-resolution / grayscale / rotated copy of a dataset")
     _add_lazy(sub, "bench-recipes", "ftui.recipebench", "the default recipe vs a linear probe and a hand fine-tune")
     return parser
 

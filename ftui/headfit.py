@@ -8,15 +8,18 @@ on all of train. Both the reference probe (ftui/reference.py) and the default re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-# Strengths of 0.5 * wd * ||W||^2 added to the mean cross-entropy; a wide grid, a few seconds in all.
-WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+# Strengths of 0.5 * wd * ||W||^2 added to the mean cross-entropy, strongest first: each fit starts from the
+# previous solution (a regularisation path), which converges in a fraction of the iterations. Below 1e-4 the
+# separable small sets this is for took 20-30x longer to converge for no held-out gain (measured).
+WEIGHT_DECAYS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 HOLDOUT_FRACTION = 0.2
-MAX_ITER = 200
+MAX_ITER = 100
 
 
 @dataclass
@@ -66,17 +69,36 @@ def holdout_split(y: torch.Tensor, fraction: float = HOLDOUT_FRACTION, seed: int
     return torch.cat(fit), torch.cat(held)
 
 
+@contextmanager
+def _one_thread():
+    """Run a small problem on one thread: its ops are too small to split, and on a busy 2-core machine the
+    thread hand-offs made each L-BFGS step 8x slower (measured 300 ms vs 37 ms per step, 1000 x 1280)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit_head(x: torch.Tensor, y: torch.Tensor, num_classes: int,
              weight_decays: Sequence[float] = WEIGHT_DECAYS, seed: int = 0) -> HeadFit:
     """Pick weight decay by held-out loss on a fold of (x, y), then refit on all of (x, y)."""
+    with _one_thread():
+        return _fit_head(x, y, num_classes, weight_decays, seed)
+
+
+def _fit_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decays: Sequence[float],
+              seed: int) -> HeadFit:
     fit_idx, held_idx = holdout_split(y, seed=seed)
     losses: dict[float, float] = {}
+    path: tuple[torch.Tensor, torch.Tensor] | None = None
     if len(held_idx) and len(weight_decays) > 1:
         for wd in weight_decays:
-            w, b = fit_logistic(x[fit_idx], y[fit_idx], num_classes, wd)
-            losses[wd] = float(F.cross_entropy(x[held_idx].float() @ w.T + b, y[held_idx]))
+            path = fit_logistic(x[fit_idx], y[fit_idx], num_classes, wd, init=path)
+            losses[wd] = float(F.cross_entropy(x[held_idx].float() @ path[0].T + path[1], y[held_idx]))
         best = min(losses, key=losses.get)
     else:
         best = weight_decays[len(weight_decays) // 2]
-    w, b = fit_logistic(x, y, num_classes, best)
+    w, b = fit_logistic(x, y, num_classes, best, init=path)
     return HeadFit(w, b, best, losses)
