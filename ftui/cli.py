@@ -111,6 +111,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist) -> int:
     if snap["status"] == "done":
         best = snap["best_val_acc"]
         print(f"done: best val accuracy {best:.4f} in {snap['elapsed_s']:.1f}s" if best is not None else "done")
+        _print_evaluation(snap["run_dir"])
         return 0
     if snap["status"] == "stopped":
         print(f"stopped: {snap['message']}", file=sys.stderr)
@@ -173,6 +174,20 @@ def _spawn_ranks(args: argparse.Namespace) -> int:
         return proc.wait()
 
 
+def _print_evaluation(run_dir: str | None) -> None:
+    """The kept model's val accuracy with its 95% interval, from the run's evaluation.json."""
+    import json
+    from pathlib import Path
+
+    from ftui.stats import format_accuracy
+
+    path = Path(run_dir or "") / "evaluation.json"
+    if run_dir and path.is_file():
+        ev = json.loads(path.read_text())
+        print(f"val accuracy {format_accuracy(ev['correct'], ev['num_items'])}, [95% Wilson interval] "
+              "(correct/total)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ftui.predict import Predictor
 
@@ -187,8 +202,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     split = args.split or ("all" if args.data else "val")
     result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device)
-    print(f"accuracy {result.accuracy:.4f} on {result.num_items} images ({split})")
+    print(f"accuracy {result.accuracy_text()} on {split} images, [95% Wilson interval] (correct/total)")
     print(result.per_class.to_string(index=False))
+    for line in result.warnings:
+        print(f"warning: {line}")
     return 0
 
 
@@ -265,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
+    _add_lazy(sub, "make-variant", "ftui.variants", "a low-resolution / grayscale / rotated copy of a dataset")
+    _add_lazy(sub, "bench-recipes", "ftui.recipebench", "the default recipe vs a linear probe and a hand fine-tune")
     return parser
 
 

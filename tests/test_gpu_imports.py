@@ -26,6 +26,7 @@ print("imports ok")
 
 
 def test_training_path_imports_without_gradio_or_imagehash():
-    out = subprocess.run([sys.executable, "-c", BLOCKED], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    out = subprocess.run([sys.executable, "-c", BLOCKED], check=False, cwd=ROOT, capture_output=True, text=True,
+                         timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "imports ok" in out.stdout
