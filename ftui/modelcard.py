@@ -8,15 +8,14 @@ import base64
 import html
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftui.runs import LoadedRun, load_run
+from ftui.stats import wilson_interval
 
 SAMPLES = 8
 CONFUSIONS = 3
-Z95 = 1.959964
 
 
 @dataclass
@@ -32,17 +31,6 @@ class ModelCard:
     interval: tuple[float, float] | None
     confusions: list[tuple[str, str, int, int]] = field(default_factory=list)  # true, predicted, count, of
     samples: list[dict] = field(default_factory=list)  # path, true, predicted, probability
-
-
-def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion: honest for small val sets and for accuracies near 0 or 1."""
-    if total <= 0:
-        return 0.0, 1.0
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _evaluation(run: LoadedRun) -> dict | None:

@@ -9,19 +9,12 @@ import pytest
 from ftui_app_server import free_port
 from run_fixtures import make_quick_run
 
-from ftui.modelcard import build_card, card_html, wilson_interval, write_model_card
+from ftui.modelcard import build_card, card_html, write_model_card
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return make_quick_run(tmp_path_factory.mktemp("demo-page"), image_size=64)
-
-
-def test_wilson_interval_matches_the_textbook_values():
-    low, high = wilson_interval(8, 10)
-    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
 
 
 def test_model_card_is_a_standalone_page_with_the_runs_numbers(run_dir):
