@@ -51,7 +51,7 @@ _TRAIN_FLAGS = {
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A TrainConfig from --config (if given) with the explicitly given flags on top; validated."""
-    config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     changes = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.data:
         changes["data"] = args.data

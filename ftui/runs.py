@@ -230,7 +230,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     if not (folder.path / "config.json").is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.json)")
     try:
-        config = TrainConfig.from_json(folder.path / "config.json")
+        config = TrainConfig.from_file(folder.path / "config.json")
     except ConfigError as exc:
         raise RunError(f"{run_dir}/config.json: {exc}") from None
     candidates = [folder.best_path, folder.last_path] if which == "best" else [folder.last_path]
