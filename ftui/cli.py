@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ftui.config import AugConfig, TrainConfig
 
@@ -62,6 +64,32 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+def _stop_on_signals(job) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM ask the job to stop, every time (a second one never aborts a write half-way).
+
+    Returns a function that puts the previous handlers back.
+    """
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        again = job.status in ("stopping", "stopped")
+        message = ("still stopping: finishing the current batch and saving last.pt" if again else
+                   f"{name}: stopping after the current batch, keeping metrics.csv and last.pt...")
+        print(message, file=sys.stderr, flush=True)
+        job.stop()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+            pass
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return restore
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from ftui.callbacks import PrintProgress
     from ftui.devices import pick_device
@@ -73,14 +101,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     printer = PrintProgress(lambda line: print(line, flush=True))
     job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer])
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
-    thread.start()
+    restore = _stop_on_signals(job)
     try:
-        while not job.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        print("stopping (Ctrl-C again to abort without saving)...", file=sys.stderr, flush=True)
-        job.stop()
-        job.wait()
+        thread.start()
+        # The thread is joined, never abandoned: leaving it inside torch at exit aborts the process (134).
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        restore()
     snap = job.snapshot()
     for note in snap["notes"]:
         if note not in printer.printed:

@@ -299,3 +299,25 @@ def test_failed_logins_from_one_address_are_throttled(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(f"{url}login", data=data), timeout=10)
         assert refused.value.code == 429
+
+
+# --- 9. weights reports list every mismatch -------------------------------------------------------------------
+def test_the_weights_report_lists_every_mismatched_and_unexpected_tensor():
+    import torch
+    import torchvision
+
+    from ftui.weights import load_state
+
+    model = torchvision.models.resnet18()
+    state = model.state_dict()
+    wrong = [k for k in state if k.endswith("conv1.weight")]
+    assert len(wrong) >= 7
+    for key in wrong:
+        state[key] = torch.zeros(1, 1, 1, 1)
+    extra = {f"extra.{i}": torch.zeros(1) for i in range(8)}
+    report = load_state(model, "resnet18", {**state, **extra}, "file.pth")
+    for key in wrong:
+        assert f"{key}: file (1, 1, 1, 1)" in report.message
+    for key in extra:
+        assert key in report.message
+    assert "more)" not in report.message
