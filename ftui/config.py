@@ -181,6 +181,8 @@ class TrainConfig:
     feature_cache_max_mb: int = 2048
     early_stopping_patience: int = 0
     num_workers: int = 0
+    # torch.compile the trained module (worth it on a GPU for long runs; the first steps pay for compiling).
+    compile: bool = False
     runs_dir: str = "runs"
     run_name: str = ""
 

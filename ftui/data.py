@@ -175,6 +175,24 @@ def load_dataset(
     return Dataset(classes=classes, items=items, skipped=skipped, root=str(root), split_was_generated=generated)
 
 
+# Fewer val images than this in a class and its recall is a coin toss: 4/4 is a 95% interval of [0.51, 1].
+MIN_VAL_PER_CLASS = 5
+
+
+def class_size_warnings(dataset: Dataset) -> list[str]:
+    """Refuse a class with fewer than 2 images in all (nothing to both train and check on); warn, one line
+    per class, when a class has fewer than MIN_VAL_PER_CLASS val images (its accuracy means little)."""
+    totals = [sum(dataset.class_counts(s)[i] for s in dataset.splits) for i in range(len(dataset.classes))]
+    tiny = [f"{name} ({n})" for name, n in zip(dataset.classes, totals) if n < 2]
+    if tiny:
+        raise DatasetError(f"class {', '.join(tiny)} has fewer than 2 images: a class needs at least one image to "
+                           "train on and one to check on. Add images to it or remove the class.")
+    val = dataset.class_counts("val")
+    return [f"warning: class {name!r} has only {n} val image{'s' if n != 1 else ''}: its accuracy is not "
+            f"reliable (fewer than {MIN_VAL_PER_CLASS}); add images or raise the val fraction"
+            for name, n in zip(dataset.classes, val) if n < MIN_VAL_PER_CLASS]
+
+
 def split_train_val(items: list[Item], classes: list[str], val_fraction: float, seed: int) -> list[Item]:
     """Move a seeded, stratified `val_fraction` of each class's train items to val (>= 1 when a class has 2+)."""
     result = [item for item in items if item.split != "train"]

@@ -92,8 +92,14 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
     per_class = pd.DataFrame(result["per_class"])
     mistakes = pd.DataFrame(result["mistakes"], columns=["path", "true", "predicted", "confidence", "loss"])
     wrong = len(mistakes)
-    summary = (f"### Accuracy {result['accuracy']:.1%}\non {result['num_items']} {result['split']} images · "
+    interval = ""
+    if "accuracy_ci95" in result:
+        lo, hi = result["accuracy_ci95"]
+        interval = f" (95% interval {lo:.1%}–{hi:.1%})"
+    summary = (f"### Accuracy {result['accuracy']:.1%}{interval}\non {result['num_items']} {result['split']} images · "
                f"{wrong} misclassified")
+    for line in result.get("warnings", []):
+        summary += f"\n\n⚠ {line}"
     return (summary, per_class, confusion_html(result["confusion"], result["classes"]),
             mistake_gallery(ctx, mistakes, session))
 

@@ -17,6 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainConfig
+from ftui.stats import wilson_interval
 from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, progress_html
 from ftui.ui.context import AppContext
 from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
@@ -147,6 +148,10 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
         return " · ".join(parts)
     best = snap.get("best_val_acc")
     best_text = f" · best val accuracy **{best:.1%}**" if isinstance(best, (int, float)) and math.isfinite(best) else ""
+    if best_text and snap.get("num_val"):
+        # How far the number could be off on this few images (95% Wilson interval).
+        lo, hi = wilson_interval(round(best * snap["num_val"]), snap["num_val"])
+        best_text += f" ({lo:.1%}–{hi:.1%} at 95%, {snap['num_val']} val images)"
     took = format_duration(snap.get("elapsed_s"))
     if status == "done":
         return f"{badge('done', 'Finished')} {name} in {took}{best_text} · run `{snap.get('run_id')}`{who}"
