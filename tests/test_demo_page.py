@@ -41,10 +41,10 @@ def test_demo_page_is_locked_and_predicts_an_upload_with_grad_cam(run_dir, tmp_p
     from ftui.ui.demo_page import build_demo_page
     from ftui.ui.layout import demo_launch_options
 
-    page_app, _ = build_demo_page(run_dir, tmp_path / "work")
+    page_app, page_ctx = build_demo_page(run_dir, tmp_path / "work")
     page_app.queue(default_concurrency_limit=1)
     _, url, _ = page_app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True, **demo_launch_options())
+                                quiet=True, **demo_launch_options(page_ctx.settings))
     try:
         assert (run_dir / "model_card.html").is_file()
         # Locked: the only named endpoint is predicting one image; nothing trains, lists or stops.

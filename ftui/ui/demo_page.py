@@ -45,7 +45,7 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
                     with gr.Tab("Live"):
                         live = gr.Image(sources=["webcam"], type="pil", streaming=True, height=260,
                                         label="Live: predicts about twice a second", elem_id="ftui-live")
-                examples = gr.Gallery([(_thumb(p), c) for p, c in run_examples(ctx, run_id)],
+                examples = gr.Gallery([(_thumb(p), c) for p, c in run_examples(ctx, run_id, None)],
                                       label="Examples from the validation images: click one", columns=6,
                                       height=170, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
             with gr.Column(scale=3, min_width=420):
@@ -65,7 +65,7 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
             return predict_single(ctx, run_id, image, 5)
 
         def on_example(evt: gr.SelectData):
-            picked = run_examples(ctx, run_id)
+            picked = run_examples(ctx, run_id, None)
             if not 0 <= evt.index < len(picked):
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return predict_single(ctx, run_id, picked[evt.index][0], 5)

@@ -4,6 +4,7 @@ with Grad-CAM, and download the model (checkpoint, torch.export .pt2, ONNX) unde
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 import gradio as gr
 
 from ftui.ui.context import LRU, AppContext
-from ftui.ui.paths import is_inside
+from ftui.ui.guard import InputError, number, private_download, session_of
 
 EXAMPLES = 12
+MAX_TOP_K = 100
+MAX_PREDICT_FILES = 256
 EXPLAINED = 12  # images in one batch that get a Grad-CAM overlay (each costs a forward and a backward pass)
 OVERLAY = 256
 THUMB = 128
@@ -43,8 +46,9 @@ def _thumb(path: str, size: int = THUMB):
     return image
 
 
-def run_examples(ctx: AppContext, run_id: str) -> list[tuple[str, str]]:
-    """(path, true class) of the run's own val images that this app may read, cached per checkpoint."""
+def run_examples(ctx: AppContext, run_id: str, session: str | None) -> list[tuple[str, str]]:
+    """(path, true class) of the run's own val images that this session may read (the demo, --data-root,
+    its own uploads), the run's list cached per checkpoint."""
     from ftui.predict import val_examples
     from ftui.ui.results_step import predictor
 
@@ -52,10 +56,13 @@ def run_examples(ctx: AppContext, run_id: str) -> list[tuple[str, str]]:
     key = (str(model.run.path), model.run.checkpoint)
     cached = _examples_cache.get(key)
     if cached is None:
-        picked = [(p, c) for p, c in val_examples(model.run, EXAMPLES * 2)
-                  if any(is_inside(p, root) for root in ctx.dataset_roots())]
-        cached = _examples_cache.put(key, picked[:EXAMPLES])
-    return cached
+        cached = _examples_cache.put(key, val_examples(model.run, EXAMPLES * 2))
+    return [(p, c) for p, c in cached if ctx.readable(p, session)][:EXAMPLES]
+
+
+def download(path: Path) -> str:
+    """A private copy for one response (the runs folder itself is never served), keeping the file's name."""
+    return private_download(path, gr.utils.get_upload_folder())
 
 
 def explain_one(model, image, top: list[tuple[str, float]]) -> tuple[str, Any]:
@@ -80,8 +87,9 @@ def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
     if image is None:
         return "", None, "", None
     try:
+        k = number("k", k, 1, MAX_TOP_K)
         model = predictor(ctx, run_id)
-        (top,) = model.predict([image], top_k=int(k))
+        (top,) = model.predict([image], top_k=k)
         verdict, overlay = explain_one(model, image, top)
     except ImageError as exc:
         return f"**Not an image we can read:** {exc}", None, "", None
@@ -94,6 +102,7 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
     """Top-k labels for every file, Grad-CAM overlays, a CSV of them, and the checkpoint named after the run."""
     from ftui.export import named_checkpoint
     from ftui.images import ImageError
+    from ftui.runs import write_bytes_atomic
     from ftui.ui.results_step import predictor
 
     skip = [gr.skip()] * 7
@@ -103,6 +112,9 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
     if not paths:
         return "**Add at least one image.**", *skip
     try:
+        k = number("k", k, 1, MAX_TOP_K)
+        if len(paths) > MAX_PREDICT_FILES:
+            raise InputError(f"files: at most {MAX_PREDICT_FILES} images per call, got {len(paths)}")
         progress(0.1, desc="Loading the model...")
         model = predictor(ctx, run_id)
         progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
@@ -118,12 +130,12 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
     except ValueError as exc:
         return f"**Could not predict:** {exc}", *skip
     table["path"] = [Path(p).name for p in paths]
-    # Under the run's own folder: the runs dir is the only place the app serves downloads from.
-    out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    out.parent.mkdir(exist_ok=True)
-    table.to_csv(out, index=False)
+    # A unique name written atomically: parallel calls never share (and truncate) one file.
+    out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
+    write_bytes_atomic(out, table.to_csv(index=False).encode())
     return ("", {name: prob for name, prob in results[0]}, verdict, overlay, thumbs, table,
-            gr.update(value=str(out), visible=True), gr.update(value=str(named_checkpoint(model.run)), visible=True))
+            gr.update(value=download(out), visible=True),
+            gr.update(value=download(named_checkpoint(model.run)), visible=True))
 
 
 def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
@@ -139,7 +151,7 @@ def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
     except ValueError as exc:
         return f"**Could not export:** {exc}", gr.skip()
     return (f"{fmt} export ready: {result.note}.",
-            gr.update(value=str(result.path), visible=True, label=f"Download {result.path.name}"))
+            gr.update(value=download(result.path), visible=True, label=f"Download {result.path.name}"))
 
 
 def onnx_available() -> bool:
@@ -201,23 +213,23 @@ def build(ctx: AppContext) -> PredictView:
     private = {"api_visibility": "private"}
     single = [error, label, verdict, overlay]
 
-    def on_run(run_id: str):
+    def on_run(run_id: str, request: gr.Request):
         """The run's own val images as examples and its checkpoint download."""
         from ftui.export import named_checkpoint
 
         if not run_id:
             return gr.update(value=[]), gr.update(visible=False)
         try:
-            picked = run_examples(ctx, run_id)
-            download = gr.update(value=str(named_checkpoint(run_folder_path(ctx, run_id))), visible=True)
+            picked = run_examples(ctx, run_id, session_of(request))
+            checkpoint = gr.update(value=download(named_checkpoint(run_folder_path(ctx, run_id))), visible=True)
         except (ValueError, OSError) as exc:
             log.warning("examples for %s: %s", run_id, exc)
             return gr.update(value=[]), gr.update(visible=False)
-        return [(_thumb(p), f"{c}") for p, c in picked], download
+        return [(_thumb(p), f"{c}") for p, c in picked], checkpoint
 
-    def on_example(run_id: str, k: float, evt: gr.SelectData):
+    def on_example(run_id: str, k: float, evt: gr.SelectData, request: gr.Request):
         """Predict the clicked example (looked up on the server: the browser only sends an index)."""
-        picked = run_examples(ctx, run_id) if run_id else []
+        picked = run_examples(ctx, run_id, session_of(request)) if run_id else []
         if not 0 <= evt.index < len(picked):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return predict_single(ctx, run_id, picked[evt.index][0], int(k))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ftui.ui.charts import confusion_html
 from ftui.ui.context import AppContext
-from ftui.ui.paths import is_inside
+from ftui.ui.guard import session_of
 
 MISTAKES_SHOWN = 24
 THUMB = 128
@@ -64,13 +64,14 @@ def _thumb(path: str):
     return image
 
 
-def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame) -> list[tuple[Any, str]]:
-    """The worst mistakes as (thumbnail, "true → predicted (confidence)")."""
+def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None) -> list[tuple[Any, str]]:
+    """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see."""
     from ftui.images import ImageError
 
     out = []
     for row in mistakes.head(MISTAKES_SHOWN).itertuples():
-        if not any(is_inside(row.path, root) for root in ctx.dataset_roots()):
+        # Another client's run may have trained on its own upload: those images are not shown to others.
+        if not ctx.readable(row.path, session):
             continue
         try:
             out.append((_thumb(row.path), f"{row.true} → {row.predicted} ({row.confidence:.0%})"))
@@ -79,7 +80,7 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame) -> list[tuple[Any, 
     return out
 
 
-def evaluation_outputs(ctx: AppContext, result: dict[str, Any]) -> tuple:
+def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None) -> tuple:
     """Markdown, per-class table, confusion matrix and mistakes gallery from an Evaluation dict."""
     per_class = pd.DataFrame(result["per_class"])
     mistakes = pd.DataFrame(result["mistakes"], columns=["path", "true", "predicted", "confidence", "loss"])
@@ -92,7 +93,8 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any]) -> tuple:
                f"{wrong} misclassified")
     for line in result.get("warnings", []):
         summary += f"\n\n⚠ {line}"
-    return summary, per_class, confusion_html(result["confusion"], result["classes"]), mistake_gallery(ctx, mistakes)
+    return (summary, per_class, confusion_html(result["confusion"], result["classes"]),
+            mistake_gallery(ctx, mistakes, session))
 
 
 def build_evaluate(ctx: AppContext) -> gr.Dropdown:
@@ -113,7 +115,7 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
     gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence)", columns=8, height=300,
                          object_fit="cover")
 
-    def evaluate(run_id: str, split_name: str, progress=PROGRESS):
+    def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
         from ftui.evaluate import evaluate as run_evaluation
 
@@ -130,7 +132,7 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
                 result = run_evaluation(predictor(ctx, run_id).run, split=split_name).to_dict()
         except (ValueError, OSError) as exc:
             return f"**Could not evaluate:** {exc}", *([gr.skip()] * 4)
-        return "", *evaluation_outputs(ctx, result)
+        return "", *evaluation_outputs(ctx, result, session_of(request))
 
     outputs = [error, summary, table, confusion, gallery]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
