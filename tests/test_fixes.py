@@ -105,3 +105,17 @@ def test_read_only_dataset_is_edited_in_a_copy(tmp_path):
     finally:
         for p in [src, *src.rglob("*")]:
             p.chmod(p.stat().st_mode | stat.S_IWUSR)
+
+
+def test_cli_fix_and_undo_round_trip(class_folder, capsys):
+    from ftui.cli import main
+
+    assert main(["fix", "relabel", str(class_folder), "green", "red/red_0.jpg", "red/red_1.jpg"]) == 0
+    assert main(["fix", "remove", str(class_folder), "blue/blue_0.jpg"]) == 0
+    assert _labels(class_folder)["red_1.jpg"] == "green" and "blue_0.jpg" not in _labels(class_folder)
+    assert main(["undo", str(class_folder)]) == 0
+    assert "blue_0.jpg" in _labels(class_folder)
+    assert main(["fix", "log", str(class_folder)]) == 0
+    assert "remove (undone)" in capsys.readouterr().out
+    assert main(["fix", "remove", str(class_folder), "../x.jpg"]) == 2
+    assert "not inside the dataset" in capsys.readouterr().err
