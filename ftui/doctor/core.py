@@ -132,7 +132,7 @@ def check(
     checks = [
         check_unreadable(records, classes, skipped),
         check_balance(records, classes, limits.balance),
-        check_duplicates(records, classes),
+        check_duplicates(records, classes, features if fn is not None else None),
         check_properties(records, classes, limits.properties),
     ]
     timings["checks"] = time.perf_counter() - t

@@ -18,10 +18,9 @@ from ftui.images import ImageError, open_rgb
 VIEW_SIZE = 224
 # Side the image is shrunk to once for hashing and brightness statistics (fast and plenty for both).
 SMALL_SIZE = 128
-# Side of the grayscale square the near-duplicate pixel check compares (low resolution forgives crops and
-# re-encoding), and of the colour grid that tells two recoloured copies of one pattern apart.
-PIXEL_SIZE = 32
-COLOUR_GRID = 4
+# Side of the squashed RGB square the near-duplicate pixel check aligns and compares (low resolution
+# forgives re-encoding and resizing; squashing keeps a slightly cropped copy lined up axis by axis).
+PIXEL_SIZE = 64
 EXIF_ORIENTATION = 0x0112
 
 FeatureFn = Callable[[list[Image.Image]], np.ndarray]
@@ -51,8 +50,7 @@ class ImageRecord:
     colourless: bool = False  # stored as colour but every pixel is grey
     # Flip-aware hashes and small pixel views for the near-duplicate check (None when unreadable).
     phash_flip: int = 0
-    gray: np.ndarray | None = field(default=None, repr=False)  # PIXEL_SIZE^2 grayscale, zero mean, unit norm
-    colour: np.ndarray | None = field(default=None, repr=False)  # COLOUR_GRID^2 x 3 mean colours, 0..1
+    pixels: np.ndarray | None = field(default=None, repr=False)  # PIXEL_SIZE^2 x 3 uint8, squashed
 
     @property
     def ok(self) -> bool:
@@ -72,18 +70,6 @@ def _header(path: str) -> tuple[str, str, int, bool]:
 def _hash_int(h: imagehash.ImageHash) -> int:
     """The 64 hash bits as one unsigned integer (fits a numpy uint64)."""
     return int("".join("1" if bit else "0" for bit in h.hash.flatten()), 2)
-
-
-def pixel_views(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """The near-duplicate check's views: a PIXEL_SIZE square grayscale (squashed, so a slightly cropped copy
-    still lines up; zero mean, unit norm, so the dot product is the normalised correlation) and a coarse
-    colour grid (0..1)."""
-    gray = np.asarray(image.convert("L").resize((PIXEL_SIZE, PIXEL_SIZE), Image.Resampling.BILINEAR),
-                      dtype=np.float32).ravel()
-    gray = gray - gray.mean()
-    gray /= max(float(np.linalg.norm(gray)), 1e-6)
-    colour = np.asarray(image.resize((COLOUR_GRID, COLOUR_GRID), Image.Resampling.BOX), dtype=np.float32) / 255.0
-    return gray, colour.reshape(-1, 3)
 
 
 def _inspect(path: str, label: int, split: str, want_view: bool) -> tuple[ImageRecord, Image.Image | None]:
@@ -110,7 +96,7 @@ def _inspect(path: str, label: int, split: str, want_view: bool) -> tuple[ImageR
     record.dhash = _hash_int(imagehash.dhash(small))
     # A mirrored copy has a different pHash; hashing the mirror too lets candidates match either way round.
     record.phash_flip = _hash_int(imagehash.phash(ImageOps.mirror(small)))
-    record.gray, record.colour = pixel_views(small)
+    record.pixels = np.asarray(small.resize((PIXEL_SIZE, PIXEL_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
     rgb = np.asarray(small, dtype=np.int16)
     luma = np.asarray(small.convert("L"), dtype=np.float32)
     record.luma_mean = float(luma.mean())
