@@ -343,3 +343,28 @@ def test_hymenoptera_placeholder_gif_is_flagged_by_properties_and_the_pretrained
     assert "unusual for 'ants'" in issues_for(report, "labels", gif)
     assert report.check("unreadable").severity == "ok"
     assert report.status == "warnings"
+
+
+# --- which pretrained features the doctor uses -------------------------------------------------------------
+@pytest.mark.shared
+def test_a_weights_file_picks_the_backbone_it_fits(shared_weights):
+    from ftui.doctor.core import resolve_pretrained
+
+    name, weights, note = resolve_pretrained("mobilenet_v3_small", str(shared_weights))
+    assert (name, weights) == ("mobilenet_v2", str(shared_weights)) and "fits mobilenet_v2" in note
+    assert resolve_pretrained("mobilenet_v2", str(shared_weights))[2] == ""
+
+
+@pytest.mark.shared
+def test_random_init_falls_back_to_any_downloaded_imagenet_backbone(shared_weights, tmp_path, monkeypatch):
+    import torch
+
+    from ftui.backbones import backbone_info
+    from ftui.doctor.core import resolve_pretrained
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert resolve_pretrained("resnet18", "none")[0] == ""  # nothing downloaded: skipped, and said so
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / backbone_info("mobilenet_v2").weights_file).symlink_to(shared_weights)
+    name, weights, note = resolve_pretrained("resnet18", "none")
+    assert (name, weights) == ("mobilenet_v2", "imagenet") and "instead of resnet18" in note
