@@ -165,7 +165,7 @@ def find_lr(
     device = devices.pick_device(config.device)
     devices.configure_threads()
     amp = devices.amp_enabled(device, config.mixed_precision)
-    channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model)
+    channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
     settings = transform_settings(config)
     data = _Data(config, dataset, settings, None)
     speed = _SpeedSettings(device, channels_last, amp and device.type == "cuda", amp, config, settings["image_size"])
