@@ -48,7 +48,7 @@ class SpeedSettings:
         # float32 (bf16 training measured no faster there, and fine-tuning accuracy is safer in float32).
         self.infer_amp = devices.amp_enabled(device, config.mixed_precision)
         self.use_amp = self.infer_amp and device.type == "cuda"
-        self.channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model)
+        self.channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
         self.num_workers = config.num_workers
         self.batch_size = config.batch_size
         micro = devices.micro_batch_size(device, config.batch_size)

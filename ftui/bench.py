@@ -99,7 +99,7 @@ def inference_pass_seconds(model: torch.nn.Module, items: list, settings: dict[s
     cache = DecodedImageCache(settings["resize_size"], lazy=True)
     cache.prefetch(items)
     tf = eval_transform(settings["image_size"], settings["resize_size"], settings["mean"], settings["std"])
-    channels_last = devices.use_channels_last(model)
+    channels_last = devices.use_channels_last(model, device)
     fast = fuse_for_inference(model.to(device))
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
@@ -116,11 +116,11 @@ def inference_pass_seconds(model: torch.nn.Module, items: list, settings: dict[s
     return time.perf_counter() - start
 
 
-def predict_latency_ms(run_dir: Path, image: str, repeats: int = 10) -> float:
+def predict_latency_ms(run_dir: Path, image: str, repeats: int = 10, device: str | torch.device = "cpu") -> float:
     """Median milliseconds for one image through `Predictor`, warm (model loaded, a few calls done)."""
     from ftui.predict import Predictor
 
-    predictor = Predictor(run_dir)
+    predictor = Predictor(run_dir, device=device)
     for _ in range(3):
         predictor.predict([image])
     times = []
@@ -165,6 +165,8 @@ def run_bench(
     out["setup_seconds"] = time.perf_counter() - start
     dev = devices.pick_device(device)
     out["device"] = dev.type
+    out["device_name"] = devices.device_name(dev)
+    out["cpu_model"] = devices.cpu_model()
     devices.configure_threads()
     out["threads"] = torch.get_num_threads()
 
@@ -209,7 +211,7 @@ def run_bench(
     out["head_only_095_vs_inference_pass"] = _ratio(out["head_only_seconds_to_095"],
                                                     out["one_inference_pass_seconds"])
     log("prediction latency")
-    out["predict_ms"] = predict_latency_ms(folder.path, dataset.split("val")[0].path)
+    out["predict_ms"] = predict_latency_ms(folder.path, dataset.split("val")[0].path, device=dev)
 
     log("data pipeline alone")
     speed = measure_pipeline(dataset.split("train"), base.aug, settings["image_size"], settings["resize_size"],
@@ -237,7 +239,7 @@ def run_bench(
     model = fresh().to(dev)
     for p in model.parameters():
         p.requires_grad_(True)
-    channels_last = devices.use_channels_last(model)
+    channels_last = devices.use_channels_last(model, dev)
     infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, base.mixed_precision) else None
     train_dtype = infer_dtype if dev.type == "cuda" else None
     limit_train = compute_limit(model, micro, size, channels_last=channels_last, autocast_dtype=train_dtype)
@@ -275,7 +277,7 @@ def run_bench(
             log(f"tutorial recipe: {mode.replace('_', ' ')}")
             model = fresh()
             ref = run_tutorial(model, classifier_head(model), root, epochs, head_only=head_only,
-                               num_workers=tutorial_workers)
+                               num_workers=tutorial_workers, device=dev)
             out.update({
                 f"tutorial_{mode}_seconds_to_090": ref.seconds_to(0.90),
                 f"tutorial_{mode}_seconds_to_095": ref.seconds_to(0.95),
@@ -346,7 +348,8 @@ def format_table(r: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    title = (f"ftui bench: {r['backbone']} on {r['device']} ({r['threads']} threads), {r['epochs']} epochs, batch "
+    title = (f"ftui bench: {r['backbone']} on {r['device']} ({r.get('device_name', '?')}; CPU "
+             f"{r.get('cpu_model', '?')}, {r['threads']} threads), {r['epochs']} epochs, batch "
              f"{r['batch_size']}; training {r['train_precision']}, inference {r['infer_precision']}, "
              f"channels_last {r['channels_last']}, compute-limit batch {r['compute_limit_batch']}")
     return "\n".join([title, *lines, *(f"note: {n}" for n in r.get("notes", []))])

@@ -1,7 +1,8 @@
 """`python -m ftui ...`: the same engine without a browser.
 
 Subcommands: backbones, summary, train, predict, evaluate, plus check and bench (from ftui.doctor and
-ftui.bench). Every user error prints `error: <message>` to stderr and exits 2, without a traceback.
+ftui.bench), fix / undo (ftui.fix_cli) and compare (ftui.compare). Every user error prints
+`error: <message>` to stderr and exits 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ftui.config import AugConfig, TrainConfig
 
@@ -45,13 +48,13 @@ _TRAIN_FLAGS = {
     "backbone": "backbone", "weights": "weights", "train_groups": "train_groups", "epochs": "epochs",
     "batch_size": "batch_size", "lr": "lr", "seed": "seed", "val_fraction": "val_fraction",
     "optimizer": "optimizer", "scheduler": "scheduler", "device": "device", "image_size": "image_size",
-    "recipe": "recipe", "runs_dir": "runs_dir",
+    "recipe": "recipe", "runs_dir": "runs_dir", "compile": "compile",
 }
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A TrainConfig from --config (if given) with the explicitly given flags on top; validated."""
-    config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     changes = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.data:
         changes["data"] = args.data
@@ -62,26 +65,73 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+def _stop_on_signals(job) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM ask the job to stop, every time (a second one never aborts a write half-way).
+
+    Returns a function that puts the previous handlers back.
+    """
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        again = job.status in ("stopping", "stopped")
+        message = ("still stopping: finishing the current batch and saving last.pt" if again else
+                   f"{name}: stopping after the current batch, keeping metrics.csv and last.pt...")
+        print(message, file=sys.stderr, flush=True)
+        job.stop()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+            pass
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return restore
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from ftui import distributed
+
+    if args.gpus is not None and args.gpus > 1 and distributed.env_world() is None:
+        return _spawn_ranks(args)
+    config = train_config_from_args(args)
+    dist = distributed.init_from_env(config.device)  # joins torchrun's group; one process: nothing to join
+    try:
+        if args.batch_size is None and not args.config:
+            config = _default_batch(config, dist)
+        return _train(args, config, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, dist) -> int:
+    """Run one training job in a thread (Ctrl-C / SIGTERM stop it cleanly); rank 0 alone prints and writes."""
+    import signal
+
     from ftui.callbacks import PrintProgress
-    from ftui.devices import pick_device
     from ftui.jobs import Job
     from ftui.runs import RunStore
 
-    config = train_config_from_args(args)
-    device = pick_device(config.device).type
-    printer = PrintProgress(lambda line: print(line, flush=True))
+    device = dist.device.type
+    printer = PrintProgress((lambda line: print(line, flush=True)) if dist.is_main else (lambda line: None))
     job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer])
+    if dist.enabled:
+        # torchrun passes a Ctrl-C on to its workers as SIGTERM: stop cleanly (last.pt kept) on every rank.
+        signal.signal(signal.SIGTERM, lambda signum, frame: job.stop())
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
-    thread.start()
+    restore = _stop_on_signals(job)
     try:
-        while not job.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        print("stopping (Ctrl-C again to abort without saving)...", file=sys.stderr, flush=True)
-        job.stop()
-        job.wait()
+        thread.start()
+        # The thread is joined, never abandoned: leaving it inside torch at exit aborts the process (134).
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        restore()
     snap = job.snapshot()
+    if not dist.is_main:
+        return 0 if snap["status"] in ("done", "stopped") else EXIT_FAILED
     for note in snap["notes"]:
         if note not in printer.printed:
             print(note)
@@ -90,6 +140,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if snap["status"] == "done":
         best = snap["best_val_acc"]
         print(f"done: best val accuracy {best:.4f} in {snap['elapsed_s']:.1f}s" if best is not None else "done")
+        _print_evaluation(snap["run_dir"])
         return 0
     if snap["status"] == "stopped":
         print(f"stopped: {snap['message']}", file=sys.stderr)
@@ -99,10 +150,78 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_FAILED if job.result is not None else EXIT_USER_ERROR
 
 
+def _default_batch(config: TrainConfig, dist) -> TrainConfig:
+    """On CUDA, with no --batch-size given: the batch free GPU memory allows (per GPU, times the GPUs)."""
+    if dist.device.type != "cuda":
+        return config
+    from ftui.backbones import backbone_info, build
+    from ftui.devices import default_batch_size, device_name
+
+    size = config.image_size or backbone_info(config.backbone).input_size
+    per_gpu = default_batch_size(build(config.backbone, 2, weights="none"), size, dist.device) if dist.is_main else 0
+    batch = int(dist.broadcast(per_gpu)) * dist.world_size
+    if dist.is_main:
+        print(f"batch {batch}: picked from free memory on {device_name(dist.device)} "
+              f"({per_gpu} per GPU; --batch-size sets it)", flush=True)
+    return config.replace(batch_size=batch)
+
+
+def _without_gpus(argv: Sequence[str]) -> list[str]:
+    """argv with its --gpus N / --gpus=N removed (the processes torchrun starts are one each)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            out.append(arg)
+    return out
+
+
+def _spawn_ranks(args: argparse.Namespace) -> int:
+    """`train ... --gpus N`: the same command as N processes under torchrun (DistributedDataParallel)."""
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    from ftui.distributed import torchrun_command
+
+    if args.device != "cpu" and torch.cuda.device_count() < args.gpus:
+        raise ValueError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()} GPU(s) "
+                         "(--device cpu runs N CPU processes instead)")
+    env = dict(os.environ)
+    # The processes import this ftui, wherever it lies (a checkout need not be installed).
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(torchrun_command(args.gpus, _without_gpus(args.argv)), env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The terminal's Ctrl-C reached every process: let them stop cleanly and save.
+        return proc.wait()
+
+
+def _print_evaluation(run_dir: str | None) -> None:
+    """The kept model's val accuracy with its 95% interval, from the run's evaluation.json."""
+    import json
+    from pathlib import Path
+
+    from ftui.stats import format_accuracy
+
+    path = Path(run_dir or "") / "evaluation.json"
+    if run_dir and path.is_file():
+        ev = json.loads(path.read_text())
+        print(f"val accuracy {format_accuracy(ev['correct'], ev['num_items'])}, [95% Wilson interval] "
+              "(correct/total)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ftui.predict import Predictor
 
-    table = Predictor(args.run_dir, batch_size=args.batch_size).predictions_table(args.images, top_k=args.top_k)
+    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size)
+    table = predictor.predictions_table(args.images, top_k=args.top_k)
     sys.stdout.write(table.to_csv(index=False))
     return 0
 
@@ -111,9 +230,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ftui.evaluate import evaluate
 
     split = args.split or ("all" if args.data else "val")
-    result = evaluate(args.run_dir, split=split, dataset=args.data)
-    print(f"accuracy {result.accuracy:.4f} on {result.num_items} images ({split})")
+    result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device)
+    print(f"accuracy {result.accuracy_text()} on {split} images, [95% Wilson interval] (correct/total)")
     print(result.per_class.to_string(index=False))
+    for line in result.warnings:
+        print(f"warning: {line}")
     return 0
 
 
@@ -137,6 +258,11 @@ def _add_train(sub) -> None:
     p.add_argument("--runs-dir", dest="runs_dir", help="where runs/<id>/ go when --out is not given")
     p.add_argument("--out", help="the run folder to write (must be new or empty)")
     p.add_argument("--no-augment", dest="no_augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the trained module (pays off on a GPU for longer runs)")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="N: DistributedDataParallel over N GPUs of this machine (torchrun); with --device cpu, "
+                        "N CPU processes (gloo)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -175,20 +301,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", dest="top_k", type=int, default=3)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
     p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("evaluate", help="accuracy and per-class table of a run")
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="another dataset to evaluate on (default: the run's val split)")
     p.add_argument("--split", choices=["train", "val", "test", "all"])
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
+    _add_lazy(sub, "export", "ftui.export", "export a run as a torch.export .pt2 or an .onnx file")
+    _add_lazy(sub, "fix", "ftui.fix_cli", "relabel, remove or merge in a dataset folder (journaled)")
+    p = sub.add_parser("undo", help="undo the newest fix in a dataset folder")
+    from ftui.fix_cli import add_undo_arguments, run_undo
+    add_undo_arguments(p)
+    p.set_defaults(func=run_undo)
+    _add_lazy(sub, "compare", "ftui.compare", "compare two runs: curves, per-class deltas, flipped images")
+    _add_lazy(sub, "make-variant", "ftui.variants", "a low-resolution / grayscale / rotated copy of a dataset")
+    _add_lazy(sub, "bench-recipes", "ftui.recipebench", "the default recipe vs a linear probe and a hand fine-tune")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the subcommand; user errors print `error: ...` and return 2."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:  # every ftui *Error is a ValueError: a message for the user, not a traceback

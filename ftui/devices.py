@@ -1,8 +1,10 @@
-"""Device choice (auto = cuda > mps > cpu), mixed precision, memory format and CPU micro-batch, in one place.
+"""Device choice (auto = cuda > mps > cpu) and the speed settings each machine gets, in one place.
 
-CPU choices were measured on a 2-core AVX-512 CPU with mobilenet_v2 (`python -m ftui bench` prints them):
-channels_last made training and inference several times faster; bfloat16 autocast added more on a CPU with
-native bf16 (avx512_bf16/AMX); batches above 16 ran slower per image (cache effects).
+CUDA: no micro-batching, bfloat16 autocast where the card computes it natively (no GradScaler needed),
+float16 + GradScaler on older cards, TF32 matmuls, cudnn.benchmark, channels_last for conv nets, a default
+batch sized from free memory. CPU: chosen by what the processor has (`cpu_isa`): bfloat16 autocast for
+inference only with native bf16 (AVX-512 bf16 / AMX; emulated bf16 is slower), channels_last and the
+micro-batch cap per instruction set (CPU_PROFILES). `python -m ftui bench` prints what it chose.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import functools
 import os
 import platform
+from dataclasses import dataclass
 
 import torch
 
@@ -42,32 +45,105 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
-# Largest batch one forward/backward sees on CPU; bigger user batches are accumulated from these.
-CPU_MAX_MICRO_BATCH = 16
+@dataclass(frozen=True)
+class CpuProfile:
+    """Speed settings for one kind of CPU (see CPU_PROFILES)."""
+
+    # Largest batch one forward/backward sees; bigger user batches are accumulated from these.
+    micro_batch: int
+    channels_last: bool
+
+
+# Per instruction set (the best one torch's kernels and oneDNN may use here). avx512_bf16: measured on a
+# 2-core AVX-512 bf16 EPYC (README's CPU table): channels_last several times faster, batches above 16 slower
+# per image. avx2 / default: see the notes of issue 12 for what was measured and how.
+CPU_PROFILES = {
+    "avx512_bf16": CpuProfile(micro_batch=16, channels_last=True),
+    "avx512": CpuProfile(micro_batch=16, channels_last=True),
+    "avx2": CpuProfile(micro_batch=16, channels_last=True),
+    "default": CpuProfile(micro_batch=16, channels_last=False),
+}
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _onednn_allows_avx512() -> bool:
+    """False when ONEDNN_MAX_CPU_ISA caps oneDNN below AVX-512 (how an AVX2 machine is emulated here)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return cap in ("ALL", "") or cap.startswith(("AVX512", "AVX10", "AVX2_VNNI_2"))
 
 
 @functools.cache
+def cpu_isa() -> str:
+    """"avx512_bf16" (native bfloat16: avx512_bf16 or AMX), "avx512", "avx2" or "default": what torch's CPU
+    kernels use here (ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA can lower it)."""
+    capability = str(torch.backends.cpu.get_cpu_capability()).lower()
+    if capability.startswith("avx512") and _onednn_allows_avx512():
+        flags = _cpu_flags()
+        if platform.system() == "Linux" and flags & {"avx512_bf16", "amx_bf16"}:
+            try:
+                if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                    return "avx512_bf16"
+            except (AttributeError, RuntimeError):
+                pass
+        return "avx512"
+    if capability.startswith("avx"):
+        return "avx2"
+    return "default"
+
+
+def cpu_profile() -> CpuProfile:
+    return CPU_PROFILES[cpu_isa()]
+
+
+# The micro-batch cap of the CPU this process runs on.
+CPU_MAX_MICRO_BATCH = cpu_profile().micro_batch
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bfloat16 in hardware (x86 avx512_bf16 / AMX); emulated bf16 is slower."""
-    if platform.system() != "Linux":
-        return False
+    return cpu_isa() == "avx512_bf16"
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The processor's name (for bench tables), with the instruction set ftui chose its settings by."""
+    name = ""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()} ({cpu_isa()})"
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name on CUDA (torch.cuda.get_device_name), the CPU's model elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def cuda_has_bf16(device: torch.device | None = None) -> bool:
+    """True when the CUDA card computes bfloat16 natively (Ampere and newer)."""
+    if not torch.cuda.is_available():
         return False
-    if " avx512_bf16" not in flags and " amx_bf16" not in flags:
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype worth using here: float16 on CUDA, bfloat16 on a CPU with native bf16, else None."""
+    """The autocast dtype worth using: bfloat16 on CUDA cards that have it (else float16), bfloat16 on a CPU
+    with native bf16, else None."""
     if device.type == "cuda":
-        return torch.float16
+        return torch.bfloat16 if cuda_has_bf16(device) else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
@@ -86,19 +162,93 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def needs_grad_scaler(device: torch.device, enabled: bool) -> bool:
+    """Loss scaling is needed for float16 autocast only (bfloat16 has float32's range)."""
+    return bool(enabled) and device.type == "cuda" and amp_dtype(device) == torch.float16
+
+
 def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     """A GradScaler for float16 on CUDA; a pass-through otherwise (bfloat16 needs no loss scaling)."""
-    return torch.amp.GradScaler(device.type, enabled=enabled and device.type == "cuda")
+    return torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, enabled))
 
 
-def use_channels_last(model: torch.nn.Module) -> bool:
-    """channels_last pays off for convolutional nets (measured several times faster on CPU)."""
-    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+def use_channels_last(model: torch.nn.Module, device: torch.device | None = None) -> bool:
+    """channels_last for convolutional nets on CUDA (tensor cores) and on CPUs whose profile says so."""
+    if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        return False
+    if device is None or device.type == "cpu":
+        return cpu_profile().channels_last
+    return device.type == "cuda"
 
 
 def micro_batch_size(device: torch.device, batch_size: int) -> int:
-    """The batch one forward/backward sees: capped on CPU (gradients are accumulated up to batch_size)."""
+    """The batch one forward/backward sees: capped on CPU (gradients are accumulated up to batch_size);
+    a GPU takes the whole batch at once."""
     return min(batch_size, CPU_MAX_MICRO_BATCH) if device.type == "cpu" else batch_size
+
+
+def configure_device(device: torch.device) -> None:
+    """Process-wide speed switches for `device`: cuDNN autotuning and TF32 on CUDA, flushed denormals on CPU."""
+    if device.type == "cuda":
+        # Fixed input shapes in training: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif device.type == "cpu":
+        # Denormal floats are 10-100x slower on x86; flushing them to zero changes nothing measurable.
+        torch.set_flush_denormal(True)
+
+
+# A default batch on CUDA: the largest power of two whose activations fit in this share of free memory.
+BATCH_MEMORY_SHARE = 0.5
+MIN_DEFAULT_BATCH, MAX_DEFAULT_BATCH = 16, 256
+
+
+def batch_for_memory(free_bytes: int, bytes_per_image: float, fixed_bytes: float = 0.0) -> int:
+    """The largest power-of-two batch in [MIN_DEFAULT_BATCH, MAX_DEFAULT_BATCH] that fits in
+    BATCH_MEMORY_SHARE of free memory, given what one image and the batch-independent part cost."""
+    budget = BATCH_MEMORY_SHARE * free_bytes - fixed_bytes
+    batch = MIN_DEFAULT_BATCH
+    while batch * 2 <= MAX_DEFAULT_BATCH and (batch * 2) * bytes_per_image <= budget:
+        batch *= 2
+    return batch
+
+
+def default_batch_size(model: torch.nn.Module, image_size: int, device: torch.device, fallback: int = 16) -> int:
+    """`fallback` off CUDA; on CUDA a batch sized from free memory by measuring two small all-layers
+    training steps (any backbone and image size is sized by what it really needs). The model's weights,
+    BatchNorm statistics and trainable flags are left as they were."""
+    if device.type != "cuda":
+        return fallback
+    model = model.to(device)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    peaks = {}
+    try:
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()  # frozen statistics: the probe must not move the pretrained running means
+        for p, _ in flags:
+            p.requires_grad_(True)
+        for n in (2, 4):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            x = torch.randn(n, 3, image_size, image_size, device=device)
+            with torch.autocast("cuda", dtype=amp_dtype(device)):
+                loss = model(x).float().sum()
+            loss.backward()
+            peaks[n] = torch.cuda.max_memory_allocated(device) - base
+            model.zero_grad(set_to_none=True)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+    per_image = max(1.0, (peaks[4] - peaks[2]) / 2)
+    fixed = max(0.0, peaks[2] - 2 * per_image)
+    return batch_for_memory(torch.cuda.mem_get_info(device)[0], per_image, fixed)
 
 
 def physical_cores() -> int:
@@ -114,6 +264,11 @@ def physical_cores() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return max(1, logical)
+
+
+def decode_workers() -> int:
+    """Threads decoding image files: every core (PIL releases the GIL while decoding), at least 2."""
+    return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2))
 
 
 def configure_threads() -> int:

@@ -32,10 +32,39 @@ class Evaluation:
     classes: list[str]
     mistakes: pd.DataFrame  # path, true, predicted, confidence, loss; highest loss first
 
+    @property
+    def correct(self) -> int:
+        return int(sum(self.confusion[i][i] for i in range(len(self.confusion))))
+
+    @property
+    def accuracy_ci95(self) -> tuple[float, float]:
+        """The 95% Wilson interval of the accuracy: how far it could be off on this many images."""
+        from ftui.stats import wilson_interval
+
+        return wilson_interval(self.correct, self.num_items)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Classes with too few images here for their recall to mean much."""
+        from ftui.data import MIN_VAL_PER_CLASS
+
+        return [f"class {row['class']!r} has only {int(row['support'])} {self.split} image(s): its numbers are "
+                f"not reliable (fewer than {MIN_VAL_PER_CLASS})"
+                for row in self.per_class.to_dict(orient="records") if int(row["support"]) < MIN_VAL_PER_CLASS]
+
+    def accuracy_text(self) -> str:
+        """'0.954 [0.909, 0.977] (146/153)': accuracy, 95% Wilson interval, counts."""
+        from ftui.stats import format_accuracy
+
+        return format_accuracy(self.correct, self.num_items)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (per_class and mistakes as lists of records)."""
+        lo, hi = self.accuracy_ci95
         return {
             "split": self.split, "accuracy": self.accuracy, "num_items": self.num_items,
+            "correct": self.correct, "accuracy_ci95": [round(lo, 4), round(hi, 4)],
+            "ci_method": "wilson", "warnings": self.warnings,
             "classes": self.classes, "confusion": self.confusion,
             "per_class": self.per_class.to_dict(orient="records"),
             "mistakes": self.mistakes.to_dict(orient="records"),
@@ -76,7 +105,8 @@ def evaluate(
     """Evaluate `run` on `split` of `dataset` (a Dataset, a data path, or None for the run's own data)."""
     from ftui.data import load_dataset
 
-    run = run if isinstance(run, LoadedRun) else load_run(run, device=device)
+    # Loaded on the CPU; the Predictor moves the model to `device` ("auto": the GPU when there is one).
+    run = run if isinstance(run, LoadedRun) else load_run(run)
     if dataset is None or isinstance(dataset, (str, Path)):
         source = run.config.data if dataset is None else str(dataset)
         dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.seed)

@@ -75,10 +75,15 @@ class PrefixRunner:
         return tuple(self(x).shape[1:])
 
 
-class FeatureStore:
-    """`rows` slots of prefix outputs on the CPU, allocated up front if they fit in `max_bytes`."""
+# On CUDA the store lives on the GPU when it takes at most this share of the free memory there.
+GPU_STORE_SHARE = 0.25
 
-    def __init__(self, rows: int, item_shape: tuple[int, ...], max_bytes: int):
+
+class FeatureStore:
+    """`rows` slots of prefix outputs, allocated up front if they fit in `max_bytes`: on the GPU when `device`
+    is CUDA and they fit in a share of its free memory (no copies per batch), else on the CPU."""
+
+    def __init__(self, rows: int, item_shape: tuple[int, ...], max_bytes: int, device: torch.device | None = None):
         per_item = 4
         for d in item_shape:
             per_item *= int(d)
@@ -87,7 +92,16 @@ class FeatureStore:
         self.data: torch.Tensor | None = None
         if not self.over_cap:
             dtype = torch.float16 if self.planned_bytes > FLOAT16_ABOVE_BYTES else torch.float32
-            self.data = torch.empty((rows, *item_shape), dtype=dtype)
+            where = torch.device("cpu")
+            if device is not None and device.type == "cuda":
+                free = torch.cuda.mem_get_info(device)[0]
+                if self.planned_bytes * torch.finfo(dtype).bits // 32 <= GPU_STORE_SHARE * free:
+                    where = device
+            self.data = torch.empty((rows, *item_shape), dtype=dtype, device=where)
+
+    @property
+    def device(self) -> torch.device | None:
+        return None if self.data is None else self.data.device
 
     @property
     def nbytes(self) -> int:
@@ -95,11 +109,11 @@ class FeatureStore:
 
     def put(self, rows: torch.Tensor, out: torch.Tensor) -> None:
         if self.data is not None:
-            self.data[rows] = out.detach().to("cpu", self.data.dtype)
+            self.data[rows.to(self.data.device)] = out.detach().to(self.data.device, self.data.dtype)
 
     def get(self, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         assert self.data is not None
-        return self.data[rows].to(device=device, dtype=torch.float32, non_blocking=True)
+        return self.data[rows.to(self.data.device)].to(device=device, dtype=torch.float32, non_blocking=True)
 
 
 class CachedTrainFeatures:

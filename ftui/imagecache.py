@@ -136,6 +136,10 @@ class DecodedImageCache:
         self._tensors[key] = tensor
         return tensor
 
+    def forget(self, path: str | Path) -> None:
+        """Drop a decoded image (its new owner keeps the pixels elsewhere, e.g. on the GPU)."""
+        self._tensors.pop(str(path), None)
+
     def __contains__(self, path: object) -> bool:
         return str(path) in self._tensors
 

@@ -43,16 +43,26 @@ def run_training(
     User errors before training (bad data, weights, config) raise; failures inside training come back
     as a FitResult with status "failed".
     """
-    from ftui.backbones import build, layer_groups
-    from ftui.data import load_dataset
+    from ftui.backbones import build, build_with_report, layer_groups
+    from ftui.data import class_size_warnings, load_dataset
 
     config.validate()
     progress("loading dataset")
     dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
                            progress=lambda fraction, message="": progress(message or "loading dataset"))
+    warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
+    for line in warnings:
+        progress(line)
     if stop_event.is_set():
         # Stopped during the scan: no run folder, so no junk run is listed.
         return FitResult(status="stopped", message="stopped before training started"), None
+    from ftui.distributed import current
+
+    if not current().is_main:
+        # The other ranks of a distributed run train the same model silently: rank 0 alone writes the run.
+        seed_everything(config.seed)
+        model = build(config.backbone, len(dataset.classes), weights=config.weights)
+        return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event), None
     folder = store.create(config, run_dir)
     on_folder(folder)
     folder.write_classes(dataset.classes)
@@ -62,8 +72,9 @@ def run_training(
         progress("building model")
         # Seed before building so the new head's initial weights are reproducible too.
         seed_everything(config.seed)
-        model = build(config.backbone, len(dataset.classes), weights=config.weights,
-                      progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
+        model, weights_report = build_with_report(
+            config.backbone, len(dataset.classes), weights=config.weights,
+            progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
         groups = layer_groups(model, config.backbone)
     except Exception as exc:  # recorded in status.json, then re-raised for the caller
         folder.update_status(status="failed", message=describe_exception(exc, config),
@@ -80,16 +91,20 @@ def run_training(
         folder.update_status(status="failed", message=describe_exception(exc, config),
                              seconds=round(time.time() - started, 2))
         raise
+    # What the weights file gave (every skipped or mismatched tensor): in the job's notes, the CLI prints it.
+    if config.weights not in ("none", "imagenet") and weights_report.message:
+        result.notes.insert(0, f"weights: {weights_report.message}")
     if result.status == "done":
         progress("evaluating")
         try:
             from ftui.evaluate import evaluate
             from ftui.runs import load_run
 
-            evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset)
+            evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset, device=config.device)
             write_json_atomic(folder.evaluation_path, evaluation.to_dict())
         except Exception as exc:  # noqa: BLE001 - a failed evaluation must not fail a finished run
             result.notes.append(f"evaluation failed: {describe_exception(exc, config)}")
+    result.notes[:0] = [w for w in warnings if w not in result.notes]
     folder.update_status(
         status=result.status, message=result.message, best_val_acc=result.best_val_acc,
         best_epoch=result.best_epoch, epochs_done=result.epochs_done, seconds=round(time.time() - started, 2),
@@ -105,7 +120,8 @@ class _Tracker(Callback):
         self.job = job
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
-        self.job._update(epochs=info["epochs"], message="training", notes=list(info.get("notes", [])))
+        self.job._update(epochs=info["epochs"], message="training", notes=list(info.get("notes", [])),
+                         num_val=info.get("num_val"))
 
     def on_batch_end(self, info: dict[str, Any]) -> None:
         self.job._update(epoch=info["epoch"], step=info["batch"], steps_per_epoch=info["steps_per_epoch"],
@@ -139,7 +155,7 @@ class Job:
         self._state: dict[str, Any] = {
             "status": "queued", "run_id": None, "run_dir": None, "epoch": 0, "epochs": config.epochs,
             "step": 0, "steps_per_epoch": None, "phase": None, "images_per_s": None, "eta_s": None,
-            "message": "queued", "error": None, "queue_position": None, "best_val_acc": None, "notes": [],
+            "message": "queued", "error": None, "queue_position": None, "best_val_acc": None, "num_val": None, "notes": [],
         }
 
     # --- reading --------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from PIL import Image
 # Keep torch from oversubscribing the 2-core CI machine when several things run at once.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; FTUI_SHARED names another place (scripts/gpu_check.sh uses ./shared).
+SHARED = Path(os.environ.get("FTUI_SHARED") or Path(__file__).resolve().parents[1].parent / "shared").resolve()
 SHARED_DATA = SHARED / "data" / "hymenoptera_data"
 SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_dequantized.pth"
 

@@ -14,7 +14,7 @@ DOCUMENTED_KEYS = (
     "head_only_seconds_to_090", "head_only_best_acc", "all_layers_seconds_to_095", "all_layers_best_acc",
     "engine_train_images_per_s", "engine_infer_images_per_s", "compute_limit_train_images_per_s",
     "compute_limit_infer_images_per_s", "tutorial_head_only_best_acc", "tutorial_all_layers_best_acc",
-    "pipeline_train_images_per_s",
+    "pipeline_train_images_per_s", "device_name", "cpu_model",
 )
 
 
@@ -34,6 +34,10 @@ def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_fold
     assert 0 <= results["all_layers_best_acc"] <= 1 and 0 <= results["tutorial_head_only_best_acc"] <= 1
     assert "bench: engine: head only" in captured.err
     table = format_table(results)
+    # The machine is named: the card on CUDA, the CPU model (with the instruction set ftui chose by) always.
+    from ftui.devices import cpu_model
+
+    assert results["cpu_model"] == cpu_model() and cpu_model() in table.splitlines()[0]
     for label in ("training img/s vs compute limit", "head only vs tutorial: s to 0.95",
                   "all layers vs tutorial: s per epoch", "partial freeze", "first metric after Train",
                   "predict one image, warm", "peak RSS"):

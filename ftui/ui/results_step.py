@@ -1,12 +1,10 @@
-"""Steps 5 and 6, Evaluate and Predict: measure a trained run, then use it on new images."""
+"""Step 5, Evaluate: measure a trained run (Predict, step 6, is in predict_step.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -14,11 +12,10 @@ import pandas as pd
 
 from ftui.ui.charts import confusion_html
 from ftui.ui.context import AppContext
-from ftui.ui.paths import is_inside
+from ftui.ui.guard import session_of
 
 MISTAKES_SHOWN = 24
 THUMB = 128
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
 PROGRESS = gr.Progress()
@@ -67,13 +64,14 @@ def _thumb(path: str):
     return image
 
 
-def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame) -> list[tuple[Any, str]]:
-    """The worst mistakes as (thumbnail, "true → predicted (confidence)")."""
+def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None) -> list[tuple[Any, str]]:
+    """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see."""
     from ftui.images import ImageError
 
     out = []
     for row in mistakes.head(MISTAKES_SHOWN).itertuples():
-        if not any(is_inside(row.path, root) for root in ctx.dataset_roots()):
+        # Another client's run may have trained on its own upload: those images are not shown to others.
+        if not ctx.readable(row.path, session):
             continue
         try:
             out.append((_thumb(row.path), f"{row.true} → {row.predicted} ({row.confidence:.0%})"))
@@ -82,14 +80,21 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame) -> list[tuple[Any, 
     return out
 
 
-def evaluation_outputs(ctx: AppContext, result: dict[str, Any]) -> tuple:
+def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None) -> tuple:
     """Markdown, per-class table, confusion matrix and mistakes gallery from an Evaluation dict."""
     per_class = pd.DataFrame(result["per_class"])
     mistakes = pd.DataFrame(result["mistakes"], columns=["path", "true", "predicted", "confidence", "loss"])
     wrong = len(mistakes)
-    summary = (f"### Accuracy {result['accuracy']:.1%}\non {result['num_items']} {result['split']} images · "
+    interval = ""
+    if "accuracy_ci95" in result:
+        lo, hi = result["accuracy_ci95"]
+        interval = f" (95% interval {lo:.1%}–{hi:.1%})"
+    summary = (f"### Accuracy {result['accuracy']:.1%}{interval}\non {result['num_items']} {result['split']} images · "
                f"{wrong} misclassified")
-    return summary, per_class, confusion_html(result["confusion"], result["classes"]), mistake_gallery(ctx, mistakes)
+    for line in result.get("warnings", []):
+        summary += f"\n\n⚠ {line}"
+    return (summary, per_class, confusion_html(result["confusion"], result["classes"]),
+            mistake_gallery(ctx, mistakes, session))
 
 
 def build_evaluate(ctx: AppContext) -> gr.Dropdown:
@@ -110,7 +115,7 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
     gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence)", columns=8, height=300,
                          object_fit="cover")
 
-    def evaluate(run_id: str, split_name: str, progress=PROGRESS):
+    def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
         from ftui.evaluate import evaluate as run_evaluation
 
@@ -127,82 +132,9 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
                 result = run_evaluation(predictor(ctx, run_id).run, split=split_name).to_dict()
         except (ValueError, OSError) as exc:
             return f"**Could not evaluate:** {exc}", *([gr.skip()] * 4)
-        return "", *evaluation_outputs(ctx, result)
+        return "", *evaluation_outputs(ctx, result, session_of(request))
 
     outputs = [error, summary, table, confusion, gallery]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
-    refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
-    return run
-
-
-def build_predict(ctx: AppContext) -> gr.Dropdown:
-    """Lay out the Predict step."""
-    gr.Markdown("Drop new images to see what a run thinks they are. Download the predictions as CSV, or the "
-                "trained model itself (its classes and preprocessing travel inside the file).",
-                elem_classes="ftui-help")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320):
-            with gr.Row():
-                run = gr.Dropdown(run_choices(ctx), label="Run", scale=4, elem_id="ftui-predict-run",
-                              allow_custom_value=True)
-                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
-            images = gr.File(label="Images", file_count="multiple", file_types=["image"], height=160,
-                             elem_id="ftui-predict-files")
-            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in
-                              (".png", ".jpg", ".jpeg", ".webp"))
-            if examples:
-                gr.Examples([[[p]] for p in examples[:8]], inputs=images, label="Example images")
-            top_k = gr.Slider(1, 10, value=3, step=1, label="Top k")
-            button = gr.Button("Predict", variant="primary", elem_id="ftui-predict")
-            error = gr.Markdown(elem_classes="ftui-error")
-            model_file = gr.DownloadButton("Download the trained model (.pt)", visible=False)
-        with gr.Column(scale=3, min_width=420):
-            label = gr.Label(label="Top predictions (first image)", elem_id="ftui-label")
-            gallery = gr.Gallery(label="All images (top-1 label)", columns=6, height=240, object_fit="cover")
-            table = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
-            csv_file = gr.File(label="Predictions as CSV", visible=False)
-
-    def predict(run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
-        """Top-k labels with probabilities for each image, a CSV of them, and the run's checkpoint."""
-        from ftui.images import ImageError
-
-        if not run_id:
-            return "**Pick a run first** (train one in step 4).", *([gr.skip()] * 5)
-        paths = [str(f) for f in (files or [])]
-        if not paths:
-            return "**Add at least one image.**", *([gr.skip()] * 5)
-        try:
-            progress(0.1, desc="Loading the model...")
-            model = predictor(ctx, run_id)
-            progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
-            results = model.predict(paths, top_k=int(k))
-            table = model.predictions_table(paths, top_k=int(k))
-        except ImageError as exc:
-            return f"**Not an image we can read:** {exc}", *([gr.skip()] * 5)
-        except ValueError as exc:
-            return f"**Could not predict:** {exc}", *([gr.skip()] * 5)
-        table["path"] = [Path(p).name for p in paths]
-        # Under the run's own folder: the runs dir is the only place the app serves downloads from.
-        out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-        out.parent.mkdir(exist_ok=True)
-        table.to_csv(out, index=False)
-        thumbs = [(_thumb(p), f"{top[0][0]} ({top[0][1]:.0%})") for p, top in zip(paths, results)]
-        checkpoint = model.run.path / f"{model.run.checkpoint}.pt"
-        return ("", {name: prob for name, prob in results[0]}, thumbs, table,
-                gr.update(value=str(out), visible=True), gr.update(value=str(checkpoint), visible=True))
-
-    def on_run(run_id: str):
-        if not run_id:
-            return gr.update(visible=False)
-        try:
-            folder = run_folder(ctx, run_id)
-        except ValueError:
-            return gr.update(visible=False)
-        path = folder.best_path if folder.best_path.is_file() else folder.last_path
-        return gr.update(value=str(path), visible=path.is_file())
-
-    outputs = [error, label, gallery, table, csv_file, model_file]
-    button.click(predict, [run, images, top_k], outputs, api_name="predict", concurrency_id="heavy")
-    run.change(on_run, run, model_file, api_visibility="private")
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
     return run

@@ -1,0 +1,164 @@
+"""Several processes, one model: DistributedDataParallel through torch.distributed, started by torchrun.
+
+`torchrun --nproc-per-node N -m ftui train ...` (or `python -m ftui train ... --gpus N`, which starts torchrun
+itself) runs N copies of the same command; each reads its RANK / WORLD_SIZE / LOCAL_RANK from the
+environment. Every global batch is split across the ranks in equal parts (short parts padded with
+zero-weight samples), each rank's loss is divided by the whole global batch's weight and multiplied by the
+world size, so DDP's gradient average equals one process training on the whole batch. Metrics are summed
+over ranks before any event fires; rank 0 alone writes the run folder; a Stop on any rank stops them all.
+`Dist.single()` is the one-process case with the same methods, so the engine has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+class DistributedError(RuntimeError):
+    """A distributed setting that cannot work (e.g. more GPUs asked for than this machine has)."""
+
+
+@dataclass
+class Dist:
+    """This process's place in the job: rank, world size, local rank, device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None
+
+    @classmethod
+    def single(cls, device: torch.device | None = None) -> Dist:
+        return cls(device=device)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and reports to the user."""
+        return self.rank == 0
+
+    # --- data ---------------------------------------------------------------------------------
+    def shard(self, batch: Sequence[int]) -> tuple[list[int], list[float]]:
+        """This rank's equal part of one global batch (indices, weights 1.0); short parts are padded with
+        the batch's first index at weight 0.0, so every rank runs the same number of steps and samples."""
+        batch = list(batch)
+        if not self.enabled:
+            return batch, [1.0] * len(batch)
+        per_rank = -(-len(batch) // self.world_size)
+        part = batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+        pad = per_rank - len(part)
+        return part + [batch[0]] * pad, [1.0] * len(part) + [0.0] * pad
+
+    # --- communication -------------------------------------------------------------------------
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums over every rank (the values themselves in one process)."""
+        if not self.enabled:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is True on any rank (how a Stop reaches them all)."""
+        if not self.enabled:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0], device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def broadcast(self, obj):
+        """Rank 0's value of `obj` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=self._comm_device())
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def _comm_device(self) -> torch.device:
+        """NCCL talks through CUDA tensors; gloo through CPU ones."""
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    # --- model ---------------------------------------------------------------------------------
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module in DistributedDataParallel (gradients averaged over ranks) when there are several."""
+        if not self.enabled or not any(p.requires_grad for p in module.parameters()):
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+
+_CURRENT = Dist()
+
+
+def current() -> Dist:
+    """This process's Dist: set by `init_from_env`, the single-process case otherwise."""
+    return _CURRENT
+
+
+def env_world() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when started by torchrun with more than one process, else None."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise DistributedError("WORLD_SIZE is set but RANK / LOCAL_RANK are not numbers: start with torchrun") from None
+
+
+def init_from_env(device_preference: str = "auto") -> Dist:
+    """Join the process group torchrun set up (one process: nothing to join). Each rank takes the GPU of its
+    local rank; CPU runs (device cpu, or no CUDA) use the gloo backend."""
+    from ftui import devices
+
+    global _CURRENT
+    found = env_world()
+    if found is None:
+        _CURRENT = Dist.single(devices.pick_device(device_preference))
+        return _CURRENT
+    rank, world, local = found
+    device = devices.pick_device(device_preference)
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise DistributedError(f"local rank {local} has no GPU: this machine has {torch.cuda.device_count()}")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, rank=rank, world_size=world, device_id=device if backend == "nccl" else None)
+    _CURRENT = Dist(rank=rank, world_size=world, local_rank=local, device=device)
+    return _CURRENT
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a distributed run)."""
+    global _CURRENT
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _CURRENT = Dist()
+
+
+def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
+    """The command that runs `python -m ftui <argv>` as `nproc` processes on this machine (torchrun)."""
+    import sys
+
+    if nproc < 1:
+        raise DistributedError(f"--gpus must be >= 1, got {nproc}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "ftui", *argv]

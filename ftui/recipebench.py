@@ -1,0 +1,218 @@
+"""`python -m ftui bench-recipes DATA... [--backbone] [--weights] [--epochs 5] [--json]`: is the default good?
+
+On each dataset, with the same split, weights, image size and epoch budget, three recipes:
+  default    ftui's TrainConfig defaults through the engine (what a user gets without tuning);
+  probe      a tuned linear probe on frozen features (weight decay chosen on a fold of train, not on val);
+  reference  a hand fine-tune in fastai's `fine_tune` style (ftui/reference.py).
+Each row reports val accuracy with its 95% Wilson interval, wall time and seconds per epoch. A default is
+only good when it is good on all of the suite (README), never on one set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftui.config import AugConfig, TrainConfig
+from ftui.stats import wilson_interval
+
+METHODS = ("default", "probe", "reference")
+
+
+class _Batches:
+    """Re-iterable (images, labels) batches of `items`: shuffled with a seeded generator when `shuffle`."""
+
+    def __init__(self, cache, items: list, transform, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        from ftui.imagecache import ImageTensorDataset
+
+        self.dataset = ImageTensorDataset(cache, items, transform)
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __call__(self):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator).tolist() if self.shuffle else list(range(n))
+        for start in range(0, n, self.batch_size):
+            pairs = [self.dataset[i] for i in order[start:start + self.batch_size]]
+            yield torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+
+def _engine_default(config: TrainConfig, dataset, model, backbone: str) -> dict[str, Any]:
+    """The default recipe through the engine; the accuracy is that of the weights the run keeps (best.pt)."""
+    from ftui.backbones import layer_groups
+    from ftui.bench import BenchError, _Timeline
+    from ftui.engine import fit
+
+    start = time.perf_counter()
+    timeline = _Timeline(start)
+    result = fit(config, dataset, model, layer_groups(model, backbone), [timeline], threading.Event())
+    if result.status != "done":
+        raise BenchError(f"default recipe {result.status}: {result.message}")
+    last_phase = timeline.epochs[-1]["phase"]
+    return {"val_acc": result.best_val_acc, "seconds": time.perf_counter() - start,
+            "epoch_seconds": timeline.mean_epoch_seconds(last_phase), "phase": last_phase,
+            "epochs": [round(e["val_acc"], 4) for e in timeline.epochs], "notes": result.notes}
+
+
+def _probe(model, backbone: str, train: _Batches, val: _Batches, num_classes: int) -> dict[str, Any]:
+    from ftui.backbones import layer_groups, split_model
+    from ftui.reference import frozen_features, linear_probe
+
+    start = time.perf_counter()
+    groups = layer_groups(model, backbone)
+    body = split_model(model, backbone, groups, len(groups) - 1)[0]
+    out = linear_probe(frozen_features(body, train), frozen_features(body, val), num_classes)
+    return {**out, "seconds": time.perf_counter() - start}
+
+
+def _reference(model, backbone: str, train: _Batches, val: _Batches, epochs: int,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    from ftui.backbones import layer_groups
+    from ftui.reference import fastai_fine_tune
+
+    start = time.perf_counter()
+    ref = fastai_fine_tune(model, layer_groups(model, backbone), train, val, epochs,
+                           on_epoch=lambda e, acc, s: log(f"reference epoch {e}: val acc {acc:.4f} ({s:.0f} s)"))
+    return {"val_acc": ref.val_acc[-1], "seconds": time.perf_counter() - start,
+            "epoch_seconds": statistics.fmean(ref.epoch_seconds[1:] or ref.epoch_seconds),
+            "epochs": [round(a, 4) for a in ref.val_acc]}
+
+
+def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_size: int = 16,
+                  image_size: int | None = None, methods=METHODS,
+                  log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """One row: every method on `data` from the same pristine weights and the same split."""
+    from ftui.backbones import build
+    from ftui.batches import transform_settings
+    from ftui.data import load_dataset
+    from ftui.demo import ensure_demo_dataset
+    from ftui.engine import seed_everything
+    from ftui.imagecache import DecodedImageCache
+
+    path = str(ensure_demo_dataset()) if data == "demo" else data
+    config = TrainConfig(data=path, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
+                         image_size=image_size)
+    config.validate()
+    dataset = load_dataset(path, val_fraction=config.val_fraction, seed=config.seed)
+    n_val = len(dataset.split("val"))
+    row: dict[str, Any] = {"dataset": Path(path).name if data != "demo" else "demo textures",
+                           "classes": len(dataset.classes), "train": len(dataset.split("train")), "val": n_val}
+    seed_everything(config.seed)
+    model = build(backbone, len(dataset.classes), weights=weights)
+    pristine = copy.deepcopy(model.state_dict())
+    settings = transform_settings(config)
+    row["image_size"] = settings["image_size"]
+
+    def fresh() -> torch.nn.Module:
+        model.load_state_dict(pristine)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        seed_everything(config.seed)
+        return model.train()
+
+    if "default" in methods:
+        log(f"{row['dataset']}: default recipe")
+        row["default"] = _engine_default(config, dataset, fresh(), backbone)
+    from ftui.augment import eval_transform, train_transform
+
+    size, resize = settings["image_size"], settings["resize_size"]
+    eval_tf = eval_transform(size, resize, settings["mean"], settings["std"])
+    cache = DecodedImageCache(resize, lazy=True)
+    try:
+        train_eval = _Batches(cache, dataset.split("train"), eval_tf, batch_size, shuffle=False)
+        val = _Batches(cache, dataset.split("val"), eval_tf, batch_size, shuffle=False)
+        if "probe" in methods:
+            log(f"{row['dataset']}: linear probe")
+            row["probe"] = _probe(fresh(), backbone, train_eval, val, len(dataset.classes))
+        if "reference" in methods:
+            log(f"{row['dataset']}: reference fine-tune")
+            train_aug = _Batches(cache, dataset.split("train"), train_transform(AugConfig(), size, settings["mean"],
+                                 settings["std"], resize_size=resize), batch_size, shuffle=True, seed=config.seed)
+            row["reference"] = _reference(fresh(), backbone, train_aug, val, epochs, log)
+    finally:
+        cache.close()
+    for m in methods:
+        correct = round(row[m]["val_acc"] * n_val)
+        row[m]["correct"] = correct
+        row[m]["ci95"] = [round(v, 4) for v in wilson_interval(correct, n_val)]
+    return row
+
+
+def _cell(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    return f"{r['val_acc']:.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+
+
+def _time(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    per = f", {r['epoch_seconds']:.0f} s/ep" if r.get("epoch_seconds") else ""
+    return f"{r['seconds']:.0f} s{per}"
+
+
+def format_table(rows: list[dict[str, Any]], title: str) -> str:
+    """A markdown table: one line per dataset, accuracy [95% Wilson interval] and time per method."""
+    header = ["dataset", "classes", "train/val", "size", *(f"{m} acc [95% CI]" for m in METHODS),
+              *(f"{m} time" for m in METHODS)]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["dataset"], str(r["classes"]), f"{r['train']}/{r['val']}", str(r["image_size"]),
+                 *(_cell(r.get(m)) for m in METHODS), *(_time(r.get(m)) for m in METHODS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `bench-recipes` subcommand's flags."""
+    parser.add_argument("data", nargs="+", help="dataset folders (or 'demo' for the built-in textures)")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--weights", default="imagenet", help="imagenet | none | path to a weights file")
+    parser.add_argument("--epochs", type=int, default=5, help="the epoch budget of every recipe")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    parser.add_argument("--image-size", dest="image_size", type=int, default=None,
+                        help="default: the backbone's native input size")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run every dataset in turn (progress on stderr), then print the table or JSON on stdout."""
+    from ftui import devices
+    from ftui.bench import BenchError
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise BenchError(f"--methods must be a subset of {','.join(METHODS)}, got {args.methods!r}")
+    for d in args.data:
+        if d != "demo" and not Path(d).exists():
+            raise BenchError(f"dataset not found: {d}")
+    devices.configure_threads()
+
+    def log(line: str) -> None:
+        print(f"bench-recipes: {line}", file=sys.stderr, flush=True)
+
+    rows = []
+    for d in args.data:
+        rows.append(bench_dataset(d, args.backbone, args.weights, args.epochs, args.batch_size, args.image_size,
+                                  methods, log))
+        log(json.dumps(rows[-1]))
+    device = devices.pick_device("auto").type
+    title = (f"ftui bench-recipes: {args.backbone}, weights {Path(args.weights).name}, {args.epochs} epochs, "
+             f"batch {args.batch_size}, on {device} ({torch.get_num_threads()} threads)")
+    print(json.dumps({"title": title, "rows": rows}, indent=2) if args.json else format_table(rows, title))
+    return 0

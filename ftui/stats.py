@@ -1,0 +1,29 @@
+"""Honest numbers: a confidence interval for an accuracy measured on n images."""
+
+from __future__ import annotations
+
+import math
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) for `correct` successes out of `n`; (0, 1) when n == 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n successes: 30/30 is
+    [0.886, 1.0], not "1.0 +- 0".
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_accuracy(correct: int, n: int) -> str:
+    """'0.954 [0.909, 0.977] (146/153)': the accuracy, its 95% Wilson interval and the counts."""
+    lo, hi = wilson_interval(correct, n)
+    acc = correct / n if n else 0.0
+    return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] ({correct}/{n})"
