@@ -16,6 +16,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ftui.config import AugConfig
+from ftui.imagecache import resize_for_cache
+from ftui.images import open_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,9 +96,6 @@ def preview(
     A PIL image or file goes through the same decode-and-resize as the training cache first. The global
     torch RNG is left as it was.
     """
-    from ftui.imagecache import resize_for_cache
-    from ftui.images import open_rgb
-
     resize_size = resize_size or default_resize_size(size)
     if isinstance(image, (str, Path)):
         image = open_rgb(image, draft_size=resize_size)

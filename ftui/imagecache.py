@@ -7,17 +7,14 @@ than-training-size images in memory keeps the data pipeline ahead of the model.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from ftui.images import ImageError, open_rgb
@@ -48,7 +45,7 @@ def decode_for_cache(path: str | Path, resize_size: int, max_aspect: float = MAX
     return resize_for_cache(open_rgb(path, draft_size=resize_size), resize_size, max_aspect)
 
 
-def _path_of(entry: Any) -> str:
+def path_of(entry: Any) -> str:
     """A path from an Item-like object (has .path), a (path, label) pair or a plain path."""
     if hasattr(entry, "path"):
         return str(entry.path)
@@ -81,7 +78,7 @@ class DecodedImageCache:
 
     def load(self, items: Iterable[Any], workers: int | None = None, progress: Progress | None = None) -> None:
         """Decode the items not cached yet; `progress(fraction, message)` is called as files finish."""
-        paths = list(dict.fromkeys(p for p in map(_path_of, items) if p not in self._tensors))
+        paths = list(dict.fromkeys(p for p in map(path_of, items) if p not in self._tensors))
         if not paths:
             if progress:
                 progress(1.0, "all images already decoded")
@@ -106,7 +103,7 @@ class DecodedImageCache:
             # Two threads keep ahead of a model on a laptop CPU without taking every core from it.
             self._pool = ThreadPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1),
                                             thread_name_prefix="ftui-decode")
-        for path in map(_path_of, items):
+        for path in map(path_of, items):
             if path not in self._tensors and path not in self._pending and path not in self.failed:
                 self._pending[path] = self._pool.submit(decode_for_cache, path, self.resize_size, self.max_aspect)
 
@@ -159,7 +156,7 @@ class ImageTensorDataset(TorchDataset):
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.cache = cache
         self.transform = transform
-        pairs = [(_path_of(it), int(it.label if hasattr(it, "label") else it[1])) for it in items]
+        pairs = [(path_of(it), int(it.label if hasattr(it, "label") else it[1])) for it in items]
         # A lazy cache has not decoded anything yet: every item stays, a broken file fails when read.
         self.samples = [(p, label) for p, label in pairs if cache.lazy or p in cache]
         self.dropped = [p for p, _ in pairs if not cache.lazy and p not in cache]
@@ -175,69 +172,3 @@ class ImageTensorDataset(TorchDataset):
     @property
     def labels(self) -> list[int]:
         return [label for _, label in self.samples]
-
-
-@dataclass
-class PipelineSpeed:
-    """Throughput of the data pipeline alone (no model): decoding once, then augmenting every epoch."""
-
-    images: int
-    decode_seconds: float
-    train_epochs: int
-    train_seconds: float
-    eval_seconds: float
-    cache_mb: float
-
-    @property
-    def decode_images_per_s(self) -> float:
-        return self.images / self.decode_seconds if self.decode_seconds else float("inf")
-
-    @property
-    def train_images_per_s(self) -> float:
-        return self.images * self.train_epochs / self.train_seconds if self.train_seconds else float("inf")
-
-    @property
-    def eval_images_per_s(self) -> float:
-        return self.images / self.eval_seconds if self.eval_seconds else float("inf")
-
-    def as_row(self) -> dict[str, float]:
-        """One row for a bench table."""
-        return {"images": self.images, "decode img/s": round(self.decode_images_per_s, 1),
-                "train aug img/s": round(self.train_images_per_s, 1),
-                "eval img/s": round(self.eval_images_per_s, 1), "cache MB": round(self.cache_mb, 1)}
-
-
-def measure_pipeline(
-    items: Sequence[Any],
-    aug: Any = None,
-    size: int = 224,
-    resize_size: int | None = None,
-    batch_size: int = 32,
-    epochs: int = 2,
-    workers: int | None = None,
-    num_workers: int = 0,
-) -> PipelineSpeed:
-    """Time the data pipeline alone: build the cache once, then `epochs` augmented passes and one eval pass."""
-    from ftui.augment import default_resize_size, eval_transform, train_transform
-    from ftui.config import AugConfig
-
-    aug = aug if aug is not None else AugConfig()
-    resize_size = resize_size or default_resize_size(size)
-    start = time.perf_counter()
-    cache = DecodedImageCache.build(items, resize_size, workers=workers)
-    decode_seconds = time.perf_counter() - start
-    pairs = [(p, 0) if isinstance(it, (str, Path)) else it for it in items for p in [_path_of(it)]]
-
-    def timed_pass(transform, shuffle: bool) -> float:
-        loader = DataLoader(ImageTensorDataset(cache, pairs, transform), batch_size=batch_size,
-                            shuffle=shuffle, num_workers=num_workers)
-        begin = time.perf_counter()
-        for _batch in loader:
-            pass
-        return time.perf_counter() - begin
-
-    train_tf = train_transform(aug, size, resize_size=resize_size)
-    train_seconds = sum(timed_pass(train_tf, True) for _ in range(epochs))
-    eval_seconds = timed_pass(eval_transform(size, resize_size), False)
-    return PipelineSpeed(images=len(cache), decode_seconds=decode_seconds, train_epochs=epochs,
-                         train_seconds=train_seconds, eval_seconds=eval_seconds, cache_mb=cache.nbytes / 2**20)

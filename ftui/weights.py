@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ftui import backbones
+from ftui.families import default_weights, head_path
 
 Progress = Callable[[float, str], None]
 
@@ -67,7 +67,7 @@ def download_imagenet(name: str, progress: Progress | None = None, url: str | No
 
     Written to a temporary file first and renamed, so an interrupted download never leaves a half file.
     """
-    url = url or backbones.default_weights(name).url
+    url = url or default_weights(name).url
     folder = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
     filename = os.path.basename(urlparse(url).path)
     dest = folder / filename
@@ -151,7 +151,7 @@ def _is_aux(key: str) -> bool:
 
 def load_state(model: nn.Module, name: str, state: dict[str, torch.Tensor], source: str) -> WeightsReport:
     """Load every tensor whose name and shape fit; head-shape differences are expected and kept aside."""
-    head = backbones.head_path(name) + "."
+    head = head_path(name) + "."
     own = model.state_dict()
     fits: dict[str, torch.Tensor] = {}
     report = WeightsReport(source=source)
@@ -230,7 +230,7 @@ def load_head_if_fits(model: nn.Module, name: str, report: WeightsReport) -> Non
         return
     own = model.state_dict()
     held = report.head_tensors
-    head = backbones.head_path(name) + "."
+    head = head_path(name) + "."
     head_keys = [k for k in own if k.startswith(head)]
     if held and all(k in held and held[k].shape == own[k].shape for k in head_keys):
         model.load_state_dict({k: held[k] for k in head_keys}, strict=False)

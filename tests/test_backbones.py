@@ -100,7 +100,7 @@ def test_zero_classes_is_refused():
 def test_every_family_builds_with_a_new_head_and_trains(name):
     torch.manual_seed(0)
     model = backbones.build(name, 3, weights="none")
-    head = backbones.classifier_head(model)
+    head = backbones.classifier_head(model, name)
     assert (head.out_features if isinstance(head, nn.Linear) else head.out_channels) == 3
 
     groups = backbones.layer_groups(model, name)
@@ -148,7 +148,7 @@ def test_head_only_split_gives_pooled_features():
     with torch.no_grad():
         features = prefix(torch.randn(2, 3, 32, 32))
     assert features.shape == (2, 512)
-    assert list(suffix) == [backbones.classifier_head(model)]
+    assert list(suffix) == [backbones.classifier_head(model, "resnet18")]
 
 
 def test_vit_head_only_split_gives_class_token_features():

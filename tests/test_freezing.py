@@ -43,7 +43,7 @@ def test_feature_extraction_trains_only_the_head(resnet):
     model, groups = resnet
     apply_freeze(model, groups, ["head"])
     trainable, total = count_parameters(model)
-    head = backbones.classifier_head(model)
+    head = backbones.classifier_head(model, "resnet18")
     assert trainable == head.weight.numel() + head.bias.numel() == groups[-1].num_params
     assert total == sum(p.numel() for p in model.parameters())
     apply_freeze(model, groups, resolve_train_groups("all", [g.name for g in groups]))

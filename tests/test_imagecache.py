@@ -16,9 +16,9 @@ from ftui.imagecache import (
     DecodedImageCache,
     ImageTensorDataset,
     decode_for_cache,
-    measure_pipeline,
     resize_for_cache,
 )
+from ftui.pipelinespeed import measure_pipeline
 
 
 def _noise(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -75,7 +75,7 @@ def test_imagenet_weights_load_from_the_hub_cache(tmp_path, monkeypatch):
     assert report.missing == [] and report.unexpected == [] and report.mismatched == []
     assert "new classification head" in report.message
     _assert_loaded_except_head(model, state)
-    assert backbones.classifier_head(model).out_features == 3
+    assert backbones.classifier_head(model, NAME).out_features == 3
     assert calls[-1] == 1.0
 
 
@@ -211,7 +211,7 @@ def test_checkpoints_without_batchnorm_counters_load_completely(tmp_path, monkey
 
 def test_random_init_reports_itself():
     model, report = backbones.build_with_report(NAME, 3, weights="none")
-    assert backbones.classifier_head(model).out_features == 3
+    assert backbones.classifier_head(model, NAME).out_features == 3
     assert report.source == "none" and report.loaded_keys == 0 and "random" in report.message
 
 
@@ -236,5 +236,5 @@ def test_shared_imagenet_mobilenet_v2_recognises_ants_and_bees(shared_weights, s
 def test_shared_weights_build_a_three_class_model(shared_weights):
     model, report = backbones.build_with_report("mobilenet_v2", 3, weights=str(shared_weights))
     _assert_loaded_except_head(model, torch.load(shared_weights, weights_only=True), head="classifier.1.")
-    assert backbones.classifier_head(model).out_features == 3
+    assert backbones.classifier_head(model, "mobilenet_v2").out_features == 3
     assert not report.missing and not report.unexpected

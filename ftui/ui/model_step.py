@@ -11,11 +11,7 @@ import gradio as gr
 
 from ftui.ui.charts import format_count
 from ftui.ui.context import AppContext
-
-WEIGHTS_IMAGENET = "ImageNet (torchvision)"
-WEIGHTS_FILE = "Weights file"
-WEIGHTS_NONE = "Random init"
-WEIGHTS_CHOICES = [WEIGHTS_IMAGENET, WEIGHTS_FILE, WEIGHTS_NONE]
+from ftui.ui.presets import WEIGHTS_CHOICES, WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE, image_size_for
 
 _online: bool | None = None
 _online_lock = threading.Lock()
@@ -172,8 +168,6 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
 
     def size_update(name: str, source_path: str, weights_choice: str):
         """The preselected resolution: the demo from scratch stays small, everything else goes native."""
-        from ftui.ui.presets import image_size_for
-
         info_b = backbone_info(name)
         size = image_size_for(weights_choice, is_demo(source_path), info_b.input_size, info_b.min_input_size,
                               ctx.settings.demo_image_size)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftui.ui.model_step import WEIGHTS_NONE
+# The Model step's weight sources (here, below the Model step, so both it and these presets can use them).
+WEIGHTS_IMAGENET = "ImageNet (torchvision)"
+WEIGHTS_FILE = "Weights file"
+WEIGHTS_NONE = "Random init"
+WEIGHTS_CHOICES = [WEIGHTS_IMAGENET, WEIGHTS_FILE, WEIGHTS_NONE]
 
 
 @dataclass(frozen=True)
