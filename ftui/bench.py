@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,153 +132,195 @@ def predict_latency_ms(run_dir: Path, image: str, repeats: int = 10, device: str
     return 1000 * statistics.median(times)
 
 
-def run_bench(
-    data: str,
-    backbone: str = "mobilenet_v2",
-    weights: str = "imagenet",
-    epochs: int = 5,
-    batch_size: int = 16,
-    image_size: int | None = None,
-    device: str = "auto",
-    tutorial_workers: int = 2,
-    log: Callable[[str], None] = lambda line: None,
-) -> dict[str, Any]:
+@dataclass
+class BenchOptions:
+    """What to bench: the data, the backbone and its weights, and the training settings every run shares."""
+
+    data: str
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    epochs: int = 5
+    batch_size: int = 16
+    image_size: int | None = None
+    device: str = "auto"
+    tutorial_workers: int = 2
+
+
+def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
-    from ftui import devices
-    from ftui.backbones import build, classifier_head, layer_groups
-    from ftui.batches import transform_settings
-    from ftui.data import load_dataset
-    from ftui.engine import fit, seed_everything
-    from ftui.imagecache import measure_pipeline
-    from ftui.reference import compute_limit, run_tutorial
+    bench = _Bench(options, log)
+    bench.head_only()
+    bench.inference_and_pipeline()
+    bench.all_layers()
+    bench.compute_limit()
+    bench.partial_freeze()
+    bench.tutorial()
+    out = bench.out
+    out["engine_vs_tutorial_epoch"] = _ratio(out["engine_epoch_seconds"], out["tutorial_epoch_seconds"])
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
-    base = TrainConfig(data=str(data), backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
-                       image_size=image_size, device=device)
-    base.validate()
-    out: dict[str, Any] = {"backbone": backbone, "epochs": epochs, "batch_size": batch_size}
 
-    # 1. Train clicked: dataset scan, weights from disk, head-only fit up to its first reported metric.
-    start = time.perf_counter()
-    dataset = load_dataset(base.data, val_fraction=base.val_fraction, seed=base.seed)
-    seed_everything(base.seed)
-    model0 = build(backbone, len(dataset.classes), weights=weights)
-    pristine = copy.deepcopy(model0.state_dict())
-    out["setup_seconds"] = time.perf_counter() - start
-    dev = devices.pick_device(device)
-    out["device"] = dev.type
-    out["device_name"] = devices.device_name(dev)
-    out["cpu_model"] = devices.cpu_model()
-    devices.configure_threads()
-    out["threads"] = torch.get_num_threads()
+class _Bench:
+    """The runs of one bench, sharing one dataset scan and one set of pristine weights; figures go to `out`."""
 
-    def fresh() -> torch.nn.Module:
+    def __init__(self, options: BenchOptions, log: Callable[[str], None]) -> None:
+        from ftui import devices
+        from ftui.backbones import build
+        from ftui.batches import transform_settings
+        from ftui.data import load_dataset
+        from ftui.engine import seed_everything
+
+        o = options
+        self.options, self.log = o, log
+        self.base = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
+                                batch_size=o.batch_size, image_size=o.image_size, device=o.device)
+        self.base.validate()
+        self.out: dict[str, Any] = {"backbone": o.backbone, "epochs": o.epochs, "batch_size": o.batch_size}
+        # 1. Train clicked: dataset scan, weights from disk, head-only fit up to its first reported metric.
+        self.start = time.perf_counter()
+        self.dataset = load_dataset(self.base.data, val_fraction=self.base.val_fraction, seed=self.base.seed)
+        seed_everything(self.base.seed)
+        self.model0 = build(o.backbone, len(self.dataset.classes), weights=o.weights)
+        self.pristine = copy.deepcopy(self.model0.state_dict())
+        self.out["setup_seconds"] = time.perf_counter() - self.start
+        self.dev = devices.pick_device(o.device)
+        self.out.update(device=self.dev.type, device_name=devices.device_name(self.dev),
+                        cpu_model=devices.cpu_model())
+        devices.configure_threads()
+        self.out["threads"] = torch.get_num_threads()
+        self.settings = transform_settings(self.base)
+
+    def fresh(self) -> torch.nn.Module:
         """The pristine weights again, every parameter trainable (the tutorial's head-only run freezes them)."""
-        model0.load_state_dict(pristine)
-        for p in model0.parameters():
+        self.model0.load_state_dict(self.pristine)
+        for p in self.model0.parameters():
             p.requires_grad_(True)
-        return model0.train()
+        return self.model0.train()
 
-    def engine_run(config: TrainConfig, t0: float | None = None, run_dir: Path | None = None) -> _Timeline:
-        model = fresh()
+    def engine_run(self, config: TrainConfig, t0: float | None = None, run_dir: Path | None = None) -> _Timeline:
+        from ftui.backbones import layer_groups
+        from ftui.engine import fit
+
+        model = self.fresh()
         timeline = _Timeline(t0 if t0 is not None else time.perf_counter())
         fit_start = time.perf_counter()
-        result = fit(config, dataset, model, layer_groups(model, backbone), [timeline], threading.Event(),
-                     run_dir=run_dir)
+        result = fit(config, self.dataset, model, layer_groups(model, self.options.backbone), [timeline],
+                     threading.Event(), run_dir=run_dir)
         if result.status != "done":
             raise BenchError(f"engine run ({config.train_groups}) {result.status}: {result.message}")
         timeline.wall = time.perf_counter() - fit_start  # type: ignore[attr-defined]
         timeline.notes = result.notes  # type: ignore[attr-defined]
         return timeline
 
-    tmp = Path(tempfile.mkdtemp(prefix="ftui-bench-"))
-    log("engine: head only")
-    from ftui.runs import RunStore
+    def head_only(self) -> None:
+        from ftui.runs import RunStore
 
-    folder = RunStore(tmp).create(base.replace(train_groups="head"), tmp / "head")
-    folder.write_classes(dataset.classes)
-    head = engine_run(base.replace(train_groups="head"), t0=start, run_dir=folder.path)
-    out["first_metric_seconds"] = head.first_batch
-    head_fit = engine_run(base.replace(train_groups="head"))
-    out.update({
-        "head_only_seconds_to_090": head_fit.seconds_to(0.90), "head_only_seconds_to_095": head_fit.seconds_to(0.95),
-        "head_only_best_acc": head_fit.best, "head_only_wall_seconds": head_fit.wall,  # type: ignore[attr-defined]
-    })
-    out["notes"] = list(head_fit.notes)  # type: ignore[attr-defined]
+        tmp = Path(tempfile.mkdtemp(prefix="ftui-bench-"))
+        self.log("engine: head only")
+        head_config = self.base.replace(train_groups="head")
+        self.folder = RunStore(tmp).create(head_config, tmp / "head")
+        self.folder.write_classes(self.dataset.classes)
+        head = self.engine_run(head_config, t0=self.start, run_dir=self.folder.path)
+        self.out["first_metric_seconds"] = head.first_batch
+        head_fit = self.engine_run(head_config)
+        self.out.update({
+            "head_only_seconds_to_090": head_fit.seconds_to(0.90),
+            "head_only_seconds_to_095": head_fit.seconds_to(0.95),
+            "head_only_best_acc": head_fit.best, "head_only_wall_seconds": head_fit.wall,  # type: ignore[attr-defined]
+        })
+        self.out["notes"] = list(head_fit.notes)  # type: ignore[attr-defined]
 
-    settings = transform_settings(base)
-    items = dataset.split("train") + dataset.split("val")
-    log("one inference pass over train+val")
-    out["one_inference_pass_seconds"] = inference_pass_seconds(fresh(), items, settings, batch_size, dev)
-    out["head_only_095_vs_inference_pass"] = _ratio(out["head_only_seconds_to_095"],
-                                                    out["one_inference_pass_seconds"])
-    log("prediction latency")
-    out["predict_ms"] = predict_latency_ms(folder.path, dataset.split("val")[0].path, device=dev)
+    def inference_and_pipeline(self) -> None:
+        from ftui.pipelinespeed import measure_pipeline
 
-    log("data pipeline alone")
-    speed = measure_pipeline(dataset.split("train"), base.aug, settings["image_size"], settings["resize_size"],
-                             batch_size=batch_size, epochs=1)
-    out["pipeline_decode_images_per_s"] = speed.decode_images_per_s
-    out["pipeline_train_images_per_s"] = speed.train_images_per_s
+        out, ds, batch_size = self.out, self.dataset, self.options.batch_size
+        items = ds.split("train") + ds.split("val")
+        self.log("one inference pass over train+val")
+        out["one_inference_pass_seconds"] = inference_pass_seconds(self.fresh(), items, self.settings, batch_size,
+                                                                   self.dev)
+        out["head_only_095_vs_inference_pass"] = _ratio(out["head_only_seconds_to_095"],
+                                                        out["one_inference_pass_seconds"])
+        self.log("prediction latency")
+        out["predict_ms"] = predict_latency_ms(self.folder.path, ds.split("val")[0].path, device=self.dev)
+        self.log("data pipeline alone")
+        speed = measure_pipeline(ds.split("train"), self.base.aug, self.settings["image_size"],
+                                 self.settings["resize_size"], batch_size=batch_size, epochs=1)
+        out["pipeline_decode_images_per_s"] = speed.decode_images_per_s
+        out["pipeline_train_images_per_s"] = speed.train_images_per_s
 
-    log("engine: all layers")
-    full = engine_run(base.replace(train_groups="all"))
-    train_s, val_s = full.train_val_seconds("fine_tune")
-    n_ft = sum(1 for e in full.epochs if e["phase"] == "fine_tune")
-    n_train, n_val = len(dataset.split("train")), len(dataset.split("val"))
-    out.update({
-        "all_layers_seconds_to_090": full.seconds_to(0.90), "all_layers_seconds_to_095": full.seconds_to(0.95),
-        "all_layers_epochs_to_095": full.epochs_to(0.95), "all_layers_best_acc": full.best,
-        "all_layers_wall_seconds": full.wall,  # type: ignore[attr-defined]
-        "engine_epoch_seconds": full.mean_epoch_seconds("fine_tune"),
-        "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
-        "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
-    })
+    def all_layers(self) -> None:
+        self.log("engine: all layers")
+        full = self.engine_run(self.base.replace(train_groups="all"))
+        train_s, val_s = full.train_val_seconds("fine_tune")
+        n_ft = sum(1 for e in full.epochs if e["phase"] == "fine_tune")
+        n_train, n_val = len(self.dataset.split("train")), len(self.dataset.split("val"))
+        self.out.update({
+            "all_layers_seconds_to_090": full.seconds_to(0.90), "all_layers_seconds_to_095": full.seconds_to(0.95),
+            "all_layers_epochs_to_095": full.epochs_to(0.95), "all_layers_best_acc": full.best,
+            "all_layers_wall_seconds": full.wall,  # type: ignore[attr-defined]
+            "engine_epoch_seconds": full.mean_epoch_seconds("fine_tune"),
+            "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
+            "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
+        })
 
-    log("compute limit (synthetic tensors)")
-    micro = devices.micro_batch_size(dev, batch_size)
-    size = settings["image_size"]
-    model = fresh().to(dev)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    channels_last = devices.use_channels_last(model, dev)
-    infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, base.mixed_precision) else None
-    train_dtype = infer_dtype if dev.type == "cuda" else None
-    limit_train = compute_limit(model, micro, size, channels_last=channels_last, autocast_dtype=train_dtype)
-    from ftui.featurecache import fuse_for_inference
+    def compute_limit(self) -> None:
+        from ftui import devices
+        from ftui.featurecache import fuse_for_inference
+        from ftui.reference import compute_limit
 
-    limit_infer = compute_limit(fuse_for_inference(model), batch_size, size, channels_last=channels_last,
-                                autocast_dtype=infer_dtype, train_params=[])
-    model.to(memory_format=torch.contiguous_format)
-    out.update({
-        "compute_limit_train_images_per_s": limit_train["train_images_per_s"],
-        "compute_limit_infer_images_per_s": limit_infer["infer_images_per_s"],
-        "compute_limit_batch": micro, "channels_last": channels_last,
-        "train_precision": str(train_dtype or "float32"), "infer_precision": str(infer_dtype or "float32"),
-    })
-    out["engine_vs_compute_limit"] = _ratio(out["engine_train_images_per_s"], limit_train["train_images_per_s"])
-    out["engine_infer_vs_compute_limit"] = _ratio(out["engine_infer_images_per_s"],
-                                                  limit_infer["infer_images_per_s"])
+        self.log("compute limit (synthetic tensors)")
+        dev, out, batch_size = self.dev, self.out, self.options.batch_size
+        micro = devices.micro_batch_size(dev, batch_size)
+        size = self.settings["image_size"]
+        model = self.fresh().to(dev)
+        channels_last = devices.use_channels_last(model, dev)
+        infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, self.base.mixed_precision) else None
+        train_dtype = infer_dtype if dev.type == "cuda" else None
+        limit_train = compute_limit(model, micro, size, channels_last=channels_last, autocast_dtype=train_dtype)
+        limit_infer = compute_limit(fuse_for_inference(model), batch_size, size, channels_last=channels_last,
+                                    autocast_dtype=infer_dtype, train_params=[])
+        model.to(memory_format=torch.contiguous_format)
+        out.update({
+            "compute_limit_train_images_per_s": limit_train["train_images_per_s"],
+            "compute_limit_infer_images_per_s": limit_infer["infer_images_per_s"],
+            "compute_limit_batch": micro, "channels_last": channels_last,
+            "train_precision": str(train_dtype or "float32"), "infer_precision": str(infer_dtype or "float32"),
+        })
+        out["engine_vs_compute_limit"] = _ratio(out["engine_train_images_per_s"], limit_train["train_images_per_s"])
+        out["engine_infer_vs_compute_limit"] = _ratio(out["engine_infer_images_per_s"],
+                                                      limit_infer["infer_images_per_s"])
 
-    groups = [g.name for g in layer_groups(fresh(), backbone)]
-    out["partial_freeze_groups"] = ",".join(groups[-2:])
-    log(f"engine: partial freeze ({out['partial_freeze_groups']}) with and without the prefix cache")
-    partial = base.replace(train_groups="last:2", recipe="plain")
-    cached = engine_run(partial)
-    uncached = engine_run(partial.replace(feature_cache=False))
-    out.update({
-        "partial_freeze_epoch_seconds_cached": cached.mean_epoch_seconds(),
-        "partial_freeze_epoch_seconds_uncached": uncached.mean_epoch_seconds(),
-        "partial_freeze_best_acc_cached": cached.best, "partial_freeze_best_acc_uncached": uncached.best,
-    })
-    out["partial_freeze_epoch_ratio"] = _ratio(cached.mean_epoch_seconds(), uncached.mean_epoch_seconds())
+    def partial_freeze(self) -> None:
+        from ftui.backbones import layer_groups
 
-    root = Path(data)
-    if (root / "train").is_dir() and (root / "val").is_dir():
+        groups = [g.name for g in layer_groups(self.fresh(), self.options.backbone)]
+        self.out["partial_freeze_groups"] = ",".join(groups[-2:])
+        self.log(f"engine: partial freeze ({self.out['partial_freeze_groups']}) with and without the prefix cache")
+        partial = self.base.replace(train_groups="last:2", recipe="plain")
+        cached = self.engine_run(partial)
+        uncached = self.engine_run(partial.replace(feature_cache=False))
+        self.out.update({
+            "partial_freeze_epoch_seconds_cached": cached.mean_epoch_seconds(),
+            "partial_freeze_epoch_seconds_uncached": uncached.mean_epoch_seconds(),
+            "partial_freeze_best_acc_cached": cached.best, "partial_freeze_best_acc_uncached": uncached.best,
+        })
+        self.out["partial_freeze_epoch_ratio"] = _ratio(cached.mean_epoch_seconds(), uncached.mean_epoch_seconds())
+
+    def tutorial(self) -> None:
+        from ftui.backbones import classifier_head
+        from ftui.reference import run_tutorial
+
+        root, out = Path(self.options.data), self.out
+        if not ((root / "train").is_dir() and (root / "val").is_dir()):
+            out["notes"].append("tutorial rows skipped: DATA has no train/ and val/ folders (the tutorial's layout)")
+            out["tutorial_epoch_seconds"] = None
+            return
         for mode, head_only in (("head_only", True), ("all_layers", False)):
-            log(f"tutorial recipe: {mode.replace('_', ' ')}")
-            model = fresh()
-            ref = run_tutorial(model, classifier_head(model), root, epochs, head_only=head_only,
-                               num_workers=tutorial_workers, device=dev)
+            self.log(f"tutorial recipe: {mode.replace('_', ' ')}")
+            model = self.fresh()
+            ref = run_tutorial(model, classifier_head(model, self.options.backbone), root, self.options.epochs,
+                               head_only=head_only, num_workers=self.options.tutorial_workers, device=self.dev)
             out.update({
                 f"tutorial_{mode}_seconds_to_090": ref.seconds_to(0.90),
                 f"tutorial_{mode}_seconds_to_095": ref.seconds_to(0.95),
@@ -287,12 +330,6 @@ def run_bench(
                 f"tutorial_{mode}_epoch_seconds": statistics.fmean(ref.epoch_seconds),
             })
         out["tutorial_epoch_seconds"] = out["tutorial_all_layers_epoch_seconds"]
-    else:
-        out["notes"].append("tutorial rows skipped: DATA has no train/ and val/ folders (the tutorial's layout)")
-        out["tutorial_epoch_seconds"] = None
-    out["engine_vs_tutorial_epoch"] = _ratio(out["engine_epoch_seconds"], out["tutorial_epoch_seconds"])
-    out["peak_rss_mb"] = _peak_rss_mb()
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -373,8 +410,8 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run the bench, progress on stderr, the table (or JSON) on stdout."""
     if not Path(args.data).exists():
         raise BenchError(f"dataset not found: {args.data}")
-    results = run_bench(args.data, args.backbone, args.weights, args.epochs, args.batch_size, args.image_size,
-                        args.device, args.tutorial_workers,
-                        log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    options = BenchOptions(args.data, args.backbone, args.weights, args.epochs, args.batch_size, args.image_size,
+                           args.device, args.tutorial_workers)
+    results = run_bench(options, log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 0
