@@ -37,22 +37,17 @@ def run_training(
     progress: Callable[[str], None] = lambda message: None,
     run_dir: str | Path | None = None,
     on_folder: Callable[[RunFolder], None] = lambda folder: None,
+    dataset=None,
 ) -> tuple[FitResult, RunFolder | None]:
     """Load the dataset, create the run folder, build the model, fit, then evaluate: one complete run.
 
     User errors before training (bad data, weights, config) raise; failures inside training come back
-    as a FitResult with status "failed".
+    as a FitResult with status "failed". `dataset`: the one the UI showed (its split), else a fresh scan.
     """
     from ftui.backbones import build, build_with_report, layer_groups
-    from ftui.data import class_size_warnings, load_dataset
 
     config.validate()
-    progress("loading dataset")
-    dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
-                           progress=lambda fraction, message="": progress(message or "loading dataset"))
-    warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
-    for line in warnings:
-        progress(line)
+    dataset, warnings = _dataset_for(config, progress, dataset)
     if stop_event.is_set():
         # Stopped during the scan: no run folder, so no junk run is listed.
         return FitResult(status="stopped", message="stopped before training started"), None
@@ -113,6 +108,20 @@ def run_training(
     return result, folder
 
 
+def _dataset_for(config: TrainConfig, progress: Callable[[str], None], dataset=None):
+    """(dataset, warnings): as given (the split the user saw), else scanned as `config` says."""
+    from ftui.data import class_size_warnings, load_dataset
+
+    if dataset is None:
+        progress("loading dataset")
+        dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
+                               progress=lambda fraction, message="": progress(message or "loading dataset"))
+    warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
+    for line in warnings:
+        progress(line)
+    return dataset, warnings
+
+
 class _Tracker(Callback):
     """Copies the loop's events into the job's snapshot fields."""
 
@@ -136,9 +145,10 @@ class Job:
     """One training run in a background thread; every public method is thread-safe and cheap."""
 
     def __init__(self, config: TrainConfig, store: RunStore, device: str = "cpu",
-                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = ()) -> None:
+                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = (), dataset=None) -> None:
         self.id = secrets.token_hex(4)
         self.config = config
+        self.dataset = dataset
         self.store = store
         self.device = device
         self.run_dir_request = run_dir
@@ -245,7 +255,7 @@ class Job:
             result, _ = run_training(
                 config, self.store, self._stop, [self.history_cb, _Tracker(self), *self.extra_callbacks],
                 progress=lambda message: self._update(message=message),
-                run_dir=self.run_dir_request, on_folder=self._set_folder,
+                run_dir=self.run_dir_request, on_folder=self._set_folder, dataset=self.dataset,
             )
         except Exception as exc:  # noqa: BLE001 - any failure becomes the job's error, never a dead thread
             message = describe_exception(exc, config)
@@ -272,8 +282,11 @@ class JobManager:
         self._workers: dict[str, threading.Thread] = {}
 
     def start(self, config: TrainConfig, run_dir: str | Path | None = None,
-              callbacks: Iterable[Callback] = ()) -> Job:
-        """Queue a job for its device; JobError when the device is busy and the queue is full."""
+              callbacks: Iterable[Callback] = (), dataset=None) -> Job:
+        """Queue a job for its device; JobError when the device is busy and the queue is full.
+
+        `dataset`: train on this loaded Dataset (exactly the split the UI showed) instead of scanning again.
+        """
         config.validate()
         device = devices.pick_device(config.device).type
         with self._lock:
@@ -286,7 +299,7 @@ class JobManager:
                                    "stop it or wait until it finishes")
                 raise JobError(f"the queue for {device} is full ({len(queue)} waiting): "
                                "wait for a job to finish or stop one")
-            job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks)
+            job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks, dataset=dataset)
             job._on_dequeue = lambda: self._renumber_now(device)
             self._jobs[job.id] = job
             self._order.append(job.id)

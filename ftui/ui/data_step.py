@@ -45,7 +45,17 @@ class DataView:
     load_outputs: list
 
 
-def load(ctx: AppContext, source: str | Path, val_fraction: float, seed: int = 0, progress: Any = None) -> Any:
+# The Data step splits train/val with this seed; training and the lr finder reuse exactly that split.
+SPLIT_SEED = 0
+
+
+def shown(ctx: AppContext, source: str | Path, val_fraction: float) -> Any:
+    """The dataset as the Data step loaded and showed it (same split), or None when it was never loaded."""
+    return ctx.datasets.get((str(source), round(float(val_fraction), 4), SPLIT_SEED))
+
+
+def load(ctx: AppContext, source: str | Path, val_fraction: float, seed: int = SPLIT_SEED,
+         progress: Any = None) -> Any:
     """Load (or reuse) a dataset and check that every file it names may be read."""
     from ftui.data import load_dataset
 

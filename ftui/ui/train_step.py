@@ -195,133 +195,142 @@ def runs_frame(ctx: AppContext) -> pd.DataFrame:
     return table
 
 
-def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: gr.Textbox,
-          model: ModelView) -> TrainView:
-    """Lay out the Train step and wire Train, Stop, the poll timer and the runs table."""
-    d = TrainConfig()
-    start = preset_for(model.weights.value)
-    gr.Markdown("Training runs on the server in the background: you can close or reload this page and come "
-                "back. The defaults suit most small datasets.", elem_classes="ftui-help")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320):
-            hint = gr.HTML(preset_hint(model.weights.value, model.backbone.value), elem_id="ftui-preset-hint")
-            with gr.Group():
-                with gr.Row():
-                    epochs = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs",
-                                       elem_id="ftui-epochs")
-                    batch_size = gr.Number(start.batch_size, precision=0, minimum=1, label="Batch size",
-                                           elem_id="ftui-batch")
-                with gr.Row():
-                    lr = gr.Number(start.lr, minimum=0, label="Learning rate", elem_id="ftui-lr")
-                    optimizer = gr.Dropdown(list(OPTIMIZERS), value=start.optimizer, label="Optimizer")
-                with gr.Row():
-                    scheduler = gr.Dropdown(list(SCHEDULERS), value=start.scheduler, label="LR schedule")
-                    recipe = gr.Dropdown([("fine-tune", "fine_tune"), ("plain", "plain")],
-                                         value=start.recipe, label="Recipe",
-                                         info="plain: the ticked groups from the start; fine-tune: head first, then them")
-            with gr.Accordion("More settings", open=False):
-                with gr.Row():
-                    freeze_epochs = gr.Number(d.freeze_epochs, precision=0, minimum=0,
-                                              label="Head-only epochs (fine-tune)")
-                    weight_decay = gr.Number(d.weight_decay, minimum=0, label="Weight decay")
-                    label_smoothing = gr.Slider(0, 0.5, value=d.label_smoothing, step=0.05,
-                                                label="Label smoothing")
-                with gr.Row():
-                    momentum = gr.Number(d.momentum, label="Momentum (SGD)")
-                    step_size = gr.Number(d.step_size, precision=0, minimum=1, label="Step size (step LR)")
-                    gamma = gr.Number(d.gamma, label="Gamma (step LR)")
-                with gr.Row():
-                    warmup = gr.Number(d.warmup_epochs, minimum=0, label="Warm-up epochs")
-                    patience = gr.Number(d.early_stopping_patience, precision=0, minimum=0,
-                                         label="Early stopping patience (0 = off)")
-                    seed = gr.Number(d.seed, precision=0, label="Seed")
-                with gr.Row():
-                    bn_mode = gr.Dropdown(["frozen", "train"], value=start.bn_mode,
-                                          label="BatchNorm statistics")
-                    device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value=d.device, label="Device")
-                with gr.Row():
-                    class_weighted = gr.Checkbox(d.class_weighted_loss, label="Class-weighted loss")
-                    mixed_precision = gr.Checkbox(d.mixed_precision, label="Mixed precision (GPU)")
-                    feature_cache = gr.Checkbox(d.feature_cache, label="Cache frozen features")
-            run_name = gr.Textbox(label="Run name (optional)", max_length=40)
-            with gr.Row():
-                train_button = gr.Button("Train", variant="primary", elem_id="ftui-train")
-                stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
-            error = gr.Markdown(elem_classes="ftui-error")
-            with gr.Accordion("Learning-rate finder", open=False):
-                gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
-                            "suggestion goes into the learning-rate box.", elem_classes="ftui-help")
-                find_button = gr.Button("Find learning rate", size="sm", elem_id="ftui-find-lr")
-                lr_message = gr.Markdown(elem_id="ftui-lr-message")
-                lr_plot = gr.LinePlot(lr_frame(None), x="log10 lr", y="loss", label="Loss vs learning rate "
-                                      "(log10 scale)", height=200, elem_id="ftui-lr-plot")
-        with gr.Column(scale=3, min_width=420):
-            status = gr.Markdown("No training yet.", elem_classes="ftui-card", elem_id="ftui-train-status")
-            progress = gr.HTML(progress_html(0, "not started"), elem_id="ftui-progress")
-            # The legend shows no entries in this Gradio version, so the colour key is in the label.
-            loss_plot = gr.LinePlot(batch_loss_frame(None), x="step", y="loss", color="series",
-                                    label="Training loss per step (light: each batch, dark: smoothed)",
-                                    height=220, elem_id="ftui-loss-plot",
-                                    color_map={"batch loss": "#9db4d6", "smoothed": "#1f4e99"})
-            with gr.Row():
-                epoch_loss = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series",
-                                         label="Loss per epoch (blue: train, orange: val)",
-                                         height=200, color_map={"train": "#1f4e99", "val": "#e07b22"})
-                epoch_acc = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series",
-                                        label="Accuracy per epoch (blue: train, orange: val)",
-                                        height=200, y_lim=[0, 1], elem_id="ftui-acc-plot",
-                                        color_map={"train": "#1f4e99", "val": "#e07b22"})
-            with gr.Accordion("Job details", open=False):
-                job_json = gr.JSON(label="Job status (what the API's poll returns)")
-    gr.Markdown("### Runs")
-    runs_table = gr.Dataframe(runs_frame(ctx), interactive=False, max_height=260, elem_id="ftui-runs",
-                              label="Past runs (click a row to open it in Evaluate and Predict)")
-    opened_run = gr.Textbox(visible=False)
+# The form's TrainConfig fields converted by their default's type; image_size's default (None) is an int too.
+_DEFAULTS = TrainConfig()
 
-    job_id = gr.Textbox(visible=False, elem_id="ftui-job-id")
-    owner = gr.BrowserState("", storage_key="ftui-owner")
-    config_json = gr.Textbox(visible=False)
-    last_seen = gr.State(None)
-    timer = gr.Timer(1.0)
 
-    form = [source, val_fraction, aug_json, model.backbone, model.weights, model.weights_file, model.weights_path,
-            model.image_size, model.groups, epochs, batch_size, optimizer, lr, weight_decay, scheduler, recipe,
-            freeze_epochs, label_smoothing, class_weighted, mixed_precision, seed, patience, run_name, momentum,
-            step_size, gamma, warmup, bn_mode, feature_cache, device]
+def _coerce(name: str, value: Any) -> Any:
+    default = getattr(_DEFAULTS, name)
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, int) or name == "image_size":
+        return int(value or 0)
+    if isinstance(default, float):
+        return float(value or 0)
+    return (value or "").strip() if name == "run_name" else value
 
-    def collect_config(source_path, fraction, aug_settings, backbone, weights_choice, weights_file, weights_path,
-                       image_size, groups, n_epochs, batch, opt, rate, decay, sched, recipe_name, head_epochs,
-                       smoothing, weighted, amp, seed_value, patience_value, name, mom, step, gamma_value,
-                       warm, bn, cache, dev, request: gr.Request = None):
-        """The form as TrainConfig JSON, or an error message."""
-        from ftui.ui.model_step import structure
 
+def config_from_form(ctx: AppContext, values: dict[str, Any], session: str | None = None) -> TrainConfig:
+    """TrainConfig from the form's values keyed by field name; weights, groups and aug need the Model and
+    Augment steps' own controls (keys weights_choice, weights_file, weights_path, groups, aug_json)."""
+    from ftui.ui.model_step import structure
+
+    own = {"weights_choice", "weights_file", "weights_path", "groups", "aug_json"}
+    fields = {name: _coerce(name, value) for name, value in values.items() if name not in own}
+    names = [g for g, _ in structure(ctx, values["backbone"], 2)[0]]
+    config = TrainConfig(
+        **fields, runs_dir=str(ctx.settings.runs_dir),
+        weights=weights_source(ctx, values["weights_choice"], values["weights_file"], values["weights_path"],
+                               session),
+        train_groups=train_groups_spec(values["groups"], names), aug=AugConfig(**json.loads(values["aug_json"])),
+    )
+    config.validate()
+    return config
+
+
+def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
+    """The left column: the hyperparameters (keyed by TrainConfig field), buttons and the lr finder."""
+    d, start = TrainConfig(), preset_for(model.weights.value)
+    c: dict[str, Any] = {}
+    c["hint"] = gr.HTML(preset_hint(model.weights.value, model.backbone.value), elem_id="ftui-preset-hint")
+    with gr.Group():
+        with gr.Row():
+            c["epochs"] = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs",
+                                    elem_id="ftui-epochs")
+            c["batch_size"] = gr.Number(start.batch_size, precision=0, minimum=1, label="Batch size",
+                                        elem_id="ftui-batch")
+        with gr.Row():
+            c["lr"] = gr.Number(start.lr, minimum=0, label="Learning rate", elem_id="ftui-lr")
+            c["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=start.optimizer, label="Optimizer")
+        with gr.Row():
+            c["scheduler"] = gr.Dropdown(list(SCHEDULERS), value=start.scheduler, label="LR schedule")
+            c["recipe"] = gr.Dropdown([("fine-tune", "fine_tune"), ("plain", "plain")], value=start.recipe,
+                                      label="Recipe",
+                                      info="plain: the ticked groups from the start; fine-tune: head first, then them")
+    with gr.Accordion("More settings", open=False):
+        with gr.Row():
+            c["freeze_epochs"] = gr.Number(d.freeze_epochs, precision=0, minimum=0,
+                                           label="Head-only epochs (fine-tune)")
+            c["weight_decay"] = gr.Number(d.weight_decay, minimum=0, label="Weight decay")
+            c["label_smoothing"] = gr.Slider(0, 0.5, value=d.label_smoothing, step=0.05, label="Label smoothing")
+        with gr.Row():
+            c["momentum"] = gr.Number(d.momentum, label="Momentum (SGD)")
+            c["step_size"] = gr.Number(d.step_size, precision=0, minimum=1, label="Step size (step LR)")
+            c["gamma"] = gr.Number(d.gamma, label="Gamma (step LR)")
+        with gr.Row():
+            c["warmup_epochs"] = gr.Number(d.warmup_epochs, minimum=0, label="Warm-up epochs")
+            c["early_stopping_patience"] = gr.Number(d.early_stopping_patience, precision=0, minimum=0,
+                                                     label="Early stopping patience (0 = off)")
+            c["seed"] = gr.Number(d.seed, precision=0, label="Seed")
+        with gr.Row():
+            c["bn_mode"] = gr.Dropdown(["frozen", "train"], value=start.bn_mode, label="BatchNorm statistics")
+            c["device"] = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value=d.device, label="Device")
+        with gr.Row():
+            c["class_weighted_loss"] = gr.Checkbox(d.class_weighted_loss, label="Class-weighted loss")
+            c["mixed_precision"] = gr.Checkbox(d.mixed_precision, label="Mixed precision (GPU)")
+            c["feature_cache"] = gr.Checkbox(d.feature_cache, label="Cache frozen features")
+    c["run_name"] = gr.Textbox(label="Run name (optional)", max_length=40)
+    with gr.Row():
+        c["train_button"] = gr.Button("Train", variant="primary", elem_id="ftui-train")
+        c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
+    c["error"] = gr.Markdown(elem_classes="ftui-error")
+    with gr.Accordion("Learning-rate finder", open=False):
+        gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
+                    "suggestion goes into the learning-rate box.", elem_classes="ftui-help")
+        c["find_button"] = gr.Button("Find learning rate", size="sm", elem_id="ftui-find-lr")
+        c["lr_message"] = gr.Markdown(elem_id="ftui-lr-message")
+        c["lr_plot"] = gr.LinePlot(lr_frame(None), x="log10 lr", y="loss", label="Loss vs learning rate "
+                                   "(log10 scale)", height=200, elem_id="ftui-lr-plot")
+    return c
+
+
+def _progress_column() -> dict[str, Any]:
+    """The right column: status, progress bar and the live curves."""
+    c: dict[str, Any] = {}
+    c["status"] = gr.Markdown("No training yet.", elem_classes="ftui-card", elem_id="ftui-train-status")
+    c["progress"] = gr.HTML(progress_html(0, "not started"), elem_id="ftui-progress")
+    # The legend shows no entries in this Gradio version, so the colour key is in the label.
+    c["loss_plot"] = gr.LinePlot(batch_loss_frame(None), x="step", y="loss", color="series",
+                                 label="Training loss per step (light: each batch, dark: smoothed)",
+                                 height=220, elem_id="ftui-loss-plot",
+                                 color_map={"batch loss": "#9db4d6", "smoothed": "#1f4e99"})
+    with gr.Row():
+        c["epoch_loss"] = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series",
+                                      label="Loss per epoch (blue: train, orange: val)",
+                                      height=200, color_map={"train": "#1f4e99", "val": "#e07b22"})
+        c["epoch_acc"] = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series",
+                                     label="Accuracy per epoch (blue: train, orange: val)",
+                                     height=200, y_lim=[0, 1], elem_id="ftui-acc-plot",
+                                     color_map={"train": "#1f4e99", "val": "#e07b22"})
+    with gr.Accordion("Job details", open=False):
+        c["job_json"] = gr.JSON(label="Job status (what the API's poll returns)")
+    return c
+
+
+class _Handlers:
+    """The Train step's event handlers (the app's API endpoints among them), sharing the app context."""
+
+    def __init__(self, ctx: AppContext, form: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.form = form  # TrainConfig field (or Model/Augment control) name -> component
+
+    def collect_config(self, values: dict, request: gr.Request = None):
+        """The form (a dict of component -> value, as Gradio passes a set of inputs) as TrainConfig JSON."""
         try:
-            names = [g for g, _ in structure(ctx, backbone, 2)[0]]
-            config = TrainConfig(
-                data=source_path, backbone=backbone,
-                weights=weights_source(ctx, weights_choice, weights_file, weights_path, session_of(request)),
-                train_groups=train_groups_spec(groups, names), aug=AugConfig(**json.loads(aug_settings)),
-                epochs=int(n_epochs or 0), batch_size=int(batch or 0), optimizer=opt, lr=float(rate or 0),
-                weight_decay=float(decay or 0), momentum=float(mom or 0), scheduler=sched,
-                step_size=int(step or 0), gamma=float(gamma_value or 0), warmup_epochs=float(warm or 0),
-                label_smoothing=float(smoothing), class_weighted_loss=bool(weighted), seed=int(seed_value or 0),
-                device=dev, mixed_precision=bool(amp), val_fraction=float(fraction), image_size=int(image_size),
-                recipe=recipe_name, freeze_epochs=int(head_epochs or 0), bn_mode=bn, feature_cache=bool(cache),
-                early_stopping_patience=int(patience_value or 0), runs_dir=str(ctx.settings.runs_dir),
-                run_name=(name or "").strip(),
-            )
-            config.validate()
-        except ValueError as exc:
+            named = {name: values[component] for name, component in self.form.items()}
+            config = config_from_form(self.ctx, named, session_of(request))
+        except (ValueError, TypeError) as exc:
             return "", f"**Check the settings:** {exc}"
         return config.to_json(), ""
 
-    def start_training(config: str, source_path: str, owner_token: str | None, request: gr.Request = None):
+    def start_training(self, config: str, source_path: str, owner_token: str | None, request: gr.Request = None):
         """Start a background training job from TrainConfig JSON (missing keys take their defaults).
 
         The dataset is the one this session loaded (load_data / upload_data; the demo by default).
         Returns the job id and a message; the job queues when another job is running.
         """
+        from ftui.ui.data_step import shown
+
         if not config:
             return gr.skip(), gr.skip()
         if not owner_token:
@@ -332,17 +341,18 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             token(owner_token)
             cfg = TrainConfig.from_json(config)
             # The data and runs folder are the server's choice, never the caller's.
-            cfg = cfg.replace(data=source_path, runs_dir=str(ctx.settings.runs_dir))
-            check_weights(ctx, cfg.weights, session_of(request))
+            cfg = cfg.replace(data=source_path, runs_dir=str(self.ctx.settings.runs_dir))
+            check_weights(self.ctx, cfg.weights, session_of(request))
             cfg.validate()
-            owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
-            job = ctx.jobs.start(cfg)
+            owner_quota(self.ctx.jobs.jobs(), self.ctx.owners, owner_token)
+            # The split the Data step showed (its seed, not the training seed), when this session loaded it.
+            job = self.ctx.jobs.start(cfg, dataset=shown(self.ctx, source_path, cfg.val_fraction))
         except ValueError as exc:
             return gr.skip(), f"**Could not start training:** {exc}"
-        ctx.owners[job.id] = owner_token
+        self.ctx.owners[job.id] = owner_token
         return job.id, ""
 
-    def find_learning_rate(config: str, source_path: str, request: gr.Request = None, progress=PROGRESS):
+    def find_learning_rate(self, config: str, source_path: str, request: gr.Request = None, progress=PROGRESS):
         """Sweep the learning rate for TrainConfig JSON on this session's dataset; fill the lr box with the suggestion.
 
         Returns a message, the loss-vs-log10(lr) curve and the suggested learning rate.
@@ -352,14 +362,14 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
 
         if not config:
             return gr.skip(), gr.skip(), gr.skip()
-        if ctx.jobs.active() is not None:
+        if self.ctx.jobs.active() is not None:
             return ("**A run is training on this machine:** find the learning rate when it has finished "
                     "(both would compete for the CPU)."), gr.skip(), gr.skip()
         try:
-            cfg = TrainConfig.from_json(config).replace(data=source_path, runs_dir=str(ctx.settings.runs_dir))
-            check_weights(ctx, cfg.weights, session_of(request))
+            cfg = TrainConfig.from_json(config).replace(data=source_path, runs_dir=str(self.ctx.settings.runs_dir))
+            check_weights(self.ctx, cfg.weights, session_of(request))
             cfg.validate()
-            dataset = load(ctx, source_path, cfg.val_fraction, cfg.seed)
+            dataset = load(self.ctx, source_path, cfg.val_fraction)  # the split the Data step showed
             result = find_lr(cfg, dataset=dataset, progress=lambda f, m: progress(f, desc=m))
         except ValueError as exc:
             return f"**Could not find a learning rate:** {exc}", gr.skip(), gr.skip()
@@ -367,25 +377,25 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                    f"{result.steepest:.2g}); it is now in the learning-rate box.")
         return message, lr_frame(result.table), float(f"{result.suggestion:.2g}")
 
-    def stop(job: str, owner_token: str | None):
+    def stop(self, job: str, owner_token: str | None):
         """Stop a job; only the browser (or API client token) that started it may."""
         from ftui.jobs import JobError
 
         try:
-            target = ctx.jobs.get(job)
+            target = self.ctx.jobs.get(job)
         except JobError as exc:
             return f"**Nothing to stop:** {exc}"
-        if not owner_token or ctx.owners.get(job) != owner_token:
+        if not owner_token or self.ctx.owners.get(job) != owner_token:
             return "**Not yours to stop:** this run was started from another browser; only that browser can stop it."
         target.stop()
         return ""
 
-    def poll(job: str, owner_token: str | None, seen: Any):
+    def poll(self, job: str, owner_token: str | None, seen: Any):
         """The job's status, progress and curves; unchanged outputs are skipped."""
         from ftui.jobs import JobError
 
         try:
-            target = ctx.jobs.get(job) if job else None
+            target = self.ctx.jobs.get(job) if job else None
         except JobError:
             target = None
         if target is None:
@@ -396,7 +406,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position")]
         if seen == key:
             return tuple([gr.skip()] * 9) + (seen,)
-        mine = ctx.owners.get(job, "") == (owner_token or "")
+        mine = self.ctx.owners.get(job, "") == (owner_token or "")
         if not mine:
             snap = public_snapshot(snap)  # no server paths, notes or error details for other clients
         fraction = fraction_done(snap)
@@ -407,53 +417,85 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             progress_html(fraction, progress_caption(snap, fraction)),
             thin(batch_loss_frame(batches)), epoch_frame(epochs_frame, "loss"), epoch_frame(epochs_frame, "acc"),
             gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
-            runs_frame(ctx) if finished_now else gr.skip(), key,
+            runs_frame(self.ctx) if finished_now else gr.skip(), key,
         )
 
-    def attach(owner_token: str | None):
+    def attach(self, owner_token: str | None):
         """On page load: give this browser a token, and show its unfinished job, the running one, or the last."""
         token = owner_token or secrets.token_hex(8)
-        jobs = ctx.jobs.jobs()
-        mine = [j for j in jobs if ctx.owners.get(j.id) == token and not j.done()]
-        job = (mine[-1] if mine else None) or ctx.jobs.active() or ctx.jobs.latest()
+        jobs = self.ctx.jobs.jobs()
+        mine = [j for j in jobs if self.ctx.owners.get(j.id) == token and not j.done()]
+        job = (mine[-1] if mine else None) or self.ctx.jobs.active() or self.ctx.jobs.latest()
         return token, job.id if job else ""
 
-    def open_run(evt: gr.SelectData, table: pd.DataFrame):
+    def open_run(self, evt: gr.SelectData, table: pd.DataFrame):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return str(table.iloc[int(row)]["id"])
 
-    def show_run(run_id: str):
+    def show_run(self, run_id: str):
         """A past run's epoch curves (its metrics.csv) in the epoch plots, with a note saying whose they are."""
         from ftui.ui.results_step import run_folder
 
         if not run_id:
             return (gr.skip(),) * 4
         try:
-            metrics = run_folder(ctx, run_id).metrics()
+            metrics = run_folder(self.ctx, run_id).metrics()
         except (ValueError, OSError) as exc:
             return f"**Could not open run {run_id}:** {exc}", *([gr.skip()] * 3)
         note = (f"Showing run `{run_id}`: its epoch curves are below; it is open in **Evaluate** and "
                 "**Predict**." if not metrics.empty else f"Run `{run_id}` finished no epoch: no curves to show.")
         return (note, batch_loss_frame(None), epoch_frame(metrics, "loss"), epoch_frame(metrics, "acc"))
 
-    poll_outputs = [job_json, status, progress, loss_plot, epoch_loss, epoch_acc, train_button, stop_button,
-                    runs_table, last_seen]
+
+
+def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: gr.Textbox,
+          model: ModelView) -> TrainView:
+    """Lay out the Train step and wire Train, Stop, the poll timer and the runs table."""
+    gr.Markdown("Training runs on the server in the background: you can close or reload this page and come "
+                "back. The defaults suit most small datasets.", elem_classes="ftui-help")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            c = _settings_column(ctx, model)
+        with gr.Column(scale=3, min_width=420):
+            c.update(_progress_column())
+    gr.Markdown("### Runs")
+    runs_table = gr.Dataframe(runs_frame(ctx), interactive=False, max_height=260, elem_id="ftui-runs",
+                              label="Past runs (click a row to open it in Evaluate and Predict)")
+    opened_run = gr.Textbox(visible=False)
+    job_id = gr.Textbox(visible=False, elem_id="ftui-job-id")
+    owner = gr.BrowserState("", storage_key="ftui-owner")
+    config_json = gr.Textbox(visible=False)
+    last_seen = gr.State(None)
+    timer = gr.Timer(1.0)
+
+    fields = ("epochs", "batch_size", "lr", "optimizer", "scheduler", "recipe", "freeze_epochs", "weight_decay",
+              "label_smoothing", "momentum", "step_size", "gamma", "warmup_epochs", "early_stopping_patience",
+              "seed", "bn_mode", "device", "class_weighted_loss", "mixed_precision", "feature_cache", "run_name")
+    form = {name: c[name] for name in fields} | {
+        "data": source, "val_fraction": val_fraction, "aug_json": aug_json, "backbone": model.backbone,
+        "weights_choice": model.weights, "weights_file": model.weights_file, "weights_path": model.weights_path,
+        "image_size": model.image_size, "groups": model.groups}
+    h = _Handlers(ctx, form)
+    poll_outputs = [c["job_json"], c["status"], c["progress"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"],
+                    c["train_button"], c["stop_button"], runs_table, last_seen]
     private = {"api_visibility": "private"}
-    train_button.click(collect_config, form, [config_json, error], **private).then(
-        start_training, [config_json, source, owner], [job_id, error], api_name="start_training")
-    find_button.click(collect_config, form, [config_json, lr_message], **private).then(
-        find_learning_rate, [config_json, source], [lr_message, lr_plot, lr], api_name="find_lr",
+    c["train_button"].click(h.collect_config, set(form.values()), [config_json, c["error"]], **private).then(
+        h.start_training, [config_json, source, owner], [job_id, c["error"]], api_name="start_training")
+    c["find_button"].click(h.collect_config, set(form.values()), [config_json, c["lr_message"]], **private).then(
+        h.find_learning_rate, [config_json, source], [c["lr_message"], c["lr_plot"], c["lr"]], api_name="find_lr",
         concurrency_id="heavy")
-    stop_button.click(stop, [job_id, owner], error, api_name="stop", concurrency_limit=None)
+    c["stop_button"].click(h.stop, [job_id, owner], c["error"], api_name="stop", concurrency_limit=None)
     # The API's poll always answers in full; the timer's skips what the browser already shows.
-    job_id.change(lambda job, token: poll(job, token, None), [job_id, owner], poll_outputs, api_name="poll",
+    job_id.change(lambda job, token: h.poll(job, token, None), [job_id, owner], poll_outputs, api_name="poll",
                   show_progress="hidden", concurrency_limit=None)
-    timer.tick(poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
+    timer.tick(h.poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
                **private)
     model.weights.change(apply_preset, [model.weights, model.backbone],
-                         [recipe, bn_mode, optimizer, lr, scheduler, batch_size, hint], **private)
-    model.backbone.change(preset_hint, [model.weights, model.backbone], hint, **private)
-    runs_table.select(open_run, runs_table, opened_run, **private)
-    opened_run.change(show_run, opened_run, [status, loss_plot, epoch_loss, epoch_acc], **private)
+                         [c[k] for k in ("recipe", "bn_mode", "optimizer", "lr", "scheduler", "batch_size", "hint")],
+                         **private)
+    model.backbone.change(preset_hint, [model.weights, model.backbone], c["hint"], **private)
+    runs_table.select(h.open_run, runs_table, opened_run, **private)
+    opened_run.change(h.show_run, opened_run, [c["status"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"]],
+                      **private)
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
-                     poll_outputs=poll_outputs, attach=attach)
+                     poll_outputs=poll_outputs, attach=h.attach)
