@@ -44,8 +44,8 @@ def test_reload_keeps_stop_for_the_starter_and_a_second_browser_cannot_stop(tmp_
         first.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
         first.get_by_role("tab", name="4 · Train").click()
         _wait_status(first, "training")
+        first.locator("#ftui-stop:enabled").wait_for(timeout=90_000)
         assert "another browser" not in first.inner_text("#ftui-train-status")
-        first.locator("#ftui-stop:enabled").wait_for(timeout=30_000)
         stored = first.evaluate("() => localStorage.getItem('ftui-owner') || ''")
         assert ctx.owners[ctx.jobs.active().id] not in first.inner_text("body")  # the token is never shown
 
