@@ -38,12 +38,13 @@ def test_reload_keeps_stop_for_the_starter_and_a_second_browser_cannot_stop(tmp_
         first.fill("#ftui-epochs input", "137")
         first.press("#ftui-epochs input", "Tab")
         first.click("#ftui-train")
-        _wait_status(first, "training")
+        _wait_status(first, "epoch")  # a running job's status names its epoch ("No training yet" has none)
+        assert ctx.jobs.active() is not None
 
         first.reload()
         first.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
         first.get_by_role("tab", name="4 · Train").click()
-        _wait_status(first, "training")
+        _wait_status(first, "epoch")
         first.locator("#ftui-stop:enabled").wait_for(timeout=90_000)
         assert "another browser" not in first.inner_text("#ftui-train-status")
         stored = first.evaluate("() => localStorage.getItem('ftui-owner') || ''")
