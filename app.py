@@ -19,7 +19,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None,
                         help="uploads and the demo dataset (default: ~/.cache/ftui)")
     parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (shared demos)")
+    parser.add_argument("--gpus", default="1", metavar="N|all",
+                        help="GPUs each training job gets: N, or all visible ones (DistributedDataParallel)")
     return parser.parse_args(argv)
+
+
+def gpu_count(value: str) -> int:
+    """--gpus N | all: the number of GPUs a job gets (at least 1)."""
+    if value == "all":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    try:
+        count = int(value)
+    except ValueError:
+        raise SystemExit(f"--gpus must be a number or 'all', got {value!r}") from None
+    if count < 1:
+        raise SystemExit("--gpus must be >= 1")
+    return count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
                            workdir=Path(args.workdir).expanduser().resolve() if args.workdir else cache,
-                           data_root=data_root)
+                           data_root=data_root, gpus=gpu_count(args.gpus))
     demo, _ = build_app(settings)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_options(settings))
