@@ -18,7 +18,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="allow loading datasets and weights from folders under this path on the server")
     parser.add_argument("--workdir", default=None,
                         help="uploads and the demo dataset (default: ~/.cache/ftui)")
-    parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (shared demos)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASS",
+                        help="require this login (shared demos); 10 failed logins a minute from one address get 429")
+    parser.add_argument("--max-upload", default="1gb", metavar="SIZE",
+                        help="largest single uploaded file (e.g. 500mb, 2gb; default 1gb)")
+    parser.add_argument("--work-quota", default="20gb", metavar="SIZE",
+                        help="most disk uploads and extracted zips may take under the work dir (default 20gb)")
     parser.add_argument("--gpus", default="1", metavar="N|all",
                         help="GPUs each training job gets: N, or all visible ones (DistributedDataParallel)")
     return parser.parse_args(argv)
@@ -53,10 +58,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--data-root {args.data_root} is not a folder")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftui"
     from ftui.ui import AppSettings, build_app, launch_options
+    from ftui.ui.guard import parse_size
 
+    try:
+        max_upload, work_quota = parse_size(args.max_upload), parse_size(args.work_quota)
+    except ValueError as exc:
+        raise SystemExit(f"--max-upload / --work-quota: {exc}") from None
     settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
                            workdir=Path(args.workdir).expanduser().resolve() if args.workdir else cache,
-                           data_root=data_root, gpus=gpu_count(args.gpus))
+                           data_root=data_root, max_upload_bytes=max_upload, work_quota_bytes=work_quota,
+                           gpus=gpu_count(args.gpus))
     demo, _ = build_app(settings)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_options(settings))

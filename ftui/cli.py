@@ -1,7 +1,8 @@
 """`python -m ftui ...`: the same engine without a browser.
 
 Subcommands: backbones, summary, train, predict, evaluate, plus check and bench (from ftui.doctor and
-ftui.bench). Every user error prints `error: <message>` to stderr and exits 2, without a traceback.
+ftui.bench), fix / undo (ftui.fix_cli) and compare (ftui.compare). Every user error prints
+`error: <message>` to stderr and exits 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ftui.config import AugConfig, TrainConfig
 
@@ -51,7 +54,7 @@ _TRAIN_FLAGS = {
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A TrainConfig from --config (if given) with the explicitly given flags on top; validated."""
-    config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     changes = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.data:
         changes["data"] = args.data
@@ -60,6 +63,32 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = config.replace(**changes)
     config.validate()
     return config
+
+
+def _stop_on_signals(job) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM ask the job to stop, every time (a second one never aborts a write half-way).
+
+    Returns a function that puts the previous handlers back.
+    """
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        again = job.status in ("stopping", "stopped")
+        message = ("still stopping: finishing the current batch and saving last.pt" if again else
+                   f"{name}: stopping after the current batch, keeping metrics.csv and last.pt...")
+        print(message, file=sys.stderr, flush=True)
+        job.stop()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+            pass
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return restore
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -92,14 +121,14 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist) -> int:
         # torchrun passes a Ctrl-C on to its workers as SIGTERM: stop cleanly (last.pt kept) on every rank.
         signal.signal(signal.SIGTERM, lambda signum, frame: job.stop())
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
-    thread.start()
+    restore = _stop_on_signals(job)
     try:
-        while not job.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        print("stopping (Ctrl-C again to abort without saving)...", file=sys.stderr, flush=True)
-        job.stop()
-        job.wait()
+        thread.start()
+        # The thread is joined, never abandoned: leaving it inside torch at exit aborts the process (134).
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        restore()
     snap = job.snapshot()
     if not dist.is_main:
         return 0 if snap["status"] in ("done", "stopped") else EXIT_FAILED
@@ -282,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
+    _add_lazy(sub, "fix", "ftui.fix_cli", "relabel, remove or merge in a dataset folder (journaled)")
+    p = sub.add_parser("undo", help="undo the newest fix in a dataset folder")
+    from ftui.fix_cli import add_undo_arguments, run_undo
+    add_undo_arguments(p)
+    p.set_defaults(func=run_undo)
+    _add_lazy(sub, "compare", "ftui.compare", "compare two runs: curves, per-class deltas, flipped images")
     _add_lazy(sub, "make-variant", "ftui.variants", "a low-resolution / grayscale / rotated copy of a dataset")
     _add_lazy(sub, "bench-recipes", "ftui.recipebench", "the default recipe vs a linear probe and a hand fine-tune")
     return parser

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,63 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BN_MODES = ("frozen", "train")
 RECIPES = ("fine_tune", "plain")
+
+# Bounds every run must respect, whoever sends the config (API, CLI, Python): (low, high) inclusive.
+INT_BOUNDS = {
+    "epochs": (1, 10_000), "batch_size": (1, 4096), "step_size": (1, 10_000), "seed": (0, 2**32 - 1),
+    "freeze_epochs": (0, 10_000), "feature_cache_views": (1, 64), "feature_cache_max_mb": (0, 1 << 20),
+    "early_stopping_patience": (0, 10_000), "image_size": (16, 1024),
+}
+MAX_TEXT = 4096
+MAX_CONFIG_CHARS = 100_000
+
+
+def _type_error(name: str, want: str, value: Any) -> ConfigError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return ConfigError(f"{name} must be {want}, got {shown} ({type(value).__name__})")
+
+
+def check_field_types(obj: Any) -> None:
+    """Refuse values of the wrong type before any comparison can raise TypeError or pass by accident.
+
+    bool fields take only true/false; int fields only whole numbers (no 1.5, no true, no NaN); float fields
+    only finite numbers; str fields only text of bounded length.
+    """
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), str(f.type)
+        if kind == "AugConfig":
+            if not isinstance(value, AugConfig):
+                raise _type_error(f.name, "an object of augmentation settings", value)
+            continue
+        if value is None and "None" in kind:
+            continue
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise _type_error(f.name, "true or false", value)
+        elif kind.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                bounds = INT_BOUNDS.get(f.name)
+                want = f"a whole number in [{bounds[0]}, {bounds[1]}]" if bounds else "a whole number"
+                raise _type_error(f.name, want, value)
+        elif kind.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise _type_error(f.name, "a finite number", value)
+        elif kind.startswith("str"):
+            if not isinstance(value, str):
+                raise _type_error(f.name, "text", value)
+            if len(value) > MAX_TEXT:
+                raise ConfigError(f"{f.name} is too long ({len(value)} characters, at most {MAX_TEXT})")
+
+
+def _whole_numbers(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """JSON clients may send 3.0 for an int field: accept exactly integral floats as ints, nothing else."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = dict(values)
+    for name, value in values.items():
+        if (kinds.get(name, "").startswith("int") and isinstance(value, float) and math.isfinite(value)
+                and value.is_integer() and abs(value) < 2**53):
+            out[name] = int(value)
+    return out
 
 
 @dataclass
@@ -47,6 +106,7 @@ class AugConfig:
     erasing_p: float = 0.25
 
     def validate(self) -> None:
+        check_field_types(self)
         if not 0.0 < self.crop_scale_min <= self.crop_scale_max <= 1.0:
             raise ConfigError(
                 f"crop scale must satisfy 0 < min <= max <= 1, got {self.crop_scale_min}..{self.crop_scale_max}"
@@ -127,19 +187,25 @@ class TrainConfig:
     run_name: str = ""
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first value that cannot work."""
+        """Raise ConfigError naming the first value that cannot work (type first, then range)."""
+        check_field_types(self)
+        for name, (low, high) in INT_BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                raise ConfigError(f"{name} must be in [{low}, {high}], got {value}")
         if not self.data:
             raise ConfigError("no dataset given: set `data` to a folder, .zip or .csv")
         if not self.backbone:
             raise ConfigError("no backbone given")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        # Finite is checked above; a huge rate is allowed (a diverging loss stops the run and says so).
         if not self.lr > 0:
-            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+            raise ConfigError(f"learning rate (lr) must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum <= 1:
+            raise ConfigError(f"momentum must be in [0, 1], got {self.momentum}")
+        if not self.gamma > 0:
+            raise ConfigError(f"gamma must be > 0, got {self.gamma}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.scheduler not in SCHEDULERS:
@@ -156,18 +222,12 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if not 0.0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
-        if self.image_size is not None and not 16 <= self.image_size <= 1024:
-            raise ConfigError(f"image_size must be in [16, 1024], got {self.image_size}")
-        if self.freeze_epochs < 0:
-            raise ConfigError(f"freeze_epochs must be >= 0, got {self.freeze_epochs}")
-        if self.feature_cache_views < 1:
-            raise ConfigError(f"feature_cache_views must be >= 1, got {self.feature_cache_views}")
-        if self.step_size < 1:
-            raise ConfigError(f"step_size must be >= 1, got {self.step_size}")
-        if self.early_stopping_patience < 0:
-            raise ConfigError("early_stopping_patience must be >= 0")
-        if self.num_workers < 0:
-            raise ConfigError("num_workers must be >= 0")
+        # More loader processes than cores only thrash the machine (and every other user of it).
+        cores = os.cpu_count() or 1
+        if not 0 <= self.num_workers <= cores:
+            raise ConfigError(f"num_workers must be in [0, {cores}] (the CPU cores here), got {self.num_workers}")
+        if len(self.run_name) > 100:
+            raise ConfigError(f"run_name is too long ({len(self.run_name)} characters, at most 100)")
         spec = self.train_groups.strip()
         if not spec:
             raise ConfigError("train_groups is empty: use 'head', 'all', 'last:N' or group names")
@@ -191,17 +251,23 @@ class TrainConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        values = dict(raw)
-        aug = values.pop("aug", None)
-        if isinstance(aug, dict):
-            aug_known = {f.name for f in dataclasses.fields(AugConfig)}
-            bad = sorted(set(aug) - aug_known)
-            if bad:
-                raise ConfigError(f"unknown augmentation keys: {', '.join(bad)}")
-            values["aug"] = AugConfig(**aug)
-        elif isinstance(aug, AugConfig):
-            values["aug"] = aug
-        return cls(**values)
+        values = _whole_numbers(cls, raw)
+        if "aug" in values:
+            aug = values.pop("aug")
+            if isinstance(aug, dict):
+                aug_known = {f.name for f in dataclasses.fields(AugConfig)}
+                bad = sorted(set(aug) - aug_known)
+                if bad:
+                    raise ConfigError(f"unknown augmentation keys: {', '.join(bad)}")
+                values["aug"] = AugConfig(**_whole_numbers(AugConfig, aug))
+            elif isinstance(aug, AugConfig):
+                values["aug"] = aug
+            else:
+                raise _type_error("aug", "an object of augmentation settings", aug)
+        config = cls(**values)
+        check_field_types(config)
+        check_field_types(config.aug)
+        return config
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -210,21 +276,37 @@ class TrainConfig:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> TrainConfig:
-        """Parse JSON text, or read it from a file path."""
-        text = str(text_or_path)
+    def from_json(cls, text: str) -> TrainConfig:
+        """Parse JSON text, never a path: text from a client must not make the server read its files.
+
+        Use `from_file` for a path the operator gave (the CLI's --config, a run folder's config.json).
+        """
+        if not isinstance(text, str):
+            raise _type_error("config", "JSON text", text)
+        if len(text) > MAX_CONFIG_CHARS:
+            raise ConfigError(f"config is too long ({len(text)} characters, at most {MAX_CONFIG_CHARS})")
         if not text.lstrip().startswith("{"):
-            path = Path(text)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            text = path.read_text()
+            raise ConfigError("config must be JSON text of an object ({...}), not a file name")
         try:
             raw = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ConfigError(f"config is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError("config JSON must be an object")
         return cls.from_dict(raw)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a TrainConfig JSON file (for paths the operator chose, never for client input)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        if path.stat().st_size > MAX_CONFIG_CHARS:
+            raise ConfigError(f"config file {path} is too large (at most {MAX_CONFIG_CHARS} bytes)")
+        try:
+            return cls.from_json(path.read_text(encoding="utf-8", errors="replace"))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

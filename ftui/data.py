@@ -31,6 +31,13 @@ _CSV_PATH_COLUMNS = ("path", "file", "filename", "filepath", "file_path", "image
 _CSV_LABEL_COLUMNS = ("label", "class", "category", "target")
 MAX_ZIP_FILES = 100_000
 MAX_ZIP_BYTES = 4 * 1024**3
+# A zip may unpack to at most this many times its own size (but always to MIN_BOMB_BYTES).
+MAX_ZIP_RATIO = 100
+MIN_BOMB_BYTES = 64 * 1024**2
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 _EXTRACTED_MARKER = ".ftui-extracted.json"
 
 Progress = Callable[[float, str], None]
@@ -125,18 +132,26 @@ def load_dataset(
     progress: Progress | None = None,
     allowed_root: str | Path | None = None,
     workers: int | None = None,
+    extract_limit: int | None = None,
 ) -> Dataset:
-    """Find, judge and split the images of a folder, .zip or .csv dataset; raise DatasetError if unusable."""
+    """Find, judge and split the images of a folder, .zip or .csv dataset; raise DatasetError if unusable.
+
+    `allowed_root` confines what a folder's links and a CSV's paths may reach; `extract_limit` caps the bytes
+    a zip may unpack to (the app passes what is left of its work-dir quota).
+    """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     path = Path(source).expanduser()
     if not str(source).strip() or not path.exists():
         raise DatasetError(f"dataset not found: {str(source)!r}; give a folder, a .zip or a .csv file")
     skipped: list[Skipped] = []
+    # A server that confines reads to allowed_root must not follow a link in the dataset out of it.
+    confine = Path(allowed_root).expanduser().resolve() if allowed_root else None
     if path.is_dir():
-        root, candidates, layout_skips, class_folders = _scan_folder(path)
+        root, candidates, layout_skips, class_folders = _scan_folder(path, confine)
     elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-        extracted = _extract_cached(path, workdir, skipped)
+        limit = MAX_ZIP_BYTES if extract_limit is None else min(MAX_ZIP_BYTES, extract_limit)
+        extracted = _extract_cached(path, workdir, skipped, limit)
         root, candidates, layout_skips, class_folders = _scan_folder(extracted)
     elif path.suffix.lower() == ".csv":
         root, candidates, layout_skips = _read_csv(path, allowed_root)
@@ -262,13 +277,37 @@ def _visible(folder: Path) -> tuple[list[Path], list[Path]]:
     return dirs, files
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every visible file below `folder`, in sorted order."""
+LINK_OUTSIDE = "link to outside the allowed folder, not followed"
+
+
+def _inside(path: Path, confine: Path | None) -> bool:
+    """True when `path`, links resolved, stays inside `confine` (always True without a confinement)."""
+    if confine is None:
+        return True
+    try:
+        return path.resolve().is_relative_to(confine)
+    except (OSError, RuntimeError):
+        return False
+
+
+def _split_escaping(paths: list[Path], confine: Path | None, skipped: list[Skipped]) -> list[Path]:
+    """The paths that stay inside `confine`; each one that leaves it is listed as skipped (its contents never)."""
+    kept = []
+    for p in paths:
+        if _inside(p, confine):
+            kept.append(p)
+        else:
+            skipped.append(Skipped(str(p), LINK_OUTSIDE))
+    return kept
+
+
+def _files_under(folder: Path, confine: Path | None = None, skipped: list[Skipped] | None = None) -> list[Path]:
+    """Every visible file below `folder`, in sorted order (os.walk never descends into linked folders)."""
     found = []
     for current, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not is_ignored(d))
         found += [Path(current) / f for f in sorted(files) if not is_ignored(f)]
-    return found
+    return _split_escaping(found, confine, skipped if skipped is not None else [])
 
 
 def _unwrap(folder: Path) -> Path:
@@ -281,10 +320,14 @@ def _unwrap(folder: Path) -> Path:
     return folder
 
 
-def _scan_folder(folder: Path) -> tuple[Path, list[_Candidate], list[Skipped], dict[str | None, list[str]]]:
+def _scan_folder(folder: Path, confine: Path | None = None,
+                 ) -> tuple[Path, list[_Candidate], list[Skipped], dict[str | None, list[str]]]:
     """Candidates of a class-folder or train/val[/test] layout; returns (root, candidates, skips, classes)."""
     root = _unwrap(folder.resolve())
-    dirs, files = _visible(root)
+    if not _inside(root, confine):
+        raise DatasetError(f"{folder} leads outside the folders this server may read")
+    skipped: list[Skipped] = []
+    dirs, files = (_split_escaping(found, confine, skipped) for found in _visible(root))
     by_split: dict[str, Path] = {}
     for d in dirs:
         split = _SPLIT_NAMES.get(d.name.lower())
@@ -299,21 +342,22 @@ def _scan_folder(folder: Path) -> tuple[Path, list[_Candidate], list[Skipped], d
         raise DatasetError(f"no class folders in {root}: put images in one subfolder per class "
                            "(e.g. cats/, dogs/), or train/ and val/ folders of class subfolders")
     candidates: list[_Candidate] = []
-    skipped: list[Skipped] = []
     class_folders: dict[str | None, list[str]] = {}
     if by_split:
         for split, split_dir in by_split.items():
-            class_dirs, loose = _visible(split_dir)
+            class_dirs, loose = (_split_escaping(found, confine, skipped) for found in _visible(split_dir))
             class_folders[split] = [d.name for d in class_dirs]
             skipped += [Skipped(str(f), "not inside a class folder") for f in loose]
             for class_dir in class_dirs:
-                candidates += [_Candidate(p, class_dir.name, split) for p in _files_under(class_dir)]
+                candidates += [_Candidate(p, class_dir.name, split)
+                               for p in _files_under(class_dir, confine, skipped)]
         outside = [d for d in dirs if d not in by_split.values()]
-        skipped += [Skipped(str(f), "not under train/, val/ or test/") for d in outside for f in _files_under(d)]
+        skipped += [Skipped(str(f), "not under train/, val/ or test/") for d in outside
+                    for f in _files_under(d, confine, skipped)]
     else:
         class_folders[None] = [d.name for d in dirs]
         for class_dir in dirs:
-            candidates += [_Candidate(p, class_dir.name, None) for p in _files_under(class_dir)]
+            candidates += [_Candidate(p, class_dir.name, None) for p in _files_under(class_dir, confine, skipped)]
     skipped += [Skipped(str(f), "not inside a class folder") for f in files]
     return root, candidates, skipped, class_folders
 
@@ -370,7 +414,8 @@ def _read_csv(csv_path: Path, allowed_root: str | Path | None) -> tuple[Path, li
 
 
 # --- zip ---------------------------------------------------------------------------------------------------
-def _extract_cached(zip_path: Path, workdir: str | Path | None, skipped: list[Skipped]) -> Path:
+def _extract_cached(zip_path: Path, workdir: str | Path | None, skipped: list[Skipped],
+                    max_bytes: int = MAX_ZIP_BYTES) -> Path:
     """Extract once per zip file version into workdir; later loads of the same file reuse the folder."""
     info = zip_path.stat()
     key = hashlib.sha1(f"{zip_path.resolve()}|{info.st_size}|{info.st_mtime_ns}".encode()).hexdigest()[:12]
@@ -384,7 +429,7 @@ def _extract_cached(zip_path: Path, workdir: str | Path | None, skipped: list[Sk
     partial = Path(tempfile.mkdtemp(dir=base, prefix=f".{zip_path.stem}-partial-"))
     try:
         mine: list[Skipped] = []
-        safe_extract_zip(zip_path, partial, skipped=mine)
+        safe_extract_zip(zip_path, partial, max_bytes=max_bytes, skipped=mine)
         (partial / _EXTRACTED_MARKER).write_text(json.dumps({"skipped": [[s.path, s.reason] for s in mine]}))
         try:
             partial.rename(target)
@@ -409,9 +454,12 @@ def safe_extract_zip(
     """Extract a zip into `target` without letting any entry escape it; unsafe entries go to `skipped`.
 
     Absolute paths, `..`, symlinks and encrypted entries are not extracted; hidden files, `__MACOSX` and
-    `.DS_Store` are ignored. Too many files or too many bytes in all raise DatasetError. Returns target.
+    `.DS_Store` are ignored. Too many files, too many bytes in all or a zip-bomb ratio (bytes really
+    written, never the sizes the archive declares) raise DatasetError and leave nothing behind. Returns target.
     """
     zip_path, target = Path(zip_path), Path(target)
+    # Photos barely compress; far more out than in is a decompression bomb, whatever the headers claim.
+    max_bytes = min(max_bytes, max(MIN_BOMB_BYTES, MAX_ZIP_RATIO * zip_path.stat().st_size))
     skipped = skipped if skipped is not None else []
     try:
         archive = zipfile.ZipFile(zip_path)
@@ -425,8 +473,8 @@ def safe_extract_zip(
             raise DatasetError(f"{zip_path.name} holds {len(entries)} files, more than the limit of {max_files}")
         declared = sum(e.file_size for e in entries)
         if declared > max_bytes:
-            raise DatasetError(f"{zip_path.name} unpacks to {declared / 2**30:.1f} GiB, more than the limit of "
-                               f"{max_bytes / 2**30:.1f} GiB")
+            raise DatasetError(f"{zip_path.name} unpacks to {_size(declared)}, more than the limit of "
+                               f"{_size(max_bytes)}")
         written = 0
         for entry in entries:
             name = entry.filename.replace("\\", "/")
@@ -448,8 +496,10 @@ def safe_extract_zip(
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
                         if written > max_bytes:
-                            raise DatasetError(f"{zip_path.name} unpacks to more than the limit of "
-                                               f"{max_bytes / 2**30:.1f} GiB")
+                            raise DatasetError(f"{zip_path.name} unpacks to more than {_size(max_bytes)} (the "
+                                               f"limit: at most {MAX_ZIP_RATIO}x the zip's size, "
+                                               f"{_size(MAX_ZIP_BYTES)} in all, and the app's work-dir "
+                                               "quota): extraction stopped")
                         out.write(chunk)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
                 if isinstance(exc, DatasetError):

@@ -44,7 +44,7 @@ def run_training(
     User errors before training (bad data, weights, config) raise; failures inside training come back
     as a FitResult with status "failed".
     """
-    from ftui.backbones import build, layer_groups
+    from ftui.backbones import build, build_with_report, layer_groups
     from ftui.data import class_size_warnings, load_dataset
 
     config.validate()
@@ -73,8 +73,9 @@ def run_training(
         progress("building model")
         # Seed before building so the new head's initial weights are reproducible too.
         seed_everything(config.seed)
-        model = build(config.backbone, len(dataset.classes), weights=config.weights,
-                      progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
+        model, weights_report = build_with_report(
+            config.backbone, len(dataset.classes), weights=config.weights,
+            progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
         groups = layer_groups(model, config.backbone)
     except Exception as exc:  # recorded in status.json, then re-raised for the caller
         folder.update_status(status="failed", message=describe_exception(exc, config),
@@ -91,6 +92,9 @@ def run_training(
         folder.update_status(status="failed", message=describe_exception(exc, config),
                              seconds=round(time.time() - started, 2))
         raise
+    # What the weights file gave (every skipped or mismatched tensor): in the job's notes, the CLI prints it.
+    if config.weights not in ("none", "imagenet") and weights_report.message:
+        result.notes.insert(0, f"weights: {weights_report.message}")
     if result.status == "done":
         progress("evaluating")
         try:

@@ -6,11 +6,14 @@ evaluation.json. Checkpoints hold tensors and plain types only, so `torch.load(w
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import pickle
 import re
 import secrets
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +31,10 @@ RUN_COLUMNS = ["id", "backbone", "status", "best_val_acc", "epochs", "started", 
 
 class RunError(ValueError):
     """A run folder that is missing, incomplete or cannot be created."""
+
+
+class DiskFullError(RunError):
+    """A write failed because the disk (or a quota, or a file-size limit) is full; names the file."""
 
 
 def new_run_id(backbone: str, name: str = "", now: float | None = None) -> str:
@@ -48,25 +55,70 @@ def write_json_atomic(path: Path, data: Any) -> None:
     _atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, default=str).encode() + b"\n"))
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write bytes through a temp file and os.replace (readers never see half a file)."""
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for the OSErrors of a full disk, a quota or a file-size limit."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder; on any failure the temp file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if disk_full(exc):
+            raise DiskFullError(f"disk full while writing {path}") from None
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if disk_full(exc):
+            raise DiskFullError(f"disk full while writing {path}") from None
         raise
+
+
+def remove_temp_files(folder: Path) -> None:
+    """Delete the temp files interrupted atomic writes left behind (`.<name>.<random>.tmp`)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _alive(status: dict[str, Any]) -> bool:
+    """True when the process that wrote this status.json still runs (same host, pid alive)."""
+    pid, host = status.get("pid"), status.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """state_dict (on CPU) + plain metadata, written atomically (a crash never leaves half a checkpoint)."""
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     payload = {"state_dict": state, **meta}
-    _atomic_write(Path(path), lambda f: torch.save(payload, f))
+    # Serialised in memory first: torch.save writing to a full disk fails with a cryptic C++ "enforce fail";
+    # a plain write fails with ENOSPC, which becomes "disk full while writing <file>".
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    _atomic_write(Path(path), lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -162,9 +214,31 @@ class RunStore:
             raise RunError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
         folder = RunFolder(path)
         folder.write_config(config)
+        # pid + host let a restarted app tell a run still training elsewhere from one whose process died.
         folder.update_status(status="created", backbone=config.backbone, epochs=config.epochs,
-                             started=time.strftime("%Y-%m-%d %H:%M:%S"))
+                             started=time.strftime("%Y-%m-%d %H:%M:%S"), pid=os.getpid(),
+                             host=socket.gethostname())
         return folder
+
+    def mark_interrupted(self) -> list[str]:
+        """Mark runs left "created"/"running" by a process that no longer lives as "interrupted".
+
+        Called when the app starts: a kill -9 or power cut leaves status.json saying "running" forever.
+        Leftover temp files of interrupted writes are removed. Returns the ids marked.
+        """
+        marked = []
+        if not self.root.is_dir():
+            return marked
+        for path in sorted(self.root.iterdir()):
+            folder = RunFolder(path)
+            status = folder.read_status() if (path / "status.json").is_file() else {}
+            if status.get("status") not in ("created", "running") or _alive(status):
+                continue
+            remove_temp_files(path)
+            folder.update_status(status="interrupted", message="the process training this run ended without "
+                                 "finishing it (killed or crashed); resume it from last.pt")
+            marked.append(path.name)
+        return marked
 
     def folder(self, run: str | Path) -> RunFolder:
         """A run by id (under root) or by path; RunError when there is no run there."""
@@ -230,7 +304,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     if not (folder.path / "config.json").is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.json)")
     try:
-        config = TrainConfig.from_json(folder.path / "config.json")
+        config = TrainConfig.from_file(folder.path / "config.json")
     except ConfigError as exc:
         raise RunError(f"{run_dir}/config.json: {exc}") from None
     candidates = [folder.best_path, folder.last_path] if which == "best" else [folder.last_path]

@@ -200,8 +200,9 @@ def _describe(report: WeightsReport, name: str) -> str:
     return "; ".join(parts)
 
 
-def _short(keys: list[str], n: int = 5) -> str:
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+def _short(keys: list[str]) -> str:
+    """Every key: a report that hides some mismatches hides the one that matters."""
+    return ", ".join(keys)
 
 
 def load_weights(model: nn.Module, name: str, source: str, progress: Progress | None = None) -> WeightsReport:

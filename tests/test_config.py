@@ -7,7 +7,7 @@ def test_train_config_round_trips_through_json(tmp_path):
     cfg = TrainConfig(data="x", backbone="resnet18", epochs=3, aug=AugConfig(vflip=True, hue=0.1))
     path = tmp_path / "run.json"
     cfg.to_json(path)
-    again = TrainConfig.from_json(path)
+    again = TrainConfig.from_file(path)
     assert again == cfg
     assert isinstance(again.aug, AugConfig) and again.aug.vflip is True
 

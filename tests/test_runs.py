@@ -21,7 +21,7 @@ def test_create_writes_config_and_status_and_refuses_a_non_empty_folder(tmp_path
     store = RunStore(tmp_path / "runs")
     config = TrainConfig(data="d", backbone="resnet18")
     folder = store.create(config)
-    assert TrainConfig.from_json(folder.path / "config.json") == config
+    assert TrainConfig.from_file(folder.path / "config.json") == config
     assert folder.read_status()["status"] == "created"
     explicit = store.create(config, run_dir=tmp_path / "mine")
     assert explicit.path == tmp_path / "mine"

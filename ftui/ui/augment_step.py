@@ -12,6 +12,7 @@ import gradio as gr
 
 from ftui.config import AugConfig, ConfigError
 from ftui.ui.context import AppContext
+from ftui.ui.guard import number
 
 # field -> (label, minimum, maximum, step) for the strength sliders; booleans become checkboxes.
 SLIDERS = {
@@ -39,6 +40,8 @@ SECTIONS = [
 ]
 FIELDS = [f.name for f in dataclasses.fields(AugConfig)]
 MAX_CHOICES = 40
+MAX_DRAWS = 16
+PREVIEW_SIZES = (16, 1024)  # the same range TrainConfig.image_size allows
 
 
 @dataclass
@@ -127,10 +130,18 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
                 source_path: str, fraction: float):
         """n augmented versions of one training image under the given AugConfig JSON."""
         try:
-            aug = AugConfig(**json.loads(aug_settings))
+            # Bounded here, whoever calls: one call with size 20000 once took 6 GB of memory.
+            n_draws = number("draws", n_draws, 1, MAX_DRAWS)
+            size = number("size", size, *PREVIEW_SIZES)
+            seed_value = number("seed", seed_value, 0, 2**32 - 1)
+            index = number("image_index", image_index or 0, 0, 10**9)
+            raw = json.loads(aug_settings) if isinstance(aug_settings, str) and len(aug_settings) < 10_000 else None
+            if not isinstance(raw, dict):
+                raise ConfigError("aug_settings must be a JSON object of augmentation settings")
+            aug = AugConfig(**raw)
             aug.validate()
             dataset = dataset_fn(source_path, fraction)
-            return preview_images(dataset, aug, int(image_index or 0), n_draws, seed_value, size), ""
+            return preview_images(dataset, aug, index, n_draws, seed_value, size), ""
         except (ValueError, TypeError) as exc:
             return gr.skip(), f"**Cannot preview:** {exc}"
 

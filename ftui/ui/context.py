@@ -30,6 +30,10 @@ class AppSettings:
     demo_backbone: str = "resnet18"
     demo_image_size: int = 64
     demo_epochs: int = 5
+    # Limits for a shared server (flags --max-upload and --work-quota): one uploaded file, and everything
+    # uploads and extracted zips may take under the work dir.
+    max_upload_bytes: int = 1024**3
+    work_quota_bytes: int = 20 * 1024**3
 
 
 class LRU:
@@ -62,11 +66,16 @@ class AppContext:
     def __init__(self, settings: AppSettings) -> None:
         from ftui.jobs import JobManager
         from ftui.runs import RunStore
+        from ftui.ui.guard import Grants
 
         self.settings = settings
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
         settings.workdir.mkdir(parents=True, exist_ok=True)
         self.store = RunStore(settings.runs_dir)
+        # Runs a killed app left "running" have no job any more: say so instead of "running" forever.
+        self.store.mark_interrupted()
+        # Which uploads each session may use: one client's files are never loadable by another.
+        self.grants = Grants()
         self.jobs = JobManager(runs_dir=settings.runs_dir, gpus=settings.gpus)
         self.datasets = LRU(8)
         self.structures = LRU(16)
@@ -88,6 +97,21 @@ class AppContext:
 
                 self._demo = Path(demo.ensure_demo_dataset(self.settings.workdir / "demo"))
             return self._demo
+
+    def quota_left(self) -> int:
+        """Bytes uploads and extracted zips may still take under the work dir's uploads folder."""
+        from ftui.ui.guard import folder_bytes
+
+        used = folder_bytes(self.uploads_dir) if self.uploads_dir.is_dir() else 0
+        return max(0, self.settings.work_quota_bytes - used)
+
+    def readable(self, path: str | Path, session: str | None) -> bool:
+        """May this session read `path`: the demo, under --data-root, or something it uploaded itself."""
+        if is_inside(path, self.settings.workdir / "demo"):
+            return True
+        if self.settings.data_root is not None and is_inside(path, self.settings.data_root):
+            return True
+        return self.grants.allows(session, path)
 
     def dataset_roots(self) -> list[Path]:
         """Folders a dataset's files may come from: the data root, uploads, the demo."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ import pandas as pd
 from ftui.ui.charts import counts_frame
 from ftui.ui.context import AppContext
 from ftui.ui.folder_picker import folder_picker
-from ftui.ui.paths import is_inside, resolve_under
+from ftui.ui.guard import number, session_of
+from ftui.ui.paths import PathNotAllowedError, is_inside, resolve_under
 from ftui.ui.uploads import (
     MAX_FILES,
+    UploadError,
     dataset_source,
     materialize_files,
     materialize_tree,
@@ -48,9 +51,12 @@ def load(ctx: AppContext, source: str | Path, val_fraction: float, seed: int = 0
     cached = ctx.datasets.get(key)
     if cached is not None:
         return cached
-    # Zips extract once into the work dir (keyed by file), not into the system temp folder.
+    # Zips extract once into the work dir (keyed by file), not into the system temp folder, within its quota;
+    # a folder's links may not lead out of the allowed folder the dataset lies in.
+    confine = next((root for root in ctx.dataset_roots() if is_inside(source, root)), None)
     dataset = load_dataset(str(source), val_fraction=float(val_fraction), seed=int(seed),
-                           workdir=ctx.uploads_dir / "unzipped", progress=progress)
+                           workdir=ctx.uploads_dir / "unzipped", progress=progress, allowed_root=confine,
+                           extract_limit=ctx.quota_left())
     ctx.check_dataset_files(dataset)
     return ctx.datasets.put(key, dataset)
 
@@ -65,15 +71,17 @@ def training_source(dataset: Any, source: Path) -> str:
     return dataset.root if str(source).lower().endswith(".zip") else str(source)
 
 
-def resolve_source(ctx: AppContext, source: str) -> Path:
-    """"demo" (or empty) is the built-in dataset; anything else must be a path under --data-root."""
-    text = (source or "").strip()
+def resolve_source(ctx: AppContext, source: str, session: str | None = None) -> Path:
+    """"demo" (or empty) is the built-in dataset; else a path under --data-root, or this session's own upload."""
+    if not isinstance(source, str) or len(source) > 4096:
+        raise PathNotAllowedError("source_path must be a path of at most 4096 characters")
+    text = source.strip()
     if text.lower() in ("", "demo"):
         return ctx.demo_source()
-    for trusted in (ctx.settings.workdir / "demo", ctx.uploads_dir):
-        # Sources this app created itself (a previous upload, the demo) are always readable.
-        if Path(text).is_absolute() and Path(text).exists() and is_inside(text, trusted):
-            return Path(text).resolve()
+    # The demo and what this session uploaded itself are readable; another session's upload never is.
+    if Path(text).is_absolute() and Path(text).exists() and ctx.readable(text, session) and \
+            not (ctx.settings.data_root is not None and is_inside(text, ctx.settings.data_root)):
+        return Path(text).resolve()
     roots = [ctx.settings.data_root] if ctx.settings.data_root is not None else []
     return resolve_under(text, roots, what="dataset path")
 
@@ -133,6 +141,34 @@ def show(ctx: AppContext, source: Path, val_fraction: float, progress: Any = Non
             thumbnails(dataset), dataset.skipped_table())
 
 
+def check_quota(ctx: AppContext, server_paths: list[str]) -> None:
+    """Refuse an upload that would take the work dir over its quota (--work-quota)."""
+    size = 0
+    for path in server_paths:
+        try:
+            size += Path(path).stat().st_size if path else 0
+        except OSError:
+            continue
+    left = ctx.quota_left()
+    if size > left:
+        raise UploadError(f"the upload needs {size / 2**20:.0f} MiB but only {left / 2**20:.0f} MiB of this "
+                          "server's upload space (--work-quota) is left")
+
+
+def uploaded(ctx: AppContext, run: Any, session: str | None, val_fraction: Any) -> tuple:
+    """Run an upload handler in a fresh folder granted to this session only; a failed upload leaves nothing."""
+    number("val_fraction", val_fraction, 0.01, 0.99, whole=False)
+    dest = new_upload_dir(ctx.settings.workdir)
+    try:
+        outputs = run(dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    ctx.grants.grant(session, dest)
+    ctx.grants.grant(session, outputs[0])  # an extracted zip lives in its own folder
+    return outputs
+
+
 def build(ctx: AppContext) -> DataView:
     """Lay out the Data step and wire its events."""
     demo_path = str(ctx.demo_source())
@@ -186,24 +222,26 @@ def build(ctx: AppContext) -> DataView:
         except ValueError as exc:
             return (*(gr.skip() for _ in outputs[:-1]), f"**Could not load the data:** {exc}")
 
-    def load_data(source_path: str, val_fraction: float, progress=PROGRESS):
+    def load_data(source_path: str, val_fraction: float, request: gr.Request, progress=PROGRESS):
         """Load a dataset by path: "demo", or a folder/.zip/.csv under --data-root."""
-        return finish(lambda: show(ctx, resolve_source(ctx, source_path), val_fraction, progress))
+        return finish(lambda: show(ctx, resolve_source(ctx, source_path, session_of(request)),
+                                   number("val_fraction", val_fraction, 0.01, 0.99, whole=False), progress))
 
-    def upload_folder(manifest: str, val_fraction: float, progress=PROGRESS):
+    def upload_folder(manifest: str, val_fraction: float, request: gr.Request, progress=PROGRESS):
         """Rebuild a folder picked in the browser (relative paths kept) and load it."""
-        def run():
+        def run(dest: Path):
             pairs = parse_manifest(manifest)
-            root, _failed = materialize_tree(pairs, new_upload_dir(ctx.settings.workdir), gr.utils.get_upload_folder())
+            check_quota(ctx, [server for _, server in pairs])
+            root, _failed = materialize_tree(pairs, dest, gr.utils.get_upload_folder())
             return show(ctx, dataset_source(root), val_fraction, progress)
-        return finish(run)
+        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
 
-    def upload_data(files: list[str] | None, val_fraction: float, progress=PROGRESS):
+    def upload_data(files: list[str] | None, val_fraction: float, request: gr.Request, progress=PROGRESS):
         """Load uploaded files: one .zip, or a CSV plus its images."""
-        def run():
-            return show(ctx, materialize_files(list(files or []), new_upload_dir(ctx.settings.workdir)),
-                        val_fraction, progress)
-        return finish(run)
+        def run(dest: Path):
+            check_quota(ctx, list(files or []))
+            return show(ctx, materialize_files(list(files or []), dest), val_fraction, progress)
+        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
 
     demo_choice = gr.Textbox("demo", visible=False)
     # Named endpoints first: a private listener of the same function would otherwise take the plain name.

@@ -70,11 +70,31 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
     return demo, ctx
 
 
+def blocked_paths(settings: AppSettings) -> list[str]:
+    """The runs and work folders, unless one holds what Gradio must serve (its upload folder, the assets)."""
+    from ftui.ui.paths import is_inside
+
+    needed = [Path(gr.utils.get_upload_folder()), ASSETS]
+    folders = [settings.runs_dir.resolve(), settings.workdir.resolve()]
+    return [str(f) for f in folders if not any(is_inside(n, f) for n in needed)]
+
+
 def launch_options(settings: AppSettings) -> dict:
-    """Theme, CSS and the only folders Gradio may serve files from (runs for downloads, assets)."""
+    """Theme, CSS, what Gradio may serve (the assets only), the upload size limit and login throttling.
+
+    The runs folder is not served: its config.json files name other clients' uploads. Downloads are private
+    copies made per response (guard.private_download); the work dir (uploads, demo) is blocked outright.
+    """
+    from starlette.middleware import Middleware
+
+    from ftui.ui.guard import LoginThrottle
+
     css = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""
     return {
         "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate"),
         "css": css,
-        "allowed_paths": [str(settings.runs_dir.resolve()), str(ASSETS)],
+        "allowed_paths": [str(ASSETS)],
+        "blocked_paths": blocked_paths(settings),
+        "max_file_size": settings.max_upload_bytes,
+        "app_kwargs": {"middleware": [Middleware(LoginThrottle)]},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,12 @@ import pandas as pd
 
 from ftui.ui.charts import confusion_html
 from ftui.ui.context import AppContext
-from ftui.ui.paths import is_inside
+from ftui.runs import write_bytes_atomic
+from ftui.ui.guard import InputError, number, private_download, session_of
 
 MISTAKES_SHOWN = 24
+MAX_TOP_K = 100
+MAX_PREDICT_FILES = 256
 THUMB = 128
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
@@ -67,13 +71,14 @@ def _thumb(path: str):
     return image
 
 
-def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame) -> list[tuple[Any, str]]:
-    """The worst mistakes as (thumbnail, "true → predicted (confidence)")."""
+def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None) -> list[tuple[Any, str]]:
+    """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see."""
     from ftui.images import ImageError
 
     out = []
     for row in mistakes.head(MISTAKES_SHOWN).itertuples():
-        if not any(is_inside(row.path, root) for root in ctx.dataset_roots()):
+        # Another client's run may have trained on its own upload: those images are not shown to others.
+        if not ctx.readable(row.path, session):
             continue
         try:
             out.append((_thumb(row.path), f"{row.true} → {row.predicted} ({row.confidence:.0%})"))
@@ -82,7 +87,7 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame) -> list[tuple[Any, 
     return out
 
 
-def evaluation_outputs(ctx: AppContext, result: dict[str, Any]) -> tuple:
+def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None) -> tuple:
     """Markdown, per-class table, confusion matrix and mistakes gallery from an Evaluation dict."""
     per_class = pd.DataFrame(result["per_class"])
     mistakes = pd.DataFrame(result["mistakes"], columns=["path", "true", "predicted", "confidence", "loss"])
@@ -95,7 +100,8 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any]) -> tuple:
                f"{wrong} misclassified")
     for line in result.get("warnings", []):
         summary += f"\n\n⚠ {line}"
-    return summary, per_class, confusion_html(result["confusion"], result["classes"]), mistake_gallery(ctx, mistakes)
+    return (summary, per_class, confusion_html(result["confusion"], result["classes"]),
+            mistake_gallery(ctx, mistakes, session))
 
 
 def build_evaluate(ctx: AppContext) -> gr.Dropdown:
@@ -116,7 +122,7 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
     gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence)", columns=8, height=300,
                          object_fit="cover")
 
-    def evaluate(run_id: str, split_name: str, progress=PROGRESS):
+    def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
         from ftui.evaluate import evaluate as run_evaluation
 
@@ -133,7 +139,7 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
                 result = run_evaluation(predictor(ctx, run_id).run, split=split_name).to_dict()
         except (ValueError, OSError) as exc:
             return f"**Could not evaluate:** {exc}", *([gr.skip()] * 4)
-        return "", *evaluation_outputs(ctx, result)
+        return "", *evaluation_outputs(ctx, result, session_of(request))
 
     outputs = [error, summary, table, confusion, gallery]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
@@ -178,6 +184,9 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
         if not paths:
             return "**Add at least one image.**", *([gr.skip()] * 5)
         try:
+            k = number("k", k, 1, MAX_TOP_K)
+            if len(paths) > MAX_PREDICT_FILES:
+                raise InputError(f"files: at most {MAX_PREDICT_FILES} images per call, got {len(paths)}")
             progress(0.1, desc="Loading the model...")
             model = predictor(ctx, run_id)
             progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
@@ -188,14 +197,16 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
         except ValueError as exc:
             return f"**Could not predict:** {exc}", *([gr.skip()] * 5)
         table["path"] = [Path(p).name for p in paths]
-        # Under the run's own folder: the runs dir is the only place the app serves downloads from.
-        out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-        out.parent.mkdir(exist_ok=True)
-        table.to_csv(out, index=False)
+        # A unique name written atomically: parallel calls never share (and truncate) one file.
+        out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
+        write_bytes_atomic(out, table.to_csv(index=False).encode())
         thumbs = [(_thumb(p), f"{top[0][0]} ({top[0][1]:.0%})") for p, top in zip(paths, results)]
         checkpoint = model.run.path / f"{model.run.checkpoint}.pt"
+        # Each response gets private copies; the runs folder itself is never served.
+        upload_folder = gr.utils.get_upload_folder()
         return ("", {name: prob for name, prob in results[0]}, thumbs, table,
-                gr.update(value=str(out), visible=True), gr.update(value=str(checkpoint), visible=True))
+                gr.update(value=private_download(out, upload_folder), visible=True),
+                gr.update(value=private_download(checkpoint, upload_folder), visible=True))
 
     def on_run(run_id: str):
         if not run_id:
@@ -205,7 +216,9 @@ def build_predict(ctx: AppContext) -> gr.Dropdown:
         except ValueError:
             return gr.update(visible=False)
         path = folder.best_path if folder.best_path.is_file() else folder.last_path
-        return gr.update(value=str(path), visible=path.is_file())
+        if not path.is_file():
+            return gr.update(visible=False)
+        return gr.update(value=private_download(path, gr.utils.get_upload_folder()), visible=True)
 
     outputs = [error, label, gallery, table, csv_file, model_file]
     button.click(predict, [run, images, top_k], outputs, api_name="predict", concurrency_id="heavy")

@@ -11,7 +11,6 @@ import json
 import math
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -21,6 +20,7 @@ from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainCon
 from ftui.stats import wilson_interval
 from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, progress_html
 from ftui.ui.context import AppContext
+from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
@@ -43,13 +43,18 @@ class TrainView:
     attach: Any
 
 
-def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_path: str) -> str:
-    """TrainConfig.weights from the Model step's choice; a file must be an upload or under --data-root."""
+def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_path: str,
+                   session: str | None = None) -> str:
+    """TrainConfig.weights from the Model step's choice; a file must be an upload or under --data-root.
+
+    An uploaded file is granted to the uploading session only: no other client can train from it.
+    """
     if choice == WEIGHTS_NONE:
         return "none"
     if choice == WEIGHTS_IMAGENET:
         return "imagenet"
     if uploaded:
+        ctx.grants.grant(session, uploaded)
         return str(uploaded)
     if server_path and server_path.strip():
         roots = [ctx.settings.data_root] if ctx.settings.data_root else []
@@ -57,13 +62,15 @@ def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_pa
     raise ConfigError("choose a weights file to upload (or pick ImageNet or random init)")
 
 
-def check_weights(ctx: AppContext, weights: str) -> None:
-    """Refuse a weights path that is neither an upload nor under --data-root (API callers included)."""
+def check_weights(ctx: AppContext, weights: str, session: str | None = None) -> None:
+    """Refuse a weights path that is neither this session's upload nor under --data-root (API callers included)."""
     if weights in ("imagenet", "none"):
         return
-    roots = [Path(gr.utils.get_upload_folder())] + ([ctx.settings.data_root] if ctx.settings.data_root else [])
-    if not any(is_inside(weights, root) for root in roots):
-        raise ConfigError(f"weights file {weights!r} is not an upload and not under --data-root")
+    mine = is_inside(weights, gr.utils.get_upload_folder()) and ctx.grants.allows(session, weights)
+    shared = ctx.settings.data_root is not None and is_inside(weights, ctx.settings.data_root)
+    if not (mine or shared):
+        raise ConfigError("weights must be 'imagenet', 'none', a file this session uploaded or a file under "
+                          "--data-root")
 
 
 def preset_hint(weights_choice: str, backbone: str) -> str:
@@ -285,7 +292,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     def collect_config(source_path, fraction, aug_settings, backbone, weights_choice, weights_file, weights_path,
                        image_size, groups, n_epochs, batch, opt, rate, decay, sched, recipe_name, head_epochs,
                        smoothing, weighted, amp, seed_value, patience_value, name, mom, step, gamma_value,
-                       warm, bn, cache, dev):
+                       warm, bn, cache, dev, request: gr.Request = None):
         """The form as TrainConfig JSON, or an error message."""
         from ftui.ui.model_step import structure
 
@@ -293,7 +300,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             names = [g for g, _ in structure(ctx, backbone, 2)[0]]
             config = TrainConfig(
                 data=source_path, backbone=backbone,
-                weights=weights_source(ctx, weights_choice, weights_file, weights_path),
+                weights=weights_source(ctx, weights_choice, weights_file, weights_path, session_of(request)),
                 train_groups=train_groups_spec(groups, names), aug=AugConfig(**json.loads(aug_settings)),
                 epochs=int(n_epochs or 0), batch_size=int(batch or 0), optimizer=opt, lr=float(rate or 0),
                 weight_decay=float(decay or 0), momentum=float(mom or 0), scheduler=sched,
@@ -309,7 +316,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             return "", f"**Check the settings:** {exc}"
         return config.to_json(), ""
 
-    def start_training(config: str, source_path: str, owner_token: str | None):
+    def start_training(config: str, source_path: str, owner_token: str | None, request: gr.Request = None):
         """Start a background training job from TrainConfig JSON (missing keys take their defaults).
 
         The dataset is the one this session loaded (load_data / upload_data; the demo by default).
@@ -322,18 +329,20 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             return gr.skip(), ("**Could not start training:** no owner token. Reload the page; API clients "
                                "pass `owner_token`, any private string.")
         try:
+            token(owner_token)
             cfg = TrainConfig.from_json(config)
             # The data and runs folder are the server's choice, never the caller's.
             cfg = cfg.replace(data=source_path, runs_dir=str(ctx.settings.runs_dir))
-            check_weights(ctx, cfg.weights)
+            check_weights(ctx, cfg.weights, session_of(request))
             cfg.validate()
+            owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
             job = ctx.jobs.start(cfg)
         except ValueError as exc:
             return gr.skip(), f"**Could not start training:** {exc}"
         ctx.owners[job.id] = owner_token
         return job.id, ""
 
-    def find_learning_rate(config: str, source_path: str, progress=PROGRESS):
+    def find_learning_rate(config: str, source_path: str, request: gr.Request = None, progress=PROGRESS):
         """Sweep the learning rate for TrainConfig JSON on this session's dataset; fill the lr box with the suggestion.
 
         Returns a message, the loss-vs-log10(lr) curve and the suggested learning rate.
@@ -348,7 +357,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                     "(both would compete for the CPU)."), gr.skip(), gr.skip()
         try:
             cfg = TrainConfig.from_json(config).replace(data=source_path, runs_dir=str(ctx.settings.runs_dir))
-            check_weights(ctx, cfg.weights)
+            check_weights(ctx, cfg.weights, session_of(request))
             cfg.validate()
             dataset = load(ctx, source_path, cfg.val_fraction, cfg.seed)
             result = find_lr(cfg, dataset=dataset, progress=lambda f, m: progress(f, desc=m))
@@ -388,6 +397,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         if seen == key:
             return tuple([gr.skip()] * 9) + (seen,)
         mine = ctx.owners.get(job, "") == (owner_token or "")
+        if not mine:
+            snap = public_snapshot(snap)  # no server paths, notes or error details for other clients
         fraction = fraction_done(snap)
         active = snap["status"] not in FINISHED
         finished_now = not active and (not seen or seen[0] != job or seen[1] not in FINISHED)
