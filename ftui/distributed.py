@@ -105,7 +105,7 @@ class Dist:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        return DistributedDataParallel(module, device_ids=ids)
 
 
 _CURRENT = Dist()
