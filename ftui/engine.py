@@ -246,7 +246,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        n = int((y != IGNORE).sum())
+        n = int((y != IGNORE).sum()) if self.dist.enabled else int(y.shape[0])
         if self.dist.enabled:
             # Events report the global batch, as one process would.
             loss_value, batch_correct, n = self.dist.sum([loss_value, batch_correct, n])
@@ -342,10 +342,10 @@ class Trainer:
         """(what the summed loss divides by, gradient scale): the batch size or its labels' summed class
         weights, over the whole global batch when several processes share it. DDP averages gradients over
         the ranks, so each rank's part is scaled by the world size: the sum is one process's mean loss."""
+        if not self.dist.enabled:  # no padding in one process: no mask (and no GPU sync for its size)
+            return (float(y.shape[0]) if self.class_weight is None else self.class_weight[y].sum()), 1.0
         valid = y[y != IGNORE]
         local = float(valid.shape[0]) if self.class_weight is None else float(self.class_weight[valid].sum())
-        if not self.dist.enabled:
-            return (local if self.class_weight is None else self.class_weight[valid].sum()), 1.0
         return self.dist.sum([local])[0], float(self.dist.world_size)
 
     def _sync_gradients(self, last: bool):
@@ -445,8 +445,9 @@ def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: 
     """[summed loss, correct, seen] over `source` with the module in eval mode (padding labels skipped)."""
     was_training = forward.training
     forward.eval()
-    # A BatchNorm-folded copy of the module as it is now: same outputs, faster.
-    fast = fuse_for_inference(forward)
+    # A BatchNorm-folded copy of the module as it is now: same outputs, faster on CPU. On a GPU, cuDNN's
+    # BatchNorm costs little next to tracing the model again every epoch: the module runs as it is.
+    fast = fuse_for_inference(forward) if device.type != "cuda" else forward
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     total_loss, correct, seen = 0.0, 0, 0
