@@ -43,4 +43,4 @@ def test_a_bad_value_is_a_message_not_an_exception(tmp_path):
     values = {component: component.value for component in form.values()}
     values[form["epochs"]], values[form["groups"]] = 0, ["head"]
     text, error = collect(values)
-    assert text == "" and "epochs must be >= 1" in error
+    assert text == "" and "epochs must be" in error

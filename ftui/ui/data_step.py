@@ -181,20 +181,30 @@ def uploaded(ctx: AppContext, run: Any, session: str | None, val_fraction: Any) 
     return outputs
 
 
+HELP_TEXT = ("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). The demo "
+             "dataset is selected: you can go straight to **Train**.")
+DEMO_TEXT = ("Generated textures in four classes (horizontal stripes, vertical stripes, checkerboard, dots) with "
+             "random colours: a fair task that a small net learns from scratch in under a minute on a laptop CPU, "
+             "no pretrained weights needed.")
+
+
+def _finish(run, num_outputs: int) -> tuple:
+    """Run one loader; turn its error into a message instead of a traceback."""
+    try:
+        return (*run(), "")
+    except ValueError as exc:
+        return (*(gr.skip() for _ in range(num_outputs - 1)), f"**Could not load the data:** {exc}")
+
+
 def build(ctx: AppContext) -> DataView:
     """Lay out the Data step and wire its events."""
-    demo_path = str(ctx.demo_source())
-    source = gr.State(demo_path)
+    source = gr.State(str(ctx.demo_source()))
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            gr.Markdown("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). "
-                        "The demo dataset is selected: you can go straight to **Train**.",
-                        elem_classes="ftui-help")
+            gr.Markdown(HELP_TEXT, elem_classes="ftui-help")
             with gr.Tabs():
                 with gr.Tab("Demo"):
-                    gr.Markdown("Generated textures in four classes (horizontal stripes, vertical stripes, "
-                                "checkerboard, dots) with random colours: a fair task that a small net learns "
-                                "from scratch in under a minute on a laptop CPU, no pretrained weights needed.")
+                    gr.Markdown(DEMO_TEXT)
                     demo_button = gr.Button("Use the demo dataset")
                 with gr.Tab("Upload a folder"):
                     picker = folder_picker(MAX_FILES)
@@ -228,11 +238,7 @@ def build(ctx: AppContext) -> DataView:
     outputs = [source, status, table, chart, gallery, skipped, error]
 
     def finish(run):
-        """Run one loader; turn its error into a message instead of a traceback."""
-        try:
-            return (*run(), "")
-        except ValueError as exc:
-            return (*(gr.skip() for _ in outputs[:-1]), f"**Could not load the data:** {exc}")
+        return _finish(run, len(outputs))
 
     def load_data(source_path: str, val_fraction: float, request: gr.Request, progress=PROGRESS):
         """Load a dataset by path: "demo", or a folder/.zip/.csv under --data-root."""
