@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ftui.demo import DEMO_RECIPE
 from ftui.ui.model_step import WEIGHTS_NONE
 
 
@@ -23,15 +24,16 @@ class Preset:
     lr: float
     scheduler: str
     batch_size: int
+    epochs: int
     hint: str
 
 
-SCRATCH = Preset(recipe="plain", bn_mode="train", groups="all", optimizer="adamw", lr=2e-3, scheduler="onecycle",
-                 batch_size=16,
-                 hint="No pretrained weights chosen: training a small net from scratch (all layers, "
-                      "BatchNorm learning, one-cycle AdamW at 2e-3).")
+SCRATCH = Preset(recipe="plain", bn_mode="train", groups="all", optimizer="adamw", lr=DEMO_RECIPE["lr"],
+                 scheduler="onecycle", batch_size=16, epochs=DEMO_RECIPE["epochs"],
+                 hint=f"No pretrained weights chosen: training a small net from scratch (all layers, "
+                      f"BatchNorm learning, one-cycle AdamW at {DEMO_RECIPE['lr']:g}).")
 PRETRAINED = Preset(recipe="fine_tune", bn_mode="frozen", groups="head", optimizer="adamw", lr=1e-3,
-                    scheduler="cosine", batch_size=16,
+                    scheduler="cosine", batch_size=16, epochs=5,
                     hint="Pretrained weights: fine-tune recipe (the new head first, then the ticked groups), "
                          "BatchNorm statistics frozen, the backbone's native resolution.")
 
