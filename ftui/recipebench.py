@@ -56,11 +56,15 @@ def _engine_default(config: TrainConfig, dataset, model, backbone: str) -> dict[
     """The default recipe through the engine; the accuracy is that of the weights the run keeps (best.pt)."""
     from ftui.backbones import layer_groups
     from ftui.bench import _Timeline
+    from ftui.callbacks import EarlyStopping
     from ftui.engine import fit
 
     start = time.perf_counter()
     timeline = _Timeline(start)
-    result = fit(config, dataset, model, layer_groups(model, backbone), [timeline], threading.Event())
+    listeners = [timeline]
+    if config.early_stopping_patience:  # as jobs.run_training adds it: what a user gets
+        listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
+    result = fit(config, dataset, model, layer_groups(model, backbone), listeners, threading.Event())
     if result.status != "done":
         raise BenchError(f"default recipe {result.status}: {result.message}")
     last_phase = timeline.epochs[-1]["phase"]
