@@ -23,6 +23,9 @@ class AppSettings:
     runs_dir: Path
     workdir: Path
     data_root: Path | None = None
+    # GPUs each training job gets (DistributedDataParallel when > 1); `python app.py --gpus all` gives every job
+    # all visible GPUs.
+    gpus: int = 1
     # The demo default: trained from random init when no pretrained weights are here (the usual offline case),
     # see ftui/demo.py DEMO_RECIPE for what it reaches.
     demo_backbone: str = DEMO_RECIPE["backbone"]
@@ -74,7 +77,7 @@ class AppContext:
         self.store.mark_interrupted()
         # Which uploads each session may use: one client's files are never loadable by another.
         self.grants = Grants()
-        self.jobs = JobManager(runs_dir=settings.runs_dir)
+        self.jobs = JobManager(runs_dir=settings.runs_dir, gpus=settings.gpus)
         self.datasets = LRU(8)
         self.structures = LRU(16)
         self.predictors = LRU(2)
