@@ -94,12 +94,14 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
     if "accuracy_ci95" in result:
         lo, hi = result["accuracy_ci95"]
         interval = f" (95% interval {lo:.1%}–{hi:.1%})"
+    gallery = mistake_gallery(ctx, mistakes, session, model)
+    shown = f" ({len(gallery)} of {wrong} shown below, worst first)" if wrong else ""
     summary = (f"### Accuracy {result['accuracy']:.1%}{interval}\non {result['num_items']} {result['split']} images · "
-               f"{wrong} misclassified")
+               f"{wrong} misclassified{shown}")
     for line in result.get("warnings", []):
         summary += f"\n\n⚠ {line}"
     return (summary, per_class, confusion_html(result["confusion"], result["classes"]),
-            mistake_gallery(ctx, mistakes, session, model))
+            gallery)
 
 
 def build_evaluate(ctx: AppContext) -> gr.Dropdown:
