@@ -45,7 +45,7 @@ def run_training(
     User errors before training (bad data, weights, config) raise; failures inside training come back
     as a FitResult with status "failed". `dataset`: the one the UI showed (its split), else a fresh scan.
     """
-    from ftui.backbones import build, build_with_report, layer_groups
+    from ftui.backbones import build_with_report, layer_groups
 
     config.validate()
     dataset, warnings = _dataset_for(config, progress, dataset)
@@ -55,10 +55,7 @@ def run_training(
     from ftui.distributed import current
 
     if not current().is_main:
-        # The other ranks of a distributed run train the same model silently: rank 0 alone writes the run.
-        seed_everything(config.seed)
-        model = build(config.backbone, len(dataset.classes), weights=config.weights)
-        return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event), None
+        return _train_silently(config, dataset, stop_event), None
     folder = store.create(config, run_dir)
     on_folder(folder)
     folder.write_classes(dataset.classes)
@@ -78,7 +75,7 @@ def run_training(
         raise
     listeners = [*callbacks, CSVLogger(folder.metrics_path)]
     if config.early_stopping_patience:
-        listeners.append(EarlyStopping(config.early_stopping_patience))
+        listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
     progress("training")
     try:
         result = fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path,
@@ -121,6 +118,16 @@ def _dataset_for(config: TrainConfig, progress: Callable[[str], None], dataset=N
     for line in warnings:
         progress(line)
     return dataset, warnings
+
+
+def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event) -> FitResult:
+    """The other ranks of a distributed run: the same model trained without listeners or a run folder
+    (rank 0 alone writes the run)."""
+    from ftui.backbones import build, layer_groups
+
+    seed_everything(config.seed)
+    model = build(config.backbone, len(dataset.classes), weights=config.weights)
+    return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event)
 
 
 class _Tracker(Callback):

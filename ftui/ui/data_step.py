@@ -181,8 +181,9 @@ def uploaded(ctx: AppContext, run: Any, session: str | None, val_fraction: Any) 
     return outputs
 
 
-HELP_TEXT = ("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). The demo "
-             "dataset is selected: you can go straight to **Train**.")
+HELP_TEXT = ("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). The app opens "
+             "with the demo dataset, so **Train** works at once; the card on the right always names the dataset "
+             "in use.")
 DEMO_TEXT = ("Generated textures in four classes (horizontal stripes, vertical stripes, checkerboard, dots) with "
              "random colours: a fair task that a small net learns from scratch in under a minute on a laptop CPU, "
              "no pretrained weights needed.")
