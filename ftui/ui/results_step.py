@@ -64,12 +64,22 @@ def _thumb(path: str):
     return image
 
 
+def explained_thumb(model, path: str):
+    """A thumbnail with the Grad-CAM of what the model predicted (why it said so); plain when there is none.
+    (Here, not in predict_step, which imports this module: no import cycle.)"""
+    from ftui.explain import ExplainError, explain
+
+    try:
+        return explain(model, path, size=THUMB).overlay
+    except ExplainError:
+        return _thumb(path)
+
+
 def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None,
                     model: Any = None) -> list[tuple[Any, str]]:
     """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see.
     With the run's Predictor, each thumbnail carries the Grad-CAM of the wrong answer (why it said that)."""
     from ftui.images import ImageError
-    from ftui.ui.predict_step import explained_thumb
 
     out = []
     for row in mistakes.head(MISTAKES_SHOWN).itertuples():
