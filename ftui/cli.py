@@ -1,7 +1,8 @@
 """`python -m ftui ...`: the same engine without a browser.
 
 Subcommands: backbones, summary, train, predict, evaluate, plus check and bench (from ftui.doctor and
-ftui.bench). Every user error prints `error: <message>` to stderr and exits 2, without a traceback.
+ftui.bench), fix / undo (ftui.fix_cli) and compare (ftui.compare). Every user error prints
+`error: <message>` to stderr and exits 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -324,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
+    _add_lazy(sub, "fix", "ftui.fix_cli", "relabel, remove or merge in a dataset folder (journaled)")
+    p = sub.add_parser("undo", help="undo the newest fix in a dataset folder")
+    from ftui.fix_cli import add_undo_arguments, run_undo
+    add_undo_arguments(p)
+    p.set_defaults(func=run_undo)
+    _add_lazy(sub, "compare", "ftui.compare", "compare two runs: curves, per-class deltas, flipped images")
     _add_lazy(sub, "make-variant", "ftui.variants", "a low-resolution / grayscale / rotated copy of a dataset")
     _add_lazy(sub, "bench-recipes", "ftui.recipebench", "the default recipe vs a linear probe and a hand fine-tune")
     return parser

@@ -22,7 +22,9 @@ IMAGE_EXTENSIONS = frozenset(
 MAX_PIXELS = 40_000_000
 
 # Names that operating systems and archivers leave behind: ignored silently, never reported as skipped.
-IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "__macosx"})
+# `_removed` is where `ftui fix remove` puts files (ftui.fixes): out of the dataset, one undo away.
+REMOVED_DIR = "_removed"
+IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "__macosx", REMOVED_DIR})
 
 # PIL only warns between its own limit and twice that. Make the warning an exception so such files are
 # refused like any other bomb; a process-wide filter, because `warnings.catch_warnings` is not thread-safe

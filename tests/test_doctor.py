@@ -14,7 +14,7 @@ from PIL import Image
 
 from ftui.doctor import DoctorError, check, colour_histogram_features, run_cli
 from ftui.doctor.cli import add_cli_arguments
-from ftui.doctor.duplicates import near_pairs, popcount
+from ftui.doctor.duplicates import LEAKAGE, popcount
 
 COLOUR_FEATURES = {"feature_fn": colour_histogram_features, "feature_name": "colour histograms"}
 
@@ -150,7 +150,7 @@ def test_same_pixels_under_two_labels_is_an_exact_duplicate_across_classes(plant
 def test_resized_recompressed_copy_in_val_is_a_near_duplicate_across_splits(planted):
     report, paths = planted
     rows = rows_for(report, "duplicates", paths["near_dup_copy"])
-    assert list(rows["kind"]) == ["near"] and list(rows["scope"]) == ["across splits"]
+    assert list(rows["kind"]) == ["near"] and list(rows["scope"]) == [LEAKAGE]
     source = rows_for(report, "duplicates", paths["near_dup_source"])
     assert list(source["group"]) == list(rows["group"]) and list(source["split"]) == ["train"]
 
@@ -305,14 +305,10 @@ def test_main_cli_runs_the_check_subcommand(clean_root, capsys):
 
 
 # --- duplicate search internals ---------------------------------------------------------------------------
-def test_popcount_and_pair_search_match_python_bit_counts():
+def test_popcount_matches_python_bit_counts():
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**63, size=200, dtype=np.uint64)
-    hashes[7] = hashes[3] ^ np.uint64(0b1011)  # 3 bits apart
-    assert list(popcount(hashes[:5])) == [int(h).bit_count() for h in hashes[:5]]
-    pairs = near_pairs(hashes, hashes, phash_max=3, dhash_max=3, block=64)
-    assert (3, 7, 3) in pairs
-    assert all((int(hashes[i]) ^ int(hashes[j])).bit_count() == d for i, j, d in pairs)
+    assert list(popcount(hashes[:50])) == [int(h).bit_count() for h in hashes[:50]]
 
 
 def test_a_file_identical_to_another_is_reported_once_per_group(tmp_path):
@@ -347,3 +343,28 @@ def test_hymenoptera_placeholder_gif_is_flagged_by_properties_and_the_pretrained
     assert "unusual for 'ants'" in issues_for(report, "labels", gif)
     assert report.check("unreadable").severity == "ok"
     assert report.status == "warnings"
+
+
+# --- which pretrained features the doctor uses -------------------------------------------------------------
+@pytest.mark.shared
+def test_a_weights_file_picks_the_backbone_it_fits(shared_weights):
+    from ftui.doctor.core import resolve_pretrained
+
+    name, weights, note = resolve_pretrained("mobilenet_v3_small", str(shared_weights))
+    assert (name, weights) == ("mobilenet_v2", str(shared_weights)) and "fits mobilenet_v2" in note
+    assert resolve_pretrained("mobilenet_v2", str(shared_weights))[2] == ""
+
+
+@pytest.mark.shared
+def test_random_init_falls_back_to_any_downloaded_imagenet_backbone(shared_weights, tmp_path, monkeypatch):
+    import torch
+
+    from ftui.backbones import backbone_info
+    from ftui.doctor.core import resolve_pretrained
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert resolve_pretrained("resnet18", "none")[0] == ""  # nothing downloaded: skipped, and said so
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / backbone_info("mobilenet_v2").weights_file).symlink_to(shared_weights)
+    name, weights, note = resolve_pretrained("resnet18", "none")
+    assert (name, weights) == ("mobilenet_v2", "imagenet") and "instead of resnet18" in note

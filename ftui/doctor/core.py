@@ -29,32 +29,87 @@ class Limits:
     properties: PropertyLimits = field(default_factory=PropertyLimits)
 
 
+def guess_backbone(weights_file: str, first: str = "") -> str | None:
+    """The backbone (`first`, then the shortlist) whose stock layers a weights file fits (names and shapes,
+    head aside), if any. Built on the meta device: no memory, no initialisation."""
+    import torch
+
+    from ftui.backbones import head_path, list_backbones, stock_model
+    from ftui.weights import read_state_dict
+
+    state = read_state_dict(weights_file)
+    for name in dict.fromkeys([first, *list_backbones()] if first else list_backbones()):
+        with torch.device("meta"):
+            model = stock_model(name, pretrained=True)
+        head = head_path(name) + "."
+        wanted = {k: v.shape for k, v in model.state_dict().items() if not k.startswith(head)}
+        if wanted and all(k in state and tuple(state[k].shape) == tuple(shape) for k, shape in wanted.items()):
+            return name
+    return None
+
+
+def cached_imagenet_backbone(preferred: str) -> str | None:
+    """`preferred` when its ImageNet weights are on this machine, else any shortlisted backbone whose are."""
+    from ftui.backbones import backbone_info, list_backbones
+
+    for name in [preferred, *list_backbones()]:
+        try:
+            if backbone_info(name).weights_cached:
+                return name
+        except ValueError:
+            continue
+    return None
+
+
+def resolve_pretrained(backbone: str, weights: str) -> tuple[str, str, str]:
+    """(backbone, weights, note) whose pretrained features the doctor can use, or ("", "", why not).
+
+    The Model step's (or CLI's) choice comes first: a weights file with the backbone it fits (guessed when
+    the named one does not fit), ImageNet weights when downloaded. Random init ("none") or missing
+    ImageNet weights fall back to any backbone with downloaded ImageNet weights; only when there are none
+    at all is the check skipped."""
+    from ftui.backbones import backbone_info
+
+    try:
+        backbone_info(backbone)
+    except ValueError as exc:
+        raise DoctorError(str(exc)) from None
+    if weights not in ("imagenet", "none"):
+        if not Path(weights).is_file():
+            raise DoctorError(f"weights file not found: {weights}")
+        fits = guess_backbone(weights, first=backbone)
+        if fits is None:
+            raise DoctorError(f"the weights file {Path(weights).name} fits none of the shortlisted backbones")
+        note = "" if fits == backbone else f" (the file fits {fits}, not {backbone})"
+        return fits, weights, note
+    fallback = cached_imagenet_backbone(backbone)
+    if fallback is None:
+        why = "random init chosen" if weights == "none" else f"ImageNet weights for {backbone} are not downloaded"
+        return "", "", (f"{NO_WEIGHTS} ({why}, and no backbone has downloaded ImageNet weights); "
+                         "give a weights file to run the label check and embedding duplicate check")
+    note = "" if fallback == backbone and weights == "imagenet" else f" (instead of {backbone} with {weights} weights)"
+    return fallback, "imagenet", note
+
+
 def backbone_features(backbone: str, weights: str, num_classes: int = 2,
                       progress: Progress | None = None) -> tuple[FeatureFn | None, str]:
     """A pretrained backbone's feature function and a description, or (None, why the check is skipped).
 
-    Random-init features say nothing about labels, so without pretrained weights there is no check.
-    """
+    Random-init features say nothing about labels or duplicates, so without pretrained weights there is
+    no label check and the duplicate check uses pixels alone."""
     from ftui.backbones import backbone_info, build, classifier_head
 
-    try:
-        info = backbone_info(backbone)
-    except ValueError as exc:
-        raise DoctorError(str(exc)) from None
-    if weights == "none":
-        return None, f"{NO_WEIGHTS} (weights 'none': random features say nothing about labels)"
-    if weights == "imagenet" and not info.weights_cached:
-        return None, (f"{NO_WEIGHTS}: ImageNet weights for {backbone} are not downloaded "
-                      f"({info.weights_file}); pass a weights file to run the label check")
-    if weights not in ("imagenet",) and not Path(weights).is_file():
-        raise DoctorError(f"weights file not found: {weights}")
+    backbone, weights, note = resolve_pretrained(backbone, weights)
+    if not backbone:
+        return None, note
+    info = backbone_info(backbone)
     try:
         model = build(backbone, num_classes, weights=weights, progress=progress)
     except ValueError as exc:  # WeightsError / BackboneError: the user picked something that cannot load
         raise DoctorError(f"cannot load {backbone} weights for the label check: {exc}") from None
     source = "ImageNet" if weights == "imagenet" else Path(weights).name
     fn = BackboneFeatures(model, classifier_head(model, backbone), info.mean, info.std, info.input_size)
-    return fn, f"{backbone} features ({source})"
+    return fn, f"{backbone} features ({source}){note}"
 
 
 def _load(source: Any, val_fraction: float, seed: int, workdir: str | None, progress: Progress):
@@ -132,7 +187,7 @@ def check(
     checks = [
         check_unreadable(records, classes, skipped),
         check_balance(records, classes, limits.balance),
-        check_duplicates(records, classes),
+        check_duplicates(records, classes, features if fn is not None else None),
         check_properties(records, classes, limits.properties),
     ]
     timings["checks"] = time.perf_counter() - t

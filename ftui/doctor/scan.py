@@ -6,7 +6,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import imagehash
 import numpy as np
@@ -18,6 +18,9 @@ from ftui.images import ImageError, open_rgb
 VIEW_SIZE = 224
 # Side the image is shrunk to once for hashing and brightness statistics (fast and plenty for both).
 SMALL_SIZE = 128
+# Side of the squashed RGB square the near-duplicate pixel check aligns and compares (low resolution
+# forgives re-encoding and resizing; squashing keeps a slightly cropped copy lined up axis by axis).
+PIXEL_SIZE = 64
 EXIF_ORIENTATION = 0x0112
 
 FeatureFn = Callable[[list[Image.Image]], np.ndarray]
@@ -45,6 +48,9 @@ class ImageRecord:
     luma_std: float = 0.0
     dominant_fraction: float = 0.0  # share of pixels in the most common brightness bin
     colourless: bool = False  # stored as colour but every pixel is grey
+    # Flip-aware hashes and small pixel views for the near-duplicate check (None when unreadable).
+    phash_flip: int = 0
+    pixels: np.ndarray | None = field(default=None, repr=False)  # PIXEL_SIZE^2 x 3 uint8, squashed
 
     @property
     def ok(self) -> bool:
@@ -88,6 +94,9 @@ def _inspect(path: str, label: int, split: str, want_view: bool) -> tuple[ImageR
     small.thumbnail((SMALL_SIZE, SMALL_SIZE), Image.Resampling.BILINEAR)
     record.phash = _hash_int(imagehash.phash(small))
     record.dhash = _hash_int(imagehash.dhash(small))
+    # A mirrored copy has a different pHash; hashing the mirror too lets candidates match either way round.
+    record.phash_flip = _hash_int(imagehash.phash(ImageOps.mirror(small)))
+    record.pixels = np.asarray(small.resize((PIXEL_SIZE, PIXEL_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
     rgb = np.asarray(small, dtype=np.int16)
     luma = np.asarray(small.convert("L"), dtype=np.float32)
     record.luma_mean = float(luma.mean())
