@@ -145,8 +145,9 @@ def run_bench(
     """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
     from ftui import devices
     from ftui.backbones import build, classifier_head, layer_groups
+    from ftui.batches import transform_settings
     from ftui.data import load_dataset
-    from ftui.engine import fit, seed_everything, transform_settings
+    from ftui.engine import fit, seed_everything
     from ftui.imagecache import measure_pipeline
     from ftui.reference import compute_limit, run_tutorial
 
