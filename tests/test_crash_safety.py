@@ -171,9 +171,9 @@ def small_disk(folder: Path, size_bytes: int):
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(folder)],
-                                 capture_output=True)
+                                 capture_output=True, check=False)
         if mounted.returncode == 0:
-            return None, lambda: subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+            return None, lambda: subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (size_bytes, size_bytes))
