@@ -23,6 +23,10 @@ from ftui.config import TrainConfig
 from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, FeatureStore, PrefixRunner
 from ftui.images import ImageError as ImageFileError
 
+# The label of a padding sample (several processes, a short share of a batch): CrossEntropyLoss's
+# ignore_index, so it adds no loss and no gradient, and it is never counted as seen or correct.
+IGNORE = -100
+
 
 class DataError(ValueError):
     """The data cannot train: an empty split, or a file that went away after the scan."""
@@ -51,6 +55,10 @@ class SpeedSettings:
         self.channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
         self.num_workers = config.num_workers
         self.batch_size = config.batch_size
+        # CUDA: decoded images kept on the GPU and whole batches augmented there (ftui/gpudata.py).
+        self.gpu_data = device.type == "cuda"
+        self.compile = config.compile
+        self.world_size = 1
         micro = devices.micro_batch_size(device, config.batch_size)
         # Splitting a batch changes what BatchNorm sees when it updates statistics: only split when frozen.
         self.micro_batch = micro if config.bn_mode == "frozen" else config.batch_size
@@ -66,6 +74,12 @@ class SpeedSettings:
         if self.micro_batch < self.batch_size:
             parts.append(f"micro-batch {self.micro_batch} x {-(-self.batch_size // self.micro_batch)} "
                          f"accumulated to batch {self.batch_size}")
+        if self.gpu_data:
+            parts.append("images decoded once and augmented on the GPU")
+        if self.compile:
+            parts.append("torch.compile")
+        if self.world_size > 1:
+            parts.append(f"DistributedDataParallel over {self.world_size} processes")
         return "speed: " + ", ".join(parts)
 
 
@@ -100,6 +114,13 @@ class ImageData:
         self.train_tf = train_transform(config.aug, size, mean, std, resize_size=resize)
         # Lazy: nothing is decoded before training starts; batches decode (ahead, in threads) what they need.
         self.cache = DecodedImageCache(resize, lazy=True)
+        self.store = self.gpu_pipeline = None
+        if trainer.speed.gpu_data:
+            from ftui import gpudata
+            from ftui.batchaug import BatchAugment
+
+            self.store = gpudata.make_store(trainer.speed.device, self.num_train + self.num_val, resize)
+            self.gpu_pipeline = BatchAugment(config.aug, size, mean, std, resize)
 
     @property
     def num_train(self) -> int:
@@ -120,16 +141,31 @@ class ImageData:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+        if getattr(self, "store", None) is not None:
+            self.store.close()
+
+    def images(self, split: str, speed: SpeedSettings, seed: int):
+        """A split's image batches: through the GPU data path on CUDA, the CPU pipeline elsewhere."""
+        if self.store is None:
+            return ImageBatches(self, split, speed)
+        from ftui.gpudata import GpuImageBatches
+
+        items = self.val_items if split == "val" else self.train_items
+        return _ReadErrors(GpuImageBatches(self.store, items, self.gpu_pipeline, speed.batch_size, seed))
 
     def sources(self, trainer, phase):
         """(module to train, train batches, val batches): the suffix on cached features when possible."""
         config, speed, notes = trainer.config, trainer.speed, trainer.notes
         generator = torch.Generator().manual_seed(config.seed + len(notes) + 1)
-        train_images = ImageBatches(self, "train", speed)
-        val_images = ImageBatches(self, "val", speed)
-        full = (trainer.model, ImageSource(train_images, config.batch_size, generator),
-                ImageSource(val_images, config.batch_size, None))
+        train_images = self.images("train", speed, config.seed + len(notes) + 1)
+        val_images = self.images("val", speed, config.seed)
+        dist = trainer.dist if trainer.dist.enabled else None
+        full = (trainer.model, ImageSource(train_images, config.batch_size, generator, dist),
+                ImageSource(val_images, config.batch_size, None, dist))
         if not config.feature_cache:
+            return full
+        if dist is not None:
+            notes.append(f"phase {phase.name}: no feature cache with several processes, training the full model")
             return full
         split = _split_frozen_prefix(trainer.model, config.backbone, trainer.groups, set(phase.trainable))
         if split is None:
@@ -138,8 +174,9 @@ class ImageData:
         prefix, suffix = split
         runner = PrefixRunner(prefix, speed.device, speed.infer_amp, speed.channels_last)
         views, n_train, n_val = config.feature_cache_views, self.num_train, self.num_val
+        # On CUDA the store lives on the GPU when it fits there (no copies per batch).
         store = FeatureStore(n_train * views + n_val, runner.output_shape(self.image_size),
-                             config.feature_cache_max_mb * 1024 * 1024)
+                             config.feature_cache_max_mb * 1024 * 1024, speed.device)
         if store.over_cap:
             notes.append(f"phase {phase.name}: feature cache would need {store.planned_bytes / 2**20:.0f} MB, "
                          f"over {config.feature_cache_max_mb} MB, training the full model instead")
@@ -226,11 +263,18 @@ class ImageBatches:
 
 
 class ImageSource:
-    """Batches of images through the full model (no feature cache): augmented and shuffled for training."""
+    """Batches of images through the full model (no feature cache): augmented and shuffled for training.
 
-    def __init__(self, images: ImageBatches, batch_size: int, generator: torch.Generator | None):
+    With `dist` (several processes) each global batch of `batch_size` is split over the ranks: this rank
+    yields its equal share, short shares padded with label IGNORE (no loss, no gradient, not counted).
+    """
+
+    def __init__(self, images: ImageBatches, batch_size: int, generator: torch.Generator | None, dist=None):
         # A generator means training: shuffled, augmented view.
-        self.images, self.batch_size, self.generator = images, batch_size, generator
+        self.images, self.batch_size, self.generator, self.dist = images, batch_size, generator, dist
+        if dist is not None:
+            # The images are fetched per rank: this rank's share of each global batch at a time.
+            self.images.batch_size = -(-batch_size // dist.world_size)
 
     def num_batches(self, batch_size: int) -> int:
         return (len(self.images) + batch_size - 1) // batch_size
@@ -239,7 +283,41 @@ class ImageSource:
         n = len(self.images)
         shuffle = self.generator is not None
         order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
-        return self.images(1 if shuffle else 0, order)
+        if self.dist is None:
+            return self.images(1 if shuffle else 0, order)
+        return self._shard(1 if shuffle else 0, order)
+
+    def _shard(self, view: int, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        parts = [self.dist.shard(chunk.tolist()) for chunk in order.split(self.batch_size)]
+        local = torch.tensor([i for part, _ in parts for i in part], dtype=torch.long)
+        for (x, y), (_, weights) in zip(self.images(view, local), parts):
+            pad = torch.tensor(weights, device=y.device) == 0
+            yield x, y.masked_fill(pad, IGNORE)
+
+
+class _ReadErrors:
+    """The GPU image batches with a file that went away reported like the CPU path does."""
+
+    def __init__(self, images) -> None:
+        self.inner = images
+
+    @property
+    def batch_size(self) -> int:
+        return self.inner.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.inner.batch_size = value
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __call__(self, view: int, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        try:
+            yield from self.inner(view, order)
+        except ImageFileError as exc:
+            raise DataError(f"{exc.path} could not be read after the dataset was scanned ({exc.reason}). "
+                            "Reload the dataset and start again.") from None
 
 
 # --- tensors ---------------------------------------------------------------------------------------

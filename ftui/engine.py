@@ -26,6 +26,7 @@ accumulate to the user's batch, exact with frozen BatchNorm); conv nets run chan
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import threading
@@ -39,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ftui import devices
-from ftui.batches import ImageData, SpeedSettings
+from ftui import devices, distributed
+from ftui.batches import IGNORE, ImageData, SpeedSettings
 from ftui.callbacks import Callback, CancelBatch, CancelEpoch, CancelFit, CancelValidate, TrainingControl
 from ftui.config import TrainConfig
 from ftui.featurecache import CacheStopped, fuse_for_inference
@@ -122,6 +123,8 @@ class Trainer:
         self.epoch_seconds: list[float] = []
         self.speed: SpeedSettings | None = None
         self._resume: dict[str, Any] | None = None
+        # Several processes (torchrun): this one's rank; one process: the single case, no communication.
+        self.dist = distributed.current()
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -191,6 +194,9 @@ class Trainer:
         # After on_epoch_end: the epoch's metrics row is on disk before its checkpoints (a full disk or a
         # crash while saving never leaves a best.pt whose epoch metrics.csv does not list).
         self._save_checkpoints(val_acc, improved)
+        # A stop asked on rank 0 (early stopping, a listener) ends every rank after this epoch.
+        if self.dist.enabled and self.dist.any(self.control.should_stop) and not self.control.should_stop:
+            self.control.request_stop("stopped on rank 0")
 
     def _train_epoch(self) -> tuple[float, float]:
         """on_epoch_start, then the training batches; checks the stop flags before every batch."""
@@ -200,7 +206,7 @@ class Trainer:
             self._event("on_epoch_start", {"epoch": self.epoch, "epochs": self.config.epochs,
                                            "phase": self.phase.name})
             for index, (x, y) in enumerate(self.train_source.batches(), start=1):
-                if self.stop_event.is_set():
+                if self._stop_requested():
                     raise StopRequested()
                 if self.control.should_stop:
                     break
@@ -213,7 +219,7 @@ class Trainer:
                     continue
         except CancelEpoch:
             pass
-        if self.stop_event.is_set():
+        if self._stop_requested():
             raise StopRequested()
         loss_sum, correct, seen = self._sums
         return loss_sum / max(seen, 1), correct / max(seen, 1)
@@ -222,27 +228,32 @@ class Trainer:
         """One optimizer step over micro-batches, then on_batch_end."""
         x, y, speed = self.xb, self.yb, self.speed
         self.optimizer.zero_grad(set_to_none=True)
-        # What the mean loss divides by: the batch size, or the summed class weights of its labels.
-        norm = float(y.shape[0]) if self.class_weight is None else self.class_weight[y].sum()
+        norm, scale = self._batch_norm(y)
         loss_value, batch_correct = 0.0, 0
+        pieces = list(zip(x.split(speed.micro_batch), y.split(speed.micro_batch)))
         # Gradient accumulation over micro-batches: the summed loss / the batch's weight is the batch's mean.
-        for xm, ym in zip(x.split(speed.micro_batch), y.split(speed.micro_batch)):
+        for k, (xm, ym) in enumerate(pieces):
             if speed.channels_last and xm.dim() == 4:
                 xm = xm.contiguous(memory_format=torch.channels_last)
-            with devices.autocast(speed.device, speed.use_amp):
-                logits = self.forward(xm)
-                loss = self.criterion(logits.float(), ym) / norm
-            if not torch.isfinite(loss):
-                kind = "NaN" if torch.isnan(loss) else "infinite"
-                raise LossNotFinite(f"loss became {kind} at epoch {self.epoch} step {self.batch}: "
-                                    f"lower the learning rate (now {self.config.lr:g})")
-            self.scaler.scale(loss).backward()
+            with self._sync_gradients(k == len(pieces) - 1):
+                with devices.autocast(speed.device, speed.use_amp):
+                    logits = self.forward(xm)
+                    loss = self.criterion(logits.float(), ym) / norm
+                if not torch.isfinite(loss):
+                    kind = "NaN" if torch.isnan(loss) else "infinite"
+                    raise LossNotFinite(f"loss became {kind} at epoch {self.epoch} step {self.batch}: "
+                                        f"lower the learning rate (now {self.config.lr:g})")
+                self.scaler.scale(loss * scale).backward()
             loss_value += float(loss.detach())
             batch_correct += int((logits.detach().argmax(1) == ym).sum())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        n = int(y.shape[0])
+        n = int((y != IGNORE).sum()) if self.dist.enabled else int(y.shape[0])
+        if self.dist.enabled:
+            # Events report the global batch, as one process would.
+            loss_value, batch_correct, n = self.dist.sum([loss_value, batch_correct, n])
+            batch_correct, n = int(batch_correct), int(n)
         self._sums = [self._sums[0] + loss_value * n, self._sums[1] + batch_correct, self._sums[2] + n]
         now = time.perf_counter()
         images_per_s = n / max(now - self._t_prev, 1e-9)
@@ -262,8 +273,10 @@ class Trainer:
         except CancelValidate:
             return None, None
         speed = self.speed
-        val_loss, val_acc = _evaluate(self.forward, self.val_source, self.val_criterion, speed.device,
-                                      speed.infer_amp, speed.channels_last)
+        sums = _evaluate(_unwrapped(self.forward), self.val_source, self.val_criterion, speed.device,
+                         speed.infer_amp, speed.channels_last)
+        total_loss, correct, seen = self.dist.sum(sums)  # over every rank's share of the split
+        val_loss, val_acc = total_loss / max(seen, 1), correct / max(seen, 1)
         self._event("on_validate_end", {"epoch": self.epoch, "val_loss": val_loss, "val_acc": val_acc})
         return val_loss, val_acc
 
@@ -285,7 +298,9 @@ class Trainer:
         if device.type == "cpu":
             # Denormal floats are 10-100x slower on x86; flushing them to zero changes nothing measurable.
             torch.set_flush_denormal(True)
+        devices.configure_device(device)
         self.speed = SpeedSettings(device, self.model, config)
+        self.speed.world_size = self.dist.world_size
         self.plan()
         self._say("loading images")
         self.data.prepare(self)
@@ -308,6 +323,10 @@ class Trainer:
         self.phase_index, self.phase = index, self.phases[index]
         apply_freeze(self.model, self.groups, set(self.phase.trainable))
         self.forward, self.train_source, self.val_source = self.data.sources(self, self.phase)
+        if self.dist.enabled:
+            self.forward = self.dist.wrap(self.forward)  # gradients averaged over the ranks
+        if self.config.compile:
+            self.forward = torch.compile(self.forward)
         self.optimizer = make_optimizer(self.config, param_groups(self.groups, self.phase, self.config.lr))
         self.steps_per_epoch = self.train_source.num_batches(self.config.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -317,6 +336,26 @@ class Trainer:
             self.optimizer.load_state_dict(self._resume["optimizer"])
             self.scheduler.load_state_dict(self._resume["scheduler"])
             self.scaler.load_state_dict(self._resume["scaler"])
+
+    def _stop_requested(self) -> bool:
+        """The user's stop, seen by every rank at the same batch (any rank's stop stops them all)."""
+        return self.dist.any(self.stop_event.is_set())
+
+    def _batch_norm(self, y: torch.Tensor) -> tuple[torch.Tensor | float, float]:
+        """(what the summed loss divides by, gradient scale): the batch size or its labels' summed class
+        weights, over the whole global batch when several processes share it. DDP averages gradients over
+        the ranks, so each rank's part is scaled by the world size: the sum is one process's mean loss."""
+        if not self.dist.enabled:  # no padding in one process: no mask (and no GPU sync for its size)
+            return (float(y.shape[0]) if self.class_weight is None else self.class_weight[y].sum()), 1.0
+        valid = y[y != IGNORE]
+        local = float(valid.shape[0]) if self.class_weight is None else float(self.class_weight[valid].sum())
+        return self.dist.sum([local])[0], float(self.dist.world_size)
+
+    def _sync_gradients(self, last: bool):
+        """DDP's gradient all-reduce on the last micro-batch only (no_sync before it)."""
+        if self.dist.enabled and not last and hasattr(self.forward, "no_sync"):
+            return self.forward.no_sync()
+        return contextlib.nullcontext()
 
     def _fit_info(self) -> dict[str, Any]:
         return {
@@ -334,7 +373,8 @@ class Trainer:
         if improved:
             save_checkpoint(self.folder.best_path, self.model, meta)
         # last.pt also holds what a resume needs (ftui/resume.py), as tensors and plain types.
-        save_checkpoint(self.folder.last_path, self.model, {**meta, "resume": checkpoint_state(self._training_state())})
+        resume = checkpoint_state(self._training_state())
+        save_checkpoint(self.folder.last_path, self.model, {**meta, "resume": resume})
 
     def _end(self, status: str, message: str) -> None:
         self.result.status, self.result.message = status, message
@@ -403,13 +443,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The module inside DDP / torch.compile wrappers (validation runs it directly, BatchNorm folded)."""
+    module = getattr(module, "_orig_mod", module)
+    return getattr(module, "module", module) if module.__class__.__name__ == "DistributedDataParallel" else module
+
+
 @torch.inference_mode()
-def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: bool) -> tuple[float, float]:
-    """Loss and accuracy over `source` with the module in eval mode."""
+def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: bool) -> list[float]:
+    """[summed loss, correct, seen] over `source` with the module in eval mode (padding labels skipped)."""
     was_training = forward.training
     forward.eval()
-    # A BatchNorm-folded copy of the module as it is now: same outputs, faster.
-    fast = fuse_for_inference(forward)
+    # A BatchNorm-folded copy of the module as it is now: same outputs, faster on CPU. On a GPU, cuDNN's
+    # BatchNorm costs little next to tracing the model again every epoch: the module runs as it is.
+    fast = fuse_for_inference(forward) if device.type != "cuda" else forward
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     total_loss, correct, seen = 0.0, 0, 0
@@ -421,10 +468,10 @@ def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: 
                 logits = fast(x).float()
             total_loss += float(criterion(logits, y))
             correct += int((logits.argmax(1) == y).sum())
-            seen += int(y.shape[0])
+            seen += int((y != IGNORE).sum())
     finally:
         forward.train(was_training)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    return [total_loss, correct, seen]
 
 
 def describe_exception(exc: BaseException, config: TrainConfig) -> str:
