@@ -47,7 +47,7 @@ def run_training(
     User errors before training (bad data, weights, config) raise; training failures come back as a
     FitResult with status "failed". resume=True carries on `run_dir` from its last.pt (ftui/resume.py).
     """
-    from ftui.backbones import build, build_with_report, layer_groups
+    from ftui.backbones import build_with_report, layer_groups
     from ftui.data import class_size_warnings, load_dataset
 
     config.validate()
@@ -63,10 +63,7 @@ def run_training(
     from ftui.distributed import current
 
     if not current().is_main:
-        # The other ranks of a distributed run train the same model silently: rank 0 alone writes the run.
-        seed_everything(config.seed)
-        model = build(config.backbone, len(dataset.classes), weights=config.weights)
-        return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event), None
+        return _train_silently(config, dataset, stop_event), None
     folder, checkpoint = _open_folder(config, store, run_dir, resume, dataset.classes)
     on_folder(folder)
     started = time.time()
@@ -148,6 +145,16 @@ def _fit(config: TrainConfig, dataset, parts: tuple, listeners: list, stop_event
     trainer.stop_event, trainer.progress = stop_event, progress
     trainer.load_state_dict(trainer_state(checkpoint))
     return trainer.fit()
+
+
+def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event) -> FitResult:
+    """The other ranks of a distributed run: the same model trained without listeners or a run folder
+    (rank 0 alone writes the run)."""
+    from ftui.backbones import build, layer_groups
+
+    seed_everything(config.seed)
+    model = build(config.backbone, len(dataset.classes), weights=config.weights)
+    return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event)
 
 
 class _Tracker(Callback):
