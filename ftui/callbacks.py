@@ -168,7 +168,11 @@ class CSVLogger(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stops the run when the monitored metric has not improved for `patience` epochs."""
+    """Stops the run when the monitored metric has not improved for `patience` epochs of the current phase.
+
+    Counting restarts with each phase: the fine-tune phase's first epochs (rates warming up) may not beat the
+    fitted head's val loss yet, and that is no plateau.
+    """
 
     def __init__(self, patience: int, monitor: str = "val_acc", min_delta: float = 0.0) -> None:
         if patience < 1:
@@ -184,6 +188,9 @@ class EarlyStopping(Callback):
     def on_fit_start(self, info: dict[str, Any]) -> None:
         self.best = -math.inf
         self.bad_epochs = 0
+
+    def on_phase_start(self, info: dict[str, Any]) -> None:
+        self.on_fit_start(info)
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
         value = info.get(self.monitor)

@@ -41,11 +41,13 @@ import torch
 from torch import nn
 
 from ftui import devices, distributed
+from ftui.backbones import BackboneError, classifier_head
 from ftui.batches import IGNORE, ImageData, SpeedSettings
 from ftui.callbacks import Callback, CancelBatch, CancelEpoch, CancelFit, CancelValidate, TrainingControl
 from ftui.config import TrainConfig
 from ftui.featurecache import CacheStopped, fuse_for_inference
 from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
+from ftui.headfit import fit_head
 from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
 from ftui.resume import checkpoint_state
 from ftui.runs import RunFolder, disk_full, save_checkpoint
@@ -205,6 +207,10 @@ class Trainer:
         try:
             self._event("on_epoch_start", {"epoch": self.epoch, "epochs": self.config.epochs,
                                            "phase": self.phase.name})
+            # Several processes would each fit their own shard's head: they step by SGD instead.
+            head = self._linear_head() if self.phase.solver == "lbfgs" and not self.dist.enabled else None
+            if head is not None:
+                return self._fit_head(head)
             for index, (x, y) in enumerate(self.train_source.batches(), start=1):
                 if self._stop_requested():
                     raise StopRequested()
@@ -223,6 +229,47 @@ class Trainer:
             raise StopRequested()
         loss_sum, correct, seen = self._sums
         return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+    def _linear_head(self) -> nn.Linear | None:
+        """The model's final Linear layer, or None (a conv head, a model ftui did not build): SGD then."""
+        try:
+            head = classifier_head(self.model, self.config.backbone)
+        except (BackboneError, AttributeError):
+            return None
+        return head if isinstance(head, nn.Linear) else None
+
+    def _fit_head(self, head: nn.Linear) -> tuple[float, float]:
+        """The head fitted to convergence on the features it sees (ftui/headfit.py): one pass over the
+        train images (the frozen body's cached features) and L-BFGS; (train loss, train accuracy)."""
+        features, labels = [], []
+        hook = head.register_forward_pre_hook(lambda module, args: features.append(args[0].detach().float().cpu()))
+        self._say("fitting the head")
+        was_training = self.forward.training
+        self.forward.eval()
+        try:
+            with torch.no_grad():
+                for x, y in self.train_source.batches():
+                    if self._stop_requested():
+                        raise StopRequested()
+                    if self.speed.channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with devices.autocast(self.speed.device, self.speed.use_amp):
+                        self.forward(x)
+                    labels.append(y.cpu())
+        finally:
+            hook.remove()
+            self.forward.train(was_training)
+        x, y = torch.cat(features).flatten(1), torch.cat(labels)
+        fit = fit_head(x, y, self.data.meta["num_classes"], seed=self.config.seed)
+        with torch.no_grad():
+            head.weight.copy_(fit.weight.view_as(head.weight))
+            head.bias.copy_(fit.bias)
+        logits = x @ fit.weight.T + fit.bias
+        self.notes.append(f"head fitted to convergence by L-BFGS on {len(y)} images' features, weight decay "
+                          f"{fit.weight_decay:g} chosen on a held-out fold of train")
+        loss, acc = float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+        self._sums = [loss, acc, 1]
+        return loss, acc
 
     def _train_batch(self) -> None:
         """One optimizer step over micro-batches, then on_batch_end."""

@@ -81,7 +81,7 @@ def run_training(
         raise
     listeners = [*callbacks, CSVLogger(folder.metrics_path)]
     if config.early_stopping_patience:
-        listeners.append(EarlyStopping(config.early_stopping_patience))
+        listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
     progress("training")
     try:
         result = _fit(config, dataset, (model, groups), listeners, stop_event, folder, progress, checkpoint)

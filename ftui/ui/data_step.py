@@ -178,7 +178,8 @@ def build(ctx: AppContext) -> DataView:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             gr.Markdown("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). "
-                        "The demo dataset is selected: you can go straight to **Train**.",
+                        "The app opens with the demo dataset, so **Train** works at once; the card on the right "
+                        "always names the dataset in use.",
                         elem_classes="ftui-help")
             with gr.Tabs():
                 with gr.Tab("Demo"):

@@ -83,13 +83,13 @@ def preset_hint(weights_choice: str, backbone: str) -> str:
 
 
 def apply_preset(weights_choice: str, backbone: str) -> tuple:
-    """Train-step values for a weights choice: (recipe, bn_mode, optimizer, lr, scheduler, batch, hint).
+    """Train-step values for a weights choice: (recipe, bn_mode, optimizer, lr, scheduler, batch, epochs, hint).
 
     Random weights have no features or statistics worth protecting: train everything from the start and
     let BatchNorm learn the data's statistics. Pretrained ones are kept: head first, statistics frozen.
     """
     p = preset_for(weights_choice)
-    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size,
+    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs,
             preset_hint(weights_choice, backbone))
 
 
@@ -208,7 +208,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             hint = gr.HTML(preset_hint(model.weights.value, model.backbone.value), elem_id="ftui-preset-hint")
             with gr.Group():
                 with gr.Row():
-                    epochs = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs",
+                    epochs = gr.Number(start.epochs, precision=0, minimum=1, label="Epochs",
                                        elem_id="ftui-epochs")
                     batch_size = gr.Number(start.batch_size, precision=0, minimum=1, label="Batch size",
                                            elem_id="ftui-batch")
@@ -463,7 +463,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     timer.tick(poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
                **private)
     model.weights.change(apply_preset, [model.weights, model.backbone],
-                         [recipe, bn_mode, optimizer, lr, scheduler, batch_size, hint], **private)
+                         [recipe, bn_mode, optimizer, lr, scheduler, batch_size, epochs, hint], **private)
     model.backbone.change(preset_hint, [model.weights, model.backbone], hint, **private)
     runs_table.select(open_run, runs_table, opened_run, **private)
     opened_run.change(show_run, opened_run, [status, loss_plot, epoch_loss, epoch_acc], **private)
