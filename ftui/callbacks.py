@@ -154,10 +154,17 @@ class CSVLogger(Callback):
                 csv.writer(f).writerow(EPOCH_COLUMNS)
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
+        from ftui.runs import DiskFullError, disk_full
+
         row = _plain(info, EPOCH_COLUMNS)
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow(["" if row[k] is None else row[k] for k in EPOCH_COLUMNS])
-            f.flush()
+        try:
+            with self.path.open("a", newline="") as f:
+                csv.writer(f).writerow(["" if row[k] is None else row[k] for k in EPOCH_COLUMNS])
+                f.flush()
+        except OSError as exc:
+            if disk_full(exc):
+                raise DiskFullError(f"disk full while writing {self.path}") from None
+            raise
 
 
 class EarlyStopping(Callback):

@@ -49,7 +49,8 @@ from ftui.featurecache import CacheStopped, fuse_for_inference
 from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
 from ftui.headfit import fit_head
 from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
-from ftui.runs import RunFolder, save_checkpoint
+from ftui.resume import checkpoint_state
+from ftui.runs import RunFolder, disk_full, save_checkpoint
 
 
 class StopRequested(Exception):
@@ -182,7 +183,6 @@ class Trainer:
         self.epoch_seconds.append(seconds)
         self.result.epochs_done = epoch
         improved = val_acc is not None and val_acc > (self.result.best_val_acc or -1.0)
-        self._save_checkpoints(val_acc, improved)
         if improved:
             self.result.best_val_acc, self.result.best_epoch = val_acc, epoch
         recent = self.epoch_seconds[-3:]
@@ -193,6 +193,9 @@ class Trainer:
             "eta_s": (self.config.epochs - epoch) * sum(recent) / len(recent),
             "best_val_acc": self.result.best_val_acc,
         })
+        # After on_epoch_end: the epoch's metrics row is on disk before its checkpoints (a full disk or a
+        # crash while saving never leaves a best.pt whose epoch metrics.csv does not list).
+        self._save_checkpoints(val_acc, improved)
         # A stop asked on rank 0 (early stopping, a listener) ends every rank after this epoch.
         if self.dist.enabled and self.dist.any(self.control.should_stop) and not self.control.should_stop:
             self.control.request_stop("stopped on rank 0")
@@ -416,7 +419,9 @@ class Trainer:
         meta = {**self.data.meta, "epoch": self.epoch, "val_acc": val_acc}
         if improved:
             save_checkpoint(self.folder.best_path, self.model, meta)
-        save_checkpoint(self.folder.last_path, self.model, meta)
+        # last.pt also holds what a resume needs (ftui/resume.py), as tensors and plain types.
+        resume = checkpoint_state(self._training_state())
+        save_checkpoint(self.folder.last_path, self.model, {**meta, "resume": resume})
 
     def _end(self, status: str, message: str) -> None:
         self.result.status, self.result.message = status, message
@@ -434,8 +439,8 @@ class Trainer:
             self.model.to(memory_format=torch.contiguous_format)
         # A stopped or failed run keeps last.pt (the weights as they are now).
         folder, meta = self.folder, self.data.meta
-        if folder is not None and meta is not None and (self.result.status != "done"
-                                                         or not folder.last_path.exists()):
+        # An existing last.pt is the end of the last finished epoch, with what a resume needs: kept as is.
+        if folder is not None and meta is not None and not folder.last_path.exists():
             try:
                 save_checkpoint(folder.last_path, self.model, {**meta, "epoch": self.epoch,
                                                                "val_acc": self.result.best_val_acc or 0.0})
@@ -455,8 +460,12 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a later `load_state_dict` needs to carry on after the last finished epoch."""
+        return {"model": copy.deepcopy(self.model.state_dict()), **self._training_state()}
+
+    def _training_state(self) -> dict[str, Any]:
+        """state_dict() without the model: what last.pt stores next to the weights."""
         return {
-            "model": copy.deepcopy(self.model.state_dict()), "epoch": self.epoch,
+            "epoch": self.epoch,
             "phase_index": self.phase_index, "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch,
@@ -519,6 +528,8 @@ def describe_exception(exc: BaseException, config: TrainConfig) -> str:
         return f"out of memory on {device}: lower the batch size (now {config.batch_size}) or the image size"
     if isinstance(exc, ValueError):
         return str(exc)
+    if disk_full(exc):
+        return f"disk full while writing {getattr(exc, 'filename', None) or 'a run file'}: free some space"
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return f"cannot read {getattr(exc, 'filename', '') or 'a file'}: {exc.strerror or exc}; " \
                "was the dataset moved or changed after it was scanned?"

@@ -7,7 +7,9 @@ The job builds everything inside its thread (dataset scan, weights, model, fit) 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,17 +40,23 @@ def run_training(
     progress: Callable[[str], None] = lambda message: None,
     run_dir: str | Path | None = None,
     on_folder: Callable[[RunFolder], None] = lambda folder: None,
-    dataset=None,
+    resume: bool = False,
 ) -> tuple[FitResult, RunFolder | None]:
-    """Load the dataset, create the run folder, build the model, fit, then evaluate: one complete run.
+    """Load the dataset, create (resume: reopen) the run folder, build the model, fit, then evaluate.
 
-    User errors before training (bad data, weights, config) raise; failures inside training come back
-    as a FitResult with status "failed". `dataset`: the one the UI showed (its split), else a fresh scan.
+    User errors before training (bad data, weights, config) raise; training failures come back as a
+    FitResult with status "failed". resume=True carries on `run_dir` from its last.pt (ftui/resume.py).
     """
     from ftui.backbones import build_with_report, layer_groups
+    from ftui.data import class_size_warnings, load_dataset
 
     config.validate()
-    dataset, warnings = _dataset_for(config, progress, dataset)
+    progress("loading dataset")
+    dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
+                           progress=lambda fraction, message="": progress(message or "loading dataset"))
+    warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
+    for line in warnings:
+        progress(line)
     if stop_event.is_set():
         # Stopped during the scan: no run folder, so no junk run is listed.
         return FitResult(status="stopped", message="stopped before training started"), None
@@ -56,17 +64,15 @@ def run_training(
 
     if not current().is_main:
         return _train_silently(config, dataset, stop_event), None
-    folder = store.create(config, run_dir)
+    folder, checkpoint = _open_folder(config, store, run_dir, resume, dataset.classes)
     on_folder(folder)
-    folder.write_classes(dataset.classes)
     started = time.time()
-    folder.update_status(status="running", num_classes=len(dataset.classes))
     try:
         progress("building model")
         # Seed before building so the new head's initial weights are reproducible too.
         seed_everything(config.seed)
         model, weights_report = build_with_report(
-            config.backbone, len(dataset.classes), weights=config.weights,
+            config.backbone, len(dataset.classes), weights="none" if resume else config.weights,
             progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
         groups = layer_groups(model, config.backbone)
     except Exception as exc:  # recorded in status.json, then re-raised for the caller
@@ -78,14 +84,13 @@ def run_training(
         listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
     progress("training")
     try:
-        result = fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path,
-                     progress=progress)
+        result = _fit(config, dataset, (model, groups), listeners, stop_event, folder, progress, checkpoint)
     except Exception as exc:  # e.g. a listener raising in on_fit_end: status.json must not stay "running"
         folder.update_status(status="failed", message=describe_exception(exc, config),
                              seconds=round(time.time() - started, 2))
         raise
     # What the weights file gave (every skipped or mismatched tensor): in the job's notes, the CLI prints it.
-    if config.weights not in ("none", "imagenet") and weights_report.message:
+    if config.weights not in ("none", "imagenet") and weights_report.message and not resume:
         result.notes.insert(0, f"weights: {weights_report.message}")
     if result.status == "done":
         progress("evaluating")
@@ -106,18 +111,40 @@ def run_training(
     return result, folder
 
 
-def _dataset_for(config: TrainConfig, progress: Callable[[str], None], dataset=None):
-    """(dataset, warnings): as given (the split the user saw), else scanned as `config` says."""
-    from ftui.data import class_size_warnings, load_dataset
+def _open_folder(config: TrainConfig, store: RunStore, run_dir: str | Path | None, resume: bool,
+                 classes: list[str]) -> tuple[RunFolder, dict[str, Any] | None]:
+    """A new run folder, or (resume) the existing one and its last.pt; status.json says "running"."""
+    if resume:
+        from ftui.resume import open_for_resume
 
-    if dataset is None:
-        progress("loading dataset")
-        dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
-                               progress=lambda fraction, message="": progress(message or "loading dataset"))
-    warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
-    for line in warnings:
-        progress(line)
-    return dataset, warnings
+        # The weights come from last.pt, never again from the (maybe long gone) weights file.
+        folder, _config, checkpoint = open_for_resume(run_dir)
+        if list(checkpoint["classes"]) != list(classes):
+            raise JobError(f"the dataset's classes changed since run {folder.id} started: cannot resume it")
+        # This process trains it now (a restarted app must not mark it interrupted while it runs).
+        folder.update_status(status="running", pid=os.getpid(), host=socket.gethostname(), resumed_from_epoch=
+                             int(checkpoint["resume"]["epoch"]), message="resumed")
+        return folder, checkpoint
+    folder = store.create(config, run_dir)
+    folder.write_classes(classes)
+    folder.update_status(status="running", num_classes=len(classes))
+    return folder, None
+
+
+def _fit(config: TrainConfig, dataset, parts: tuple, listeners: list, stop_event: threading.Event,
+         folder: RunFolder, progress: Callable[[str], None], checkpoint: dict[str, Any] | None) -> FitResult:
+    """fit(), or for a resume a Trainer loaded with last.pt's state (model, optimizer, scheduler, epoch, RNG)."""
+    model, groups = parts
+    if checkpoint is None:
+        return fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path, progress=progress)
+    from ftui.batches import ImageData
+    from ftui.engine import Trainer
+    from ftui.resume import trainer_state
+
+    trainer = Trainer(config, model, groups, ImageData(dataset), listeners, run_dir=folder.path)
+    trainer.stop_event, trainer.progress = stop_event, progress
+    trainer.load_state_dict(trainer_state(checkpoint))
+    return trainer.fit()
 
 
 def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event) -> FitResult:
@@ -154,10 +181,12 @@ class Job:
 
     def __init__(self, config: TrainConfig, store: RunStore, device: str = "cpu",
                  run_dir: str | Path | None = None, callbacks: Iterable[Callback] = (), gpus: int = 1,
-                 dataset=None) -> None:
+                 resume: bool = False, stamp: dict[str, Any] | None = None) -> None:
         self.id = secrets.token_hex(4)
         self.config = config
-        self.dataset = dataset
+        # resume: carry on the run in run_dir from its last.pt; stamp: fields for its status.json (the owner).
+        self.resume = resume
+        self.stamp = dict(stamp or {})
         self.store = store
         self.device = device
         # > 1: DistributedDataParallel, this thread rank 0, worker processes the rest (distributed.local_group).
@@ -241,6 +270,8 @@ class Job:
             self._state.update(fields)
 
     def _set_folder(self, folder: RunFolder) -> None:
+        if self.stamp:
+            folder.update_status(**self.stamp)
         self._update(run_id=folder.id, run_dir=str(folder.path))
 
     def _finish(self, status: str, message: str, error: str | None = None) -> None:
@@ -267,7 +298,7 @@ class Job:
                 result, _ = run_training(
                     config, self.store, self._stop, [self.history_cb, _Tracker(self), *self.extra_callbacks],
                     progress=lambda message: self._update(message=message),
-                    run_dir=self.run_dir_request, on_folder=self._set_folder, dataset=self.dataset,
+                    run_dir=self.run_dir_request, on_folder=self._set_folder, resume=self.resume,
                 )
         except Exception as exc:  # noqa: BLE001 - any failure becomes the job's error, never a dead thread
             message = describe_exception(exc, config)
@@ -307,10 +338,11 @@ class JobManager:
         self._workers: dict[str, threading.Thread] = {}
 
     def start(self, config: TrainConfig, run_dir: str | Path | None = None,
-              callbacks: Iterable[Callback] = (), dataset=None) -> Job:
+              callbacks: Iterable[Callback] = (), resume: bool = False,
+              stamp: dict[str, Any] | None = None) -> Job:
         """Queue a job for its device; JobError when the device is busy and the queue is full.
 
-        `dataset`: train on this loaded Dataset (exactly the split the UI showed) instead of scanning again.
+        resume=True carries on the run in `run_dir` from its last.pt; `stamp` goes into its status.json.
         """
         config.validate()
         device = devices.pick_device(config.device).type
@@ -325,7 +357,7 @@ class JobManager:
                 raise JobError(f"the queue for {device} is full ({len(queue)} waiting): "
                                "wait for a job to finish or stop one")
             job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks,
-                      gpus=self.gpus if device == "cuda" else 1, dataset=dataset)
+                      gpus=self.gpus if device == "cuda" else 1, resume=resume, stamp=stamp)
             job._on_dequeue = lambda: self._renumber_now(device)
             self._jobs[job.id] = job
             self._order.append(job.id)

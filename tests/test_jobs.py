@@ -170,14 +170,3 @@ def test_a_stop_during_the_dataset_scan_creates_no_run_folder(class_folder, tmp_
     assert result.status == "stopped" and folder is None
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
-
-def test_a_given_dataset_is_trained_exactly_as_split_not_scanned_again(class_folder, tmp_path):
-    from ftui.data import load_dataset
-
-    # The Data step's split (half the images for validation) differs from what the config would scan (0.2).
-    shown = load_dataset(str(class_folder), val_fraction=0.5, seed=0)
-    config = tiny_config(class_folder, epochs=1, seed=7)
-    result, folder = run_training(config, RunStore(tmp_path / "runs"), threading.Event(), dataset=shown)
-    assert result.status == "done"
-    evaluation = json.loads(folder.evaluation_path.read_text())
-    assert evaluation["num_items"] == len(shown.split("val")) == 9

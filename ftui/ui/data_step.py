@@ -252,7 +252,7 @@ def build(ctx: AppContext) -> DataView:
             packed = zip_manifest(manifest)  # small folders arrive as one zip packed by the browser
             if packed is not None:
                 check_quota(ctx, [packed])
-                root = materialize_zip(packed, dest, gr.utils.get_upload_folder())
+                root = materialize_zip(packed, dest, gr.utils.get_upload_folder(), ctx.quota_left())
             else:
                 pairs = parse_manifest(manifest)
                 check_quota(ctx, [server for _, server in pairs])

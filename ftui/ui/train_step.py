@@ -24,6 +24,8 @@ from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
+from ftui.ui.train_resume import owner_stamp, resume_run
+from ftui.ui.train_resume import owner_stamp, resume_run
 
 FINISHED = ("done", "stopped", "failed")
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
@@ -273,6 +275,7 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
     with gr.Row():
         c["train_button"] = gr.Button("Train", variant="primary", elem_id="ftui-train")
         c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
+        c["resume_button"] = gr.Button("Resume opened run", elem_id="ftui-resume")
     c["error"] = gr.Markdown(elem_classes="ftui-error")
     with gr.Accordion("Learning-rate finder", open=False):
         gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
@@ -329,8 +332,6 @@ class _Handlers:
         The dataset is the one this session loaded (load_data / upload_data; the demo by default).
         Returns the job id and a message; the job queues when another job is running.
         """
-        from ftui.ui.data_step import shown
-
         if not config:
             return gr.skip(), gr.skip()
         if not owner_token:
@@ -345,8 +346,7 @@ class _Handlers:
             check_weights(self.ctx, cfg.weights, session_of(request))
             cfg.validate()
             owner_quota(self.ctx.jobs.jobs(), self.ctx.owners, owner_token)
-            # The split the Data step showed (its seed, not the training seed), when this session loaded it.
-            job = self.ctx.jobs.start(cfg, dataset=shown(self.ctx, source_path, cfg.val_fraction))
+            job = self.ctx.jobs.start(cfg, stamp=owner_stamp(owner_token))
         except ValueError as exc:
             return gr.skip(), f"**Could not start training:** {exc}"
         self.ctx.owners[job.id] = owner_token
@@ -376,6 +376,13 @@ class _Handlers:
         message = (f"Suggested learning rate **{result.suggestion:.2g}** (steepest descent at "
                    f"{result.steepest:.2g}); it is now in the learning-rate box.")
         return message, lr_frame(result.table), float(f"{result.suggestion:.2g}")
+
+    def resume(self, run_id: str, owner_token: str | None):
+        """Resume an interrupted or stopped run (by id) from its last.pt; only the client that started it may."""
+        try:
+            return resume_run(self.ctx, run_id, owner_token), ""
+        except ValueError as exc:
+            return gr.skip(), f"**Could not resume:** {exc}"
 
     def stop(self, job: str, owner_token: str | None):
         """Stop a job; only the browser (or API client token) that started it may."""
@@ -487,6 +494,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         h.find_learning_rate, [config_json, source], [c["lr_message"], c["lr_plot"], c["lr"]], api_name="find_lr",
         concurrency_id="heavy")
     c["stop_button"].click(h.stop, [job_id, owner], c["error"], api_name="stop", concurrency_limit=None)
+    c["resume_button"].click(h.resume, [opened_run, owner], [job_id, c["error"]], api_name="resume_training")
     # The API's poll always answers in full; the timer's skips what the browser already shows.
     job_id.change(lambda job, token: h.poll(job, token, None), [job_id, owner], poll_outputs, api_name="poll",
                   show_progress="hidden", concurrency_limit=None)
