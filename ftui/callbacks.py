@@ -28,7 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-EPOCH_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+from ftui.runs import EPOCH_COLUMNS
+
 BATCH_COLUMNS = ["step", "epoch", "loss", "lr", "images_per_s"]
 
 

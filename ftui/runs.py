@@ -29,6 +29,10 @@ from ftui.config import ConfigError, TrainConfig
 RUN_COLUMNS = ["id", "backbone", "status", "best_val_acc", "epochs", "started", "seconds"]
 
 
+# metrics.csv's columns, one row per epoch (written by callbacks.CSVLogger; here so runs needs no callbacks).
+EPOCH_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
 class RunError(ValueError):
     """A run folder that is missing, incomplete or cannot be created."""
 
@@ -187,7 +191,6 @@ class RunFolder:
 
     def metrics(self) -> pd.DataFrame:
         """metrics.csv as a DataFrame (empty when no epoch finished)."""
-        from ftui.callbacks import EPOCH_COLUMNS
 
         if not self.metrics_path.is_file() or self.metrics_path.stat().st_size == 0:
             return pd.DataFrame(columns=EPOCH_COLUMNS)
