@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="largest single uploaded file (e.g. 500mb, 2gb; default 1gb)")
     parser.add_argument("--work-quota", default="20gb", metavar="SIZE",
                         help="most disk uploads and extracted zips may take under the work dir (default 20gb)")
+    parser.add_argument("--demo", default=None, metavar="RUN_DIR",
+                        help="serve only a locked predict page (upload, webcam, Grad-CAM, model card) for this run")
     return parser.parse_args(argv)
 
 
@@ -40,6 +42,20 @@ def main(argv: list[str] | None = None) -> None:
     if data_root is not None and not data_root.is_dir():
         raise SystemExit(f"--data-root {args.data_root} is not a folder")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftui"
+    workdir = Path(args.workdir).expanduser().resolve() if args.workdir else cache
+    if args.demo:
+        from ftui.runs import RunError
+        from ftui.ui.demo_page import build_demo_page
+        from ftui.ui.layout import demo_launch_options
+
+        try:
+            page, page_ctx = build_demo_page(Path(args.demo).expanduser(), workdir)
+        except RunError as exc:
+            raise SystemExit(f"--demo: {exc}") from None
+        page.queue(default_concurrency_limit=1).launch(
+            server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+            **demo_launch_options(page_ctx.settings))
+        return
     from ftui.ui import AppSettings, build_app, launch_options
     from ftui.ui.guard import parse_size
 
@@ -48,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"--max-upload / --work-quota: {exc}") from None
     settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
-                           workdir=Path(args.workdir).expanduser().resolve() if args.workdir else cache,
+                           workdir=workdir,
                            data_root=data_root, max_upload_bytes=max_upload, work_quota_bytes=work_quota)
     demo, _ = build_app(settings)
     demo.queue(default_concurrency_limit=1).launch(

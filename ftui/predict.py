@@ -63,6 +63,10 @@ class Predictor:
         # a file match validation exactly.
         return self.transform(decode_for_cache(image, size))
 
+    def tensors(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """The batch the model sees for `images`: decoded, resized, cropped and normalised like validation."""
+        return torch.stack([self._tensor(im) for im in images])
+
     @torch.inference_mode()
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Raw scores, one row per image, computed `batch_size` images at a time."""
@@ -122,6 +126,30 @@ class Predictor:
                 "top_k": ";".join(f"{label}:{prob:.4f}" for label, prob in top),
             })
         return pd.DataFrame(rows, columns=["path", "label", "probability", "top_k"])
+
+
+def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:
+    """(path, true class) of up to `limit` of the run's own val images (train when it has none), taking the
+    classes in turn so every class shows; [] when the run's data can no longer be read."""
+    import logging
+
+    from ftui.data import load_dataset
+
+    try:
+        dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction, seed=run.config.seed)
+    except (ValueError, OSError) as exc:
+        logging.getLogger(__name__).warning("cannot reload %s for examples: %s", run.config.data, exc)
+        return []
+    items = dataset.split("val") or dataset.split("train")
+    by_class: dict[int, list] = {}
+    for item in items:
+        by_class.setdefault(item.label, []).append(item)
+    picked: list[tuple[str, str]] = []
+    for rank in range(max((len(v) for v in by_class.values()), default=0)):
+        for label in sorted(by_class):
+            if rank < len(by_class[label]) and len(picked) < limit:
+                picked.append((by_class[label][rank].path, dataset.classes[label]))
+    return picked
 
 
 def predict(run: LoadedRun | str | Path, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:

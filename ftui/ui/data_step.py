@@ -21,8 +21,10 @@ from ftui.ui.uploads import (
     dataset_source,
     materialize_files,
     materialize_tree,
+    materialize_zip,
     new_upload_dir,
     parse_manifest,
+    zip_manifest,
 )
 
 THUMBS_PER_CLASS = 4
@@ -230,9 +232,14 @@ def build(ctx: AppContext) -> DataView:
     def upload_folder(manifest: str, val_fraction: float, request: gr.Request, progress=PROGRESS):
         """Rebuild a folder picked in the browser (relative paths kept) and load it."""
         def run(dest: Path):
-            pairs = parse_manifest(manifest)
-            check_quota(ctx, [server for _, server in pairs])
-            root, _failed = materialize_tree(pairs, dest, gr.utils.get_upload_folder())
+            packed = zip_manifest(manifest)  # small folders arrive as one zip packed by the browser
+            if packed is not None:
+                check_quota(ctx, [packed])
+                root = materialize_zip(packed, dest, gr.utils.get_upload_folder())
+            else:
+                pairs = parse_manifest(manifest)
+                check_quota(ctx, [server for _, server in pairs])
+                root, _failed = materialize_tree(pairs, dest, gr.utils.get_upload_folder())
             return show(ctx, dataset_source(root), val_fraction, progress)
         return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ftui.ui import augment_step, data_step, model_step, results_step, train_step
+from ftui.ui import augment_step, data_step, model_step, predict_step, results_step, train_step
 from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.doctor_view import build_doctor_section
 
@@ -45,8 +45,9 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
                 train = train_step.build(ctx, data.source, data.val_fraction, aug.aug_json, model)
             with gr.Tab("5 · Evaluate", id="evaluate"):
                 eval_run = results_step.build_evaluate(ctx)
-            with gr.Tab("6 · Predict", id="predict"):
-                predict_run = results_step.build_predict(ctx)
+            with gr.Tab("6 · Predict", id="predict") as predict_tab:
+                predict = predict_step.build(ctx)
+                predict_run = predict.run
         gr.HTML("<div class='ftui-footer'>Runs are saved on the server under "
                 f"<code>{settings.runs_dir}</code> · the API is listed under “Use via API”.</div>")
 
@@ -58,11 +59,16 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
             value = choices[0] if choices else None
             return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
 
-        train.runs_table.change(newest, train.runs_table, [eval_run, predict_run], **private)
+        show_examples = (predict.on_run, predict_run, predict.run_outputs)
+        train.runs_table.change(newest, train.runs_table, [eval_run, predict_run], **private).then(
+            *show_examples, **private)
         train.opened_run.change(lambda r: (gr.update(value=r), gr.update(value=r)), train.opened_run,
-                                [eval_run, predict_run], **private)
+                                [eval_run, predict_run], **private).then(*show_examples, **private)
+        predict_tab.select(*show_examples, **private)
 
         demo.load(train.attach, train.owner, [train.owner, train.job_id], **private)
+        # Run pickers filled on load (not only when the runs table changes), newest run selected.
+        demo.load(lambda: newest(None), None, [eval_run, predict_run], **private).then(*show_examples, **private)
         demo.load(data.on_load, data.load_inputs, data.load_outputs, **private)
         demo.load(model.on_load, model.load_inputs, model.load_outputs, **private)
         demo.load(lambda v: v, model.image_size, image_size_proxy, **private)
@@ -97,4 +103,13 @@ def launch_options(settings: AppSettings) -> dict:
         "blocked_paths": blocked_paths(settings),
         "max_file_size": settings.max_upload_bytes,
         "app_kwargs": {"middleware": [Middleware(LoginThrottle)]},
+        # Gradio's run history records every call with its inputs (owner tokens included) and its footer
+        # link looks like ftui's runs: off, and the footer keeps only the API docs, Gradio and settings.
+        "run_history": False,
+        "footer_links": ["api", "gradio", "settings"],
     }
+
+
+def demo_launch_options(settings: AppSettings) -> dict:
+    """The locked demo page: the app's options (nothing but assets served) and no API link in the footer."""
+    return {**launch_options(settings), "footer_links": ["gradio"]}

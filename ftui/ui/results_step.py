@@ -1,13 +1,10 @@
-"""Steps 5 and 6, Evaluate and Predict: measure a trained run, then use it on new images."""
+"""Step 5, Evaluate: measure a trained run (Predict, step 6, is in predict_step.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-import secrets
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -15,14 +12,10 @@ import pandas as pd
 
 from ftui.ui.charts import confusion_html
 from ftui.ui.context import AppContext
-from ftui.runs import write_bytes_atomic
-from ftui.ui.guard import InputError, number, private_download, session_of
+from ftui.ui.guard import session_of
 
 MISTAKES_SHOWN = 24
-MAX_TOP_K = 100
-MAX_PREDICT_FILES = 256
 THUMB = 128
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
 PROGRESS = gr.Progress()
@@ -143,85 +136,5 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
 
     outputs = [error, summary, table, confusion, gallery]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
-    refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
-    return run
-
-
-def build_predict(ctx: AppContext) -> gr.Dropdown:
-    """Lay out the Predict step."""
-    gr.Markdown("Drop new images to see what a run thinks they are. Download the predictions as CSV, or the "
-                "trained model itself (its classes and preprocessing travel inside the file).",
-                elem_classes="ftui-help")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320):
-            with gr.Row():
-                run = gr.Dropdown(run_choices(ctx), label="Run", scale=4, elem_id="ftui-predict-run",
-                              allow_custom_value=True)
-                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
-            images = gr.File(label="Images", file_count="multiple", file_types=["image"], height=160,
-                             elem_id="ftui-predict-files")
-            examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in
-                              (".png", ".jpg", ".jpeg", ".webp"))
-            if examples:
-                gr.Examples([[[p]] for p in examples[:8]], inputs=images, label="Example images")
-            top_k = gr.Slider(1, 10, value=3, step=1, label="Top k")
-            button = gr.Button("Predict", variant="primary", elem_id="ftui-predict")
-            error = gr.Markdown(elem_classes="ftui-error")
-            model_file = gr.DownloadButton("Download the trained model (.pt)", visible=False)
-        with gr.Column(scale=3, min_width=420):
-            label = gr.Label(label="Top predictions (first image)", elem_id="ftui-label")
-            gallery = gr.Gallery(label="All images (top-1 label)", columns=6, height=240, object_fit="cover")
-            table = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
-            csv_file = gr.File(label="Predictions as CSV", visible=False)
-
-    def predict(run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
-        """Top-k labels with probabilities for each image, a CSV of them, and the run's checkpoint."""
-        from ftui.images import ImageError
-
-        if not run_id:
-            return "**Pick a run first** (train one in step 4).", *([gr.skip()] * 5)
-        paths = [str(f) for f in (files or [])]
-        if not paths:
-            return "**Add at least one image.**", *([gr.skip()] * 5)
-        try:
-            k = number("k", k, 1, MAX_TOP_K)
-            if len(paths) > MAX_PREDICT_FILES:
-                raise InputError(f"files: at most {MAX_PREDICT_FILES} images per call, got {len(paths)}")
-            progress(0.1, desc="Loading the model...")
-            model = predictor(ctx, run_id)
-            progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
-            results = model.predict(paths, top_k=int(k))
-            table = model.predictions_table(paths, top_k=int(k))
-        except ImageError as exc:
-            return f"**Not an image we can read:** {exc}", *([gr.skip()] * 5)
-        except ValueError as exc:
-            return f"**Could not predict:** {exc}", *([gr.skip()] * 5)
-        table["path"] = [Path(p).name for p in paths]
-        # A unique name written atomically: parallel calls never share (and truncate) one file.
-        out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
-        write_bytes_atomic(out, table.to_csv(index=False).encode())
-        thumbs = [(_thumb(p), f"{top[0][0]} ({top[0][1]:.0%})") for p, top in zip(paths, results)]
-        checkpoint = model.run.path / f"{model.run.checkpoint}.pt"
-        # Each response gets private copies; the runs folder itself is never served.
-        upload_folder = gr.utils.get_upload_folder()
-        return ("", {name: prob for name, prob in results[0]}, thumbs, table,
-                gr.update(value=private_download(out, upload_folder), visible=True),
-                gr.update(value=private_download(checkpoint, upload_folder), visible=True))
-
-    def on_run(run_id: str):
-        if not run_id:
-            return gr.update(visible=False)
-        try:
-            folder = run_folder(ctx, run_id)
-        except ValueError:
-            return gr.update(visible=False)
-        path = folder.best_path if folder.best_path.is_file() else folder.last_path
-        if not path.is_file():
-            return gr.update(visible=False)
-        return gr.update(value=private_download(path, gr.utils.get_upload_folder()), visible=True)
-
-    outputs = [error, label, gallery, table, csv_file, model_file]
-    button.click(predict, [run, images, top_k], outputs, api_name="predict", concurrency_id="heavy")
-    run.change(on_run, run, model_file, api_visibility="private")
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
     return run

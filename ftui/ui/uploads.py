@@ -54,6 +54,38 @@ def parse_manifest(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def zip_manifest(text: str) -> str | None:
+    """The server path of the folder picker's packed zip ({"zip": path, "count": n}), or None when the
+    manifest lists files one by one."""
+    try:
+        raw = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        raise UploadError("the folder upload sent malformed data; pick the folder again") from None
+    path = raw.get("zip") if isinstance(raw, dict) else None
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise UploadError("the folder upload sent malformed data; pick the folder again")
+    return path
+
+
+def materialize_zip(zip_path: str, dest: Path, upload_root: str | Path) -> Path:
+    """Extract the browser-packed folder zip into dest (safely: no entry leaves it); returns the dataset root.
+
+    Only a zip inside `upload_root` (Gradio's upload folder) is read. Like `materialize_tree`, a single top
+    folder (the picked folder's name) becomes the root.
+    """
+    from ftui.data import safe_extract_zip
+
+    if not Path(zip_path).is_file() or not is_inside(zip_path, upload_root):
+        raise UploadError("the packed folder did not arrive on the server; try the upload again")
+    safe_extract_zip(zip_path, dest, max_files=MAX_FILES)
+    entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        raise UploadError("the chosen folder is empty")
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
 def new_upload_dir(workdir: Path) -> Path:
     """A fresh, unique folder for one upload."""
     folder = Path(workdir) / "uploads" / uuid.uuid4().hex[:12]

@@ -1,0 +1,270 @@
+"""Step 6, Predict: use a trained run on new images (files, the run's own val examples, a webcam), see why
+with Grad-CAM, and download the model (checkpoint, torch.export .pt2, ONNX) under the run's name."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ftui.ui.context import LRU, AppContext
+from ftui.ui.guard import InputError, number, private_download, session_of
+
+EXAMPLES = 12
+MAX_TOP_K = 100
+MAX_PREDICT_FILES = 256
+EXPLAINED = 12  # images in one batch that get a Grad-CAM overlay (each costs a forward and a backward pass)
+OVERLAY = 256
+THUMB = 128
+PROGRESS = gr.Progress()
+_examples_cache = LRU(8)
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictView:
+    """What other steps and the demo page reach: the run picker and the single-image outputs."""
+
+    run: gr.Dropdown
+    examples: gr.Gallery
+    # on_run(run_id) -> run_outputs: chained after code sets the run, since a component in a tab that was
+    # never opened is not mounted and fires no change event.
+    on_run: Any
+    run_outputs: list
+
+
+def _thumb(path: str, size: int = THUMB):
+    from ftui.images import open_rgb
+
+    image = open_rgb(path, draft_size=size)
+    image.thumbnail((size, size))
+    return image
+
+
+def run_examples(ctx: AppContext, run_id: str, session: str | None) -> list[tuple[str, str]]:
+    """(path, true class) of the run's own val images that this session may read (the demo, --data-root,
+    its own uploads), the run's list cached per checkpoint."""
+    from ftui.predict import val_examples
+    from ftui.ui.results_step import predictor
+
+    model = predictor(ctx, run_id)
+    key = (str(model.run.path), model.run.checkpoint)
+    cached = _examples_cache.get(key)
+    if cached is None:
+        cached = _examples_cache.put(key, val_examples(model.run, EXAMPLES * 2))
+    return [(p, c) for p, c in cached if ctx.readable(p, session)][:EXAMPLES]
+
+
+def download(path: Path) -> str:
+    """A private copy for one response (the runs folder itself is never served), keeping the file's name."""
+    return private_download(path, gr.utils.get_upload_folder())
+
+
+def explain_one(model, image, top: list[tuple[str, float]]) -> tuple[str, Any]:
+    """The sentence for a prediction and its Grad-CAM overlay (None with a note when it cannot be drawn)."""
+    from ftui.explain import ExplainError, confidence_words, explain
+
+    words = confidence_words(top)
+    try:
+        overlay = explain(model, image, size=OVERLAY).overlay
+    except ExplainError as exc:
+        return f"{words}\n\n_{exc}_", None
+    return words + "\n\nThe heat map shows where the model looked for this answer (red = most).", overlay
+
+
+def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
+    """error, label dict, verdict and overlay for one image (path or PIL)."""
+    from ftui.images import ImageError
+    from ftui.ui.results_step import predictor
+
+    if not run_id:
+        return "**Pick a run first** (train one in step 4).", None, "", None
+    if image is None:
+        return "", None, "", None
+    try:
+        k = number("k", k, 1, MAX_TOP_K)
+        model = predictor(ctx, run_id)
+        (top,) = model.predict([image], top_k=k)
+        verdict, overlay = explain_one(model, image, top)
+    except ImageError as exc:
+        return f"**Not an image we can read:** {exc}", None, "", None
+    except ValueError as exc:
+        return f"**Could not predict:** {exc}", None, "", None
+    return "", {name: prob for name, prob in top}, verdict, overlay
+
+
+def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
+    """Top-k labels for every file, Grad-CAM overlays, a CSV of them, and the checkpoint named after the run."""
+    from ftui.export import named_checkpoint
+    from ftui.images import ImageError
+    from ftui.runs import write_bytes_atomic
+    from ftui.ui.results_step import predictor
+
+    skip = [gr.skip()] * 7
+    if not run_id:
+        return "**Pick a run first** (train one in step 4).", *skip
+    paths = [str(f) for f in (files or [])]
+    if not paths:
+        return "**Add at least one image.**", *skip
+    try:
+        k = number("k", k, 1, MAX_TOP_K)
+        if len(paths) > MAX_PREDICT_FILES:
+            raise InputError(f"files: at most {MAX_PREDICT_FILES} images per call, got {len(paths)}")
+        progress(0.1, desc="Loading the model...")
+        model = predictor(ctx, run_id)
+        progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
+        results = model.predict(paths, top_k=int(k))
+        table = model.predictions_table(paths, top_k=int(k))
+        verdict, overlay = explain_one(model, paths[0], results[0])
+        pictures = [overlay] + [explain_one(model, p, top)[1] if i < EXPLAINED else None
+                                for i, (p, top) in enumerate(zip(paths[1:], results[1:]), start=1)]
+        thumbs = [(picture or _thumb(p), f"{top[0][0]} ({top[0][1]:.0%})")
+                  for picture, p, top in zip(pictures, paths, results)]
+    except ImageError as exc:
+        return f"**Not an image we can read:** {exc}", *skip
+    except ValueError as exc:
+        return f"**Could not predict:** {exc}", *skip
+    table["path"] = [Path(p).name for p in paths]
+    # A unique name written atomically: parallel calls never share (and truncate) one file.
+    out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
+    write_bytes_atomic(out, table.to_csv(index=False).encode())
+    return ("", {name: prob for name, prob in results[0]}, verdict, overlay, thumbs, table,
+            gr.update(value=download(out), visible=True),
+            gr.update(value=download(named_checkpoint(model.run)), visible=True))
+
+
+def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
+    """Export the run and hand the file over as a download named after the run."""
+    from ftui.export import export_run
+    from ftui.ui.results_step import predictor
+
+    if not run_id:
+        return "**Pick a run first.**", gr.skip()
+    try:
+        progress(0.2, desc=f"Exporting {fmt} and checking it against PyTorch...")
+        result = export_run(predictor(ctx, run_id).run, fmt)
+    except ValueError as exc:
+        return f"**Could not export:** {exc}", gr.skip()
+    return (f"{fmt} export ready: {result.note}.",
+            gr.update(value=download(result.path), visible=True, label=f"Download {result.path.name}"))
+
+
+def onnx_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript"))
+
+
+def build(ctx: AppContext) -> PredictView:
+    """Lay out the Predict step."""
+    from ftui.ui.results_step import run_choices
+
+    gr.Markdown("Try a run on new images: drop files, click one of the run's own validation images, or use a "
+                "webcam. The heat map shows which part of the image decided the answer.", elem_classes="ftui-help")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            with gr.Row():
+                run = gr.Dropdown(run_choices(ctx), label="Run", scale=4, elem_id="ftui-predict-run",
+                                  allow_custom_value=True)
+                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
+            with gr.Tabs():
+                with gr.Tab("Files"):
+                    images = gr.File(label="Images", file_count="multiple", file_types=["image"], height=140,
+                                     elem_id="ftui-predict-files")
+                    button = gr.Button("Predict", variant="primary", elem_id="ftui-predict")
+                with gr.Tab("Webcam", elem_id="ftui-webcam-tab"):
+                    webcam = gr.Image(sources=["webcam"], type="pil", label="Take a photo", height=260,
+                                      elem_id="ftui-webcam")
+                with gr.Tab("Live", elem_id="ftui-live-tab"):
+                    live = gr.Image(sources=["webcam"], type="pil", streaming=True, height=260,
+                                    label="Live: predicts about twice a second", elem_id="ftui-live")
+            examples = gr.Gallery(label="Examples from this run's validation images: click one", columns=6,
+                                  height=170, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
+            top_k = gr.Slider(1, 10, value=3, step=1, label="Top k")
+            error = gr.Markdown(elem_classes="ftui-error")
+            with gr.Accordion("Download the model", open=False):
+                gr.Markdown("`.pt`: the checkpoint (`torch.load(weights_only=True)`). `.pt2`: a torch.export "
+                            "program that runs without ftui. `.onnx`: for onnxruntime and other runtimes.",
+                            elem_classes="ftui-note")
+                model_file = gr.DownloadButton("Download the checkpoint (.pt)", visible=False,
+                                               elem_id="ftui-download-pt")
+                with gr.Row():
+                    pt2_button = gr.Button("Export .pt2", size="sm", elem_id="ftui-export-pt2")
+                    onnx_button = gr.Button("Export .onnx", size="sm", visible=onnx_available(),
+                                            elem_id="ftui-export-onnx")
+                export_note = gr.Markdown(elem_classes="ftui-note")
+                export_file = gr.DownloadButton("Download", visible=False, elem_id="ftui-export-file")
+        with gr.Column(scale=3, min_width=420):
+            verdict = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-verdict")
+            with gr.Row(equal_height=False):
+                label = gr.Label(label="Top predictions", elem_id="ftui-label", scale=1)
+                overlay = gr.Image(label="Where the model looked (Grad-CAM)", type="pil", height=OVERLAY,
+                                   width=OVERLAY, interactive=False, elem_id="ftui-gradcam", scale=1)
+            gallery = gr.Gallery(label="All images (top-1 label, heat map)", columns=6, height=240,
+                                 object_fit="cover")
+            table = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
+            csv_file = gr.File(label="Predictions as CSV", visible=False)
+
+    private = {"api_visibility": "private"}
+    single = [error, label, verdict, overlay]
+
+    def on_run(run_id: str, request: gr.Request):
+        """The run's own val images as examples and its checkpoint download."""
+        from ftui.export import named_checkpoint
+
+        if not run_id:
+            return gr.update(value=[]), gr.update(visible=False)
+        try:
+            picked = run_examples(ctx, run_id, session_of(request))
+            checkpoint = gr.update(value=download(named_checkpoint(run_folder_path(ctx, run_id))), visible=True)
+        except (ValueError, OSError) as exc:
+            log.warning("examples for %s: %s", run_id, exc)
+            return gr.update(value=[]), gr.update(visible=False)
+        return [(_thumb(p), f"{c}") for p, c in picked], checkpoint
+
+    def on_example(run_id: str, k: float, evt: gr.SelectData, request: gr.Request):
+        """Predict the clicked example (looked up on the server: the browser only sends an index)."""
+        picked = run_examples(ctx, run_id, session_of(request)) if run_id else []
+        if not 0 <= evt.index < len(picked):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return predict_single(ctx, run_id, picked[evt.index][0], int(k))
+
+    def predict(run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
+        """Top-k labels with probabilities for each image, Grad-CAM, a CSV of them, and the run's checkpoint."""
+        return predict_files(ctx, run_id, files, k, progress)
+
+    def predict_image(run_id: str, image, k: float):
+        """Top-k labels, the confidence in words and a Grad-CAM overlay for one image."""
+        return predict_single(ctx, run_id, image, k)
+
+    def export_pt2(run_id: str, progress=PROGRESS):
+        """The run as a torch.export program (.pt2), checked against PyTorch on its val images."""
+        return export_download(ctx, run_id, "pt2", progress)
+
+    def export_onnx(run_id: str, progress=PROGRESS):
+        """The run as ONNX, checked with onnxruntime against PyTorch on its val images."""
+        return export_download(ctx, run_id, "onnx", progress)
+
+    outputs = [error, label, verdict, overlay, gallery, table, csv_file, model_file]
+    button.click(predict, [run, images, top_k], outputs, api_name="predict", concurrency_id="heavy")
+    examples.select(on_example, [run, top_k], single, concurrency_id="heavy", **private)
+    webcam.change(predict_image, [run, webcam, top_k], single, api_name="predict_image", concurrency_id="heavy")
+    live.stream(predict_image, [run, live, top_k], single, stream_every=0.5, time_limit=120,
+                concurrency_limit=4, **private)
+    pt2_button.click(export_pt2, run, [export_note, export_file], api_name="export_pt2", concurrency_id="heavy")
+    onnx_button.click(export_onnx, run, [export_note, export_file], api_name="export_onnx",
+                      concurrency_id="heavy")
+    run.change(on_run, run, [examples, model_file], **private)
+    refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, **private)
+    return PredictView(run=run, examples=examples, on_run=on_run, run_outputs=[examples, model_file])
+
+
+def run_folder_path(ctx: AppContext, run_id: str) -> Path:
+    from ftui.ui.results_step import run_folder
+
+    return run_folder(ctx, run_id).path

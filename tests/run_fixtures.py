@@ -1,0 +1,32 @@
+"""A real run folder in a second, without training: a seeded random-init torchvision model saved the way the
+engine saves one (config.json, classes.json, status.json, best.pt), over a real image folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ftui.config import AugConfig, TrainConfig
+from ftui.runs import RunStore, save_checkpoint
+from tests.conftest import make_class_folder
+
+
+def make_quick_run(root: Path, backbone: str = "resnet18", image_size: int = 32, per_class: int = 6) -> Path:
+    """root/colours (3 classes) and root/runs/<id>/ with an untrained but real checkpoint; returns the run dir."""
+    from ftui.backbones import backbone_info, build
+
+    data = make_class_folder(root / "colours", per_class=per_class)
+    config = TrainConfig(data=str(data), backbone=backbone, weights="none", image_size=image_size, epochs=1,
+                         batch_size=4, device="cpu", aug=AugConfig.none(), train_groups="all", recipe="plain")
+    folder = RunStore(root / "runs").create(config)
+    classes = sorted(p.name for p in data.iterdir())
+    folder.write_classes(classes)
+    torch.manual_seed(0)
+    model = build(backbone, len(classes), weights="none").eval()
+    info = backbone_info(backbone)
+    meta = {"classes": classes, "backbone": backbone, "num_classes": len(classes), "image_size": image_size,
+            "resize_size": image_size, "mean": list(info.mean), "std": list(info.std), "epoch": 1, "val_acc": 0.5}
+    save_checkpoint(folder.best_path, model, meta)
+    folder.update_status(status="done", best_val_acc=0.5, epochs_done=1, seconds=1.0)
+    return folder.path

@@ -1,0 +1,93 @@
+"""Predict in real Chromium: the run's own val images as clickable examples, Grad-CAM on each prediction,
+a webcam (Chromium's fake camera) for one-shot and live prediction, and downloads named after the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ftui_app_server import running_app
+from run_fixtures import make_quick_run
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
+]
+# A fake camera that needs no permission prompt: Chromium's test pattern stands in for a webcam.
+ARGS = ["--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+IMG_LOADED = "(sel) => { const i = document.querySelector(sel); return !!(i && i.complete && i.naturalWidth > 0); }"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict-ui")
+    run_dir = make_quick_run(root, image_size=64)
+    with running_app(root, data_root=root / "colours") as (url, ctx):
+        yield url, ctx, run_dir
+
+
+@pytest.fixture(scope="module")
+def page(app):
+    url, _, _ = app
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 900}, permissions=["camera"])
+        page = context.new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="6 · Predict").click()
+        page.wait_for_selector("#ftui-examples img", timeout=60_000)
+        yield page
+        browser.close()
+
+
+def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app, page):
+    _, _, run_dir = app
+    from ftui.predict import val_examples
+    from ftui.runs import load_run
+
+    expected = [c for _, c in val_examples(load_run(run_dir), 12)]
+    captions = page.locator("#ftui-examples .caption-label").all_inner_texts()
+    assert captions == expected
+    page.locator("#ftui-examples button.thumbnail-item").first.click()
+    page.wait_for_function(IMG_LOADED, arg="#ftui-gradcam img", timeout=60_000)
+    assert page.locator("#ftui-label").inner_text().strip()
+    # The untrained fixture model is unsure, and the page says so in words.
+    from ftui.explain import confidence_words
+    from ftui.predict import Predictor
+
+    first = val_examples(load_run(run_dir), 12)[0][0]
+    words = confidence_words(Predictor(run_dir).predict([first], top_k=3)[0]).replace("**", "")
+    assert page.inner_text("#ftui-verdict").startswith(words) and words.startswith("Low confidence")
+    box = page.locator("#ftui-gradcam img").bounding_box()
+    assert box["width"] <= 300, "a single result is shown at a readable size, not a huge crop"
+
+
+def _gradcam_src(page) -> str:
+    return page.evaluate("() => (document.querySelector('#ftui-gradcam img') || {}).src || ''")
+
+
+def test_webcam_photo_is_predicted_with_grad_cam(page):
+    before = _gradcam_src(page)
+    page.get_by_role("tab", name="Webcam").click()
+    page.locator("#ftui-webcam [title='grant webcam access']").click()
+    # The fake camera's frames must be flowing before a photo can be taken.
+    page.wait_for_function("() => { const v = document.querySelector('#ftui-webcam video');"
+                           " return !!(v && v.readyState >= 2 && v.videoWidth > 0); }", timeout=30_000)
+    page.locator("#ftui-webcam button[aria-label='capture photo']").click()
+    page.wait_for_function("(old) => { const i = document.querySelector('#ftui-gradcam img');"
+                           " return !!(i && i.src && i.src !== old && i.complete && i.naturalWidth > 0); }",
+                           arg=before, timeout=60_000)
+    assert page.locator("#ftui-label").inner_text().strip()
+
+
+def test_checkpoint_download_is_named_after_the_run(app, page):
+    _, _, run_dir = app
+    link = page.locator("#ftui-download-pt")
+    page.get_by_role("tab", name="Files").click()
+    page.get_by_text("Download the model").click()
+    with page.expect_download() as info:
+        link.click()
+    assert info.value.suggested_filename == f"{run_dir.name}.pt"

@@ -1,0 +1,67 @@
+"""The locked demo page (`python app.py --demo RUN_DIR`) and the model card it shows and writes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from ftui_app_server import free_port
+from run_fixtures import make_quick_run
+
+from ftui.modelcard import build_card, card_html, write_model_card
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_quick_run(tmp_path_factory.mktemp("demo-page"), image_size=64)
+
+
+def test_model_card_is_a_standalone_page_with_the_runs_numbers(run_dir):
+    card = build_card(run_dir)
+    # No evaluation.json in the quick run: the card evaluated the val split itself.
+    assert card.classes == ["blue", "green", "red"] and card.num_items == 3 and card.interval is not None
+    assert len(card.samples) == 3 and {s["true"] for s in card.samples} == {"blue", "green", "red"}
+    path = write_model_card(run_dir)
+    text = path.read_text()
+    assert path == run_dir / "model_card.html" and card_html(card) == text
+    assert "95% interval" in text and "blue, green, red" in text
+    assert text.count("src='data:image/jpeg;base64,") == 3
+    assert not re.search(r"(src|href)=['\"]https?:", text), "the card must open offline"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_demo_page_is_locked_and_predicts_an_upload_with_grad_cam(run_dir, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's /usr/bin/chromium")
+    import gradio_client
+
+    from ftui.ui.demo_page import build_demo_page
+    from ftui.ui.layout import demo_launch_options
+
+    page_app, page_ctx = build_demo_page(run_dir, tmp_path / "work")
+    page_app.queue(default_concurrency_limit=1)
+    _, url, _ = page_app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True, **demo_launch_options(page_ctx.settings))
+    try:
+        assert (run_dir / "model_card.html").is_file()
+        # Locked: the only named endpoint is predicting one image; nothing trains, lists or stops.
+        api = gradio_client.Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+        assert list(api["named_endpoints"]) == ["/predict_image"]
+        image = min((run_dir.parent.parent / "colours" / "red").glob("*.jpg"))
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#ftui-modelcard:has-text('Validation accuracy')", timeout=60_000)
+            assert page.get_by_role("tab", name="4 · Train").count() == 0
+            assert page.get_by_text("Use via API").count() == 0
+            page.set_input_files("#ftui-demo-upload input[type=file]", str(image))
+            page.wait_for_function("() => { const i = document.querySelector('#ftui-gradcam img');"
+                                   " return !!(i && i.complete && i.naturalWidth > 0); }", timeout=60_000)
+            assert page.locator("#ftui-label").inner_text().strip()
+            browser.close()
+    finally:
+        page_app.close()

@@ -1,0 +1,84 @@
+"""Export: a .pt2 that torch.export.load runs without ftui, and an .onnx checked with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ftui.cli import main as cli_main
+from ftui.export import ExportError, export_run, val_images
+from ftui.predict import Predictor
+from ftui.runs import load_run
+from tests.run_fixtures import make_quick_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_quick_run(tmp_path_factory.mktemp("export"))
+
+
+def test_unknown_format_is_refused(run_dir):
+    with pytest.raises(ExportError, match="pt2, onnx"):
+        export_run(run_dir, "torchscript")
+
+
+def test_parity_images_are_the_runs_own_val_split(run_dir):
+    run = load_run(run_dir)
+    paths = val_images(run)
+    assert paths and all("/colours/" in p for p in paths)
+    from ftui.data import load_dataset
+
+    dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction, seed=run.config.seed)
+    assert set(paths) <= {it.path for it in dataset.split("val")}
+
+
+@pytest.mark.slow
+def test_pt2_loads_and_runs_without_ftui_with_any_batch_size(run_dir, tmp_path, capsys):
+    assert cli_main(["export", str(run_dir), "--format", "pt2"]) == 0
+    out = run_dir / "export" / f"{run_dir.name}.pt2"
+    assert f"wrote {out}" in capsys.readouterr().out
+    images = val_images(load_run(run_dir))[:5]
+    expected = Predictor(run_dir).logits(images)
+    batch_file = tmp_path / "batch.pt"
+    torch.save(Predictor(run_dir).tensors(images), batch_file)
+    # A fresh interpreter started outside the repository; loading and running the program never imports ftui.
+    script = (
+        "import json, sys, torch\n"
+        "extra = {'ftui.json': ''}\n"
+        f"program = torch.export.load({str(out)!r}, extra_files=extra)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'ftui'], 'loading imported ftui'\n"
+        f"x = torch.load({str(batch_file)!r}, weights_only=True)\n"
+        "m = program.module()\n"
+        "print(json.dumps({'meta': json.loads(extra['ftui.json']), 'logits': m(x).tolist(),"
+        " 'one': list(m(x[:1]).shape)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["meta"]["classes"] == ["blue", "green", "red"] and got["meta"]["image_size"] == 32
+    assert got["one"] == [1, 3]  # the batch dimension is dynamic: 5 images above, 1 here
+    assert (torch.tensor(got["logits"]) - expected).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_onnx_matches_pytorch_on_the_val_images_in_onnxruntime(run_dir):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    result = export_run(run_dir, "onnx")
+    assert result.path == run_dir / "export" / f"{run_dir.name}.onnx"
+    assert result.images_checked >= 2 and result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    # Checked again here with another batch size than the export traced (dynamic batch), and the metadata read.
+    images = val_images(load_run(run_dir))[:3]
+    predictor = Predictor(run_dir)
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logits"], {"image": predictor.tensors(images).numpy()})
+    assert got.shape == (3, 3)
+    assert (torch.from_numpy(got) - predictor.logits(images)).abs().max() <= 1e-4
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == ["blue", "green", "red"]
+    assert not list(result.path.parent.glob("*.data")), "weights must be inside the one .onnx file"
