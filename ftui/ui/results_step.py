@@ -64,7 +64,8 @@ def _thumb(path: str):
     return image
 
 
-def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None) -> list[tuple[Any, str]]:
+def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None,
+                    shown: list[str] | None = None) -> list[tuple[Any, str]]:
     """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see."""
     from ftui.images import ImageError
 
@@ -75,12 +76,15 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None
             continue
         try:
             out.append((_thumb(row.path), f"{row.true} → {row.predicted} ({row.confidence:.0%})"))
+            if shown is not None:  # the paths behind the thumbnails, for the fix buttons
+                shown.append(row.path)
         except ImageError:
             continue
     return out
 
 
-def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None) -> tuple:
+def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None,
+                       shown: list[str] | None = None) -> tuple:
     """Markdown, per-class table, confusion matrix and mistakes gallery from an Evaluation dict."""
     per_class = pd.DataFrame(result["per_class"])
     mistakes = pd.DataFrame(result["mistakes"], columns=["path", "true", "predicted", "confidence", "loss"])
@@ -94,11 +98,11 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
     for line in result.get("warnings", []):
         summary += f"\n\n⚠ {line}"
     return (summary, per_class, confusion_html(result["confusion"], result["classes"]),
-            mistake_gallery(ctx, mistakes, session))
+            mistake_gallery(ctx, mistakes, session, shown))
 
 
-def build_evaluate(ctx: AppContext) -> gr.Dropdown:
-    """Lay out the Evaluate step."""
+def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
+    """Lay out the Evaluate step; `fix_hook(gallery, paths, source)` lays the fix buttons under the gallery."""
     gr.Markdown("How well does a run do on images it did not train on? Precision: of the images called X, how "
                 "many are X. Recall: of the X images, how many were found.", elem_classes="ftui-help")
     with gr.Row():
@@ -113,14 +117,18 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
         table = gr.Dataframe(label="Per class", interactive=False, scale=1)
         confusion = gr.HTML(label="Confusion matrix")
     gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence)", columns=8, height=300,
-                         object_fit="cover")
+                         object_fit="cover", elem_id="ftui-eval-gallery")
+    # Server-side: the paths behind the thumbnails and the run's dataset, for the fix buttons.
+    shown_paths, data_source = gr.State([]), gr.State("")
+    if fix_hook is not None:
+        fix_hook(gallery, shown_paths, data_source)
 
     def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
         from ftui.evaluate import evaluate as run_evaluation
 
         if not run_id:
-            return "**Pick a run first.**", *([gr.skip()] * 4)
+            return "**Pick a run first.**", *([gr.skip()] * 6)
         try:
             folder = run_folder(ctx, run_id)
             saved = folder.evaluation_path
@@ -131,10 +139,12 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
                 progress(0.2, desc=f"Evaluating on the {split_name} split...")
                 result = run_evaluation(predictor(ctx, run_id).run, split=split_name).to_dict()
         except (ValueError, OSError) as exc:
-            return f"**Could not evaluate:** {exc}", *([gr.skip()] * 4)
-        return "", *evaluation_outputs(ctx, result, session_of(request))
+            return f"**Could not evaluate:** {exc}", *([gr.skip()] * 6)
+        shown: list[str] = []
+        return ("", *evaluation_outputs(ctx, result, session_of(request), shown), shown,
+                predictor(ctx, run_id).run.config.data)
 
-    outputs = [error, summary, table, confusion, gallery]
+    outputs = [error, summary, table, confusion, gallery, shown_paths, data_source]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
     return run
