@@ -180,7 +180,7 @@ def build(ctx: AppContext) -> DataView:
             gr.Markdown("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). "
                         "The demo dataset is selected: you can go straight to **Train**.",
                         elem_classes="ftui-help")
-            with gr.Tabs():
+            with gr.Tabs(elem_id="ftui-data-sources"):
                 with gr.Tab("Demo"):
                     gr.Markdown("Generated textures in four classes (horizontal stripes, vertical stripes, "
                                 "checkerboard, dots) with random colours: a fair task that a small net learns "

@@ -50,6 +50,12 @@ def dataset_root_of(ctx: AppContext, source: str, val_fraction: float, session: 
     return root
 
 
+def _inside(path: Path, root: Path) -> bool:
+    from ftui.ui.paths import is_inside
+
+    return is_inside(path, root)
+
+
 def journal_frame(root: str | Path) -> pd.DataFrame:
     """The journal newest first, as a small table."""
     from ftui.fixes import history
