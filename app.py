@@ -24,9 +24,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="largest single uploaded file (e.g. 500mb, 2gb; default 1gb)")
     parser.add_argument("--work-quota", default="20gb", metavar="SIZE",
                         help="most disk uploads and extracted zips may take under the work dir (default 20gb)")
+    parser.add_argument("--gpus", default="1", metavar="N|all",
+                        help="GPUs each training job gets: N, or all visible ones (DistributedDataParallel)")
     parser.add_argument("--demo", default=None, metavar="RUN_DIR",
                         help="serve only a locked predict page (upload, webcam, Grad-CAM, model card) for this run")
     return parser.parse_args(argv)
+
+
+def gpu_count(value: str) -> int:
+    """--gpus N | all: the number of GPUs a job gets (at least 1)."""
+    if value == "all":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    try:
+        count = int(value)
+    except ValueError:
+        raise SystemExit(f"--gpus must be a number or 'all', got {value!r}") from None
+    if count < 1:
+        raise SystemExit("--gpus must be >= 1")
+    return count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--max-upload / --work-quota: {exc}") from None
     settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
                            workdir=workdir,
-                           data_root=data_root, max_upload_bytes=max_upload, work_quota_bytes=work_quota)
+                           data_root=data_root, max_upload_bytes=max_upload, work_quota_bytes=work_quota,
+                           gpus=gpu_count(args.gpus))
     demo, _ = build_app(settings)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_options(settings))

@@ -145,8 +145,9 @@ def run_bench(
     """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
     from ftui import devices
     from ftui.backbones import build, classifier_head, layer_groups
+    from ftui.batches import transform_settings
     from ftui.data import load_dataset
-    from ftui.engine import fit, seed_everything, transform_settings
+    from ftui.engine import fit, seed_everything
     from ftui.imagecache import measure_pipeline
     from ftui.reference import compute_limit, run_tutorial
 
@@ -241,11 +242,14 @@ def run_bench(
     channels_last = devices.use_channels_last(model, dev)
     infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, base.mixed_precision) else None
     train_dtype = infer_dtype if dev.type == "cuda" else None
-    limit_train = compute_limit(model, micro, size, channels_last=channels_last, autocast_dtype=train_dtype)
+    # A GPU step takes milliseconds: more steps for a steady reading.
+    steps = 20 if dev.type == "cuda" else 6
+    limit_train = compute_limit(model, micro, size, steps=steps, channels_last=channels_last,
+                                autocast_dtype=train_dtype)
     from ftui.featurecache import fuse_for_inference
 
-    limit_infer = compute_limit(fuse_for_inference(model), batch_size, size, channels_last=channels_last,
-                                autocast_dtype=infer_dtype, train_params=[])
+    limit_infer = compute_limit(fuse_for_inference(model), batch_size, size, steps=steps,
+                                channels_last=channels_last, autocast_dtype=infer_dtype, train_params=[])
     model.to(memory_format=torch.contiguous_format)
     out.update({
         "compute_limit_train_images_per_s": limit_train["train_images_per_s"],

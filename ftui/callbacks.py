@@ -1,7 +1,20 @@
 """Listeners for the training loop: the loop emits events, these react; the loop knows none of them.
 
-Every event is a method call with one plain dict. The only thing a listener may change is the shared
-`TrainingControl` (HF Trainer style), which the loop passes in each event under the key "control".
+Every event is a method call with one plain dict, in this order (ftui/engine.py's `Trainer`):
+
+    on_fit_start
+      on_phase_start                       once per phase of the recipe
+        on_epoch_start
+          on_batch_start, on_batch_end     once per optimizer step
+          on_validate_start, on_validate_end
+        on_epoch_end
+    on_error                               only when the run fails
+    on_fit_end                             always
+
+Each dict carries the event's numbers plus "control" (the shared `TrainingControl`: ask for a stop after
+this epoch, HF Trainer style) and "trainer" (its state as attributes, for listeners that steer: the lr
+finder, a resume hook, a device wrapper). To cut something short a listener raises one of the Cancel
+exceptions below (fastai's CancelBatchException & co.).
 """
 
 from __future__ import annotations
@@ -32,14 +45,45 @@ class TrainingControl:
         self.stop_reason = reason
 
 
+class CancelBatch(Exception):
+    """Raised by a listener in on_batch_start: skip this batch (no step, not counted)."""
+
+
+class CancelEpoch(Exception):
+    """Raised by a listener during training batches: end this epoch's training; it is still validated."""
+
+
+class CancelValidate(Exception):
+    """Raised by a listener in on_validate_start: skip validation (val metrics are None)."""
+
+
+class CancelFit(Exception):
+    """Raised by a listener anywhere in the loop: end the run now as done; the message says why."""
+
+
 class Callback:
     """Base listener: every event is a no-op unless overridden."""
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
         """Training begins: config, classes, device, phases, feature-cache notes."""
 
+    def on_phase_start(self, info: dict[str, Any]) -> None:
+        """A phase's optimizer and scheduler exist: phase, trainable groups, first and last epoch."""
+
+    def on_epoch_start(self, info: dict[str, Any]) -> None:
+        """An epoch begins: epoch, epochs, phase."""
+
+    def on_batch_start(self, info: dict[str, Any]) -> None:
+        """A batch is about to train: step, epoch, batch (trainer.xb / trainer.yb hold it)."""
+
     def on_batch_end(self, info: dict[str, Any]) -> None:
         """One optimizer step done: step, epoch, loss, lr, images_per_s."""
+
+    def on_validate_start(self, info: dict[str, Any]) -> None:
+        """Validation is about to run: epoch."""
+
+    def on_validate_end(self, info: dict[str, Any]) -> None:
+        """Validation done: epoch, val_loss, val_acc."""
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
         """One epoch done: train/val loss and accuracy, lr, seconds, eta_s."""

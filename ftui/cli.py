@@ -108,8 +108,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, config: TrainConfig, dist) -> int:
     """Run one training job in a thread (Ctrl-C / SIGTERM stop it cleanly); rank 0 alone prints and writes."""
-    import signal
-
     from ftui.callbacks import PrintProgress
     from ftui.jobs import Job
     from ftui.runs import RunStore
@@ -117,9 +115,6 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist) -> int:
     device = dist.device.type
     printer = PrintProgress((lambda line: print(line, flush=True)) if dist.is_main else (lambda line: None))
     job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer])
-    if dist.enabled:
-        # torchrun passes a Ctrl-C on to its workers as SIGTERM: stop cleanly (last.pt kept) on every rank.
-        signal.signal(signal.SIGTERM, lambda signum, frame: job.stop())
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
     restore = _stop_on_signals(job)
     try:

@@ -11,9 +11,16 @@ over ranks before any event fires; rank 0 alone writes the run folder; a Stop on
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -98,15 +105,18 @@ class Dist:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        return DistributedDataParallel(module, device_ids=ids)
 
 
 _CURRENT = Dist()
+# A job thread of the app that leads a group of its own (see `local_group`) sees that group; others don't.
+_THREAD = threading.local()
 
 
 def current() -> Dist:
-    """This process's Dist: set by `init_from_env`, the single-process case otherwise."""
-    return _CURRENT
+    """This thread's Dist: a `local_group` it leads, else the process's (set by `init_from_env`), else the
+    single-process case."""
+    return getattr(_THREAD, "dist", None) or _CURRENT
 
 
 def env_world() -> tuple[int, int, int] | None:
@@ -156,9 +166,59 @@ def shutdown() -> None:
 
 def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
     """The command that runs `python -m ftui <argv>` as `nproc` processes on this machine (torchrun)."""
-    import sys
-
     if nproc < 1:
         raise DistributedError(f"--gpus must be >= 1, got {nproc}")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "ftui", *argv]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _package_env() -> dict[str, str]:
+    """This environment with this ftui importable (a checkout need not be installed)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def local_group(config, nproc: int) -> Iterator[Dist]:
+    """The app's "all GPUs" job: this thread is rank 0 (its events drive the UI as usual, it alone writes the
+    run folder) and ranks 1..N-1 run `python -m ftui train --config ...` as worker processes that train
+    silently. `config` is the job's TrainConfig; a CPU config uses N CPU processes over gloo."""
+    from ftui import devices
+
+    device = devices.pick_device(config.device)
+    if device.type == "cuda" and torch.cuda.device_count() < nproc:
+        raise DistributedError(f"{nproc} GPUs asked for, this machine has {torch.cuda.device_count()}")
+    if dist.is_initialized():
+        raise DistributedError("another multi-GPU job is running in this process: wait for it to finish")
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="ftui-ranks-"))
+    config.to_json(workdir / "run.json")
+    env = {**_package_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nproc)}
+    procs = [subprocess.Popen([sys.executable, "-m", "ftui", "train", "--config", str(workdir / "run.json")],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.DEVNULL)
+             for r in range(1, nproc)]
+    if device.type == "cuda":
+        device = torch.device("cuda", 0)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=nproc)
+        _THREAD.dist = Dist(rank=0, world_size=nproc, local_rank=0, device=device)
+        yield _THREAD.dist
+    finally:
+        _THREAD.dist = None
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for proc in procs:
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # a worker stuck after rank 0 failed: nothing left to wait for
+                proc.kill()

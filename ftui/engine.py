@@ -1,24 +1,37 @@
-"""The training loop: `fit(config, dataset, model, groups, callbacks, stop_event)` emits events, honours stop.
+"""The training loop as a small trainer object: `Trainer(config, model, groups, data, callbacks).fit()`.
 
-The loop knows no listener: a live plot, the CSV logger and early stopping are `Callback`s. Phases follow
-`config.recipe` ("fine_tune": head first on frozen features, then the chosen groups with discriminative
-learning rates; "plain": the chosen groups from the start). When a phase's frozen part is a prefix of the
-model, that prefix runs once per image (ftui/featurecache.py) and only the suffix trains.
+`fit(config, dataset, model, groups, ...)` is the one-call form the job, CLI and bench use. The trainer
+keeps its state as attributes (epoch, batch, phase, optimizer, ...) and emits ordered events to
+`Callback`s; it never raises for training failures (see FitResult).
 
-Speed: images are decoded on demand by background threads in the order the loop will ask for them, so the
-first batch trains within moments of Train; on CPU each forward/backward sees at most
-`devices.CPU_MAX_MICRO_BATCH` images (gradients accumulate to the user's batch, exact with frozen
-BatchNorm); conv nets run channels_last; inference (validation, feature caching) uses bfloat16 autocast on
-CPUs with native bf16, training stays float32 there (measured no faster in bf16).
+Where each extension goes:
+- Listening and steering: a `Callback` (ftui/callbacks.py). Events run in order on_fit_start,
+  on_phase_start, on_epoch_start, on_batch_start/end, on_validate_start/end, on_epoch_end, on_error,
+  on_fit_end; each gets info["trainer"]. A listener raises CancelBatch / CancelEpoch / CancelValidate /
+  CancelFit to cut that part short, or asks `control.request_stop` to end after the epoch. The lr finder
+  (ftui/lrfind.py), the CSV log and early stopping are callbacks.
+- A recipe: `recipes.RECIPES` turns the config into `Phase`s (ftui/recipes.py); or pass `phases=`.
+- Resuming: `trainer.load_state_dict(state)` before `fit()` with what `trainer.state_dict()` returned:
+  model, epoch, best, RNG state now; optimizer, scheduler and grad scaler when their phase starts;
+  epochs already done are skipped.
+- Devices and distributed: `devices.pick_device` in `_setup`; a wrapper (e.g. DDP) replaces
+  `trainer.forward` in on_phase_start (the optimizer holds the same parameters) and shards the train source.
+- Data: `batches.ImageData` (a scanned Dataset, decoded-image and feature caches) or `batches.TensorData`
+  (tensors in memory: a tiny synthetic model trains in milliseconds).
+
+Speed: on CPU each forward/backward sees at most `devices.CPU_MAX_MICRO_BATCH` images (gradients
+accumulate to the user's batch, exact with frozen BatchNorm); conv nets run channels_last; inference
+(validation, feature caching) uses bfloat16 autocast on CPUs with native bf16, training stays float32.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import copy
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,43 +39,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 
-from ftui import devices
-from ftui.callbacks import Callback, TrainingControl
+from ftui import devices, distributed
+from ftui.batches import IGNORE, ImageData, SpeedSettings
+from ftui.callbacks import Callback, CancelBatch, CancelEpoch, CancelFit, CancelValidate, TrainingControl
 from ftui.config import TrainConfig
-from ftui.featurecache import (
-    CachedTrainFeatures,
-    CachedValFeatures,
-    CacheStopped,
-    FeatureStore,
-    PrefixRunner,
-    fuse_for_inference,
-)
-from ftui.images import ImageError as ImageFileError
+from ftui.featurecache import CacheStopped, fuse_for_inference
+from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
+from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
 from ftui.runs import RunFolder, save_checkpoint
 
 
-class EngineError(ValueError):
-    """A problem with the data or setup that stops training before or during the loop."""
+class StopRequested(Exception):
+    """The user's stop event fired."""
 
 
-class _StopRequested(Exception):
-    """Internal: the user's stop event fired."""
-
-
-class _LossNotFinite(Exception):
-    """Internal: the loss became NaN or infinite."""
-
-
-@dataclass
-class Phase:
-    """A stretch of epochs with one set of trainable groups and their learning-rate scales."""
-
-    name: str
-    epochs: int
-    trainable: list[str]
-    lr_scale: dict[str, float]
+class LossNotFinite(Exception):
+    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -82,157 +75,12 @@ class FitResult:
 ProgressFn = Callable[[str], None]
 
 
-# --- planning --------------------------------------------------------------------------------------
-
-def plan_phases(config: TrainConfig, group_names: Sequence[str], trainable: Sequence[str]) -> list[Phase]:
-    """Split `config.epochs` into phases; the head-only warm-up of "fine_tune" counts towards the total."""
-    trainable = [g for g in group_names if g in set(trainable)]
-    only_head = trainable == ["head"]
-    if config.recipe == "plain" or only_head:
-        name = "head" if only_head else "train"
-        return [Phase(name, config.epochs, trainable, {g: 1.0 for g in trainable})]
-    # At least one epoch is left for the chosen groups.
-    head_epochs = min(config.freeze_epochs, config.epochs - 1)
-    phases = []
-    if head_epochs > 0:
-        phases.append(Phase("head", head_epochs, ["head"], {"head": 1.0}))
-    # Once the head is trained, the pretrained body wants gentler steps than a fresh head (LP-FT): Adam-style
-    # updates are about lr in size whatever the gradient, so the whole phase runs at a fraction of lr. Measured
-    # on hymenoptera (mobilenet_v2, all layers, 5 epochs, AdamW 1e-3): the full rate fell to 0.75 val acc after
-    # the first fine-tune epoch; x0.05 peaked at 0.941-0.948; x0.02 at 0.948-0.954; x0.01 held 0.954.
-    factor = FINE_TUNE_LR_FACTOR.get(config.optimizer, 1.0) if head_epochs > 0 else 1.0
-    scales = {g: s * factor for g, s in discriminative_scales(trainable).items()}
-    phases.append(Phase("fine_tune", config.epochs - head_epochs, trainable, scales))
-    return phases
-
-
-# The fine-tune phase's rates as a fraction of lr, per optimizer (SGD's steps scale with the gradient).
-FINE_TUNE_LR_FACTOR = {"adam": 0.01, "adamw": 0.01, "sgd": 1.0}
-
-# Earliest trainable group's lr as a fraction of the head's (fastai's fine_tune uses 1/100). 1/10 was
-# measured to wreck mobilenet_v2's pretrained features on hymenoptera (val acc 0.54 after one epoch).
-EARLIEST_LR_FRACTION = 0.01
-
-
-def discriminative_scales(trainable: Sequence[str]) -> dict[str, float]:
-    """lr/100 for the earliest trainable group rising geometrically to lr for the head (fastai-style)."""
-    n = len(trainable)
-    if n == 1:
-        return {trainable[0]: 1.0}
-    low = math.log10(EARLIEST_LR_FRACTION)
-    return {g: 10 ** (low * (1 - i / (n - 1))) for i, g in enumerate(trainable)}
-
-
-def lr_multiplier(config: TrainConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
-    """Per-step lr factor for the scheduler (none/step/cosine/onecycle) with optional linear warm-up."""
-    total = max(1, steps_per_epoch * epochs)
-    warm = round(config.warmup_epochs * steps_per_epoch)
-    kind = config.scheduler
-
-    def factor(step: int) -> float:
-        if kind != "onecycle" and warm and step < warm:
-            return (step + 1) / warm
-        if kind == "none":
-            return 1.0
-        if kind == "step":
-            return config.gamma ** ((step // steps_per_epoch) // config.step_size)
-        if kind == "cosine":
-            t = (step - warm) / max(1, total - warm)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-        # onecycle: ramp from lr/25 to lr over the warm-up (default 25% of steps), then cosine to ~0.
-        ramp = warm or max(1, int(0.25 * total))
-        if step < ramp:
-            return 1 / 25 + (1 - 1 / 25) * step / ramp
-        t = (step - ramp) / max(1, total - ramp)
-        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return factor
-
-
-def make_optimizer(config: TrainConfig, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    """SGD with momentum, Adam or AdamW over per-group learning rates."""
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def class_weights(counts: Sequence[int]) -> torch.Tensor:
-    """sklearn-style "balanced" weights, total / (classes present * count): rare classes weigh more."""
-    counts_t = torch.tensor([float(c) for c in counts])
-    present = counts_t > 0
-    weights = torch.ones_like(counts_t)
-    weights[present] = counts_t[present].sum() / (present.sum() * counts_t[present])
-    return weights
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; returns a generator for shuffling."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-# --- data ------------------------------------------------------------------------------------------
-
-def transform_settings(config: TrainConfig) -> dict[str, Any]:
-    """image_size, resize_size, mean, std for this run (the backbone's own unless image_size overrides)."""
-    from ftui.backbones import backbone_info
-
-    info = backbone_info(config.backbone)
-    size = config.image_size or info.input_size
-    resize = info.resize_size if size == info.input_size else round(size * info.resize_size / info.input_size)
-    return {"image_size": int(size), "resize_size": int(max(resize, size)),
-            "mean": [float(m) for m in info.mean], "std": [float(s) for s in info.std]}
-
-
-class _Data:
-    """Decoded-image cache plus the train/eval datasets built on it."""
-
-    def __init__(self, config: TrainConfig, dataset, settings: dict[str, Any], progress: ProgressFn | None):
-        from ftui.augment import eval_transform, train_transform
-        from ftui.imagecache import DecodedImageCache, ImageTensorDataset
-
-        self.train_items = list(dataset.split("train"))
-        self.val_items = list(dataset.split("val"))
-        if not self.train_items:
-            raise EngineError("the dataset has no training images: add images or lower val_fraction")
-        if not self.val_items:
-            raise EngineError("the dataset has no validation images: add images or raise val_fraction")
-        size, resize = settings["image_size"], settings["resize_size"]
-        mean, std = tuple(settings["mean"]), tuple(settings["std"])
-        self.eval_tf = eval_transform(size, resize, mean, std)
-        self.train_tf = train_transform(config.aug, size, mean, std, resize_size=resize)
-        # Lazy: nothing is decoded before training starts; batches decode (ahead, in threads) what they need.
-        self.cache = DecodedImageCache(resize, lazy=True)
-        self._make = lambda items, tf: ImageTensorDataset(self.cache, items, tf)
-
-    def train(self, augmented: bool = True):
-        return self._make(self.train_items, self.train_tf if augmented else self.eval_tf)
-
-    def val(self):
-        return self._make(self.val_items, self.eval_tf)
-
-    def close(self) -> None:
-        self.cache.close()
-
-
-# --- the loop --------------------------------------------------------------------------------------
-
-class _Emitter:
-    """Calls one event on every listener, adding the shared control object."""
-
-    def __init__(self, callbacks: Iterable[Callback], control: TrainingControl) -> None:
-        self.callbacks = list(callbacks)
-        self.control = control
-
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        payload = {**info, "control": self.control}
-        for cb in self.callbacks:
-            getattr(cb, event)(payload)
 
 
 def fit(
@@ -243,25 +91,203 @@ def fit(
     callbacks: Iterable[Callback] = (),
     stop_event: threading.Event | None = None,
     run_dir: str | Path | None = None,
-    control: TrainingControl | None = None,
     progress: ProgressFn | None = None,
 ) -> FitResult:
     """Train `model` on `dataset` as `config` says; never raises for training failures (see FitResult)."""
-    from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
+    trainer = Trainer(config, model, groups, ImageData(dataset), callbacks, run_dir=run_dir)
+    if stop_event is not None:
+        trainer.stop_event = stop_event
+    trainer.progress = progress
+    return trainer.fit()
 
-    stop_event = stop_event or threading.Event()
-    control = control or TrainingControl()
-    emit = _Emitter(callbacks, control)
-    folder = RunFolder(Path(run_dir)) if run_dir is not None else None
-    result = FitResult(status="failed")
-    start = time.perf_counter()
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "settings": None}
 
-    def note(message: str) -> None:
-        if progress is not None:
-            progress(message)
+class Trainer:
+    """One run's state as attributes and the loop over phases, epochs and batches."""
 
-    try:
+    def __init__(self, config: TrainConfig, model: nn.Module, groups: list, data, callbacks: Iterable[Callback] = (),
+                 run_dir: str | Path | None = None, phases: list[Phase] | None = None) -> None:
+        self.config, self.model, self.groups, self.data = config, model, groups, data
+        self.callbacks = list(callbacks)
+        self.folder = RunFolder(Path(run_dir)) if run_dir is not None else None
+        self.phases = phases
+        self.stop_event = threading.Event()
+        self.control = TrainingControl()
+        self.progress: ProgressFn | None = None
+        self.result = FitResult(status="failed")
+        self.notes = self.result.notes
+        self.epoch = 0  # the epoch in progress, or the last one done
+        self.batch = 0  # the batch in progress within the epoch
+        self.global_step = 0
+        self.phase_index: int | None = None
+        self.epoch_seconds: list[float] = []
+        self.speed: SpeedSettings | None = None
+        self._resume: dict[str, Any] | None = None
+        # Several processes (torchrun): this one's rank; one process: the single case, no communication.
+        self.dist = distributed.current()
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def fit(self) -> FitResult:
+        """Set up, run every phase, clean up; the result says done, stopped or failed."""
+        start = time.perf_counter()
+        try:
+            self._setup()
+            # The first phase's data is ready (feature cache built or declined) before on_fit_start, so
+            # its info says how the run will train.
+            self._enter_phase(0)
+            self._event("on_fit_start", self._fit_info())
+            for index in range(len(self.phases)):
+                if not self.control.should_stop:
+                    self._run_phase(index)
+            self._end("done", self.control.stop_reason or f"finished {self.epoch} epochs")
+        except CancelFit as exc:
+            self._end("done", str(exc) or f"cancelled at epoch {self.epoch}")
+        except (StopRequested, CacheStopped):
+            self._end("stopped", f"stopped by user at epoch {max(1, self.epoch)} step {self.batch}")
+        except Exception as exc:  # noqa: BLE001 - every failure must become an error event, not a dead thread
+            self._fail(exc)
+        finally:
+            self.result.seconds = time.perf_counter() - start
+            self._cleanup()
+        r = self.result
+        self._event("on_fit_end", {"status": r.status, "message": r.message, "best_val_acc": r.best_val_acc,
+                                   "best_epoch": r.best_epoch, "epochs_done": r.epochs_done,
+                                   "seconds": r.seconds, "error": r.error})
+        return r
+
+    def _run_phase(self, index: int) -> None:
+        phase = self.phases[index]
+        first = sum(p.epochs for p in self.phases[:index]) + 1
+        last = first + phase.epochs - 1
+        if last <= self.epoch:
+            return  # done before a resume
+        if self.phase_index != index:
+            self._enter_phase(index)
+        self._event("on_phase_start", {"phase": phase.name, "trainable": list(phase.trainable),
+                                       "first_epoch": first, "last_epoch": last})
+        for epoch in range(max(first, self.epoch + 1), last + 1):
+            self._run_epoch(epoch)
+            if self.control.should_stop:
+                break
+
+    def _run_epoch(self, epoch: int) -> None:
+        self.epoch, self.batch = epoch, 0
+        t0 = time.perf_counter()
+        set_train_mode(self.model, self.groups, set(self.phase.trainable), bn_mode=self.config.bn_mode)
+        train_loss, train_acc = self._train_epoch()
+        val_loss, val_acc = self._validate()
+        seconds = time.perf_counter() - t0
+        self.epoch_seconds.append(seconds)
+        self.result.epochs_done = epoch
+        improved = val_acc is not None and val_acc > (self.result.best_val_acc or -1.0)
+        self._save_checkpoints(val_acc, improved)
+        if improved:
+            self.result.best_val_acc, self.result.best_epoch = val_acc, epoch
+        recent = self.epoch_seconds[-3:]
+        self._event("on_epoch_end", {
+            "epoch": epoch, "epochs": self.config.epochs, "phase": self.phase.name,
+            "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+            "lr": self.optimizer.param_groups[-1]["lr"], "seconds": seconds,
+            "eta_s": (self.config.epochs - epoch) * sum(recent) / len(recent),
+            "best_val_acc": self.result.best_val_acc,
+        })
+        # A stop asked on rank 0 (early stopping, a listener) ends every rank after this epoch.
+        if self.dist.enabled and self.dist.any(self.control.should_stop) and not self.control.should_stop:
+            self.control.request_stop("stopped on rank 0")
+
+    def _train_epoch(self) -> tuple[float, float]:
+        """on_epoch_start, then the training batches; checks the stop flags before every batch."""
+        self._sums = [0.0, 0, 0]  # loss x images, correct, images
+        self._t_prev = time.perf_counter()
+        try:
+            self._event("on_epoch_start", {"epoch": self.epoch, "epochs": self.config.epochs,
+                                           "phase": self.phase.name})
+            for index, (x, y) in enumerate(self.train_source.batches(), start=1):
+                if self._stop_requested():
+                    raise StopRequested()
+                if self.control.should_stop:
+                    break
+                self.batch, self.xb, self.yb = index, x, y
+                try:
+                    self._event("on_batch_start", {"step": self.global_step + 1, "epoch": self.epoch,
+                                                   "batch": self.batch, "phase": self.phase.name})
+                    self._train_batch()
+                except CancelBatch:
+                    continue
+        except CancelEpoch:
+            pass
+        if self._stop_requested():
+            raise StopRequested()
+        loss_sum, correct, seen = self._sums
+        return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+    def _train_batch(self) -> None:
+        """One optimizer step over micro-batches, then on_batch_end."""
+        x, y, speed = self.xb, self.yb, self.speed
+        self.optimizer.zero_grad(set_to_none=True)
+        norm, scale = self._batch_norm(y)
+        loss_value, batch_correct = 0.0, 0
+        pieces = list(zip(x.split(speed.micro_batch), y.split(speed.micro_batch)))
+        # Gradient accumulation over micro-batches: the summed loss / the batch's weight is the batch's mean.
+        for k, (xm, ym) in enumerate(pieces):
+            if speed.channels_last and xm.dim() == 4:
+                xm = xm.contiguous(memory_format=torch.channels_last)
+            with self._sync_gradients(k == len(pieces) - 1):
+                with devices.autocast(speed.device, speed.use_amp):
+                    logits = self.forward(xm)
+                    loss = self.criterion(logits.float(), ym) / norm
+                if not torch.isfinite(loss):
+                    kind = "NaN" if torch.isnan(loss) else "infinite"
+                    raise LossNotFinite(f"loss became {kind} at epoch {self.epoch} step {self.batch}: "
+                                        f"lower the learning rate (now {self.config.lr:g})")
+                self.scaler.scale(loss * scale).backward()
+            loss_value += float(loss.detach())
+            batch_correct += int((logits.detach().argmax(1) == ym).sum())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        n = int((y != IGNORE).sum()) if self.dist.enabled else int(y.shape[0])
+        if self.dist.enabled:
+            # Events report the global batch, as one process would.
+            loss_value, batch_correct, n = self.dist.sum([loss_value, batch_correct, n])
+            batch_correct, n = int(batch_correct), int(n)
+        self._sums = [self._sums[0] + loss_value * n, self._sums[1] + batch_correct, self._sums[2] + n]
+        now = time.perf_counter()
+        images_per_s = n / max(now - self._t_prev, 1e-9)
+        self._t_prev = now
+        self.global_step += 1
+        self.loss = loss_value
+        self._event("on_batch_end", {
+            "step": self.global_step, "epoch": self.epoch, "epochs": self.config.epochs, "batch": self.batch,
+            "steps_per_epoch": self.steps_per_epoch, "phase": self.phase.name, "loss": loss_value,
+            "lr": self.optimizer.param_groups[-1]["lr"], "images_per_s": images_per_s,
+        })
+
+    def _validate(self) -> tuple[float | None, float | None]:
+        """Val loss and accuracy between on_validate_start and on_validate_end (None when cancelled)."""
+        try:
+            self._event("on_validate_start", {"epoch": self.epoch})
+        except CancelValidate:
+            return None, None
+        speed = self.speed
+        sums = _evaluate(_unwrapped(self.forward), self.val_source, self.val_criterion, speed.device,
+                         speed.infer_amp, speed.channels_last)
+        total_loss, correct, seen = self.dist.sum(sums)  # over every rank's share of the split
+        val_loss, val_acc = total_loss / max(seen, 1), correct / max(seen, 1)
+        self._event("on_validate_end", {"epoch": self.epoch, "val_loss": val_loss, "val_acc": val_acc})
+        return val_loss, val_acc
+
+    # --- setup and teardown ------------------------------------------------------------------------
+
+    def plan(self) -> list[Phase]:
+        """The phases this run trains (the config's recipe unless given)."""
+        if self.phases is None:
+            names = [g.name for g in self.groups]
+            self.phases = plan_phases(self.config, names, resolve_train_groups(self.config.train_groups, names))
+        return self.phases
+
+    def _setup(self) -> None:
+        config = self.config
         config.validate()
         seed_everything(config.seed)
         device = devices.pick_device(config.device)
@@ -269,126 +295,174 @@ def fit(
         if device.type == "cpu":
             # Denormal floats are 10-100x slower on x86; flushing them to zero changes nothing measurable.
             torch.set_flush_denormal(True)
-        # Inference (validation, feature caching) uses autocast wherever it is faster; training on CPU stays
-        # float32 (bf16 training measured no faster there, and fine-tuning accuracy is safer in float32).
-        infer_amp = devices.amp_enabled(device, config.mixed_precision)
-        use_amp = infer_amp and device.type == "cuda"
-        channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model)
-        state["channels_last"] = channels_last
-        group_names = [g.name for g in groups]
-        chosen = resolve_train_groups(config.train_groups, group_names)
-        phases = plan_phases(config, group_names, chosen)
-        settings = transform_settings(config)
-        state["settings"] = settings
-        classes = list(dataset.classes)
-        meta_base = {"classes": classes, "backbone": config.backbone, "num_classes": len(classes), **settings}
-        state["meta"] = meta_base
-        note("loading images")
-        data = _Data(config, dataset, settings, progress)
-        state["data"] = data
-        model.to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        speed = _SpeedSettings(device, channels_last, use_amp, infer_amp, config, settings["image_size"])
-        result.notes.append(speed.describe(config))
-        weight = class_weights(dataset.class_counts("train")).to(device) if config.class_weighted_loss else None
+        devices.configure_device(device)
+        self.speed = SpeedSettings(device, self.model, config)
+        self.speed.world_size = self.dist.world_size
+        self.plan()
+        self._say("loading images")
+        self.data.prepare(self)
+        self.model.to(device)
+        if self.speed.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.notes.append(self.speed.describe())
+        self.class_weight = None
+        if config.class_weighted_loss:
+            self.class_weight = class_weights(self.data.train_class_counts()).to(device)
         # Summed, then divided by the whole batch's weight: micro-batches then add up to the batch's mean loss.
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing, reduction="sum")
-        val_criterion = nn.CrossEntropyLoss(reduction="sum")
-        # The first phase's data is ready (feature cache built or declined) before fit_start, so its
-        # info says how the run will train.
-        apply_freeze(model, groups, set(phases[0].trainable))
-        sources = _phase_sources(config, model, groups, phases[0], data, speed, result.notes)
-        emit("on_fit_start", {
-            "epochs": config.epochs, "device": str(device), "amp": use_amp, "classes": classes,
-            "num_train": len(data.train_items), "num_val": len(data.val_items),
-            "phases": [{"name": p.name, "epochs": p.epochs, "trainable": p.trainable} for p in phases],
-            "config": config.to_dict(), "notes": list(result.notes),
-        })
-        best = -1.0
-        epoch_seconds: list[float] = []
-        for index, phase in enumerate(phases):
-            trainable = set(phase.trainable)
-            if index > 0:
-                apply_freeze(model, groups, trainable)
-                sources = _phase_sources(config, model, groups, phase, data, speed, result.notes)
-            forward, train_source, val_source = sources
-            param_groups = _param_groups(groups, phase, config.lr)
-            optimizer = make_optimizer(config, param_groups)
-            steps_per_epoch = train_source.num_batches(config.batch_size)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lr_multiplier(config, steps_per_epoch, phase.epochs))
-            scaler = devices.grad_scaler(device, use_amp)
-            for _ in range(phase.epochs):
-                state["epoch"] += 1
-                epoch = state["epoch"]
-                t0 = time.perf_counter()
-                set_train_mode(model, groups, trainable, bn_mode=config.bn_mode)
-                train_loss, train_acc = _train_epoch(
-                    config, forward, train_source, optimizer, scheduler, scaler, criterion, speed,
-                    stop_event, control, emit, state, steps_per_epoch, phase, weight)
-                val_loss, val_acc = _validate(forward, val_source, val_criterion, device, infer_amp,
-                                              channels_last)
-                seconds = time.perf_counter() - t0
-                epoch_seconds.append(seconds)
-                result.epochs_done = epoch
-                if folder is not None:
-                    meta = {**meta_base, "epoch": epoch, "val_acc": val_acc}
-                    if val_acc > best:
-                        save_checkpoint(folder.best_path, model, meta)
-                    save_checkpoint(folder.last_path, model, meta)
-                if val_acc > best:
-                    best, result.best_val_acc, result.best_epoch = val_acc, val_acc, epoch
-                remaining = config.epochs - epoch
-                emit("on_epoch_end", {
-                    "epoch": epoch, "epochs": config.epochs, "phase": phase.name,
-                    "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
-                    "lr": optimizer.param_groups[-1]["lr"], "seconds": seconds,
-                    "eta_s": remaining * sum(epoch_seconds[-3:]) / len(epoch_seconds[-3:]),
-                    "best_val_acc": result.best_val_acc,
-                })
-                if control.should_stop:
-                    break
-            if control.should_stop:
-                break
-        result.status = "done"
-        result.message = control.stop_reason or f"finished {state['epoch']} epochs"
-    except (_StopRequested, CacheStopped):
-        result.status = "stopped"
-        result.message = f"stopped by user at epoch {max(1, state['epoch'])} step {state['step']}"
-    except _LossNotFinite as exc:
-        result.status = "failed"
-        result.message = result.error = str(exc)
-        emit("on_error", {"message": result.message, "error_type": "LossNotFinite"})
-    except Exception as exc:  # noqa: BLE001 - every failure must become an error event, not a dead thread
-        result.status = "failed"
-        result.message = result.error = describe_exception(exc, config)
-        emit("on_error", {"message": result.message, "error_type": type(exc).__name__})
-    finally:
-        result.seconds = time.perf_counter() - start
-        if "data" in state:
-            state["data"].close()
-        if state.get("channels_last"):
+        self.criterion = nn.CrossEntropyLoss(weight=self.class_weight, label_smoothing=config.label_smoothing,
+                                             reduction="sum")
+        self.val_criterion = nn.CrossEntropyLoss(reduction="sum")
+        if self._resume is not None:
+            _set_rng_state(self._resume["rng"])
+
+    def _enter_phase(self, index: int) -> None:
+        """Freeze for the phase, build its batch sources, optimizer, scheduler and grad scaler."""
+        self.phase_index, self.phase = index, self.phases[index]
+        apply_freeze(self.model, self.groups, set(self.phase.trainable))
+        self.forward, self.train_source, self.val_source = self.data.sources(self, self.phase)
+        if self.dist.enabled:
+            self.forward = self.dist.wrap(self.forward)  # gradients averaged over the ranks
+        if self.config.compile:
+            self.forward = torch.compile(self.forward)
+        self.optimizer = make_optimizer(self.config, param_groups(self.groups, self.phase, self.config.lr))
+        self.steps_per_epoch = self.train_source.num_batches(self.config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(self.config, self.steps_per_epoch, self.phase.epochs))
+        self.scaler = devices.grad_scaler(self.speed.device, self.speed.use_amp)
+        if self._resume is not None and self._resume.get("phase_index") == index:
+            self.optimizer.load_state_dict(self._resume["optimizer"])
+            self.scheduler.load_state_dict(self._resume["scheduler"])
+            self.scaler.load_state_dict(self._resume["scaler"])
+
+    def _stop_requested(self) -> bool:
+        """The user's stop, seen by every rank at the same batch (any rank's stop stops them all)."""
+        return self.dist.any(self.stop_event.is_set())
+
+    def _batch_norm(self, y: torch.Tensor) -> tuple[torch.Tensor | float, float]:
+        """(what the summed loss divides by, gradient scale): the batch size or its labels' summed class
+        weights, over the whole global batch when several processes share it. DDP averages gradients over
+        the ranks, so each rank's part is scaled by the world size: the sum is one process's mean loss."""
+        if not self.dist.enabled:  # no padding in one process: no mask (and no GPU sync for its size)
+            return (float(y.shape[0]) if self.class_weight is None else self.class_weight[y].sum()), 1.0
+        valid = y[y != IGNORE]
+        local = float(valid.shape[0]) if self.class_weight is None else float(self.class_weight[valid].sum())
+        return self.dist.sum([local])[0], float(self.dist.world_size)
+
+    def _sync_gradients(self, last: bool):
+        """DDP's gradient all-reduce on the last micro-batch only (no_sync before it)."""
+        if self.dist.enabled and not last and hasattr(self.forward, "no_sync"):
+            return self.forward.no_sync()
+        return contextlib.nullcontext()
+
+    def _fit_info(self) -> dict[str, Any]:
+        return {
+            "epochs": self.config.epochs, "device": str(self.speed.device), "amp": self.speed.use_amp,
+            "classes": list(self.data.meta["classes"]), "num_train": self.data.num_train,
+            "num_val": self.data.num_val,
+            "phases": [{"name": p.name, "epochs": p.epochs, "trainable": p.trainable} for p in self.phases],
+            "config": self.config.to_dict(), "notes": list(self.notes),
+        }
+
+    def _save_checkpoints(self, val_acc: float | None, improved: bool) -> None:
+        if self.folder is None:
+            return
+        meta = {**self.data.meta, "epoch": self.epoch, "val_acc": val_acc}
+        if improved:
+            save_checkpoint(self.folder.best_path, self.model, meta)
+        save_checkpoint(self.folder.last_path, self.model, meta)
+
+    def _end(self, status: str, message: str) -> None:
+        self.result.status, self.result.message = status, message
+
+    def _fail(self, exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, LossNotFinite) else describe_exception(exc, self.config)
+        self._end("failed", message)
+        self.result.error = message
+        self._event("on_error", {"message": message, "error_type": type(exc).__name__})
+
+    def _cleanup(self) -> None:
+        self.data.close()
+        if self.speed is not None and self.speed.channels_last:
             # Hand the model back in the default layout (checkpoints and callers expect nothing special).
-            model.to(memory_format=torch.contiguous_format)
+            self.model.to(memory_format=torch.contiguous_format)
         # A stopped or failed run keeps last.pt (the weights as they are now).
-        if folder is not None and "meta" in state and (result.status != "done" or not folder.last_path.exists()):
-            _save_quietly(folder.last_path, model, {**state["meta"], "epoch": state["epoch"],
-                                                    "val_acc": result.best_val_acc or 0.0}, result)
-    emit("on_fit_end", {
-        "status": result.status, "message": result.message, "best_val_acc": result.best_val_acc,
-        "best_epoch": result.best_epoch, "epochs_done": result.epochs_done, "seconds": result.seconds,
-        "error": result.error,
-    })
-    return result
+        folder, meta = self.folder, self.data.meta
+        if folder is not None and meta is not None and (self.result.status != "done"
+                                                         or not folder.last_path.exists()):
+            try:
+                save_checkpoint(folder.last_path, self.model, {**meta, "epoch": self.epoch,
+                                                               "val_acc": self.result.best_val_acc or 0.0})
+            except Exception as exc:  # noqa: BLE001 - noted, never raised over the real error
+                self.notes.append(f"could not save {folder.last_path.name}: {exc}")
+
+    def _event(self, name: str, info: dict[str, Any]) -> None:
+        payload = {**info, "control": self.control, "trainer": self}
+        for cb in self.callbacks:
+            getattr(cb, name)(payload)
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
+    # --- resume ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a later `load_state_dict` needs to carry on after the last finished epoch."""
+        return {
+            "model": copy.deepcopy(self.model.state_dict()), "epoch": self.epoch,
+            "phase_index": self.phase_index, "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch,
+            "global_step": self.global_step, "rng": _rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Carry on from `state` (call before fit): epochs up to state["epoch"] are skipped."""
+        self.model.load_state_dict(state["model"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.result.best_val_acc, self.result.best_epoch = state["best_val_acc"], state["best_epoch"]
+        self._resume = state
 
 
-def _save_quietly(path: Path, model: nn.Module, meta: dict[str, Any], result: FitResult) -> None:
-    """Keep last.pt after a stop or crash; a failure here is noted, never raised over the real error."""
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The module inside DDP / torch.compile wrappers (validation runs it directly, BatchNorm folded)."""
+    module = getattr(module, "_orig_mod", module)
+    return getattr(module, "module", module) if module.__class__.__name__ == "DistributedDataParallel" else module
+
+
+@torch.inference_mode()
+def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: bool) -> list[float]:
+    """[summed loss, correct, seen] over `source` with the module in eval mode (padding labels skipped)."""
+    was_training = forward.training
+    forward.eval()
+    # A BatchNorm-folded copy of the module as it is now: same outputs, faster on CPU. On a GPU, cuDNN's
+    # BatchNorm costs little next to tracing the model again every epoch: the module runs as it is.
+    fast = fuse_for_inference(forward) if device.type != "cuda" else forward
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    total_loss, correct, seen = 0.0, 0, 0
     try:
-        save_checkpoint(path, model, meta)
-    except Exception as exc:  # noqa: BLE001
-        result.notes.append(f"could not save {path.name}: {exc}")
+        for x, y in source.batches():
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with devices.autocast(device, use_amp):
+                logits = fast(x).float()
+            total_loss += float(criterion(logits, y))
+            correct += int((logits.argmax(1) == y).sum())
+            seen += int((y != IGNORE).sum())
+    finally:
+        forward.train(was_training)
+    return [total_loss, correct, seen]
 
 
 def describe_exception(exc: BaseException, config: TrainConfig) -> str:
@@ -402,243 +476,3 @@ def describe_exception(exc: BaseException, config: TrainConfig) -> str:
         return f"cannot read {getattr(exc, 'filename', '') or 'a file'}: {exc.strerror or exc}; " \
                "was the dataset moved or changed after it was scanned?"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _param_groups(groups: list, phase: Phase, lr: float) -> list[dict[str, Any]]:
-    """One optimizer param group per trainable layer group, at lr times its scale."""
-    out, seen = [], set()
-    for group in groups:
-        if group.name not in phase.lr_scale:
-            continue
-        params = []
-        for p in group.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
-        if params:
-            out.append({"params": params, "lr": lr * phase.lr_scale[group.name]})
-    if not out:
-        raise EngineError(f"no trainable parameters in groups {phase.trainable}")
-    return out
-
-
-class _SpeedSettings:
-    """The run's device, memory format, precision and micro-batch, decided once per fit."""
-
-    def __init__(self, device: torch.device, channels_last: bool, use_amp: bool, infer_amp: bool,
-                 config: TrainConfig, image_size: int) -> None:
-        self.device, self.channels_last, self.use_amp, self.infer_amp = device, channels_last, use_amp, infer_amp
-        self.image_size = image_size
-        self.num_workers = config.num_workers
-        micro = devices.micro_batch_size(device, config.batch_size)
-        # Splitting a batch changes what BatchNorm sees when it updates statistics: only split when frozen.
-        self.micro_batch = micro if config.bn_mode == "frozen" else config.batch_size
-
-    def describe(self, config: TrainConfig) -> str:
-        """One note line: what the run does for speed."""
-        parts = [f"device {self.device.type}", f"{torch.get_num_threads()} threads"]
-        parts.append("channels_last" if self.channels_last else "contiguous memory")
-        if self.use_amp:
-            parts.append(f"{devices.amp_dtype(self.device)} autocast")
-        elif self.infer_amp:
-            parts.append(f"{devices.amp_dtype(self.device)} autocast for inference, float32 training")
-        if self.micro_batch < config.batch_size:
-            parts.append(f"micro-batch {self.micro_batch} x {-(-config.batch_size // self.micro_batch)} "
-                         f"accumulated to batch {config.batch_size}")
-        return "speed: " + ", ".join(parts)
-
-
-class _OrderSampler(Sampler):
-    """Yields the order set for the next pass (lets a persistent-worker DataLoader follow our shuffles)."""
-
-    def __init__(self) -> None:
-        self.order: list[int] = []
-
-    def __iter__(self):
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
-class _ImageBatches:
-    """(images, labels) batches of one split in a given order, its files decoded ahead in that order."""
-
-    def __init__(self, data: _Data, split: str, batch_size: int, speed: _SpeedSettings) -> None:
-        self.data, self.split, self.batch_size, self.speed = data, split, batch_size, speed
-        self.views = {0: data.val() if split == "val" else data.train(augmented=False)}
-        if split == "train":
-            self.views[1] = data.train(augmented=True)
-        self._loaders: dict[int, tuple[DataLoader, _OrderSampler]] = {}
-
-    def __len__(self) -> int:
-        return len(self.views[0])
-
-    def __call__(self, view: int, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        ds = self.views[min(view, max(self.views))]
-        device = self.speed.device
-        try:
-            if self.speed.num_workers > 0:
-                yield from self._from_workers(view, ds, order)
-                return
-            indices = order.tolist()
-            self.data.cache.prefetch(ds.samples[i][0] for i in indices)
-            if self.split == "train":
-                # Validation right after: its files decode while the first epoch trains.
-                self.data.cache.prefetch(self.data.val_items)
-            for start in range(0, len(indices), self.batch_size):
-                pairs = [ds[i] for i in indices[start:start + self.batch_size]]
-                x = torch.stack([p[0] for p in pairs])
-                y = torch.tensor([p[1] for p in pairs], dtype=torch.long)
-                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        except ImageFileError as exc:
-            raise EngineError(f"{exc.path} could not be read after the dataset was scanned ({exc.reason}). "
-                              "Reload the dataset and start again.") from None
-
-    def _from_workers(self, view: int, ds, order: torch.Tensor):
-        """Worker processes (CUDA machines): pinned memory, persistent workers, non-blocking copies."""
-        if view not in self._loaders:
-            sampler = _OrderSampler()
-            loader = DataLoader(ds, batch_size=self.batch_size, sampler=sampler,
-                                **devices.loader_options(self.speed.device, self.speed.num_workers))
-            self._loaders[view] = (loader, sampler)
-        loader, sampler = self._loaders[view]
-        sampler.order = order.tolist()
-        for x, y in loader:
-            yield x.to(self.speed.device, non_blocking=True), y.to(self.speed.device, non_blocking=True)
-
-
-class _ImageSource:
-    """Batches of images through the full model (no feature cache): augmented for training."""
-
-    def __init__(self, images: _ImageBatches, batch_size: int, shuffle: bool, generator: torch.Generator | None):
-        self.images, self.batch_size, self.shuffle, self.generator = images, batch_size, shuffle, generator
-
-    def num_batches(self, batch_size: int) -> int:
-        return (len(self.images) + batch_size - 1) // batch_size
-
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.images)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        return self.images(1 if self.shuffle else 0, order)
-
-
-def _phase_sources(config, model, groups, phase, data: _Data, speed: _SpeedSettings, notes: list[str]):
-    """(module to train, train batches, val batches): the suffix on cached features when possible."""
-    generator = torch.Generator().manual_seed(config.seed + len(notes) + 1)
-    train_images = _ImageBatches(data, "train", config.batch_size, speed)
-    val_images = _ImageBatches(data, "val", config.batch_size, speed)
-    full = (model, _ImageSource(train_images, config.batch_size, True, generator),
-            _ImageSource(val_images, config.batch_size, False, None))
-    if not config.feature_cache:
-        return full
-    split = _split_frozen_prefix(model, config.backbone, groups, set(phase.trainable))
-    if split is None:
-        notes.append(f"phase {phase.name}: no frozen prefix to cache, training the full model")
-        return full
-    prefix, suffix = split
-    runner = PrefixRunner(prefix, speed.device, speed.infer_amp, speed.channels_last)
-    views = config.feature_cache_views
-    n_train, n_val = len(data.train_items), len(data.val_items)
-    store = FeatureStore(n_train * views + n_val, runner.output_shape(speed.image_size),
-                         config.feature_cache_max_mb * 1024 * 1024)
-    if store.over_cap:
-        notes.append(f"phase {phase.name}: feature cache would need {store.planned_bytes / 2**20:.0f} MB, over "
-                     f"{config.feature_cache_max_mb} MB, training the full model instead")
-    else:
-        notes.append(f"phase {phase.name}: cached frozen-prefix features "
-                     f"({store.nbytes / 1e6:.1f} MB, {views} view(s), filled as training goes)")
-    # Over the cap nothing is stored and the prefix runs on every batch: the full model's computation.
-    train = CachedTrainFeatures(runner, store, train_images, n_train, views, config.batch_size, generator,
-                                speed.device)
-    val = CachedValFeatures(runner, store, val_images, n_val, config.batch_size, speed.device,
-                            row_offset=n_train * views)
-    return suffix, train, val
-
-
-def _split_frozen_prefix(model, name, groups, trainable: set[str]):
-    """(prefix, suffix) where the prefix is the frozen groups before the first trainable one, else None."""
-    from ftui.backbones import split_model
-
-    first = next(i for i, g in enumerate(groups) if g.name in trainable)
-    if first == 0:
-        return None
-    return split_model(model, name, groups, first)
-
-
-def _batch_weight(y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor | float:
-    """What the mean loss divides by: the batch size, or the summed class weights of its labels."""
-    return float(y.shape[0]) if weight is None else weight[y].sum()
-
-
-def _train_epoch(config, forward, source, optimizer, scheduler, scaler, criterion, speed: _SpeedSettings,
-                 stop_event, control, emit, state, steps_per_epoch, phase, weight) -> tuple[float, float]:
-    """One pass over the training batches; checks the stop flags before every batch."""
-    total_loss, correct, seen = 0.0, 0, 0
-    t_prev = time.perf_counter()
-    for step_in_epoch, (x, y) in enumerate(source.batches(), start=1):
-        if stop_event.is_set():
-            raise _StopRequested()
-        if control.should_stop:
-            break
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] = step_in_epoch
-        norm = _batch_weight(y, weight)
-        loss_value, batch_correct = 0.0, 0
-        # Gradient accumulation over micro-batches: the summed loss / the batch's weight is the batch's mean.
-        for xm, ym in zip(x.split(speed.micro_batch), y.split(speed.micro_batch)):
-            if speed.channels_last and xm.dim() == 4:
-                xm = xm.contiguous(memory_format=torch.channels_last)
-            with devices.autocast(speed.device, speed.use_amp):
-                logits = forward(xm)
-                loss = criterion(logits.float(), ym) / norm
-            if not torch.isfinite(loss):
-                kind = "NaN" if torch.isnan(loss) else "infinite"
-                raise _LossNotFinite(f"loss became {kind} at epoch {state['epoch']} step {step_in_epoch}: "
-                                     f"lower the learning rate (now {config.lr:g})")
-            scaler.scale(loss).backward()
-            loss_value += float(loss.detach())
-            batch_correct += int((logits.detach().argmax(1) == ym).sum())
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        n = int(y.shape[0])
-        total_loss += loss_value * n
-        correct += batch_correct
-        seen += n
-        now = time.perf_counter()
-        images_per_s = n / max(now - t_prev, 1e-9)
-        t_prev = now
-        state["global_step"] = state.get("global_step", 0) + 1
-        emit("on_batch_end", {
-            "step": state["global_step"], "epoch": state["epoch"], "epochs": config.epochs,
-            "batch": step_in_epoch, "steps_per_epoch": steps_per_epoch, "phase": phase.name,
-            "loss": loss_value, "lr": optimizer.param_groups[-1]["lr"], "images_per_s": images_per_s,
-        })
-    if stop_event.is_set():
-        raise _StopRequested()
-    return total_loss / max(seen, 1), correct / max(seen, 1)
-
-
-@torch.inference_mode()
-def _validate(forward, source, criterion, device, use_amp, channels_last: bool = False) -> tuple[float, float]:
-    """Val loss and accuracy with the module in eval mode."""
-    was_training = forward.training
-    forward.eval()
-    # A BatchNorm-folded copy of the module as it is now: same outputs, faster.
-    fast = fuse_for_inference(forward)
-    if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
-    total_loss, correct, seen = 0.0, 0, 0
-    try:
-        for x, y in source.batches():
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with devices.autocast(device, use_amp):
-                logits = fast(x).float()
-            total_loss += float(criterion(logits, y))
-            correct += int((logits.argmax(1) == y).sum())
-            seen += int(y.shape[0])
-    finally:
-        forward.train(was_training)
-    return total_loss / max(seen, 1), correct / max(seen, 1)

@@ -6,6 +6,7 @@ The job builds everything inside its thread (dataset scan, weights, model, fit) 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -136,11 +137,13 @@ class Job:
     """One training run in a background thread; every public method is thread-safe and cheap."""
 
     def __init__(self, config: TrainConfig, store: RunStore, device: str = "cpu",
-                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = ()) -> None:
+                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = (), gpus: int = 1) -> None:
         self.id = secrets.token_hex(4)
         self.config = config
         self.store = store
         self.device = device
+        # > 1: DistributedDataParallel, this thread rank 0, worker processes the rest (distributed.local_group).
+        self.gpus = int(gpus)
         self.run_dir_request = run_dir
         self.extra_callbacks = list(callbacks)
         self.history_cb = History()
@@ -242,11 +245,12 @@ class Job:
             return
         config = self.config.replace(device=self.device)
         try:
-            result, _ = run_training(
-                config, self.store, self._stop, [self.history_cb, _Tracker(self), *self.extra_callbacks],
-                progress=lambda message: self._update(message=message),
-                run_dir=self.run_dir_request, on_folder=self._set_folder,
-            )
+            with self._process_group(config):
+                result, _ = run_training(
+                    config, self.store, self._stop, [self.history_cb, _Tracker(self), *self.extra_callbacks],
+                    progress=lambda message: self._update(message=message),
+                    run_dir=self.run_dir_request, on_folder=self._set_folder,
+                )
         except Exception as exc:  # noqa: BLE001 - any failure becomes the job's error, never a dead thread
             message = describe_exception(exc, config)
             self._finish("failed", message, error=message)
@@ -258,12 +262,25 @@ class Job:
         self._finish(result.status, result.message, error=result.error)
 
 
-class JobManager:
-    """Runs one training job per device at a time; later starts queue behind it (up to `max_queue`)."""
+    def _process_group(self, config: TrainConfig):
+        """Several GPUs: a process group led by this thread for the job's length; else nothing."""
+        if self.gpus <= 1:
+            return contextlib.nullcontext()
+        from ftui.distributed import local_group
 
-    def __init__(self, runs_dir: str | Path = "runs", max_queue: int = 4) -> None:
+        self._update(message=f"starting {self.gpus} processes")
+        return local_group(config, self.gpus)
+
+
+class JobManager:
+    """Runs one training job per device at a time; later starts queue behind it (up to `max_queue`).
+
+    `gpus` > 1 gives every CUDA job that many GPUs of this machine (DistributedDataParallel)."""
+
+    def __init__(self, runs_dir: str | Path = "runs", max_queue: int = 4, gpus: int = 1) -> None:
         self.store = RunStore(runs_dir)
         self.max_queue = max_queue
+        self.gpus = int(gpus)
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []
@@ -286,7 +303,8 @@ class JobManager:
                                    "stop it or wait until it finishes")
                 raise JobError(f"the queue for {device} is full ({len(queue)} waiting): "
                                "wait for a job to finish or stop one")
-            job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks)
+            job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks,
+                      gpus=self.gpus if device == "cuda" else 1)
             job._on_dequeue = lambda: self._renumber_now(device)
             self._jobs[job.id] = job
             self._order.append(job.id)

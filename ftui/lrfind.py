@@ -1,5 +1,8 @@
 """Learning-rate finder (fastai's `lr_find`): one short run with an exponentially rising rate.
 
+It is a callback (`LRFinder`) on the training loop itself, so the sweep trains exactly as `fit` would
+(feature cache, micro-batches, channels_last, the same loss).
+
 The rate sweeps ~1e-7 -> 10 over at most 100 optimizer steps on the run's own data (on cached features
 when the first phase trains only the head), the loss is smoothed, the sweep stops when it explodes, and
 the model is put back exactly as it was. The suggestion is fastai's "valley": a point well inside the
@@ -9,18 +12,21 @@ longest stretch where the loss keeps falling.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
+from ftui.batches import ImageData
+from ftui.callbacks import Callback, CancelFit, CancelValidate
 from ftui.config import TrainConfig
+from ftui.engine import Trainer, seed_everything
 
-Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 Progress = Callable[[float, str], None]
 
 
@@ -37,69 +43,85 @@ class LrFindResult:
     steepest: float
 
 
-def _cycle(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches forever, starting a new pass (a new shuffle) whenever one ends."""
-    while True:
-        empty = True
-        for batch in batches():
-            empty = False
-            yield batch
-        if empty:
-            raise LrFindError("the training set gave no batches")
+class LRFinder(Callback):
+    """Sets the rate before each batch (exponentially rising), records the smoothed loss after it, ends the
+    fit when the loss explodes or after `num_steps`; skips validation. `lr_sweep` puts the model back."""
+
+    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+                 progress: Progress | None = None) -> None:
+        self.start_lr, self.num_steps, self.progress = start_lr, num_steps, progress
+        self.gamma = (end_lr / start_lr) ** (1 / max(1, num_steps - 1))
+        self.rows: list[dict[str, float]] = []
+        self.failure: str | None = None
+
+    def on_fit_start(self, info: dict[str, Any]) -> None:
+        trainer = info["trainer"]
+        # Each optimizer param group keeps its ratio to the first group's lr (discriminative rates stay).
+        base = [g["lr"] for g in trainer.optimizer.param_groups]
+        self.ratios = [lr / base[0] for lr in base]
+        self.avg, self.best = 0.0, math.inf
+
+    def on_batch_start(self, info: dict[str, Any]) -> None:
+        step = len(self.rows)
+        if step >= self.num_steps:
+            raise CancelFit("lr sweep done")
+        self.lr = self.start_lr * self.gamma**step
+        for group, ratio in zip(info["trainer"].optimizer.param_groups, self.ratios):
+            group["lr"] = self.lr * ratio
+
+    def on_batch_end(self, info: dict[str, Any]) -> None:
+        raw, step = float(info["loss"]), len(self.rows)
+        # fastai's debiased exponential moving average.
+        beta = 0.98
+        self.avg = beta * self.avg + (1 - beta) * raw
+        smooth = self.avg / (1 - beta ** (step + 1))
+        self.rows.append({"lr": self.lr, "loss": smooth, "raw_loss": raw})
+        self.best = min(self.best, smooth)
+        if self.progress is not None:
+            self.progress((step + 1) / self.num_steps, f"lr finder step {step + 1}/{self.num_steps}")
+        if step > 10 and smooth > 4 * self.best:
+            raise CancelFit("the loss exploded")
+
+    def on_validate_start(self, info: dict[str, Any]) -> None:
+        raise CancelValidate()
+
+    def on_error(self, info: dict[str, Any]) -> None:
+        # A non-finite loss ends the sweep like an explosion; anything else is a real failure.
+        if info["error_type"] != "LossNotFinite":
+            self.failure = info["message"]
 
 
-def lr_sweep(
-    forward: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Batches,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    start_lr: float = 1e-7,
-    end_lr: float = 10.0,
-    num_steps: int = 100,
-    stop_event: threading.Event | None = None,
-    progress: Progress | None = None,
-    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-) -> pd.DataFrame:
-    """Train with lr rising from start_lr to end_lr; DataFrame(lr, loss, raw_loss). Restores `forward`.
 
-    Each optimizer param group keeps its ratio to the first group's lr (discriminative rates stay).
+def lr_sweep(trainer: Trainer, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+             progress: Progress | None = None) -> pd.DataFrame:
+    """Run `trainer`'s first phase with lr rising from start_lr to end_lr; DataFrame(lr, loss, raw_loss).
+
+    The model comes back as it was (weights, BatchNorm statistics, requires_grad).
     """
-    saved = copy.deepcopy(forward.state_dict())
-    was_training = forward.training
-    base = [g["lr"] for g in optimizer.param_groups]
-    ratios = [lr / base[0] for lr in base]
-    gamma = (end_lr / start_lr) ** (1 / max(1, num_steps - 1))
-    rows, avg, best, beta = [], 0.0, math.inf, 0.98
+    first = trainer.plan()[0]
+    # Every epoch has at least one batch, so num_steps epochs are always enough; CancelFit ends it sooner.
+    trainer.phases = [dataclasses.replace(first, epochs=num_steps)]
+    trainer.config = trainer.config.replace(epochs=num_steps, scheduler="none", warmup_epochs=0.0)
+    finder = LRFinder(start_lr, end_lr, num_steps, progress)
+    trainer.callbacks.append(finder)
+    model = trainer.model
+    saved = copy.deepcopy(model.state_dict())
+    saved_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     try:
-        for step, (x, y) in enumerate(_cycle(batches)):
-            if step >= num_steps or (stop_event is not None and stop_event.is_set()):
-                break
-            lr = start_lr * gamma**step
-            for group, ratio in zip(optimizer.param_groups, ratios):
-                group["lr"] = lr * ratio
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(forward(prepare(x)).float(), y)
-            raw = float(loss.detach())
-            if not math.isfinite(raw):
-                break
-            loss.backward()
-            optimizer.step()
-            # fastai's debiased exponential moving average.
-            avg = beta * avg + (1 - beta) * raw
-            smooth = avg / (1 - beta ** (step + 1))
-            rows.append({"lr": lr, "loss": smooth, "raw_loss": raw})
-            best = min(best, smooth)
-            if progress is not None:
-                progress((step + 1) / num_steps, f"lr finder step {step + 1}/{num_steps}")
-            if step > 10 and smooth > 4 * best:
-                break
+        result = trainer.fit()
     finally:
-        forward.load_state_dict(saved)
-        forward.train(was_training)
-        optimizer.zero_grad(set_to_none=True)
-    if len(rows) < 3:
+        model.load_state_dict(saved)
+        for name, p in model.named_parameters():
+            p.requires_grad_(saved_grad[name])
+    if finder.failure is not None:
+        raise LrFindError(f"the lr finder failed: {finder.failure}")
+    if result.status == "stopped" and len(finder.rows) < 3:
+        raise LrFindError("stopped before the sweep had enough steps")
+    if not finder.rows and result.status == "done":
+        raise LrFindError("the training set gave no batches")
+    if len(finder.rows) < 3:
         raise LrFindError("the loss was not finite for the first steps: check the data and the model")
-    return pd.DataFrame(rows, columns=["lr", "loss", "raw_loss"])
+    return pd.DataFrame(finder.rows, columns=["lr", "loss", "raw_loss"])
 
 
 def suggest(table: pd.DataFrame) -> tuple[float, float]:
@@ -132,20 +154,8 @@ def find_lr(
     stop_event: threading.Event | None = None,
 ) -> LrFindResult:
     """Sweep the learning rate for `config`'s first phase on its data; the model (if given) is left as it was."""
-    from ftui import devices
     from ftui.backbones import build, layer_groups
     from ftui.data import load_dataset
-    from ftui.engine import (
-        _Data,
-        _param_groups,
-        _phase_sources,
-        _SpeedSettings,
-        make_optimizer,
-        plan_phases,
-        seed_everything,
-        transform_settings,
-    )
-    from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
 
     config.validate()
     say = progress or (lambda fraction, message: None)
@@ -156,40 +166,14 @@ def find_lr(
     if model is None:
         say(0.0, "building model")
         model = build(config.backbone, len(dataset.classes), weights=config.weights)
+    if groups is None:
         groups = layer_groups(model, config.backbone)
-    elif groups is None:
-        groups = layer_groups(model, config.backbone)
-    saved_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-    names = [g.name for g in groups]
-    phase = plan_phases(config, names, resolve_train_groups(config.train_groups, names))[0]
-    device = devices.pick_device(config.device)
-    devices.configure_threads()
-    amp = devices.amp_enabled(device, config.mixed_precision)
-    channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
-    settings = transform_settings(config)
-    data = _Data(config, dataset, settings, None)
-    speed = _SpeedSettings(device, channels_last, amp and device.type == "cuda", amp, config, settings["image_size"])
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    trainer = Trainer(config, model, groups, ImageData(dataset))
+    if stop_event is not None:
+        trainer.stop_event = stop_event
     try:
-        apply_freeze(model, groups, set(phase.trainable))
-        forward, train_source, _val = _phase_sources(config, model, groups, phase, data, speed, [])
-        set_train_mode(model, groups, set(phase.trainable), bn_mode=config.bn_mode)
-        optimizer = make_optimizer(config, _param_groups(groups, phase, 1.0))
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-        def prepare(x: torch.Tensor) -> torch.Tensor:
-            return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
-
-        table = lr_sweep(forward, optimizer, train_source.batches, criterion, num_steps=num_steps,
-                         stop_event=stop_event, progress=say, prepare=prepare)
+        table = lr_sweep(trainer, num_steps=num_steps, progress=say)
     finally:
-        data.close()
-        for name, p in model.named_parameters():
-            p.requires_grad_(saved_grad[name])
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
         model.eval()
     valley, steepest = suggest(table)
     say(1.0, f"suggested learning rate {valley:.2g}")

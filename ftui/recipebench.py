@@ -96,9 +96,10 @@ def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_siz
                   log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """One row: every method on `data` from the same pristine weights and the same split."""
     from ftui.backbones import build
+    from ftui.batches import transform_settings
     from ftui.data import load_dataset
     from ftui.demo import ensure_demo_dataset
-    from ftui.engine import seed_everything, transform_settings
+    from ftui.engine import seed_everything
     from ftui.imagecache import DecodedImageCache
 
     path = str(ensure_demo_dataset()) if data == "demo" else data

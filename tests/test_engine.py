@@ -13,15 +13,8 @@ from ftui.backbones import build, layer_groups
 from ftui.callbacks import Callback, CSVLogger, EarlyStopping, History, TrainingControl
 from ftui.config import AugConfig, TrainConfig
 from ftui.data import load_dataset
-from ftui.engine import (
-    FINE_TUNE_LR_FACTOR,
-    class_weights,
-    discriminative_scales,
-    fit,
-    lr_multiplier,
-    plan_phases,
-    seed_everything,
-)
+from ftui.engine import fit, seed_everything
+from ftui.recipes import FINE_TUNE_LR_FACTOR, class_weights, discriminative_scales, lr_multiplier, plan_phases
 from ftui.runs import load_checkpoint
 
 BACKBONE = "mobilenet_v3_small"

@@ -22,6 +22,9 @@ class AppSettings:
     runs_dir: Path
     workdir: Path
     data_root: Path | None = None
+    # GPUs each training job gets (DistributedDataParallel when > 1); `python app.py --gpus all` gives every job
+    # all visible GPUs.
+    gpus: int = 1
     # The demo default: trained from random init when no pretrained weights are here (the usual offline case),
     # resnet18 at 64 px reaches ~0.8 val accuracy on the demo textures in 5 epochs, about half a minute on 2 cores.
     demo_backbone: str = "resnet18"
@@ -79,7 +82,7 @@ class AppContext:
         self.store.mark_interrupted()
         # Which uploads each session may use: one client's files are never loadable by another.
         self.grants = Grants()
-        self.jobs = JobManager(runs_dir=settings.runs_dir)
+        self.jobs = JobManager(runs_dir=settings.runs_dir, gpus=settings.gpus)
         self.datasets = LRU(8)
         self.structures = LRU(16)
         self.predictors = LRU(2)
