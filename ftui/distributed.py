@@ -12,6 +12,7 @@ over ranks before any event fires; rank 0 alone writes the run folder; a Stop on
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import socket
 import subprocess
@@ -210,7 +211,9 @@ def local_group(config, nproc: int) -> Iterator[Dist]:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     try:
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=nproc)
+        # A worker that never starts or dies must not hang the app's job for torch's default 30 minutes.
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=nproc,
+                                timeout=datetime.timedelta(minutes=10))
         _THREAD.dist = Dist(rank=0, world_size=nproc, local_rank=0, device=device)
         yield _THREAD.dist
     finally:

@@ -44,7 +44,7 @@ def run_training(
     User errors before training (bad data, weights, config) raise; failures inside training come back
     as a FitResult with status "failed".
     """
-    from ftui.backbones import build, build_with_report, layer_groups
+    from ftui.backbones import build_with_report, layer_groups
     from ftui.data import class_size_warnings, load_dataset
 
     config.validate()
@@ -60,10 +60,7 @@ def run_training(
     from ftui.distributed import current
 
     if not current().is_main:
-        # The other ranks of a distributed run train the same model silently: rank 0 alone writes the run.
-        seed_everything(config.seed)
-        model = build(config.backbone, len(dataset.classes), weights=config.weights)
-        return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event), None
+        return _train_silently(config, dataset, stop_event), None
     folder = store.create(config, run_dir)
     on_folder(folder)
     folder.write_classes(dataset.classes)
@@ -112,6 +109,16 @@ def run_training(
         ended=time.strftime("%Y-%m-%d %H:%M:%S"), notes=result.notes,
     )
     return result, folder
+
+
+def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event) -> FitResult:
+    """The other ranks of a distributed run: the same model trained without listeners or a run folder
+    (rank 0 alone writes the run)."""
+    from ftui.backbones import build, layer_groups
+
+    seed_everything(config.seed)
+    model = build(config.backbone, len(dataset.classes), weights=config.weights)
+    return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event)
 
 
 class _Tracker(Callback):

@@ -153,3 +153,14 @@ def test_feature_cache_lives_on_the_gpu_on_cuda():
     store.put(rows, torch.ones(2, 4, 2, 2, device=CUDA))
     assert torch.equal(store.get(rows, CUDA), torch.ones(2, 4, 2, 2, device=CUDA))
     assert FeatureStore(10, (4, 2, 2), max_bytes=2**20).device.type == "cpu"
+
+
+def test_train_without_batch_size_picks_it_from_free_gpu_memory(tmp_path, capsys):
+    data = make_class_folder(tmp_path / "colours", per_class=6)
+    code, out, err = _cli(capsys, "train", data, "--backbone", "resnet18", "--weights", "none", "--epochs", "1",
+                          "--image-size", "64", "--out", tmp_path / "run", "--device", "cuda")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("batch "))
+    assert "picked from free memory on" in line and torch.cuda.get_device_name(0) in line
+    batch = json.loads((tmp_path / "run" / "config.json").read_text())["batch_size"]
+    assert batch >= 16 and f"batch {batch}:" in line

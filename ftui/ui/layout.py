@@ -33,28 +33,32 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
 
     with gr.Blocks(title=TITLE, fill_width=False) as demo:
         gr.HTML(HEADER, padding=False)
+        # Every step is mounted from the start (render_children): otherwise Gradio mounts a tab's components
+        # when it is first opened, an unmounted dropdown fires no change, and a button's interactive update
+        # sent before (Stop after a reload) was lost.
         with gr.Tabs(elem_id="ftui-steps"):
-            with gr.Tab("1 · Data", id="data"):
+            with gr.Tab("1 · Data", id="data", render_children=True):
                 data = data_step.build(ctx)
                 with gr.Accordion("Dataset doctor: look for problems before training", open=False):
                     doctor = build_doctor_section(
                         data.source, weights_check=lambda w, session: train_step.check_weights(ctx, w, session))
-            with gr.Tab("2 · Augment", id="augment"):
+            with gr.Tab("2 · Augment", id="augment", render_children=True):
                 # The resolution lives on the Model step; the preview needs it first, so render it later.
                 image_size_proxy = gr.Number(settings.demo_image_size, visible=False)
                 aug = augment_step.build(ctx, data.source, data.val_fraction, image_size_proxy, dataset_for)
-            with gr.Tab("3 · Model", id="model"):
+            with gr.Tab("3 · Model", id="model", render_children=True):
                 model = model_step.build(ctx, data.source, lambda s: data_step.num_classes(ctx, s))
-            with gr.Tab("4 · Train", id="train"):
+            with gr.Tab("4 · Train", id="train", render_children=True):
                 train = train_step.build(ctx, data.source, data.val_fraction, aug.aug_json, model)
-            with gr.Tab("5 · Evaluate", id="evaluate"):
+            with gr.Tab("5 · Evaluate", id="evaluate", render_children=True):
                 eval_run = results_step.build_evaluate(ctx, fix_hook=lambda gallery, paths, source: wire_fix_panel(
                     ctx, build_fix_panel("a misclassified image", "ftui-eval-fix", paths), gallery, source,
                     data.val_fraction, data.load_outputs[:-1]))
                 build_compare_view(ctx)
-            with gr.Tab("6 · Predict", id="predict") as predict_tab:
+            with gr.Tab("6 · Predict", id="predict", render_children=True) as predict_tab:
                 predict = predict_step.build(ctx)
                 predict_run = predict.run
+        train.owner.render()  # outside the tabs, so the browser keeps it (see train_step)
         gr.HTML("<div class='ftui-footer'>Runs are saved on the server under "
                 f"<code>{settings.runs_dir}</code> · the API is listed under “Use via API”.</div>")
 

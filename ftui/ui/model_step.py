@@ -95,6 +95,39 @@ def weights_note(backbone: str) -> str:
             f"`{info.weights_file}` into torch's hub cache.)")
 
 
+def file_fit_note(name: str, path: str, num_classes: int) -> str:
+    """Whether a weights file fits the backbone and what loaded ("100 of 102 tensors, head replaced")."""
+    from ftui.backbones import build_with_report
+
+    try:
+        model, report = build_with_report(name, num_classes, weights=str(path))
+    except ValueError as exc:  # WeightsError: nothing fits, or unreadable
+        return f"**This file does not fit {name}:** {exc}"
+    total = len(model.state_dict())
+    # The file's head is kept only when it has this dataset's number of classes (load_head_if_fits).
+    kept = report.message.endswith("(same classes)")
+    head = "head loaded from the file (same classes)" if kept else "head replaced for this dataset's classes"
+    # Head tensors that fit the stock 1000-class head were loaded, then replaced with the new head.
+    loaded = report.loaded_keys if kept else report.loaded_keys - _file_head_keys(path, name, report)
+    extra = []
+    if report.missing:
+        extra.append(f"{len(report.missing)} left at random init")
+    if report.mismatched:
+        extra.append(f"{len(report.mismatched)} with another shape ignored")
+    more = f" ({'; '.join(extra)})" if extra else ""
+    return f"The file fits {name}: {loaded} of {total} tensors loaded, {head}{more}."
+
+
+def _file_head_keys(path: str, name: str, report) -> int:
+    """How many of the file's head tensors went into the stock model (and were then replaced)."""
+    from ftui.backbones import head_path
+    from ftui.weights import read_state_dict
+
+    prefix = head_path(name) + "."
+    in_file = sum(1 for key in read_state_dict(path) if key.removeprefix("module.").startswith(prefix))
+    return max(0, in_file - len(report.skipped_head_keys))
+
+
 def default_weights_choice(backbone: str) -> str:
     """ImageNet when it can be had, random init otherwise, so Train always works."""
     from ftui.backbones import backbone_info
@@ -220,7 +253,25 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
             return f"**Download failed:** {exc}", gr.skip(), gr.skip()
         return weights_note(name), WEIGHTS_IMAGENET, gr.update(visible=False)
 
+    def on_weights_file(name: str, source_path: str, uploaded: str | None, server_path: str):
+        """Check an uploaded (or server) weights file against the backbone as soon as it is chosen."""
+        from ftui.ui.paths import resolve_under
+
+        try:
+            if uploaded:
+                path = uploaded
+            elif server_path and server_path.strip():
+                roots = [ctx.settings.data_root] if ctx.settings.data_root else []
+                path = str(resolve_under(server_path, roots, what="weights file"))
+            else:
+                return weights_note(name)
+        except ValueError as exc:
+            return f"**Cannot use that file:** {exc}"
+        return file_fit_note(name, path, num_classes_fn(source_path))
+
     private = {"api_visibility": "private"}
+    weights_file.change(on_weights_file, [backbone, source, weights_file, weights_path], note, **private)
+    weights_path.submit(on_weights_file, [backbone, source, weights_file, weights_path], note, **private)
     backbone.change(on_backbone, [backbone, source],
                     [info, note, weights, image_size, download, groups_box, params], **private)
     show_all.change(on_show_all, [show_all, backbone], backbone, **private)

@@ -279,7 +279,9 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     opened_run = gr.Textbox(visible=False)
 
     job_id = gr.Textbox(visible=False, elem_id="ftui-job-id")
-    owner = gr.BrowserState("", storage_key="ftui-owner")
+    # Rendered by the layout outside the tabs: a BrowserState inside a tab never reaches localStorage (a
+    # reload then lost the owner token and Stop).
+    owner = gr.BrowserState("", storage_key="ftui-owner", render=False)
     config_json = gr.Textbox(visible=False)
     last_seen = gr.State(None)
     timer = gr.Timer(1.0)
