@@ -154,14 +154,25 @@ class CSVLogger(Callback):
                 csv.writer(f).writerow(EPOCH_COLUMNS)
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
+        from ftui.runs import DiskFullError, disk_full
+
         row = _plain(info, EPOCH_COLUMNS)
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow(["" if row[k] is None else row[k] for k in EPOCH_COLUMNS])
-            f.flush()
+        try:
+            with self.path.open("a", newline="") as f:
+                csv.writer(f).writerow(["" if row[k] is None else row[k] for k in EPOCH_COLUMNS])
+                f.flush()
+        except OSError as exc:
+            if disk_full(exc):
+                raise DiskFullError(f"disk full while writing {self.path}") from None
+            raise
 
 
 class EarlyStopping(Callback):
-    """Stops the run when the monitored metric has not improved for `patience` epochs."""
+    """Stops the run when the monitored metric has not improved for `patience` epochs of the current phase.
+
+    Counting restarts with each phase: the fine-tune phase's first epochs (rates warming up) may not beat the
+    fitted head's val loss yet, and that is no plateau.
+    """
 
     def __init__(self, patience: int, monitor: str = "val_acc", min_delta: float = 0.0) -> None:
         if patience < 1:
@@ -177,6 +188,9 @@ class EarlyStopping(Callback):
     def on_fit_start(self, info: dict[str, Any]) -> None:
         self.best = -math.inf
         self.bad_epochs = 0
+
+    def on_phase_start(self, info: dict[str, Any]) -> None:
+        self.on_fit_start(info)
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
         value = info.get(self.monitor)

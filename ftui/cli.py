@@ -94,6 +94,17 @@ def _stop_on_signals(job) -> Callable[[], None]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ftui import distributed
 
+    if args.resume:
+        from ftui.resume import open_for_resume
+
+        # The run's own config.json; it goes on in its folder, appending to metrics.csv.
+        folder, config, _checkpoint = open_for_resume(args.resume)
+        args.out = str(folder.path)
+        dist = distributed.init_from_env(config.device)
+        try:
+            return _train(args, config, dist, resume=True)
+        finally:
+            distributed.shutdown()
     if args.gpus is not None and args.gpus > 1 and distributed.env_world() is None:
         return _spawn_ranks(args)
     config = train_config_from_args(args)
@@ -106,7 +117,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, config: TrainConfig, dist) -> int:
+def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = False) -> int:
     """Run one training job in a thread (Ctrl-C / SIGTERM stop it cleanly); rank 0 alone prints and writes."""
     from ftui.callbacks import PrintProgress
     from ftui.jobs import Job
@@ -114,7 +125,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist) -> int:
 
     device = dist.device.type
     printer = PrintProgress((lambda line: print(line, flush=True)) if dist.is_main else (lambda line: None))
-    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer])
+    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer],
+              resume=resume)
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
     restore = _stop_on_signals(job)
     try:
@@ -252,6 +264,8 @@ def _add_train(sub) -> None:
     p.add_argument("--image-size", dest="image_size", type=int)
     p.add_argument("--runs-dir", dest="runs_dir", help="where runs/<id>/ go when --out is not given")
     p.add_argument("--out", help="the run folder to write (must be new or empty)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="carry on an interrupted or stopped run from its last.pt (its own config; other flags ignored)")
     p.add_argument("--no-augment", dest="no_augment", action="store_true", help="switch augmentation off")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="torch.compile the trained module (pays off on a GPU for longer runs)")

@@ -23,6 +23,7 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BN_MODES = ("frozen", "train")
 RECIPES = ("fine_tune", "plain")
+HEAD_FITS = ("lbfgs", "sgd")
 
 # Bounds every run must respect, whoever sends the config (API, CLI, Python): (low, high) inclusive.
 INT_BOUNDS = {
@@ -148,7 +149,9 @@ class TrainConfig:
     # "imagenet" (torchvision's published weights), "none" (random init) or a path to a local file.
     weights: str = "imagenet"
     # "head", "all", "last:N" (the last N layer groups, head included) or a comma-separated group list.
-    train_groups: str = "head"
+    # Default "all": the head fitted first, then every layer (see `recipe`); "head" alone stays far below a
+    # careful fine-tune on data unlike ImageNet (bench-recipes, README).
+    train_groups: str = "all"
     aug: AugConfig = field(default_factory=AugConfig)
     epochs: int = 5
     batch_size: int = 16
@@ -156,7 +159,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    scheduler: str = "cosine"
+    scheduler: str = "onecycle"
     step_size: int = 7
     gamma: float = 0.1
     warmup_epochs: float = 0.0
@@ -172,6 +175,9 @@ class TrainConfig:
     # per group (fastai's fine_tune / LP-FT). "plain": train the chosen groups from the first epoch.
     recipe: str = "fine_tune"
     freeze_epochs: int = 1
+    # How the "fine_tune" recipe trains the head phase: "lbfgs" fits it to convergence on the frozen
+    # features in one pass (weight decay chosen on a fold of train); "sgd" steps the optimizer per batch.
+    head_fit: str = "lbfgs"
     # "frozen": every BatchNorm keeps its pretrained running statistics (right for small batches);
     # "train": BatchNorm in trainable groups updates its statistics as usual.
     bn_mode: str = "frozen"
@@ -179,7 +185,8 @@ class TrainConfig:
     feature_cache: bool = True
     feature_cache_views: int = 1
     feature_cache_max_mb: int = 2048
-    early_stopping_patience: int = 0
+    # Stop when val loss has not improved for this many epochs of a phase (0: never); best.pt keeps the best.
+    early_stopping_patience: int = 3
     num_workers: int = 0
     # torch.compile the trained module (worth it on a GPU for long runs; the first steps pay for compiling).
     compile: bool = False
@@ -228,6 +235,8 @@ class TrainConfig:
             raise ConfigError(f"num_workers must be in [0, {cores}] (the CPU cores here), got {self.num_workers}")
         if len(self.run_name) > 100:
             raise ConfigError(f"run_name is too long ({len(self.run_name)} characters, at most 100)")
+        if self.head_fit not in HEAD_FITS:
+            raise ConfigError(f"head_fit must be one of {HEAD_FITS}, got {self.head_fit!r}")
         spec = self.train_groups.strip()
         if not spec:
             raise ConfigError("train_groups is empty: use 'head', 'all', 'last:N' or group names")

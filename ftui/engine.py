@@ -41,13 +41,16 @@ import torch
 from torch import nn
 
 from ftui import devices, distributed
+from ftui.backbones import BackboneError, classifier_head
 from ftui.batches import IGNORE, ImageData, SpeedSettings
 from ftui.callbacks import Callback, CancelBatch, CancelEpoch, CancelFit, CancelValidate, TrainingControl
 from ftui.config import TrainConfig
 from ftui.featurecache import CacheStopped, fuse_for_inference
 from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
+from ftui.headfit import fit_head
 from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
-from ftui.runs import RunFolder, save_checkpoint
+from ftui.resume import checkpoint_state
+from ftui.runs import RunFolder, disk_full, save_checkpoint
 
 
 class StopRequested(Exception):
@@ -180,7 +183,6 @@ class Trainer:
         self.epoch_seconds.append(seconds)
         self.result.epochs_done = epoch
         improved = val_acc is not None and val_acc > (self.result.best_val_acc or -1.0)
-        self._save_checkpoints(val_acc, improved)
         if improved:
             self.result.best_val_acc, self.result.best_epoch = val_acc, epoch
         recent = self.epoch_seconds[-3:]
@@ -191,6 +193,9 @@ class Trainer:
             "eta_s": (self.config.epochs - epoch) * sum(recent) / len(recent),
             "best_val_acc": self.result.best_val_acc,
         })
+        # After on_epoch_end: the epoch's metrics row is on disk before its checkpoints (a full disk or a
+        # crash while saving never leaves a best.pt whose epoch metrics.csv does not list).
+        self._save_checkpoints(val_acc, improved)
         # A stop asked on rank 0 (early stopping, a listener) ends every rank after this epoch.
         if self.dist.enabled and self.dist.any(self.control.should_stop) and not self.control.should_stop:
             self.control.request_stop("stopped on rank 0")
@@ -202,6 +207,10 @@ class Trainer:
         try:
             self._event("on_epoch_start", {"epoch": self.epoch, "epochs": self.config.epochs,
                                            "phase": self.phase.name})
+            # Several processes would each fit their own shard's head: they step by SGD instead.
+            head = self._linear_head() if self.phase.solver == "lbfgs" and not self.dist.enabled else None
+            if head is not None:
+                return self._fit_head(head)
             for index, (x, y) in enumerate(self.train_source.batches(), start=1):
                 if self._stop_requested():
                     raise StopRequested()
@@ -220,6 +229,47 @@ class Trainer:
             raise StopRequested()
         loss_sum, correct, seen = self._sums
         return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+    def _linear_head(self) -> nn.Linear | None:
+        """The model's final Linear layer, or None (a conv head, a model ftui did not build): SGD then."""
+        try:
+            head = classifier_head(self.model, self.config.backbone)
+        except (BackboneError, AttributeError):
+            return None
+        return head if isinstance(head, nn.Linear) else None
+
+    def _fit_head(self, head: nn.Linear) -> tuple[float, float]:
+        """The head fitted to convergence on the features it sees (ftui/headfit.py): one pass over the
+        train images (the frozen body's cached features) and L-BFGS; (train loss, train accuracy)."""
+        features, labels = [], []
+        hook = head.register_forward_pre_hook(lambda module, args: features.append(args[0].detach().float().cpu()))
+        self._say("fitting the head")
+        was_training = self.forward.training
+        self.forward.eval()
+        try:
+            with torch.no_grad():
+                for x, y in self.train_source.batches():
+                    if self._stop_requested():
+                        raise StopRequested()
+                    if self.speed.channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with devices.autocast(self.speed.device, self.speed.use_amp):
+                        self.forward(x)
+                    labels.append(y.cpu())
+        finally:
+            hook.remove()
+            self.forward.train(was_training)
+        x, y = torch.cat(features).flatten(1), torch.cat(labels)
+        fit = fit_head(x, y, self.data.meta["num_classes"], seed=self.config.seed)
+        with torch.no_grad():
+            head.weight.copy_(fit.weight.view_as(head.weight))
+            head.bias.copy_(fit.bias)
+        logits = x @ fit.weight.T + fit.bias
+        self.notes.append(f"head fitted to convergence by L-BFGS on {len(y)} images' features, weight decay "
+                          f"{fit.weight_decay:g} chosen on a held-out fold of train")
+        loss, acc = float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+        self._sums = [loss, acc, 1]
+        return loss, acc
 
     def _train_batch(self) -> None:
         """One optimizer step over micro-batches, then on_batch_end."""
@@ -369,7 +419,9 @@ class Trainer:
         meta = {**self.data.meta, "epoch": self.epoch, "val_acc": val_acc}
         if improved:
             save_checkpoint(self.folder.best_path, self.model, meta)
-        save_checkpoint(self.folder.last_path, self.model, meta)
+        # last.pt also holds what a resume needs (ftui/resume.py), as tensors and plain types.
+        resume = checkpoint_state(self._training_state())
+        save_checkpoint(self.folder.last_path, self.model, {**meta, "resume": resume})
 
     def _end(self, status: str, message: str) -> None:
         self.result.status, self.result.message = status, message
@@ -387,8 +439,8 @@ class Trainer:
             self.model.to(memory_format=torch.contiguous_format)
         # A stopped or failed run keeps last.pt (the weights as they are now).
         folder, meta = self.folder, self.data.meta
-        if folder is not None and meta is not None and (self.result.status != "done"
-                                                         or not folder.last_path.exists()):
+        # An existing last.pt is the end of the last finished epoch, with what a resume needs: kept as is.
+        if folder is not None and meta is not None and not folder.last_path.exists():
             try:
                 save_checkpoint(folder.last_path, self.model, {**meta, "epoch": self.epoch,
                                                                "val_acc": self.result.best_val_acc or 0.0})
@@ -408,8 +460,12 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a later `load_state_dict` needs to carry on after the last finished epoch."""
+        return {"model": copy.deepcopy(self.model.state_dict()), **self._training_state()}
+
+    def _training_state(self) -> dict[str, Any]:
+        """state_dict() without the model: what last.pt stores next to the weights."""
         return {
-            "model": copy.deepcopy(self.model.state_dict()), "epoch": self.epoch,
+            "epoch": self.epoch,
             "phase_index": self.phase_index, "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch,
@@ -472,6 +528,8 @@ def describe_exception(exc: BaseException, config: TrainConfig) -> str:
         return f"out of memory on {device}: lower the batch size (now {config.batch_size}) or the image size"
     if isinstance(exc, ValueError):
         return str(exc)
+    if disk_full(exc):
+        return f"disk full while writing {getattr(exc, 'filename', None) or 'a run file'}: free some space"
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return f"cannot read {getattr(exc, 'filename', '') or 'a file'}: {exc.strerror or exc}; " \
                "was the dataset moved or changed after it was scanned?"

@@ -7,7 +7,9 @@ The job builds everything inside its thread (dataset scan, weights, model, fit) 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,11 +40,12 @@ def run_training(
     progress: Callable[[str], None] = lambda message: None,
     run_dir: str | Path | None = None,
     on_folder: Callable[[RunFolder], None] = lambda folder: None,
+    resume: bool = False,
 ) -> tuple[FitResult, RunFolder | None]:
-    """Load the dataset, create the run folder, build the model, fit, then evaluate: one complete run.
+    """Load the dataset, create (resume: reopen) the run folder, build the model, fit, then evaluate.
 
-    User errors before training (bad data, weights, config) raise; failures inside training come back
-    as a FitResult with status "failed".
+    User errors before training (bad data, weights, config) raise; training failures come back as a
+    FitResult with status "failed". resume=True carries on `run_dir` from its last.pt (ftui/resume.py).
     """
     from ftui.backbones import build_with_report, layer_groups
     from ftui.data import class_size_warnings, load_dataset
@@ -61,17 +64,15 @@ def run_training(
 
     if not current().is_main:
         return _train_silently(config, dataset, stop_event), None
-    folder = store.create(config, run_dir)
+    folder, checkpoint = _open_folder(config, store, run_dir, resume, dataset.classes)
     on_folder(folder)
-    folder.write_classes(dataset.classes)
     started = time.time()
-    folder.update_status(status="running", num_classes=len(dataset.classes))
     try:
         progress("building model")
         # Seed before building so the new head's initial weights are reproducible too.
         seed_everything(config.seed)
         model, weights_report = build_with_report(
-            config.backbone, len(dataset.classes), weights=config.weights,
+            config.backbone, len(dataset.classes), weights="none" if resume else config.weights,
             progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
         groups = layer_groups(model, config.backbone)
     except Exception as exc:  # recorded in status.json, then re-raised for the caller
@@ -80,17 +81,16 @@ def run_training(
         raise
     listeners = [*callbacks, CSVLogger(folder.metrics_path)]
     if config.early_stopping_patience:
-        listeners.append(EarlyStopping(config.early_stopping_patience))
+        listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
     progress("training")
     try:
-        result = fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path,
-                     progress=progress)
+        result = _fit(config, dataset, (model, groups), listeners, stop_event, folder, progress, checkpoint)
     except Exception as exc:  # e.g. a listener raising in on_fit_end: status.json must not stay "running"
         folder.update_status(status="failed", message=describe_exception(exc, config),
                              seconds=round(time.time() - started, 2))
         raise
     # What the weights file gave (every skipped or mismatched tensor): in the job's notes, the CLI prints it.
-    if config.weights not in ("none", "imagenet") and weights_report.message:
+    if config.weights not in ("none", "imagenet") and weights_report.message and not resume:
         result.notes.insert(0, f"weights: {weights_report.message}")
     if result.status == "done":
         progress("evaluating")
@@ -109,6 +109,42 @@ def run_training(
         ended=time.strftime("%Y-%m-%d %H:%M:%S"), notes=result.notes,
     )
     return result, folder
+
+
+def _open_folder(config: TrainConfig, store: RunStore, run_dir: str | Path | None, resume: bool,
+                 classes: list[str]) -> tuple[RunFolder, dict[str, Any] | None]:
+    """A new run folder, or (resume) the existing one and its last.pt; status.json says "running"."""
+    if resume:
+        from ftui.resume import open_for_resume
+
+        # The weights come from last.pt, never again from the (maybe long gone) weights file.
+        folder, _config, checkpoint = open_for_resume(run_dir)
+        if list(checkpoint["classes"]) != list(classes):
+            raise JobError(f"the dataset's classes changed since run {folder.id} started: cannot resume it")
+        # This process trains it now (a restarted app must not mark it interrupted while it runs).
+        folder.update_status(status="running", pid=os.getpid(), host=socket.gethostname(), resumed_from_epoch=
+                             int(checkpoint["resume"]["epoch"]), message="resumed")
+        return folder, checkpoint
+    folder = store.create(config, run_dir)
+    folder.write_classes(classes)
+    folder.update_status(status="running", num_classes=len(classes))
+    return folder, None
+
+
+def _fit(config: TrainConfig, dataset, parts: tuple, listeners: list, stop_event: threading.Event,
+         folder: RunFolder, progress: Callable[[str], None], checkpoint: dict[str, Any] | None) -> FitResult:
+    """fit(), or for a resume a Trainer loaded with last.pt's state (model, optimizer, scheduler, epoch, RNG)."""
+    model, groups = parts
+    if checkpoint is None:
+        return fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path, progress=progress)
+    from ftui.batches import ImageData
+    from ftui.engine import Trainer
+    from ftui.resume import trainer_state
+
+    trainer = Trainer(config, model, groups, ImageData(dataset), listeners, run_dir=folder.path)
+    trainer.stop_event, trainer.progress = stop_event, progress
+    trainer.load_state_dict(trainer_state(checkpoint))
+    return trainer.fit()
 
 
 def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event) -> FitResult:
@@ -144,9 +180,13 @@ class Job:
     """One training run in a background thread; every public method is thread-safe and cheap."""
 
     def __init__(self, config: TrainConfig, store: RunStore, device: str = "cpu",
-                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = (), gpus: int = 1) -> None:
+                 run_dir: str | Path | None = None, callbacks: Iterable[Callback] = (), gpus: int = 1,
+                 resume: bool = False, stamp: dict[str, Any] | None = None) -> None:
         self.id = secrets.token_hex(4)
         self.config = config
+        # resume: carry on the run in run_dir from its last.pt; stamp: fields for its status.json (the owner).
+        self.resume = resume
+        self.stamp = dict(stamp or {})
         self.store = store
         self.device = device
         # > 1: DistributedDataParallel, this thread rank 0, worker processes the rest (distributed.local_group).
@@ -230,6 +270,8 @@ class Job:
             self._state.update(fields)
 
     def _set_folder(self, folder: RunFolder) -> None:
+        if self.stamp:
+            folder.update_status(**self.stamp)
         self._update(run_id=folder.id, run_dir=str(folder.path))
 
     def _finish(self, status: str, message: str, error: str | None = None) -> None:
@@ -256,7 +298,7 @@ class Job:
                 result, _ = run_training(
                     config, self.store, self._stop, [self.history_cb, _Tracker(self), *self.extra_callbacks],
                     progress=lambda message: self._update(message=message),
-                    run_dir=self.run_dir_request, on_folder=self._set_folder,
+                    run_dir=self.run_dir_request, on_folder=self._set_folder, resume=self.resume,
                 )
         except Exception as exc:  # noqa: BLE001 - any failure becomes the job's error, never a dead thread
             message = describe_exception(exc, config)
@@ -296,8 +338,12 @@ class JobManager:
         self._workers: dict[str, threading.Thread] = {}
 
     def start(self, config: TrainConfig, run_dir: str | Path | None = None,
-              callbacks: Iterable[Callback] = ()) -> Job:
-        """Queue a job for its device; JobError when the device is busy and the queue is full."""
+              callbacks: Iterable[Callback] = (), resume: bool = False,
+              stamp: dict[str, Any] | None = None) -> Job:
+        """Queue a job for its device; JobError when the device is busy and the queue is full.
+
+        resume=True carries on the run in `run_dir` from its last.pt; `stamp` goes into its status.json.
+        """
         config.validate()
         device = devices.pick_device(config.device).type
         with self._lock:
@@ -311,7 +357,7 @@ class JobManager:
                 raise JobError(f"the queue for {device} is full ({len(queue)} waiting): "
                                "wait for a job to finish or stop one")
             job = Job(config, self.store, device=device, run_dir=run_dir, callbacks=callbacks,
-                      gpus=self.gpus if device == "cuda" else 1)
+                      gpus=self.gpus if device == "cuda" else 1, resume=resume, stamp=stamp)
             job._on_dequeue = lambda: self._renumber_now(device)
             self._jobs[job.id] = job
             self._order.append(job.id)

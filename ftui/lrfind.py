@@ -100,7 +100,8 @@ def lr_sweep(trainer: Trainer, start_lr: float = 1e-7, end_lr: float = 10.0, num
     """
     first = trainer.plan()[0]
     # Every epoch has at least one batch, so num_steps epochs are always enough; CancelFit ends it sooner.
-    trainer.phases = [dataclasses.replace(first, epochs=num_steps)]
+    # SGD steps even where the recipe fits the head by L-BFGS: the sweep is about the optimizer's lr.
+    trainer.phases = [dataclasses.replace(first, epochs=num_steps, solver="sgd")]
     trainer.config = trainer.config.replace(epochs=num_steps, scheduler="none", warmup_epochs=0.0)
     finder = LRFinder(start_lr, end_lr, num_steps, progress)
     trainer.callbacks.append(finder)

@@ -15,6 +15,7 @@ import copy
 import json
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ftui.bench import BenchError
 from ftui.config import AugConfig, TrainConfig
 from ftui.stats import wilson_interval
 
@@ -53,18 +55,45 @@ class _Batches:
 def _engine_default(config: TrainConfig, dataset, model, backbone: str) -> dict[str, Any]:
     """The default recipe through the engine; the accuracy is that of the weights the run keeps (best.pt)."""
     from ftui.backbones import layer_groups
-    from ftui.bench import BenchError, _Timeline
+    from ftui.bench import _Timeline
+    from ftui.callbacks import EarlyStopping
     from ftui.engine import fit
 
     start = time.perf_counter()
     timeline = _Timeline(start)
-    result = fit(config, dataset, model, layer_groups(model, backbone), [timeline], threading.Event())
+    listeners = [timeline]
+    if config.early_stopping_patience:  # as jobs.run_training adds it: what a user gets
+        listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
+    result = fit(config, dataset, model, layer_groups(model, backbone), listeners, threading.Event())
     if result.status != "done":
         raise BenchError(f"default recipe {result.status}: {result.message}")
     last_phase = timeline.epochs[-1]["phase"]
     return {"val_acc": result.best_val_acc, "seconds": time.perf_counter() - start,
             "epoch_seconds": timeline.mean_epoch_seconds(last_phase), "phase": last_phase,
             "epochs": [round(e["val_acc"], 4) for e in timeline.epochs], "notes": result.notes}
+
+
+def demo_from_scratch(data: str, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """The app's offline demo recipe (ftui/demo.py DEMO_RECIPE, random init) through a real run: val accuracy,
+    wall and CPU seconds, and how many of the bundled example images it labels right."""
+    from ftui.demo import demo_config, example_images
+    from ftui.jobs import run_training
+    from ftui.predict import Predictor
+    from ftui.runs import RunStore
+
+    log("demo textures: the demo recipe from scratch")
+    wall, cpu = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory(prefix="ftui-demo-bench-") as tmp:
+        result, folder = run_training(demo_config(data), RunStore(tmp), threading.Event())
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if result.status != "done" or folder is None:
+            raise BenchError(f"demo recipe {result.status}: {result.message}")
+        evaluation = json.loads(folder.evaluation_path.read_text())
+        table = Predictor(folder.path).predictions_table(example_images(), top_k=1)
+    right = sum(Path(p).stem == f"example_{label}" for p, label in zip(table["path"], table["label"]))
+    return {"val_acc": evaluation["accuracy"], "correct": evaluation["correct"],
+            "ci95": evaluation["accuracy_ci95"], "seconds": wall, "cpu_seconds": cpu,
+            "examples_right": right, "examples": len(table), "epochs": result.epochs_done}
 
 
 def _probe(model, backbone: str, train: _Batches, val: _Batches, num_classes: int) -> dict[str, Any]:
@@ -144,6 +173,8 @@ def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_siz
             row["reference"] = _reference(fresh(), backbone, train_aug, val, epochs, log)
     finally:
         cache.close()
+    if data == "demo":
+        row["demo_recipe"] = demo_from_scratch(path, log)
     for m in methods:
         correct = round(row[m]["val_acc"] * n_val)
         row[m]["correct"] = correct
@@ -173,6 +204,13 @@ def format_table(rows: list[dict[str, Any]], title: str) -> str:
         cells = [r["dataset"], str(r["classes"]), f"{r['train']}/{r['val']}", str(r["image_size"]),
                  *(_cell(r.get(m)) for m in METHODS), *(_time(r.get(m)) for m in METHODS)]
         lines.append("| " + " | ".join(cells) + " |")
+    for r in rows:
+        d = r.get("demo_recipe")
+        if d:
+            lines.append(f"\n{r['dataset']}, the app's demo recipe from random init (ftui/demo.py): val acc "
+                         f"{d['val_acc']:.3f} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}] in {d['seconds']:.0f} s wall, "
+                         f"{d['cpu_seconds']:.0f} s CPU, {d['epochs']} epochs; bundled examples labelled right: "
+                         f"{d['examples_right']}/{d['examples']}")
     return "\n".join(lines)
 
 
@@ -192,7 +230,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Run every dataset in turn (progress on stderr), then print the table or JSON on stdout."""
     from ftui import devices
-    from ftui.bench import BenchError
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     bad = [m for m in methods if m not in METHODS]

@@ -45,7 +45,7 @@ def main(out: Path) -> None:
         shoot(page, "4 · Train", out)
         page.get_by_role("tab", name="5 · Evaluate").click()
         page.get_by_role("button", name="Evaluate", exact=True).click()
-        page.wait_for_selector(".ftui-card h3", timeout=120_000)
+        page.wait_for_selector("h3:has-text('Accuracy')", timeout=120_000)
         page.wait_for_timeout(2000)
         shoot(page, "5 · Evaluate", out)
         page.get_by_role("tab", name="6 · Predict").click()

@@ -55,7 +55,7 @@ def start_app_process(tmp: Path, *flags: str, preexec_fn=None, timeout: float = 
     proc = subprocess.Popen(
         [sys.executable, str(root / "app.py"), "--port", str(port), "--runs-dir", str(tmp / "runs"),
          "--workdir", str(tmp / "work"), *flags],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,  # noqa: PLW1509 - only setrlimit
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
     )
     url = f"http://127.0.0.1:{port}/"

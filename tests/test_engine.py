@@ -196,7 +196,7 @@ def test_same_seed_same_data_same_config_gives_same_metrics(class_folder):
 
 
 def test_fine_tune_recipe_trains_head_first_then_the_chosen_groups():
-    config = TrainConfig(data="x", epochs=5, freeze_epochs=1, train_groups="all")
+    config = TrainConfig(data="x", epochs=5, freeze_epochs=1, train_groups="all", head_fit="sgd")
     phases = plan_phases(config, ["stem", "stage1", "head"], ["stem", "stage1", "head"])
     assert [(p.name, p.epochs, p.trainable) for p in phases] == [
         ("head", 1, ["head"]), ("fine_tune", 4, ["stem", "stage1", "head"])]

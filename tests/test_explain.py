@@ -69,3 +69,21 @@ def test_low_confidence_is_worded_as_such():
     text = confidence_words([("cat", 0.41), ("dog", 0.38), ("fox", 0.21)])
     assert text.startswith("**Low confidence:**") and "dog (38%)" in text
     assert "fairly confident" in confidence_words([("cat", 0.6), ("dog", 0.4)])
+
+
+def test_misclassified_gallery_thumbnails_carry_the_grad_cam(tmp_path):
+    import pandas as pd
+
+    from ftui.ui.context import AppContext, AppSettings
+    from ftui.ui.results_step import THUMB, mistake_gallery
+
+    run_dir = make_quick_run(tmp_path, image_size=64)
+    ctx = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work",
+                                 data_root=tmp_path / "colours"))
+    path = str(min((tmp_path / "colours" / "red").glob("*.jpg")))
+    mistakes = pd.DataFrame([{"path": path, "true": "red", "predicted": "blue", "confidence": 0.6, "loss": 1.0}])
+    plain = mistake_gallery(ctx, mistakes)
+    explained = mistake_gallery(ctx, mistakes, model=Predictor(run_dir))
+    # The source images are 40 px: a plain thumbnail stays 40 px, the Grad-CAM overlay is drawn at THUMB.
+    assert plain[0][0].size == (40, 40) and explained[0][0].size == (THUMB, THUMB)
+    assert explained[0][1] == "red → blue (60%)"

@@ -73,7 +73,7 @@ def test_config_over_the_api_is_json_text_never_a_server_file(app):
     url, ctx, _root, secret = app
     c = client(url)
     for path in (secret / "settings.json", secret / "passwords.txt"):
-        job, message = start(c, str(path), "attacker")
+        _job, message = start(c, str(path), "attacker")
         assert "SECRET" not in message and "JSON text" in message, message
         message = c.predict(config=str(path), api_name="/find_lr")[0]
         assert "SECRET" not in message and "JSON text" in message, message
@@ -89,7 +89,7 @@ def test_config_over_the_api_is_json_text_never_a_server_file(app):
 def test_preview_inputs_are_bounded_with_a_message_naming_the_field(app, field, value, fragment):
     url, *_ = app
     arguments = {"image_index": "0", "n_draws": 4, "seed_value": 0, "size": 32, "fraction": 0.2, field: value}
-    gallery, error = client(url).predict(**arguments, api_name="/preview")
+    _gallery, error = client(url).predict(**arguments, api_name="/preview")
     assert fragment in error, error
 
 
@@ -170,14 +170,14 @@ def test_an_upload_is_loadable_only_by_the_session_that_uploaded_it(app, tmp_pat
     ({"image_size": 5000}, "image_size must be in [16, 1024]"),
 ])
 def test_wrong_types_and_ranges_are_refused_naming_the_field(app, change, fragment):
-    url, ctx, *_ = app
+    url, _ctx, *_ = app
     text = json.dumps({**TINY, **change}).replace('"NaN"', "NaN")
-    job, message = start(client(url), text, "types")
+    _job, message = start(client(url), text, "types")
     assert fragment in message, message
 
 
 def test_an_owner_gets_one_running_and_one_waiting_job_at_most(app):
-    url, ctx, *_ = app
+    url, _ctx, *_ = app
     c = client(url)
     long_run = {**TINY, "epochs": 500}
     jobs = []
@@ -214,7 +214,7 @@ def test_a_link_under_the_data_root_is_not_followed_out_of_it(app):
 
 # --- 7. uploads: size limit, zip bombs, quota, no leftovers -----------------------------------------------
 def test_an_upload_over_max_upload_is_refused(app, tmp_path):
-    url, ctx, *_ = app
+    url, _ctx, *_ = app
     big = tmp_path / "big.zip"
     big.write_bytes(os.urandom(MAX_UPLOAD + 1024))
     with pytest.raises(Exception, match="(?i)size|large|413"):

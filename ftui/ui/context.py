@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftui.demo import DEMO_RECIPE
 from ftui.ui.paths import PathNotAllowedError, is_inside
 
 
@@ -26,10 +27,10 @@ class AppSettings:
     # all visible GPUs.
     gpus: int = 1
     # The demo default: trained from random init when no pretrained weights are here (the usual offline case),
-    # resnet18 at 64 px reaches ~0.8 val accuracy on the demo textures in 5 epochs, about half a minute on 2 cores.
-    demo_backbone: str = "resnet18"
-    demo_image_size: int = 64
-    demo_epochs: int = 5
+    # see ftui/demo.py DEMO_RECIPE for what it reaches.
+    demo_backbone: str = DEMO_RECIPE["backbone"]
+    demo_image_size: int = DEMO_RECIPE["image_size"]
+    demo_epochs: int = DEMO_RECIPE["epochs"]
     # Limits for a shared server (flags --max-upload and --work-quota): one uploaded file, and everything
     # uploads and extracted zips may take under the work dir.
     max_upload_bytes: int = 1024**3

@@ -178,7 +178,8 @@ def build(ctx: AppContext) -> DataView:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             gr.Markdown("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). "
-                        "The demo dataset is selected: you can go straight to **Train**.",
+                        "The app opens with the demo dataset, so **Train** works at once; the card on the right "
+                        "always names the dataset in use.",
                         elem_classes="ftui-help")
             with gr.Tabs(elem_id="ftui-data-sources"):
                 with gr.Tab("Demo"):
@@ -235,7 +236,7 @@ def build(ctx: AppContext) -> DataView:
             packed = zip_manifest(manifest)  # small folders arrive as one zip packed by the browser
             if packed is not None:
                 check_quota(ctx, [packed])
-                root = materialize_zip(packed, dest, gr.utils.get_upload_folder())
+                root = materialize_zip(packed, dest, gr.utils.get_upload_folder(), ctx.quota_left())
             else:
                 pairs = parse_manifest(manifest)
                 check_quota(ctx, [server for _, server in pairs])

@@ -196,8 +196,9 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
         groups, total = structure(ctx, name, num_classes_fn(source_path))
         names = [g for g, _ in groups]
         if preset is None and (not selected or not set(selected) <= set(names)):
-            # Pretrained features are worth keeping (train the head); random ones are not (train all).
-            preset = "all" if weights_choice == WEIGHTS_NONE else "head"
+            # Every layer: random features must learn; pretrained ones are fine-tuned after the head is fitted
+            # (the fine-tune recipe), which beat the head alone on data unlike ImageNet (bench-recipes).
+            preset = "all"
         if preset is not None:
             selected = ["head"] if preset == "head" else names
         labels = [(f"{g}  ·  {format_count(n)}", g) for g, n in groups]
@@ -223,7 +224,7 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
                 gr.update(visible=not info_b.weights_cached and online()), box, counts)
 
     def on_weights(name: str, source_path: str, selected: list[str], choice: str):
-        box, counts = refresh(name, source_path, selected, "all" if choice == WEIGHTS_NONE else "head")
+        box, counts = refresh(name, source_path, selected, "all")
         return box, counts, size_update(name, source_path, choice)
 
     def on_source(name: str, source_path: str, selected: list[str], choice: str):

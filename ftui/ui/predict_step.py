@@ -77,6 +77,16 @@ def explain_one(model, image, top: list[tuple[str, float]]) -> tuple[str, Any]:
     return words + "\n\nThe heat map shows where the model looked for this answer (red = most).", overlay
 
 
+def explained_thumb(model, path: str, size: int = THUMB):
+    """A thumbnail with the Grad-CAM of what the model predicted (why it said so); plain when there is none."""
+    from ftui.explain import ExplainError, explain
+
+    try:
+        return explain(model, path, size=size).overlay
+    except ExplainError:
+        return _thumb(path, size)
+
+
 def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
     """error, label dict, verdict and overlay for one image (path or PIL)."""
     from ftui.images import ImageError

@@ -65,9 +65,12 @@ def _thumb(path: str):
 
 
 def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None,
-                    shown: list[str] | None = None) -> list[tuple[Any, str]]:
-    """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see."""
+                    model: Any = None, shown_paths: list[str] | None = None) -> list[tuple[Any, str]]:
+    """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see.
+    With the run's Predictor, each thumbnail carries the Grad-CAM of the wrong answer (why it said that).
+    The paths shown are appended to `shown_paths` (same order), for the fix buttons."""
     from ftui.images import ImageError
+    from ftui.ui.predict_step import explained_thumb
 
     out = []
     for row in mistakes.head(MISTAKES_SHOWN).itertuples():
@@ -75,16 +78,17 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None
         if not ctx.readable(row.path, session):
             continue
         try:
-            out.append((_thumb(row.path), f"{row.true} → {row.predicted} ({row.confidence:.0%})"))
-            if shown is not None:  # the paths behind the thumbnails, for the fix buttons
-                shown.append(row.path)
+            picture = explained_thumb(model, row.path) if model is not None else _thumb(row.path)
+            out.append((picture, f"{row.true} → {row.predicted} ({row.confidence:.0%})"))
+            if shown_paths is not None:
+                shown_paths.append(row.path)
         except ImageError:
             continue
     return out
 
 
 def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None,
-                       shown: list[str] | None = None) -> tuple:
+                       model: Any = None, shown_paths: list[str] | None = None) -> tuple:
     """Markdown, per-class table, confusion matrix and mistakes gallery from an Evaluation dict."""
     per_class = pd.DataFrame(result["per_class"])
     mistakes = pd.DataFrame(result["mistakes"], columns=["path", "true", "predicted", "confidence", "loss"])
@@ -93,12 +97,14 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
     if "accuracy_ci95" in result:
         lo, hi = result["accuracy_ci95"]
         interval = f" (95% interval {lo:.1%}–{hi:.1%})"
+    gallery = mistake_gallery(ctx, mistakes, session, model, shown_paths)
+    shown = f" ({len(gallery)} of {wrong} shown below, worst first)" if wrong else ""
     summary = (f"### Accuracy {result['accuracy']:.1%}{interval}\non {result['num_items']} {result['split']} images · "
-               f"{wrong} misclassified")
+               f"{wrong} misclassified{shown}")
     for line in result.get("warnings", []):
         summary += f"\n\n⚠ {line}"
     return (summary, per_class, confusion_html(result["confusion"], result["classes"]),
-            mistake_gallery(ctx, mistakes, session, shown))
+            gallery)
 
 
 def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
@@ -140,9 +146,9 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
                 result = run_evaluation(predictor(ctx, run_id).run, split=split_name).to_dict()
         except (ValueError, OSError) as exc:
             return f"**Could not evaluate:** {exc}", *([gr.skip()] * 6)
-        shown: list[str] = []
-        return ("", *evaluation_outputs(ctx, result, session_of(request), shown), shown,
-                predictor(ctx, run_id).run.config.data)
+        shown_paths: list[str] = []
+        parts = evaluation_outputs(ctx, result, session_of(request), predictor(ctx, run_id), shown_paths)
+        return "", *parts, shown_paths, predictor(ctx, run_id).run.config.data
 
     outputs = [error, summary, table, confusion, gallery, shown_paths, data_source]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")

@@ -24,6 +24,7 @@ from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
+from ftui.ui.train_resume import owner_stamp, resume_run
 
 FINISHED = ("done", "stopped", "failed")
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
@@ -82,13 +83,13 @@ def preset_hint(weights_choice: str, backbone: str) -> str:
 
 
 def apply_preset(weights_choice: str, backbone: str) -> tuple:
-    """Train-step values for a weights choice: (recipe, bn_mode, optimizer, lr, scheduler, batch, hint).
+    """Train-step values for a weights choice: (recipe, bn_mode, optimizer, lr, scheduler, batch, epochs, hint).
 
     Random weights have no features or statistics worth protecting: train everything from the start and
     let BatchNorm learn the data's statistics. Pretrained ones are kept: head first, statistics frozen.
     """
     p = preset_for(weights_choice)
-    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size,
+    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs,
             preset_hint(weights_choice, backbone))
 
 
@@ -207,7 +208,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             hint = gr.HTML(preset_hint(model.weights.value, model.backbone.value), elem_id="ftui-preset-hint")
             with gr.Group():
                 with gr.Row():
-                    epochs = gr.Number(ctx.settings.demo_epochs, precision=0, minimum=1, label="Epochs",
+                    epochs = gr.Number(start.epochs, precision=0, minimum=1, label="Epochs",
                                        elem_id="ftui-epochs")
                     batch_size = gr.Number(start.batch_size, precision=0, minimum=1, label="Batch size",
                                            elem_id="ftui-batch")
@@ -247,6 +248,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             with gr.Row():
                 train_button = gr.Button("Train", variant="primary", elem_id="ftui-train")
                 stop_button = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
+                resume_button = gr.Button("Resume opened run", elem_id="ftui-resume")
             error = gr.Markdown(elem_classes="ftui-error")
             with gr.Accordion("Learning-rate finder", open=False):
                 gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
@@ -338,7 +340,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
             check_weights(ctx, cfg.weights, session_of(request))
             cfg.validate()
             owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
-            job = ctx.jobs.start(cfg)
+            job = ctx.jobs.start(cfg, stamp=owner_stamp(owner_token))
         except ValueError as exc:
             return gr.skip(), f"**Could not start training:** {exc}"
         ctx.owners[job.id] = owner_token
@@ -368,6 +370,13 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         message = (f"Suggested learning rate **{result.suggestion:.2g}** (steepest descent at "
                    f"{result.steepest:.2g}); it is now in the learning-rate box.")
         return message, lr_frame(result.table), float(f"{result.suggestion:.2g}")
+
+    def resume(run_id: str, owner_token: str | None):
+        """Resume an interrupted or stopped run (by id) from its last.pt; only the client that started it may."""
+        try:
+            return resume_run(ctx, run_id, owner_token), ""
+        except ValueError as exc:
+            return gr.skip(), f"**Could not resume:** {exc}"
 
     def stop(job: str, owner_token: str | None):
         """Stop a job; only the browser (or API client token) that started it may."""
@@ -447,13 +456,14 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         find_learning_rate, [config_json, source], [lr_message, lr_plot, lr], api_name="find_lr",
         concurrency_id="heavy")
     stop_button.click(stop, [job_id, owner], error, api_name="stop", concurrency_limit=None)
+    resume_button.click(resume, [opened_run, owner], [job_id, error], api_name="resume_training")
     # The API's poll always answers in full; the timer's skips what the browser already shows.
     job_id.change(lambda job, token: poll(job, token, None), [job_id, owner], poll_outputs, api_name="poll",
                   show_progress="hidden", concurrency_limit=None)
     timer.tick(poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
                **private)
     model.weights.change(apply_preset, [model.weights, model.backbone],
-                         [recipe, bn_mode, optimizer, lr, scheduler, batch_size, hint], **private)
+                         [recipe, bn_mode, optimizer, lr, scheduler, batch_size, epochs, hint], **private)
     model.backbone.change(preset_hint, [model.weights, model.backbone], hint, **private)
     runs_table.select(open_run, runs_table, opened_run, **private)
     opened_run.change(show_run, opened_run, [status, loss_plot, epoch_loss, epoch_acc], **private)

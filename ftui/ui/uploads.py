@@ -69,17 +69,19 @@ def zip_manifest(text: str) -> str | None:
     return path
 
 
-def materialize_zip(zip_path: str, dest: Path, upload_root: str | Path) -> Path:
+def materialize_zip(zip_path: str, dest: Path, upload_root: str | Path, max_bytes: int | None = None) -> Path:
     """Extract the browser-packed folder zip into dest (safely: no entry leaves it); returns the dataset root.
 
     Only a zip inside `upload_root` (Gradio's upload folder) is read. Like `materialize_tree`, a single top
     folder (the picked folder's name) becomes the root.
     """
-    from ftui.data import safe_extract_zip
+    from ftui.data import MAX_ZIP_BYTES, safe_extract_zip
 
     if not Path(zip_path).is_file() or not is_inside(zip_path, upload_root):
         raise UploadError("the packed folder did not arrive on the server; try the upload again")
-    safe_extract_zip(zip_path, dest, max_files=MAX_FILES)
+    # max_bytes: what is left of the work-dir quota (the bytes really written count, not the declared ones).
+    limit = MAX_ZIP_BYTES if max_bytes is None else min(MAX_ZIP_BYTES, max_bytes)
+    safe_extract_zip(zip_path, dest, max_files=MAX_FILES, max_bytes=limit)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     if not entries:
         raise UploadError("the chosen folder is empty")

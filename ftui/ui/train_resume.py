@@ -1,0 +1,37 @@
+"""The Train step's Resume: carry on an interrupted or stopped run from its last.pt; only its owner may.
+
+The owner is recorded in the run's status.json as a hash of the owner token (a browser keeps its token in
+local storage), so the same browser or API client can resume after the app itself was restarted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ftui.ui.guard import InputError, owner_quota, token
+
+
+def owner_stamp(owner_token: str) -> dict[str, str]:
+    """The status.json field naming a run's owner without storing the token itself."""
+    return {"owner": hashlib.sha256(owner_token.encode()).hexdigest()}
+
+
+def resume_run(ctx: Any, run_id: str, owner_token: str | None) -> str:
+    """Queue a job that resumes run `run_id`; returns its job id. ValueError says why it cannot."""
+    from ftui.resume import open_for_resume
+    from ftui.ui.results_step import run_folder
+
+    if not owner_token:
+        raise InputError("no owner token: reload the page; API clients pass the owner_token that started the run")
+    token(owner_token)
+    folder = run_folder(ctx, run_id)
+    if folder.read_status().get("owner") != owner_stamp(owner_token)["owner"]:
+        raise InputError("only the browser (or API client token) that started this run can resume it")
+    if any(job.run_dir == str(folder.path) and not job.done() for job in ctx.jobs.jobs()):
+        raise InputError(f"run {folder.id} is already training")
+    _folder, config, _checkpoint = open_for_resume(folder.path)  # says why not before anything is queued
+    owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
+    job = ctx.jobs.start(config.replace(runs_dir=str(ctx.settings.runs_dir)), run_dir=folder.path, resume=True)
+    ctx.owners[job.id] = owner_token
+    return job.id

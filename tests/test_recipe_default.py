@@ -1,0 +1,74 @@
+"""The default recipe: the head fitted to convergence on frozen features, then every layer at fastai's rates,
+early stopping on a val-loss plateau within the phase, the best epoch kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftui.backbones import build, classifier_head, layer_groups
+from ftui.callbacks import Callback, EarlyStopping, TrainingControl
+from ftui.config import AugConfig, TrainConfig
+from ftui.data import load_dataset
+from ftui.engine import fit, seed_everything
+from ftui.recipes import plan_phases
+from ftui.ui.presets import PRETRAINED
+
+
+def test_default_is_head_fit_then_all_layers_from_1e5_to_1e3():
+    config = TrainConfig(data="x")
+    assert (config.train_groups, config.recipe, config.head_fit, config.scheduler) == (
+        "all", "fine_tune", "lbfgs", "onecycle")
+    names = ["stem", "stage1", "stage2", "head"]
+    head, body = plan_phases(config, names, names)
+    assert (head.name, head.epochs, head.trainable, head.solver) == ("head", 1, ["head"], "lbfgs")
+    assert (body.name, body.epochs, body.solver) == ("fine_tune", config.epochs - 1, "sgd")
+    rates = {g: config.lr * s for g, s in body.lr_scale.items()}
+    assert rates["head"] == pytest.approx(1e-3) and rates["stem"] == pytest.approx(1e-5)
+    # freeze_epochs > 1 adds nothing to a head that is already fitted to convergence.
+    assert plan_phases(config.replace(freeze_epochs=3), names, names)[0].epochs == 1
+    # "Head only" stays available, and the app preselects the default for pretrained weights.
+    assert [p.name for p in plan_phases(config.replace(train_groups="head"), names, ["head"])] == ["head"]
+    assert PRETRAINED.groups == "all" and "bench-recipes" in PRETRAINED.hint
+
+
+class _Events(Callback):
+    def __init__(self) -> None:
+        self.batches: list[str] = []
+        self.epochs: list[dict] = []
+
+    def on_batch_end(self, info):
+        self.batches.append(info["phase"])
+
+    def on_epoch_end(self, info):
+        self.epochs.append(info)
+
+
+def test_head_phase_fits_the_head_to_convergence_in_one_pass_without_sgd_steps(class_folder):
+    config = TrainConfig(data=str(class_folder), backbone="resnet18", weights="none", image_size=32, epochs=2,
+                         batch_size=8, device="cpu", aug=AugConfig.none(), seed=0)
+    dataset = load_dataset(config.data)
+    seed_everything(0)
+    model = build("resnet18", len(dataset.classes), weights="none")
+    events = _Events()
+    result = fit(config, dataset, model, layer_groups(model, "resnet18"), [events])
+    assert result.status == "done", result.message
+    assert "head" not in events.batches and events.batches  # no optimizer steps in the head phase
+    first = events.epochs[0]
+    # Colour classes are separable on even random-init features: the converged head gets train right.
+    assert first["phase"] == "head" and first["train_acc"] == 1.0 and first["train_loss"] < 0.1
+    assert any("L-BFGS" in n for n in result.notes)
+    head = classifier_head(model, "resnet18")
+    assert head.weight.abs().sum() > 0
+
+
+def test_early_stopping_counts_val_loss_within_a_phase_only():
+    control = TrainingControl()
+    stopper = EarlyStopping(patience=2, monitor="val_loss")
+    stopper.on_fit_start({})
+    stopper.on_epoch_end({"val_loss": 0.2, "control": control})  # the fitted head: a low val loss
+    stopper.on_phase_start({"phase": "fine_tune"})
+    for loss in (0.5, 0.4, 0.45):  # warming up, then improving: no plateau yet
+        stopper.on_epoch_end({"val_loss": loss, "control": control})
+    assert not control.should_stop
+    stopper.on_epoch_end({"val_loss": 0.41, "control": control})
+    assert control.should_stop and "val_loss did not improve for 2 epochs" in control.stop_reason
