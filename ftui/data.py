@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ftui.images import check_image, is_ignored
+from ftui.splitgroups import copy_groups
 
 SPLITS = ("train", "val", "test")
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -199,12 +200,17 @@ def split_train_val(items: list[Item], classes: list[str], val_fraction: float, 
     for label, name in enumerate(classes):
         mine = sorted((item for item in items if item.split == "train" and item.label == label),
                       key=lambda item: item.path)
+        # Copies of one image stay in one split (else val scores images train has seen): shuffle groups.
+        groups = [[mine[i] for i in g] for g in sorted(copy_groups([item.path for item in mine]))]
         # Seeded per class by name, so adding a class or a file elsewhere leaves this class's split alone.
-        random.Random(f"{seed}:{name}").shuffle(mine)
+        random.Random(f"{seed}:{name}").shuffle(groups)
         n = len(mine)
         n_val = 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
-        result += [Item(item.path, item.label, "val") for item in mine[:n_val]]
-        result += mine[n_val:]
+        taken = 0
+        for group in groups:
+            to_val = taken < n_val and n - taken - len(group) >= 1
+            taken += len(group) if to_val else 0
+            result += [Item(item.path, item.label, "val") for item in group] if to_val else group
     return sorted(result, key=lambda item: (SPLITS.index(item.split), item.label, item.path))
 
 

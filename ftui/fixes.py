@@ -124,11 +124,11 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
 
 
-def writable_root(root: str | Path, workdir: str | Path | None) -> tuple[Path, str]:
-    """(root to edit, original root when that is a copy): a read-only dataset is copied under the work dir
-    once (later fixes reuse the copy and its journal)."""
+def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:
+    """(root to edit, original root when that is a copy): a read-only dataset (or any, with `copy`: e.g. a
+    dataset other people use too) is copied under the work dir once; later fixes reuse the copy."""
     root = Path(root).resolve()
-    if all(_writable(d) for d in [root, *(d for d in root.rglob("*") if d.is_dir())]):
+    if not copy and all(_writable(d) for d in [root, *(d for d in root.rglob("*") if d.is_dir())]):
         return root, ""
     if workdir is None:
         raise FixError(f"{root} is read-only and no work dir was given for an edited copy")
@@ -144,11 +144,13 @@ def writable_root(root: str | Path, workdir: str | Path | None) -> tuple[Path, s
     return copy, str(root)
 
 
-def _prepare(root: str | Path, workdir: str | Path | None) -> tuple[Path, str]:
+def _prepare(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:
     root = Path(root)
     if not root.is_dir():
         raise FixError(f"fixes apply to a dataset folder; {root} is not one (CSV datasets: not supported yet)")
-    return writable_root(root, workdir)
+    if workdir is not None and Path(root).resolve().is_relative_to(Path(workdir).resolve() / "edited"):
+        copy = False  # already our own copy
+    return writable_root(root, workdir, copy)
 
 
 def _relocate(path: str | Path, original: str, root: Path) -> Path:
@@ -162,9 +164,10 @@ def _relocate(path: str | Path, original: str, root: Path) -> Path:
     return path
 
 
-def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | Path | None = None) -> FixResult:
+def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
     """Move one image into the class folder `new_class` next to its own (same split)."""
-    base, original = _prepare(root, workdir)
+    base, original = _prepare(root, workdir, copy)
     file = _inside(_relocate(path, original, base), base)
     if not file.is_file():
         raise FixError(f"no such image: {path}")
@@ -177,9 +180,10 @@ def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | P
     return FixResult(str(base), entry, original, [move])
 
 
-def remove(root: str | Path, path: str | Path, workdir: str | Path | None = None) -> FixResult:
+def remove(root: str | Path, path: str | Path, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
     """Move one image into `_removed/` inside the dataset (same relative path), out of the loader's view."""
-    base, original = _prepare(root, workdir)
+    base, original = _prepare(root, workdir, copy)
     file = _inside(_relocate(path, original, base), base)
     if not file.is_file():
         raise FixError(f"no such image: {path}")
@@ -191,9 +195,10 @@ def remove(root: str | Path, path: str | Path, workdir: str | Path | None = None
     return FixResult(str(base), entry, original, [move])
 
 
-def merge(root: str | Path, source_class: str, target_class: str, workdir: str | Path | None = None) -> FixResult:
+def merge(root: str | Path, source_class: str, target_class: str, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
     """Move every image of `source_class` (in every split) into `target_class`; the emptied folder goes."""
-    base, original = _prepare(root, workdir)
+    base, original = _prepare(root, workdir, copy)
     source_class, target_class = _check_class_name(source_class), _check_class_name(target_class)
     if source_class == target_class:
         raise FixError("pick two different classes to merge")
@@ -210,9 +215,10 @@ def merge(root: str | Path, source_class: str, target_class: str, workdir: str |
     return FixResult(str(base), entry, original, moves)
 
 
-def undo(root: str | Path, workdir: str | Path | None = None) -> FixResult:
+def undo(root: str | Path, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
     """Reverse the newest change that is not undone yet (an undo of an undo is not offered: redo by fixing)."""
-    base, original = _prepare(root, workdir)
+    base, original = _prepare(root, workdir, copy)
     entries = read_journal(base)
     undone = {e.get("undoes") for e in entries if e["op"] == "undo"}
     pending = [e for e in entries if e["op"] != "undo" and e["id"] not in undone]

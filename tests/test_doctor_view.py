@@ -21,7 +21,8 @@ def flawed_root(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_run_check_fills_card_tables_chart_and_captioned_thumbnails(flawed_root):
-    card, *tables, chart, gallery, error = run_check(str(flawed_root), False, "mobilenet_v3_small", None)
+    card, *tables, chart, gallery, error, paths = run_check(str(flawed_root), False, "mobilenet_v3_small", None)
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["speck.png"]  # the fix buttons act on what is shown
     assert error == ""
     assert "Errors: fix these before training" in card and "zero-byte file" in card
     assert len(tables) == len(CHECK_TITLES)
@@ -36,12 +37,12 @@ def test_run_check_fills_card_tables_chart_and_captioned_thumbnails(flawed_root)
 
 
 def test_run_check_without_a_dataset_says_so():
-    *_, error = run_check("", True, "mobilenet_v3_small", None)
+    *_, error, _paths = run_check("", True, "mobilenet_v3_small", None)
     assert "Load a dataset first" in error
 
 
 def test_run_check_turns_a_bad_source_into_a_message(tmp_path):
-    *_, error = run_check(str(tmp_path / "missing"), False, "mobilenet_v3_small", None)
+    *_, error, _paths = run_check(str(tmp_path / "missing"), False, "mobilenet_v3_small", None)
     assert error.startswith("**Could not check the data:**") and "dataset not found" in error
 
 

@@ -52,6 +52,12 @@ class LRU:
             self._items.move_to_end(key)
             return self._items[key]
 
+    def discard(self, matches) -> None:
+        """Drop every entry whose key `matches(key)` (e.g. a dataset that was just edited)."""
+        with self._lock:
+            for key in [k for k in self._items if matches(k)]:
+                del self._items[key]
+
     def put(self, key: Any, value: Any) -> Any:
         with self._lock:
             self._items[key] = value
@@ -115,8 +121,8 @@ class AppContext:
         return self.grants.allows(session, path)
 
     def dataset_roots(self) -> list[Path]:
-        """Folders a dataset's files may come from: the data root, uploads, the demo."""
-        roots = [self.uploads_dir, self.settings.workdir / "demo"]
+        """Folders a dataset's files may come from: the data root, uploads, the demo, edited copies."""
+        roots = [self.uploads_dir, self.settings.workdir / "demo", self.settings.workdir / "edited"]
         if self.settings.data_root is not None:
             roots.append(self.settings.data_root)
         return roots

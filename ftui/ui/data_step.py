@@ -203,7 +203,7 @@ def build(ctx: AppContext) -> DataView:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             gr.Markdown(HELP_TEXT, elem_classes="ftui-help")
-            with gr.Tabs():
+            with gr.Tabs(elem_id="ftui-data-sources"):
                 with gr.Tab("Demo"):
                     gr.Markdown(DEMO_TEXT)
                     demo_button = gr.Button("Use the demo dataset")

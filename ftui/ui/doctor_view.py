@@ -4,6 +4,7 @@ the flagged files and the class-balance chart."""
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -57,8 +58,9 @@ def display_table(report: Report, name: str) -> pd.DataFrame:
     return table
 
 
-def gallery_items(report: Report, limit: int = MAX_THUMBS) -> list[tuple[Any, str]]:
-    """(thumbnail, "label · reason") for flagged files that decode; errors first, one entry per file."""
+def gallery_items(report: Report, limit: int = MAX_THUMBS, shown: list[str] | None = None) -> list[tuple[Any, str]]:
+    """(thumbnail, "label · reason") for flagged files that decode; errors first, one entry per file.
+    The paths shown are appended to `shown` (same order), for the fix buttons."""
     from ftui.images import ImageError, open_rgb
 
     flagged = report.flagged()
@@ -69,6 +71,7 @@ def gallery_items(report: Report, limit: int = MAX_THUMBS) -> list[tuple[Any, st
         reasons.setdefault(row.path, []).append(row.reason)
         labels.setdefault(row.path, row.label)
     items = []
+    shown = [] if shown is None else shown
     for path, why in reasons.items():
         if len(items) >= limit:
             break
@@ -79,6 +82,7 @@ def gallery_items(report: Report, limit: int = MAX_THUMBS) -> list[tuple[Any, st
             continue  # unreadable files are listed in their table; there is nothing to show
         image.thumbnail((THUMB_SIZE, THUMB_SIZE))
         items.append((image, f"{labels[path] or '?'} · {'; '.join(dict.fromkeys(why))}"))
+        shown.append(path)
     return items
 
 
@@ -87,7 +91,7 @@ def run_check(source: str | None, label_check: bool, backbone: str, weights_file
     """Run the doctor on the loaded dataset; outputs: card, one table per check, chart, gallery, error."""
     empty = (gr.skip(),) * (len(CHECK_TITLES) + 3)
     if not source:
-        return (*empty, "**Load a dataset first.**")
+        return (*empty, "**Load a dataset first.**", gr.skip())
 
     def report_progress(fraction: float, message: str) -> None:
         if progress is not None:
@@ -97,41 +101,69 @@ def run_check(source: str | None, label_check: bool, backbone: str, weights_file
         report = check(source, labels=bool(label_check), backbone=backbone or DEFAULT_BACKBONE,
                        weights=weights_file or "imagenet", progress=report_progress)
     except ValueError as exc:  # DoctorError, DatasetError, ...: a message, not a traceback
-        return (*empty, f"**Could not check the data:** {html.escape(str(exc))}")
+        return (*empty, f"**Could not check the data:** {html.escape(str(exc))}", gr.skip())
     tables = [display_table(report, name) for name in CHECK_TITLES]
     chart = counts_frame(report.check("balance").table)
-    return (card_html(report), *tables, chart, gallery_items(report), "")
+    shown: list[str] = []
+    gallery = gallery_items(report, shown=shown)
+    return (card_html(report), *tables, chart, gallery, "", shown)
 
 
-def build_doctor_section(source: gr.State) -> None:
-    """Lay out the doctor inside the current gr.Blocks; `source` holds the loaded dataset's server path."""
-    from ftui.backbones import SHORTLIST
+@dataclass
+class DoctorView:
+    """What the layout wires later: the Model step's choice into `backbone`/`weights`, the fix panel."""
+
+    backbone: gr.Textbox
+    weights: gr.Textbox
+    gallery: gr.Gallery
+    fixes: Any
+
+
+def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
+    """Lay out the doctor inside the current gr.Blocks; `source` holds the loaded dataset's server path.
+
+    Embeddings (label check, duplicates) use the Model step's backbone and weights: the layout keeps the
+    hidden `backbone`/`weights` boxes in step with it (a weights file, "imagenet" or "none").
+    `weights_check(weights, session)` refuses a file this session may not read (API callers included)."""
+    from ftui.ui.guard import session_of
+    from ftui.ui.fix_view import build_fix_panel
 
     with gr.Group():
         gr.Markdown("### Dataset doctor\nUnreadable files, class balance, duplicates and leakage, odd images, "
-                    "and labels worth a second look. Findings are hints ranked for you, not verdicts.")
+                    "and labels worth a second look. Findings are hints ranked for you, not verdicts. "
+                    "Embeddings come from the backbone and weights chosen in **3 · Model** (any downloaded "
+                    "ImageNet weights when it has none).")
         with gr.Row(equal_height=True):
-            button = gr.Button("Check dataset", variant="secondary", scale=1)
+            button = gr.Button("Check dataset", variant="secondary", scale=1, elem_id="ftui-doctor-check")
             label_check = gr.Checkbox(True, label="Label check (pretrained features)", scale=1)
-            backbone = gr.Dropdown(SHORTLIST, value=DEFAULT_BACKBONE, label="Backbone for the label check",
-                                   allow_custom_value=True, scale=1)
-            weights_file = gr.File(label="Weights file (optional; default: downloaded ImageNet weights)",
-                                   file_types=[".pth", ".pt"], type="filepath", height=90, scale=2)
+            backbone = gr.Textbox(DEFAULT_BACKBONE, visible=False)
+            weights = gr.Textbox("imagenet", visible=False)
     error = gr.Markdown(elem_classes="ftui-error")
-    card = gr.HTML()
+    card = gr.HTML(elem_id="ftui-doctor-card")
     with gr.Row(equal_height=False):
         chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240, sort=None)
         gallery = gr.Gallery(label="Flagged files (label · reason)", columns=6, height=300, object_fit="cover",
-                             allow_preview=True)
+                             allow_preview=False, elem_id="ftui-doctor-gallery")
+    panel = build_fix_panel("a flagged file", "ftui-doctor-fix")
     tables = []
     with gr.Tabs():
         for title in CHECK_TITLES.values():
             with gr.Tab(title):
                 tables.append(gr.Dataframe(interactive=False, max_height=300, wrap=True))
 
-    def on_click(source_path: str | None, labels_on: bool, backbone_name: str, weights: str | None,
-                 progress=PROGRESS):
-        return run_check(source_path, labels_on, backbone_name, weights, progress)
+    def on_click(source_path: str | None, labels_on: bool, backbone_name: str, weights_source: str | None,
+                 request: gr.Request = None, progress=PROGRESS):
+        weights_source = (weights_source or "imagenet").strip()
+        if weights_source not in ("imagenet", "none"):
+            if weights_check is None:
+                return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), "**Weights files are not accepted here.**",
+                        gr.skip())
+            try:
+                weights_check(weights_source, session_of(request))
+            except ValueError as exc:
+                return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), f"**{html.escape(str(exc))}**", gr.skip())
+        return run_check(source_path, labels_on, backbone_name, weights_source, progress)
 
-    button.click(on_click, [source, label_check, backbone, weights_file],
-                 [card, *tables, chart, gallery, error], api_name="check_dataset")
+    button.click(on_click, [source, label_check, backbone, weights],
+                 [card, *tables, chart, gallery, error, panel.paths], api_name="check_dataset")
+    return DoctorView(backbone, weights, gallery, panel)

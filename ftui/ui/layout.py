@@ -8,7 +8,10 @@ import gradio as gr
 
 from ftui.ui import augment_step, data_step, model_step, predict_step, results_step, train_step
 from ftui.ui.context import AppContext, AppSettings
+from ftui.ui.compare_view import build_compare_view
 from ftui.ui.doctor_view import build_doctor_section
+from ftui.ui.fix_view import build_fix_panel, wire_fix_panel
+from ftui.ui.guard import session_of
 
 TITLE = "ftui · fine-tune an image classifier"
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -37,7 +40,8 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
             with gr.Tab("1 · Data", id="data", render_children=True):
                 data = data_step.build(ctx)
                 with gr.Accordion("Dataset doctor: look for problems before training", open=False):
-                    build_doctor_section(data.source)
+                    doctor = build_doctor_section(
+                        data.source, weights_check=lambda w, session: train_step.check_weights(ctx, w, session))
             with gr.Tab("2 · Augment", id="augment", render_children=True):
                 # The resolution lives on the Model step; the preview needs it first, so render it later.
                 image_size_proxy = gr.Number(settings.demo_image_size, visible=False)
@@ -47,7 +51,10 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
             with gr.Tab("4 · Train", id="train", render_children=True):
                 train = train_step.build(ctx, data.source, data.val_fraction, aug.aug_json, model)
             with gr.Tab("5 · Evaluate", id="evaluate", render_children=True):
-                eval_run = results_step.build_evaluate(ctx)
+                eval_run = results_step.build_evaluate(ctx, fix_hook=lambda gallery, paths, source: wire_fix_panel(
+                    ctx, build_fix_panel("a misclassified image", "ftui-eval-fix", paths), gallery, source,
+                    data.val_fraction, data.load_outputs[:-1]))
+                build_compare_view(ctx)
             with gr.Tab("6 · Predict", id="predict", render_children=True) as predict_tab:
                 predict = predict_step.build(ctx)
                 predict_run = predict.run
@@ -56,6 +63,21 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
                 f"<code>{settings.runs_dir}</code> · the API is listed under “Use via API”.</div>")
 
         private = {"api_visibility": "private"}
+        wire_fix_panel(ctx, doctor.fixes, doctor.gallery, data.source, data.val_fraction, data.load_outputs[:-1])
+
+        def doctor_model(backbone: str, choice: str, uploaded: str | None, server_path: str,
+                         request: gr.Request = None):
+            """The doctor embeds with the Model step's backbone and weights ("imagenet" when unset)."""
+            try:
+                weights = train_step.weights_source(ctx, choice, uploaded, server_path, session_of(request))
+            except ValueError:
+                weights = "imagenet"
+            return backbone, weights
+
+        model_choice = [model.backbone, model.weights, model.weights_file, model.weights_path]
+        for component in model_choice:
+            component.change(doctor_model, model_choice, [doctor.backbone, doctor.weights], **private)
+        demo.load(doctor_model, model_choice, [doctor.backbone, doctor.weights], **private)
         model.image_size.change(lambda v: v, model.image_size, image_size_proxy, **private)
 
         def newest(runs):

@@ -76,9 +76,10 @@ def explained_thumb(model, path: str):
 
 
 def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None,
-                    model: Any = None) -> list[tuple[Any, str]]:
+                    model: Any = None, shown_paths: list[str] | None = None) -> list[tuple[Any, str]]:
     """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see.
-    With the run's Predictor, each thumbnail carries the Grad-CAM of the wrong answer (why it said that)."""
+    With the run's Predictor, each thumbnail carries the Grad-CAM of the wrong answer (why it said that).
+    The paths shown are appended to `shown_paths` (same order), for the fix buttons."""
     from ftui.images import ImageError
 
     out = []
@@ -89,13 +90,15 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None
         try:
             picture = explained_thumb(model, row.path) if model is not None else _thumb(row.path)
             out.append((picture, f"{row.true} → {row.predicted} ({row.confidence:.0%})"))
+            if shown_paths is not None:
+                shown_paths.append(row.path)
         except ImageError:
             continue
     return out
 
 
 def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None,
-                       model: Any = None) -> tuple:
+                       model: Any = None, shown_paths: list[str] | None = None) -> tuple:
     """Markdown, per-class table, confusion matrix and mistakes gallery from an Evaluation dict."""
     per_class = pd.DataFrame(result["per_class"])
     mistakes = pd.DataFrame(result["mistakes"], columns=["path", "true", "predicted", "confidence", "loss"])
@@ -104,7 +107,7 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
     if "accuracy_ci95" in result:
         lo, hi = result["accuracy_ci95"]
         interval = f" (95% interval {lo:.1%}–{hi:.1%})"
-    gallery = mistake_gallery(ctx, mistakes, session, model)
+    gallery = mistake_gallery(ctx, mistakes, session, model, shown_paths)
     shown = f" ({len(gallery)} of {wrong} shown below, worst first)" if wrong else ""
     summary = (f"### Accuracy {result['accuracy']:.1%}{interval}\non {result['num_items']} {result['split']} images · "
                f"{wrong} misclassified{shown}")
@@ -114,8 +117,8 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
             gallery)
 
 
-def build_evaluate(ctx: AppContext) -> gr.Dropdown:
-    """Lay out the Evaluate step."""
+def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
+    """Lay out the Evaluate step; `fix_hook(gallery, paths, source)` lays the fix buttons under the gallery."""
     gr.Markdown("How well does a run do on images it did not train on? Precision: of the images called X, how "
                 "many are X. Recall: of the X images, how many were found.", elem_classes="ftui-help")
     with gr.Row():
@@ -130,14 +133,18 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
         table = gr.Dataframe(label="Per class", interactive=False, scale=1)
         confusion = gr.HTML(label="Confusion matrix")
     gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence)", columns=8, height=300,
-                         object_fit="cover")
+                         object_fit="cover", elem_id="ftui-eval-gallery")
+    # Server-side: the paths behind the thumbnails and the run's dataset, for the fix buttons.
+    shown_paths, data_source = gr.State([]), gr.State("")
+    if fix_hook is not None:
+        fix_hook(gallery, shown_paths, data_source)
 
     def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
         from ftui.evaluate import evaluate as run_evaluation
 
         if not run_id:
-            return "**Pick a run first.**", *([gr.skip()] * 4)
+            return "**Pick a run first.**", *([gr.skip()] * 6)
         try:
             folder = run_folder(ctx, run_id)
             saved = folder.evaluation_path
@@ -148,10 +155,12 @@ def build_evaluate(ctx: AppContext) -> gr.Dropdown:
                 progress(0.2, desc=f"Evaluating on the {split_name} split...")
                 result = run_evaluation(predictor(ctx, run_id).run, split=split_name).to_dict()
         except (ValueError, OSError) as exc:
-            return f"**Could not evaluate:** {exc}", *([gr.skip()] * 4)
-        return "", *evaluation_outputs(ctx, result, session_of(request), predictor(ctx, run_id))
+            return f"**Could not evaluate:** {exc}", *([gr.skip()] * 6)
+        shown_paths: list[str] = []
+        parts = evaluation_outputs(ctx, result, session_of(request), predictor(ctx, run_id), shown_paths)
+        return "", *parts, shown_paths, predictor(ctx, run_id).run.config.data
 
-    outputs = [error, summary, table, confusion, gallery]
+    outputs = [error, summary, table, confusion, gallery, shown_paths, data_source]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
     return run

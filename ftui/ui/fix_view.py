@@ -1,0 +1,156 @@
+"""Fix buttons under a gallery of images (the doctor's flagged files, Evaluate's mistakes): move the
+clicked image to another class, remove it (into `_removed/`), merge classes, undo the last change.
+
+Every change goes through `ftui.fixes` (journaled in the dataset folder). Paths never come from the
+browser: the gallery's paths live in server-side state, and every path is checked again to lie inside the
+dataset, and the dataset inside the folders this session may read."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ftui.ui.context import AppContext
+from ftui.ui.guard import session_of
+
+JOURNAL_COLUMNS = ["#", "change", "files", "undone"]
+
+
+@dataclass
+class FixPanel:
+    """The panel's components; `paths` is filled by whoever fills the gallery (same order)."""
+
+    paths: gr.State
+    selected: gr.State
+    selected_box: gr.Textbox
+    target: gr.Dropdown
+    relabel: gr.Button
+    remove: gr.Button
+    undo: gr.Button
+    status: gr.Markdown
+    journal: gr.Dataframe
+
+
+def dataset_root_of(ctx: AppContext, source: str, val_fraction: float, session: str | None) -> Path:
+    """The folder a loaded dataset lives in, refused unless this session may read it."""
+    from ftui.fixes import FixError
+    from ftui.ui import data_step
+
+    if not source:
+        raise FixError("load a dataset first")
+    if Path(source).suffix.lower() == ".csv":
+        raise FixError("fixes apply to folder datasets; a CSV dataset cannot be edited here yet")
+    root = Path(data_step.load(ctx, source, val_fraction).root)
+    if not ctx.readable(root, session):
+        raise FixError("this dataset is not one this session may change")
+    return root
+
+
+def _inside(path: Path, root: Path) -> bool:
+    from ftui.ui.paths import is_inside
+
+    return is_inside(path, root)
+
+
+def journal_frame(root: str | Path) -> pd.DataFrame:
+    """The journal newest first, as a small table."""
+    from ftui.fixes import history
+
+    rows = []
+    for e in history(root):
+        what = {"relabel": f"relabel to {e.get('to_class', '')}", "remove": "remove",
+                "merge": f"merge {e.get('from_class', '')} into {e.get('to_class', '')}",
+                "undo": f"undo #{e.get('undoes', '')}"}[e["op"]]
+        rows.append({"#": e["id"], "change": what, "files": ", ".join(b for _, b in e["moves"][:3])
+                     + (" ..." if len(e["moves"]) > 3 else ""), "undone": "yes" if e["undone"] else ""})
+    return pd.DataFrame(rows, columns=JOURNAL_COLUMNS)
+
+
+def build_fix_panel(label: str, elem_prefix: str, paths: gr.State | None = None) -> FixPanel:
+    """Lay the panel out (inside the current Blocks) under a gallery; wire it with `wire_fix_panel`.
+    `paths` is the gallery's server-side list of paths (a new State when not given)."""
+    paths = paths if paths is not None else gr.State([])
+    selected = gr.State("")
+    with gr.Group():
+        gr.Markdown(f"**Fix {label}**: click an image above, then move it to its right class or remove it "
+                    "from the dataset (it goes to `_removed/`). Every change is journaled and can be undone.")
+        with gr.Row(equal_height=True):
+            selected_box = gr.Textbox(label="Selected image", interactive=False, scale=3,
+                                      elem_id=f"{elem_prefix}-selected")
+            target = gr.Dropdown([], label="Move to class", scale=2, elem_id=f"{elem_prefix}-target")
+            relabel = gr.Button("Move to class", scale=1, elem_id=f"{elem_prefix}-relabel")
+            remove = gr.Button("Remove from dataset", variant="stop", scale=1, elem_id=f"{elem_prefix}-remove")
+            undo = gr.Button("Undo last fix", scale=1, elem_id=f"{elem_prefix}-undo")
+        status = gr.Markdown(elem_id=f"{elem_prefix}-status")
+        journal = gr.Dataframe(headers=JOURNAL_COLUMNS, label="Fix journal (newest first)", interactive=False,
+                               max_height=200)
+    return FixPanel(paths, selected, selected_box, target, relabel, remove, undo, status, journal)
+
+
+def wire_fix_panel(ctx: AppContext, panel: FixPanel, gallery: gr.Gallery, source: gr.State,
+                   val_fraction: gr.Slider, data_outputs: list) -> None:
+    """Events: select an image; relabel / remove / undo, then reload the Data step. `data_outputs` are the
+    Data step's (source, status, table, chart, gallery, skipped) components."""
+    from ftui import fixes
+    from ftui.ui import data_step
+
+    private = {"api_visibility": "private"}
+
+    def on_select(paths: list[str], source_path: str, fraction: float, evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
+        if not paths or not 0 <= index < len(paths):
+            return "", "", gr.skip()
+        path = paths[index]
+        try:
+            dataset = data_step.load(ctx, source_path, fraction)
+            classes, rel = list(dataset.classes), str(Path(path).relative_to(dataset.root))
+        except ValueError:
+            classes, rel = [], Path(path).name
+        return path, rel, gr.update(choices=classes, value=None)
+
+    gallery.select(on_select, [panel.paths, source, val_fraction],
+                   [panel.selected, panel.selected_box, panel.target], **private)
+
+    def apply(action: str, source_path: str, path: str, target: str | None, fraction: float,
+              session: str | None) -> tuple:
+        try:
+            root = dataset_root_of(ctx, source_path, fraction, session)
+            # The built-in demo is shared by every session: edit a copy of it instead.
+            opts = {"workdir": ctx.settings.workdir, "copy": _inside(root, ctx.settings.workdir / "demo")}
+            if action == "undo":
+                result = fixes.undo(root, **opts)
+            elif not path:
+                raise fixes.FixError("click an image in the gallery first")
+            elif action == "relabel":
+                if not target:
+                    raise fixes.FixError("pick the class to move it to")
+                result = fixes.relabel(root, path, target, **opts)
+            else:
+                result = fixes.remove(root, path, **opts)
+        except ValueError as exc:
+            return (f"**Could not apply the fix:** {html.escape(str(exc))}", gr.skip(), gr.skip(), gr.skip(),
+                    *[gr.skip()] * len(data_outputs))
+        new_source = result.root if result.copied_from else source_path
+        if result.copied_from:
+            ctx.grants.grant(session, result.root)
+        ctx.datasets.discard(lambda key: key[0] == str(source_path))
+        reloaded = data_step.show(ctx, Path(new_source), fraction)
+        return (f"✓ {html.escape(result.message)}", journal_frame(result.root), "", "", *reloaded)
+
+    def relabel(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
+        return apply("relabel", source_path, path, target, fraction, session_of(request))
+
+    def remove(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
+        return apply("remove", source_path, path, target, fraction, session_of(request))
+
+    def undo(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
+        return apply("undo", source_path, path, target, fraction, session_of(request))
+
+    outputs = [panel.status, panel.journal, panel.selected, panel.selected_box, *data_outputs]
+    inputs = [source, panel.selected, panel.target, val_fraction]
+    for button, fn in ((panel.relabel, relabel), (panel.remove, remove), (panel.undo, undo)):
+        button.click(fn, inputs, outputs, **private)

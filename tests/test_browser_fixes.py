@@ -1,0 +1,139 @@
+"""Real-browser test of the fix loop: the doctor flags a leaked copy, relabel / undo / remove it from the
+doctor's gallery, remove a mistake from Evaluate's gallery, and the compare view shows flipped images."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CLASS_COLOURS, make_class_folder, write_class_image
+from ftui_app_server import running_app
+
+from ftui.config import AugConfig, TrainConfig
+from ftui.jobs import Job
+from ftui.runs import RunStore
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
+]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+def _dataset(root: Path) -> Path:
+    make_class_folder(root / "train", per_class=8)
+    for ci, name in enumerate(CLASS_COLOURS):
+        for i in range(3):
+            write_class_image(root / "val" / name / f"v{i}.png", CLASS_COLOURS[name], seed=70_000 + ci * 10 + i)
+    # A leak: a training image copied into val. The doctor must flag it (exact duplicate across splits).
+    shutil.copy(root / "train" / "red" / "red_0.jpg", root / "val" / "red" / "leak.jpg")
+    return root
+
+
+def _train(data: Path, runs: Path, epochs: int, lr: float) -> str:
+    config = TrainConfig(data=str(data), backbone="resnet18", weights="none", image_size=32, epochs=epochs,
+                         batch_size=4, lr=lr, device="cpu", aug=AugConfig.none(), train_groups="all",
+                         recipe="plain")
+    job = Job(config, RunStore(runs))
+    job.run()
+    assert job.status == "done", job.error
+    return Path(job.run_dir).name
+
+
+def _pick(page, box: str, value: str) -> None:
+    """Choose `value` in a Gradio dropdown (typing works for dropdowns allowing custom values too)."""
+    page.click(f"{box} input")
+    page.fill(f"{box} input", value)
+    option = page.get_by_role("option", name=value, exact=True).first
+    try:
+        option.click(timeout=5_000)
+    except playwright_api.TimeoutError:  # a run newer than the list: typed in as a custom value
+        page.press(f"{box} input", "Enter")
+        page.wait_for_timeout(500)
+
+
+def _fix(page, prefix: str, button: str, expect: str) -> None:
+    page.click(f"#{prefix}-{button}")
+    page.wait_for_selector(f"#{prefix}-status:has-text('{expect}')", timeout=60_000)
+
+
+def test_fix_loop_in_the_browser(tmp_path):
+    data = _dataset(tmp_path / "data" / "colours")
+    with running_app(tmp_path / "app", data_root=tmp_path / "data") as (url, ctx), \
+            playwright_api.sync_playwright() as p:
+        runs = ctx.settings.runs_dir
+        # Run A barely trained (mostly wrong), run B trained properly: val answers flip between them.
+        run_a, run_b = _train(data, runs, 1, 1e-5), _train(data, runs, 4, 3e-3)
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = chromium.new_page(viewport={"width": 2400, "height": 1100})
+        page.goto(url)
+        page.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
+        # The source tabs' column is narrow: Gradio folds the last tab into its "More tabs" menu.
+        page.click("#ftui-data-sources button[aria-label='More tabs']")
+        page.locator("#ftui-data-sources button:not([tabindex])", has_text="Folder on this server").last.click()
+        page.get_by_label("Folder, .zip or .csv on the server").fill(str(data))
+        page.get_by_label("Folder, .zip or .csv on the server").press("Enter")
+        page.wait_for_selector("#ftui-data-status:has-text('10 val')", timeout=60_000)
+
+        # The doctor flags the leaked copy; relabel it from the gallery, undo, then remove it.
+        page.get_by_text("Dataset doctor: look for problems before training").click()
+        page.click("#ftui-doctor-check")
+        page.wait_for_selector("#ftui-doctor-card:has-text('Duplicates')", timeout=120_000)
+        leak = data / "val" / "red" / "leak.jpg"
+        thumbs = page.locator("#ftui-doctor-gallery button.thumbnail-item")
+        thumbs.first.wait_for(timeout=30_000)
+        for k in range(thumbs.count()):  # the leak and its source; pick the val copy
+            thumbs.nth(k).click()
+            page.wait_for_function("() => document.querySelector('#ftui-doctor-fix-selected textarea, "
+                                   "#ftui-doctor-fix-selected input').value !== ''", timeout=30_000)
+            if "leak" in page.input_value("#ftui-doctor-fix-selected textarea, #ftui-doctor-fix-selected input"):
+                break
+        _pick(page, "#ftui-doctor-fix-target", "green")
+        _fix(page, "ftui-doctor-fix", "relabel", "relabel: 1 file moved")
+        assert (data / "val" / "green" / "leak.jpg").is_file() and not leak.exists()
+        _fix(page, "ftui-doctor-fix", "undo", "undo: 1 file moved")
+        assert leak.is_file()
+        page.click("#ftui-doctor-check")  # fresh findings after the undo
+        page.wait_for_timeout(1500)
+        page.wait_for_selector("#ftui-doctor-card:has-text('Duplicates')", timeout=120_000)
+        for k in range(thumbs.count()):
+            thumbs.nth(k).click()
+            page.wait_for_timeout(500)
+            if "leak" in page.input_value("#ftui-doctor-fix-selected textarea, #ftui-doctor-fix-selected input"):
+                break
+        _fix(page, "ftui-doctor-fix", "remove", "remove: 1 file moved")
+        assert (data / "_removed" / "val" / "red" / "leak.jpg").is_file() and not leak.exists()
+        # The Data step reloaded: one val image fewer.
+        page.wait_for_selector("#ftui-data-status:has-text('9 val')", timeout=30_000)
+
+        # Evaluate run A, remove its first misclassified image from the gallery.
+        page.get_by_role("tab", name="5 · Evaluate").click()
+        _pick(page, "#ftui-eval-run", run_a)
+        page.get_by_role("button", name="Evaluate", exact=True).click()
+        mistakes = page.locator("#ftui-eval-gallery button.thumbnail-item")
+        mistakes.first.wait_for(timeout=120_000)
+        mistakes.first.click()
+        page.wait_for_function("() => document.querySelector('#ftui-eval-fix-selected textarea, "
+                               "#ftui-eval-fix-selected input').value !== ''", timeout=30_000)
+        chosen = page.input_value("#ftui-eval-fix-selected textarea, #ftui-eval-fix-selected input")
+        _fix(page, "ftui-eval-fix", "remove", "remove: 1 file moved")
+        assert (data / "_removed" / chosen).is_file() and not (data / chosen).exists()
+        _fix(page, "ftui-eval-fix", "undo", "undo: 1 file moved")
+        assert (data / chosen).is_file()
+
+        # Compare A (before) and B (after): flipped images are shown.
+        page.get_by_text("Compare two runs").click()
+        _pick(page, "#ftui-compare-a", run_a)
+        _pick(page, "#ftui-compare-b", run_b)
+        page.click("#ftui-compare")
+        page.wait_for_selector("#ftui-compare-summary:has-text('accuracy')", timeout=120_000)
+        flipped = page.locator("#ftui-compare-fixed button.thumbnail-item, #ftui-compare-broke button.thumbnail-item")
+        flipped.first.wait_for(timeout=30_000)
+        assert flipped.count() >= 1
+        assert "fixed (wrong->right)" in page.inner_text("#ftui-compare-summary")
+        chromium.close()
