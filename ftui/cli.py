@@ -135,7 +135,10 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
         while thread.is_alive():
             thread.join(0.2)
     finally:
-        restore()
+        # From the command line the handlers stay until the process exits: a second Ctrl-C that lands while
+        # the result is printed or the interpreter shuts down would otherwise kill it with SIGINT (-2, not 130).
+        if not getattr(args, "from_command_line", False):
+            restore()
     snap = job.snapshot()
     if not dist.is_main:
         return 0 if snap["status"] in ("done", "stopped") else EXIT_FAILED
@@ -336,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the subcommand; user errors print `error: ...` and return 2."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.from_command_line = argv is None
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:  # every ftui *Error is a ValueError: a message for the user, not a traceback

@@ -6,15 +6,18 @@ hashes. Subtler copies (crops) are the doctor's job; this only keeps the obvious
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
 from ftui.images import ImageError, open_rgb
+
+log = logging.getLogger(__name__)
 
 # pHash and dHash Hamming distances (of 64 bits) at or below which two files count as the same image.
 # Re-encoded, resized and slightly recoloured copies measure 0-2; different photos rarely below 10.
@@ -25,8 +28,34 @@ DHASH_SAME = 6
 MAX_GROUP_SHARE = 0.1
 
 
-def _bits(h: imagehash.ImageHash) -> int:
+def _bits(h) -> int:
+    """An imagehash.ImageHash as a 64-bit integer."""
     return int("".join("1" if b else "0" for b in h.hash.flatten()), 2)
+
+
+@functools.cache
+def _imagehash_module():
+    """imagehash, or None (said once) where it is not installed."""
+    try:
+        import imagehash
+    except ImportError:
+        log.warning("imagehash is not installed: the train/val split keeps only byte-identical copies together")
+        return None
+    return imagehash
+
+
+def _perceptual_hashes(image: Image.Image) -> tuple[int, int, int, int]:
+    """(pHash, dHash, mirrored pHash, mirrored dHash), or zeros (byte copies only) without imagehash.
+
+    imagehash is imported here, not at module level, so the training path loads on a machine that lacks it
+    (the GPU check machine has torch and torchvision only); there only identical files are kept together.
+    """
+    imagehash = _imagehash_module()
+    if imagehash is None:
+        return 0, 0, 0, 0
+    mirror = ImageOps.mirror(image)
+    return (_bits(imagehash.phash(image)), _bits(imagehash.dhash(image)),
+            _bits(imagehash.phash(mirror)), _bits(imagehash.dhash(mirror)))
 
 
 def _fingerprint(path: str) -> tuple[str, int, int, int, int]:
@@ -41,9 +70,7 @@ def _fingerprint(path: str) -> tuple[str, int, int, int, int]:
     except ImageError:
         return digest, 0, 0, 0, 0
     image.thumbnail((64, 64))
-    mirror = ImageOps.mirror(image)
-    return (digest, _bits(imagehash.phash(image)), _bits(imagehash.dhash(image)),
-            _bits(imagehash.phash(mirror)), _bits(imagehash.dhash(mirror)))
+    return (digest, *_perceptual_hashes(image))
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
