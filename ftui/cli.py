@@ -135,9 +135,13 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
         while thread.is_alive():
             thread.join(0.2)
     finally:
-        # From the command line the handlers stay until the process exits: a second Ctrl-C that lands while
-        # the result is printed or the interpreter shuts down would otherwise kill it with SIGINT (-2, not 130).
-        if not getattr(args, "from_command_line", False):
+        if getattr(args, "from_command_line", False):
+            # The run is over and this process only prints and exits. Interpreter shutdown puts the default
+            # handlers back for signals Python handles (not for ignored ones), so a second Ctrl-C landing then
+            # killed the process with SIGINT (-2) instead of the clean stop's 130: ignore late signals.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+        else:
             restore()
     snap = job.snapshot()
     if not dist.is_main:
