@@ -12,10 +12,10 @@ import numpy as np
 
 from ftui.doctor.balance import BalanceLimits, check_balance, check_unreadable
 from ftui.doctor.duplicates import check_duplicates
-from ftui.doctor.labels import BackboneFeatures, check_labels, skipped_labels
+from ftui.doctor.labels import BackboneFeatures, check_labels, embedding_size, skipped_labels
 from ftui.doctor.properties import PropertyLimits, check_properties
 from ftui.doctor.report import DoctorError, Report
-from ftui.doctor.scan import FeatureFn, Progress, scan
+from ftui.doctor.scan import VIEW_SIZE, FeatureFn, Progress, scan
 
 DEFAULT_BACKBONE = "mobilenet_v3_small"
 NO_WEIGHTS = "no pretrained weights available"
@@ -97,7 +97,7 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
 
     Random-init features say nothing about labels or duplicates, so without pretrained weights there is
     no label check and the duplicate check uses pixels alone."""
-    from ftui.backbones import backbone_info, build, classifier_head
+    from ftui.backbones import backbone_info, build, head_path
 
     backbone, weights, note = resolve_pretrained(backbone, weights)
     if not backbone:
@@ -108,7 +108,8 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
     except ValueError as exc:  # WeightsError / BackboneError: the user picked something that cannot load
         raise DoctorError(f"cannot load {backbone} weights for the label check: {exc}") from None
     source = "ImageNet" if weights == "imagenet" else Path(weights).name
-    fn = BackboneFeatures(model, classifier_head(model, backbone), info.mean, info.std, info.input_size)
+    size = embedding_size(info.input_size, info.fixed_input_size)
+    fn = BackboneFeatures(model, head_path(backbone), info.mean, info.std, size)
     return fn, f"{backbone} features ({source}){note}"
 
 
@@ -176,7 +177,8 @@ def check(
     t = time.perf_counter()
     entries = [(item.path, item.label, item.split) for item in dataset.items]
     records, features = scan(entries, feature_fn=timed_features if fn else None,
-                             progress=lambda f, m: say(0.3 + 0.6 * f, m))
+                             progress=lambda f, m: say(0.3 + 0.6 * f, m),
+                             view_size=getattr(fn, "input_size", VIEW_SIZE))
     timings["scan"] = time.perf_counter() - t - feature_seconds[0]
     if fn is not None:
         timings["features"] = feature_seconds[0]
