@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ftui import devices
 from ftui.config import TrainConfig
+from ftui.errors import FtuiError
 from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, FeatureStore, PrefixRunner
 from ftui.images import ImageError as ImageFileError
 
@@ -28,7 +29,7 @@ from ftui.images import ImageError as ImageFileError
 IGNORE = -100
 
 
-class DataError(ValueError):
+class DataError(FtuiError):
     """The data cannot train: an empty split, or a file that went away after the scan."""
 
 

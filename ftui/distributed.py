@@ -26,8 +26,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ftui.errors import FtuiError
 
-class DistributedError(RuntimeError):
+
+class DistributedError(FtuiError, RuntimeError):
     """A distributed setting that cannot work (e.g. more GPUs asked for than this machine has)."""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from ftui.config import ConfigError
 from ftui.ui.charts import format_count
 from ftui.ui.context import AppContext
 from ftui.ui.presets import WEIGHTS_CHOICES, WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE, image_size_for
@@ -135,7 +136,7 @@ def train_groups_spec(selected: list[str], all_groups: list[str]) -> str:
     """The TrainConfig.train_groups string for the ticked layer groups."""
     chosen = [g for g in all_groups if g in set(selected or [])]
     if not chosen:
-        raise ValueError("tick at least one layer group to train (the head is the usual choice)")
+        raise ConfigError("tick at least one layer group to train (the head is the usual choice)")
     if chosen == ["head"]:
         return "head"
     if chosen == all_groups:
