@@ -362,6 +362,9 @@ class Trainer:
         self._say("loading images")
         self.data.prepare(self)
         self.model.to(device)
+        self.groups, sync_note = self.dist.sync_batchnorm(self.model, self.groups, config.bn_mode)
+        if sync_note:
+            self.notes.append(sync_note)
         if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.notes.append(self.speed.describe())
