@@ -103,3 +103,24 @@ def test_cli_exit_codes_user_error_2_internal_error_1(tmp_path, capsys, monkeypa
     assert cli.main(["backbones"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "Traceback (most recent call last)" in err and "deep_pandas_bug" in err
+
+
+def test_cli_train_failing_on_a_bug_before_training_exits_1_not_2(class_folder, tmp_path, capsys, monkeypatch):
+    import ftui.data
+
+    # A bug before the run folder exists (simulated: a plain ValueError where the dataset's class sizes are
+    # checked) is not the user's to fix: exit 1 and an internal-error message, where a DatasetError gave 2.
+    monkeypatch.setattr(ftui.data, "class_size_warnings", lambda dataset: deep_pandas_bug())
+    args = ["train", str(class_folder), "--backbone", "mobilenet_v3_small", "--weights", "none", "--epochs", "1",
+            "--image-size", "32", "--runs-dir", str(tmp_path / "runs")]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: internal error" in err and "Traceback (most recent call last)" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+    def too_small(dataset):
+        raise DatasetError("class 'red' has 1 image: add at least one more")
+
+    monkeypatch.setattr(ftui.data, "class_size_warnings", too_small)
+    assert cli.main(args) == 2
+    assert "error: class 'red' has 1 image" in capsys.readouterr().err
