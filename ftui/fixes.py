@@ -133,8 +133,7 @@ def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = Fal
         return root, ""
     if workdir is None:
         raise FixError(f"{root} is read-only and no work dir was given for an edited copy")
-    digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
-    copy = Path(workdir).resolve() / "edited" / f"{root.name}-{digest}"
+    copy = edited_copy_path(root, workdir)
     if not copy.is_dir():
         tmp = copy.with_name(copy.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -143,6 +142,58 @@ def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = Fal
             path.chmod(path.stat().st_mode | 0o200)
         os.replace(tmp, copy)
     return copy, str(root)
+
+
+def edited_copy_path(root: str | Path, workdir: str | Path) -> Path:
+    """Where the edited copy of a dataset ftui may not (or should not) change lives under the work dir."""
+    root = Path(root).resolve()
+    digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
+    return Path(workdir).resolve() / "edited" / f"{root.name}-{digest}"
+
+
+def current_root(root: str | Path, workdir: str | Path | None = None) -> Path:
+    """The folder holding a dataset's fixed files: its edited copy when fixes made one, else the folder."""
+    if workdir is not None:
+        copy = edited_copy_path(root, workdir)
+        if copy.is_dir():
+            return copy
+    return Path(root)
+
+
+def changes_since(root: str | Path, when: float) -> list[dict[str, Any]]:
+    """Journal entries (undos included) written at or after `when` (epoch seconds; the journal keeps whole
+    seconds, so a change in the same second counts as later: stale rather than wrongly fresh)."""
+    from datetime import datetime
+
+    since = []
+    for entry in read_journal(root):
+        try:
+            stamp = datetime.strptime(entry.get("time", ""), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            stamp = float("inf")  # an unreadable time cannot prove the change is older
+        if stamp >= int(when):
+            since.append(entry)
+    return since
+
+
+def follow_moves(paths: list[str], result: FixResult) -> list[str]:
+    """`paths` (absolute, in the dataset or in the original it was copied from) with the files this change
+    moved replaced by where they are now; other paths unchanged."""
+    moved = {src: dst for src, dst in result.moves}
+    out = []
+    for path in paths:
+        rel = _relative(path, (result.root, result.copied_from))
+        out.append(str(Path(result.root) / moved[rel]) if rel in moved else path)
+    return out
+
+
+def _relative(path: str, bases: tuple[str, ...]) -> str | None:
+    for base in filter(None, bases):
+        try:
+            return str(Path(path).resolve().relative_to(Path(base).resolve()))
+        except ValueError:
+            continue
+    return None
 
 
 def _prepare(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:

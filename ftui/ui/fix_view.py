@@ -116,7 +116,7 @@ def wire_fix_panel(ctx: AppContext, panel: FixPanel, gallery: gr.Gallery, source
                    [panel.selected, panel.selected_box, panel.target], **private)
 
     def apply(action: str, source_path: str, path: str, target: str | None, fraction: float,
-              session: str | None) -> tuple:
+              session: str | None, shown: list[str]) -> tuple:
         try:
             root = dataset_root_of(ctx, source_path, fraction, session)
             # The built-in demo is shared by every session: edit a copy of it instead.
@@ -133,24 +133,31 @@ def wire_fix_panel(ctx: AppContext, panel: FixPanel, gallery: gr.Gallery, source
                 result = fixes.remove(root, path, **opts)
         except ValueError as exc:
             return (f"**Could not apply the fix:** {html.escape(str(exc))}", gr.skip(), gr.skip(), gr.skip(),
-                    *[gr.skip()] * len(data_outputs))
+                    gr.skip(), *[gr.skip()] * len(data_outputs))
         new_source = result.root if result.copied_from else source_path
         if result.copied_from:
             ctx.grants.grant(session, result.root)
         ctx.datasets.discard(lambda key: key[0] == str(source_path))
         reloaded = data_step.show(ctx, Path(new_source), fraction)
-        return (f"✓ {html.escape(result.message)}", journal_frame(result.root), "", "", *reloaded)
+        # The thumbnails above stay as they were: their paths follow the files, so a second click on a moved
+        # image acts on where it is now (a removed one says it is already removed).
+        note = " The gallery above predates this change: run it again to refresh." if shown else ""
+        return (f"✓ {html.escape(result.message)}.{note}", journal_frame(result.root), "", "",
+                fixes.follow_moves(list(shown or []), result), *reloaded)
 
-    def relabel(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
-        return apply("relabel", source_path, path, target, fraction, session_of(request))
+    def relabel(source_path: str, path: str, target: str, fraction: float, shown: list[str],
+               request: gr.Request = None):
+        return apply("relabel", source_path, path, target, fraction, session_of(request), shown)
 
-    def remove(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
-        return apply("remove", source_path, path, target, fraction, session_of(request))
+    def remove(source_path: str, path: str, target: str, fraction: float, shown: list[str],
+               request: gr.Request = None):
+        return apply("remove", source_path, path, target, fraction, session_of(request), shown)
 
-    def undo(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
-        return apply("undo", source_path, path, target, fraction, session_of(request))
+    def undo(source_path: str, path: str, target: str, fraction: float, shown: list[str],
+               request: gr.Request = None):
+        return apply("undo", source_path, path, target, fraction, session_of(request), shown)
 
-    outputs = [panel.status, panel.journal, panel.selected, panel.selected_box, *data_outputs]
-    inputs = [source, panel.selected, panel.target, val_fraction]
+    outputs = [panel.status, panel.journal, panel.selected, panel.selected_box, panel.paths, *data_outputs]
+    inputs = [source, panel.selected, panel.target, val_fraction, panel.paths]
     for button, fn in ((panel.relabel, relabel), (panel.remove, remove), (panel.undo, undo)):
         button.click(fn, inputs, outputs, **private)
