@@ -33,6 +33,7 @@ def _mistake_paths(result):
     return [m["path"] for m in result["mistakes"]]
 
 
+@pytest.mark.slow
 def test_saved_evaluation_is_reused_until_a_fix_then_evaluated_again_on_the_fixed_files(evaluated_run):
     ctx, run_id, data, saved = evaluated_run
     assert evaluation_of(ctx, run_id, "val") == saved  # nothing changed: the job's evaluation is reused
@@ -51,6 +52,7 @@ def test_saved_evaluation_is_reused_until_a_fix_then_evaluated_again_on_the_fixe
         assert next(m for m in result["mistakes"] if m["path"] == str(data / moved))["true"] == other
 
 
+@pytest.mark.slow
 def test_read_only_dataset_is_evaluated_in_its_edited_copy(evaluated_run):
     ctx, run_id, data, saved = evaluated_run
     for p in [data, *data.rglob("*")]:
