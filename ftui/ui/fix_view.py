@@ -39,15 +39,15 @@ class FixPanel:
 
 
 def dataset_root_of(ctx: AppContext, source: str, val_fraction: float, session: str | None) -> Path:
-    """The folder a loaded dataset lives in, refused unless this session may read it."""
+    """The folder a loaded dataset lives in (a CSV dataset: the CSV), refused unless this session may read it."""
     from ftui.fixes import FixError
     from ftui.ui import data_step
 
     if not source:
         raise FixError("load a dataset first")
-    if Path(source).suffix.lower() == ".csv":
-        raise FixError("fixes apply to folder datasets; a CSV dataset cannot be edited here yet")
     root = Path(data_step.load(ctx, source, val_fraction).root)
+    if Path(source).suffix.lower() == ".csv":
+        root = Path(source)  # a CSV's fixes edit its rows (in a copy beside it), not the image folder
     if not ctx.readable(root, session):
         raise FixError("this dataset is not one this session may change")
     return root

@@ -132,7 +132,8 @@ def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> di
     data = run.config.data
     checkpoint = folder.best_path if folder.best_path.is_file() else folder.last_path
     trained = checkpoint.stat().st_mtime if checkpoint.is_file() else 0.0
-    root = fixes.current_root(data, ctx.settings.workdir) if Path(data).is_dir() else None
+    editable = Path(data).is_dir() or Path(data).suffix.lower() == ".csv" and Path(data).is_file()
+    root = fixes.current_root(data, ctx.settings.workdir) if editable else None
     saved = folder.evaluation_path
     current = saved.is_file() and (root is None or (
         root == Path(data) and not fixes.changes_since(root, saved.stat().st_mtime)))
