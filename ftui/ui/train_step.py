@@ -18,13 +18,12 @@ import pandas as pd
 
 from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainConfig
 from ftui.stats import wilson_interval
-from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, progress_html
+from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_chart, progress_html
 from ftui.ui.context import AppContext
 from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
-from ftui.ui.train_resume import owner_stamp, resume_run
 from ftui.ui.train_resume import owner_stamp, resume_run
 
 FINISHED = ("done", "stopped", "failed")
@@ -83,15 +82,23 @@ def preset_hint(weights_choice: str, backbone: str) -> str:
     return f"<div class='ftui-hint'>{preset_for(weights_choice, offline_no_weights=unavailable).hint}</div>"
 
 
-def apply_preset(weights_choice: str, backbone: str) -> tuple:
+PRESET_FIELDS = ("recipe", "bn_mode", "optimizer", "lr", "scheduler", "batch_size", "epochs")
+
+
+def apply_preset(weights_choice: str, backbone: str, restored: dict | None = None) -> tuple:
     """Train-step values for a weights choice: (recipe, bn_mode, optimizer, lr, scheduler, batch, epochs, hint).
 
     Random weights have no features or statistics worth protecting: train everything from the start and
     let BatchNorm learn the data's statistics. Pretrained ones are kept: head first, statistics frozen.
+    A form just restored from this browser's last job (form_restore) keeps that job's values instead.
     """
+    from ftui.ui.form_restore import matches
+
+    hint = preset_hint(weights_choice, backbone)
+    if matches(restored, weights_choice=weights_choice, backbone=backbone):
+        return (*(restored[name] for name in PRESET_FIELDS), hint)
     p = preset_for(weights_choice)
-    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs,
-            preset_hint(weights_choice, backbone))
+    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs, hint)
 
 
 def fraction_done(snap: dict[str, Any]) -> float:
@@ -186,6 +193,23 @@ def lr_frame(table: pd.DataFrame | None) -> pd.DataFrame:
     if table is None or table.empty:
         return pd.DataFrame({"log10 lr": pd.Series(dtype=float), "loss": pd.Series(dtype=float)})
     return pd.DataFrame({"log10 lr": table["lr"].astype(float).map(math.log10), "loss": table["loss"].astype(float)})
+
+
+LOSS_COLORS = {"batch loss": "#9db4d6", "smoothed": "#1f4e99"}
+EPOCH_COLORS = {"train": "#1f4e99", "val": "#e07b22"}
+
+
+def loss_chart(batches: pd.DataFrame | None) -> Any:
+    """Training loss per optimizer step: each batch (light) and the smoothed trend (dark)."""
+    return line_chart(thin(batch_loss_frame(batches)), "step", "loss", LOSS_COLORS, ("step", "training loss"),
+                      height=220)
+
+
+def epoch_charts(history: pd.DataFrame | None) -> tuple:
+    """(loss, accuracy) per epoch, train and val, from the job's or a run's epoch history."""
+    return (line_chart(epoch_frame(history, "loss"), "epoch", "value", EPOCH_COLORS, ("epoch", "loss")),
+            line_chart(epoch_frame(history, "acc"), "epoch", "value", EPOCH_COLORS, ("epoch", "accuracy"),
+                       y_format=".0%", y_domain=[0, 1]))
 
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
@@ -292,19 +316,12 @@ def _progress_column() -> dict[str, Any]:
     c: dict[str, Any] = {}
     c["status"] = gr.Markdown("No training yet.", elem_classes="ftui-card", elem_id="ftui-train-status")
     c["progress"] = gr.HTML(progress_html(0, "not started"), elem_id="ftui-progress")
-    # The legend shows no entries in this Gradio version, so the colour key is in the label.
-    c["loss_plot"] = gr.LinePlot(batch_loss_frame(None), x="step", y="loss", color="series",
-                                 label="Training loss per step (light: each batch, dark: smoothed)",
-                                 height=220, elem_id="ftui-loss-plot",
-                                 color_map={"batch loss": "#9db4d6", "smoothed": "#1f4e99"})
+    # Vega-Lite charts in gr.Plot (charts.line_chart): whole-number ticks, markers and legends.
+    c["loss_plot"] = gr.Plot(loss_chart(None), label="Training loss per step", elem_id="ftui-loss-plot")
     with gr.Row():
-        c["epoch_loss"] = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series",
-                                      label="Loss per epoch (blue: train, orange: val)",
-                                      height=200, color_map={"train": "#1f4e99", "val": "#e07b22"})
-        c["epoch_acc"] = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series",
-                                     label="Accuracy per epoch (blue: train, orange: val)",
-                                     height=200, y_lim=[0, 1], elem_id="ftui-acc-plot",
-                                     color_map={"train": "#1f4e99", "val": "#e07b22"})
+        loss, acc = epoch_charts(None)
+        c["epoch_loss"] = gr.Plot(loss, label="Loss per epoch", elem_id="ftui-loss-epoch-plot")
+        c["epoch_acc"] = gr.Plot(acc, label="Accuracy per epoch", elem_id="ftui-acc-plot")
     with gr.Accordion("Job details", open=False):
         c["job_json"] = gr.JSON(label="Job status (what the API's poll returns)")
     return c
@@ -406,8 +423,11 @@ class _Handlers:
         except JobError:
             target = None
         if target is None:
+            # Once said, "no training yet" is not repeated every tick (it would hide a run opened from the table).
+            if seen == ["none"]:
+                return tuple([gr.skip()] * 9) + (seen,)
             return (None, status_markdown(None, True, None), progress_html(0, "not started"),
-                    *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), None)
+                    *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), ["none"])
         snap = target.snapshot()
         batches, epochs_frame = target.batch_history(), target.history()
         key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position")]
@@ -422,7 +442,7 @@ class _Handlers:
         return (
             snap, status_markdown(snap, mine, images_per_second(batches)),
             progress_html(fraction, progress_caption(snap, fraction)),
-            thin(batch_loss_frame(batches)), epoch_frame(epochs_frame, "loss"), epoch_frame(epochs_frame, "acc"),
+            loss_chart(batches), *epoch_charts(epochs_frame),
             gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
             runs_frame(self.ctx) if finished_now else gr.skip(), key,
         )
@@ -451,7 +471,7 @@ class _Handlers:
             return f"**Could not open run {run_id}:** {exc}", *([gr.skip()] * 3)
         note = (f"Showing run `{run_id}`: its epoch curves are below; it is open in **Evaluate** and "
                 "**Predict**." if not metrics.empty else f"Run `{run_id}` finished no epoch: no curves to show.")
-        return (note, batch_loss_frame(None), epoch_frame(metrics, "loss"), epoch_frame(metrics, "acc"))
+        return (note, loss_chart(None), *epoch_charts(metrics))
 
 
 
