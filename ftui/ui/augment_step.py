@@ -109,13 +109,15 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
                         controls[name] = gr.Slider(lo, hi, value=getattr(defaults, name), step=step, label=text)
         with gr.Column(scale=3, min_width=420):
             with gr.Row():
-                image = gr.Dropdown(label="Training image", choices=[], scale=3, allow_custom_value=True)
+                image = gr.Dropdown(label="Training image", choices=[], scale=3, allow_custom_value=True,
+                                    elem_id="ftui-aug-image")
                 random_button = gr.Button("Random image", size="sm", scale=1)
                 reseed = gr.Button("Reseed", size="sm", scale=1)
             with gr.Row():
                 draws = gr.Slider(4, 16, value=8, step=1, label="Draws")
                 seed = gr.Number(value=0, precision=0, label="Seed")
-            gallery = gr.Gallery(label="What training sees", columns=4, height=420, object_fit="contain")
+            gallery = gr.Gallery(label="What training sees", columns=4, height=420, object_fit="contain",
+                         elem_id="ftui-aug-gallery")
             error = gr.Markdown(elem_classes="ftui-error")
     aug_json = gr.Textbox(json.dumps(dataclasses.asdict(defaults)), visible=False)
     ordered = [controls[name] for name in FIELDS]
@@ -164,6 +166,9 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
         trigger.change(preview, inputs, [gallery, error], **preview_options, **private)
     reseed.click(lambda: random.randrange(1_000_000), None, seed, **private)
     random_button.click(pick_random, [source, val_fraction], image, **private)
-    source.change(choices, [source, val_fraction], image, **private)
+    # A new dataset redraws the preview itself: its first image has the same index ("0") as the old one's,
+    # so the picker's value does not change and would not redraw (the old dataset's draws stayed).
+    source.change(choices, [source, val_fraction], image, **private).then(
+        preview, inputs, [gallery, error], **preview_options, **private)
     return AugmentView(aug_json=aug_json, controls=ordered, on_load=choices, load_inputs=[source, val_fraction],
                        load_outputs=[image])

@@ -212,6 +212,13 @@ def epoch_charts(history: pd.DataFrame | None) -> tuple:
                        y_format=".0%", y_domain=[0, 1]))
 
 
+def clear_view(config: str) -> tuple:
+    """Status, progress and empty curves for a run about to start (nothing when the settings were refused)."""
+    if not config:
+        return (gr.skip(),) * 5
+    return ("Starting a new run...", progress_html(0, "starting"), loss_chart(None), *epoch_charts(None))
+
+
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
     """Past runs, newest first, for the runs table."""
     table = ctx.store.list_runs()
@@ -508,8 +515,12 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     poll_outputs = [c["job_json"], c["status"], c["progress"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"],
                     c["train_button"], c["stop_button"], runs_table, last_seen]
     private = {"api_visibility": "private"}
+    # The previous run's card and curves give way at once (before the job starts), not at the next poll.
     c["train_button"].click(h.collect_config, set(form.values()), [config_json, c["error"]], **private).then(
-        h.start_training, [config_json, source, owner], [job_id, c["error"]], api_name="start_training")
+        clear_view, config_json, [c["status"], c["progress"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"]],
+        show_progress="hidden", **private).then(
+        h.start_training, [config_json, source, owner], [job_id, c["error"]], api_name="start_training").then(
+        lambda: None, None, last_seen, **private)  # the next tick redraws the current job (the old one if refused)
     c["find_button"].click(h.collect_config, set(form.values()), [config_json, c["lr_message"]], **private).then(
         h.find_learning_rate, [config_json, source], [c["lr_message"], c["lr_plot"], c["lr"]], api_name="find_lr",
         concurrency_id="heavy")
