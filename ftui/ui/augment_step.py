@@ -147,13 +147,9 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
         except (ValueError, TypeError) as exc:
             return gr.skip(), f"**Cannot preview:** {exc}"
 
-    def choices(source_path: str, fraction: float):
+    def choices(source_path: str, fraction: float, pick=lambda options: options[0]):
         options = image_choices(dataset_fn(source_path, fraction))
-        return gr.update(choices=options, value=options[0][1] if options else None)
-
-    def pick_random(source_path: str, fraction: float):
-        options = image_choices(dataset_fn(source_path, fraction))
-        return gr.update(value=random.choice(options)[1]) if options else gr.skip()
+        return gr.update(choices=options, value=pick(options)[1] if options else None)
 
     private = {"api_visibility": "private"}
     for control in ordered:
@@ -165,9 +161,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
     for trigger in (image, draws, seed):
         trigger.change(preview, inputs, [gallery, error], **preview_options, **private)
     reseed.click(lambda: random.randrange(1_000_000), None, seed, **private)
-    random_button.click(pick_random, [source, val_fraction], image, **private)
-    # A new dataset redraws the preview itself: its first image has the same index ("0") as the old one's,
-    # so the picker's value does not change and would not redraw (the old dataset's draws stayed).
+    random_button.click(lambda s, f: choices(s, f, random.choice), [source, val_fraction], image, **private)
+    # A new dataset redraws the preview itself: its first image keeps index "0", so the picker would not.
     source.change(choices, [source, val_fraction], image, **private).then(
         preview, inputs, [gallery, error], **preview_options, **private)
     return AugmentView(aug_json=aug_json, controls=ordered, on_load=choices, load_inputs=[source, val_fraction],
