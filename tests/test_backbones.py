@@ -24,7 +24,7 @@ SMALLEST = _smallest_per_family()
 # Families whose smallest member takes over 5 s here to build and step (measured on 2 busy cores): the quick
 # subset (-m "not slow") builds the others, the full suite every family.
 SLOW_TO_BUILD = {"convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",
-                 "inception_v3", "maxvit_t", "swin_t", "vit_b_16"}
+                 "inception_v3", "maxvit_t", "resnext50_32x4d", "swin_t", "vit_b_16", "wide_resnet50_2"}
 
 
 def _marked(names: list[str]) -> list:
