@@ -51,6 +51,15 @@ def test_pressing_train_replaces_the_finished_card_and_curves_at_once(tmp_path):
         page.wait_for_function("() => document.querySelectorAll('#ftui-acc-plot g.mark-symbol.role-mark path')"
                                ".length >= 1", timeout=30_000)
 
+        # A job that ends fills the run pickers (Evaluate, Predict) with its run, no reload or refresh needed.
+        run_id = ctx.store.list_runs()["id"].iloc[0]
+        page.get_by_role("tab", name="5 · Evaluate").click()
+        page.wait_for_function("(id) => document.querySelector('#ftui-eval-run input').value == id", arg=run_id,
+                               timeout=30_000)
+        page.get_by_role("tab", name="6 · Predict").click()
+        assert page.input_value("#ftui-predict-run input") == run_id
+        page.get_by_role("tab", name="4 · Train").click()
+
         clicked = time.monotonic()
         page.click("#ftui-train")
         page.wait_for_function("() => !document.querySelector('#ftui-train-status').innerText.toLowerCase()"

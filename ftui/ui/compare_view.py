@@ -71,8 +71,8 @@ def compare(ctx: AppContext, run_a: str, run_b: str, session: str | None) -> tup
             flip_gallery(ctx, result.flipped, WRONG_TO_RIGHT, session))
 
 
-def build_compare_view(ctx: AppContext) -> None:
-    """Lay out the compare view (inside the current Blocks) and wire it."""
+def build_compare_view(ctx: AppContext) -> tuple:
+    """Lay out the compare view (inside the current Blocks) and wire it; returns its two run pickers."""
     from ftui.ui.results_step import run_choices
 
     with gr.Accordion("Compare two runs (e.g. before and after fixing the data)", open=False):
@@ -105,3 +105,4 @@ def build_compare_view(ctx: AppContext) -> None:
         return gr.update(choices=choices), gr.update(choices=choices)
 
     refresh.click(fresh, None, [run_a, run_b], api_visibility="private")
+    return run_a, run_b

@@ -98,19 +98,21 @@ FORM_OWN = ("data", "val_fraction", "backbone", "image_size", "groups", "aug_jso
 
 
 def restore(ctx: AppContext, targets: Targets, owner_token: str | None, source: str, session: str | None):
-    """{component: value} restoring this owner's last config (nothing when there is none): the form, the
+    """{component: value} restoring this owner's last config (only `pending` when there is none): the form, the
     Augment settings, and the dataset with the Data step's view of it when it differs from `source`."""
+    from ftui.backbones import list_backbones
     from ftui.ui.charts import format_count
     from ftui.ui.data_step import show
     from ftui.ui.model_step import structure
 
+    nothing = {targets.pending: None}  # (an empty dict would read as one output value)
     config = my_last_config(ctx, owner_token)
     if config is None:
-        return {}
+        return nothing
     try:
         groups, _total = structure(ctx, config.backbone, 2)
     except ValueError:  # a backbone this torchvision no longer has
-        return {}
+        return nothing
     fields = [name for name in targets.form if name not in FORM_OWN]
     values = form_values(config, fields, [g for g, _ in groups], gr.utils.get_upload_folder())
     updates: dict[Any, Any] = {}
@@ -127,9 +129,22 @@ def restore(ctx: AppContext, targets: Targets, owner_token: str | None, source: 
         ctx.grants.grant(session, values["weights_file"])
     updates.update({component: values[name] for name, component in targets.form.items()
                     if name in values and name not in ("data", "groups")})
+    if config.backbone not in list_backbones():  # picked from "All torchvision models"
+        updates[targets.form["backbone"]] = gr.update(choices=list_backbones(all=True), value=config.backbone)
     # Same labels as the Model step's list ("layer4  ·  8.4M").
     labels = [(f"{g}  ·  {format_count(n)}", g) for g, n in groups]
     updates[targets.form["groups"]] = gr.update(choices=labels, value=values["groups"])
     updates.update({targets.aug_controls[k]: v for k, v in values["aug"].items() if k in targets.aug_controls})
     updates[targets.pending] = values
     return updates
+
+
+def wire_restore(ctx: AppContext, after: Any, targets: Targets, owner: Any, source: Any) -> None:
+    """Restore the form once the page load's own defaults (`after`, a load event chain) are in place."""
+    from ftui.ui.guard import session_of
+
+    def restore_form(owner_token: str | None, source_path: str, request: gr.Request = None):
+        return restore(ctx, targets, owner_token, source_path, session_of(request))
+
+    after.then(restore_form, [owner, source], list(targets.outputs()), show_progress="hidden",
+               api_visibility="private")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -117,6 +118,39 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
             gallery)
 
 
+def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> dict[str, Any]:
+    """A run's Evaluation dict on `split` of its dataset as it is now.
+
+    The job's saved val evaluation is reused only while it is current: after fixes to the dataset (its
+    journal, in the edited copy when the source was read-only) it lists paths that moved or vanished, so the
+    run is evaluated again on the fixed files, and the result says that the run trained before the fixes."""
+    from ftui import fixes
+    from ftui.evaluate import evaluate as run_evaluation
+
+    folder = run_folder(ctx, run_id)
+    run = predictor(ctx, run_id).run
+    data = run.config.data
+    checkpoint = folder.best_path if folder.best_path.is_file() else folder.last_path
+    trained = checkpoint.stat().st_mtime if checkpoint.is_file() else 0.0
+    editable = Path(data).is_dir() or Path(data).suffix.lower() == ".csv" and Path(data).is_file()
+    root = fixes.current_root(data, ctx.settings.workdir) if editable else None
+    saved = folder.evaluation_path
+    current = saved.is_file() and (root is None or (
+        root == Path(data) and not fixes.changes_since(root, saved.stat().st_mtime)))
+    # The job already evaluated the val split when it finished: reuse it instead of recomputing.
+    if split == "val" and current and saved.stat().st_mtime >= trained:
+        return json.loads(saved.read_text())
+    if progress is not None:
+        progress(0.2, desc=f"Evaluating on the {split} split...")
+    result = run_evaluation(run, split=split, dataset=str(root) if root is not None else None).to_dict()
+    since = fixes.changes_since(root, trained) if root is not None else []
+    if since:
+        result.setdefault("warnings", []).append(
+            f"{len(since)} fix(es) to the dataset since this run trained: evaluated on the fixed files"
+            f"{'' if root == Path(data) else ' (in the edited copy)'}; train again to learn from them")
+    return result
+
+
 def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
     """Lay out the Evaluate step; `fix_hook(gallery, paths, source)` lays the fix buttons under the gallery."""
     gr.Markdown("How well does a run do on images it did not train on? Precision: of the images called X, how "
@@ -141,19 +175,10 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
 
     def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
-        from ftui.evaluate import evaluate as run_evaluation
-
         if not run_id:
             return "**Pick a run first.**", *([gr.skip()] * 6)
         try:
-            folder = run_folder(ctx, run_id)
-            saved = folder.evaluation_path
-            # The job already evaluated the val split when it finished: reuse it instead of recomputing.
-            if split_name == "val" and saved.is_file() and saved.stat().st_mtime >= folder.best_path.stat().st_mtime:
-                result = json.loads(saved.read_text())
-            else:
-                progress(0.2, desc=f"Evaluating on the {split_name} split...")
-                result = run_evaluation(predictor(ctx, run_id).run, split=split_name).to_dict()
+            result = evaluation_of(ctx, run_id, split_name, progress)
         except (ValueError, OSError) as exc:
             return f"**Could not evaluate:** {exc}", *([gr.skip()] * 6)
         shown_paths: list[str] = []

@@ -43,6 +43,7 @@ class TrainView:
     opened_run: gr.Textbox
     poll_outputs: list
     attach: Any
+    form: dict  # TrainConfig field (or Model/Augment control) name -> component, for form_restore
 
 
 def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_path: str,
@@ -534,7 +535,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                   show_progress="hidden", concurrency_limit=None)
     timer.tick(h.poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
                **private)
-    model.weights.change(apply_preset, [model.weights, model.backbone],
+    model.weights.change(apply_preset, [model.weights, model.backbone, model.restored],
                          [c[k] for k in ("recipe", "bn_mode", "optimizer", "lr", "scheduler", "batch_size", "epochs",
                                          "hint")],
                          **private)
@@ -543,4 +544,4 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     opened_run.change(h.show_run, opened_run, [c["status"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"]],
                       **private)
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
-                     poll_outputs=poll_outputs, attach=h.attach)
+                     poll_outputs=poll_outputs, attach=h.attach, form=form)
