@@ -48,7 +48,10 @@ def gpu_count(value: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Build and launch the app."""
+    from ftui.errors import configure_logging
+
     args = parse_args(argv)
+    configure_logging()  # ftui's log lines on stderr; each run's also in its log.txt
     auth = None
     if args.auth:
         user, sep, password = args.auth.partition(":")

@@ -20,15 +20,15 @@ from torch.utils.data import DataLoader, Sampler
 
 from ftui import devices
 from ftui.config import TrainConfig
+from ftui.distributed import IGNORE
+from ftui.errors import FtuiError
 from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, FeatureStore, PrefixRunner
 from ftui.images import ImageError as ImageFileError
 
-# The label of a padding sample (several processes, a short share of a batch): CrossEntropyLoss's
-# ignore_index, so it adds no loss and no gradient, and it is never counted as seen or correct.
-IGNORE = -100
+__all__ = ["IGNORE"]  # re-exported: the engine and tests name the padding label through this module
 
 
-class DataError(ValueError):
+class DataError(FtuiError):
     """The data cannot train: an empty split, or a file that went away after the scan."""
 
 
@@ -164,9 +164,6 @@ class ImageData:
                 ImageSource(val_images, config.batch_size, None, dist))
         if not config.feature_cache:
             return full
-        if dist is not None:
-            notes.append(f"phase {phase.name}: no feature cache with several processes, training the full model")
-            return full
         split = _split_frozen_prefix(trainer.model, config.backbone, trainer.groups, set(phase.trainable))
         if split is None:
             notes.append(f"phase {phase.name}: no frozen prefix to cache, training the full model")
@@ -184,10 +181,11 @@ class ImageData:
             notes.append(f"phase {phase.name}: cached frozen-prefix features "
                          f"({store.nbytes / 1e6:.1f} MB, {views} view(s), filled as training goes)")
         # Over the cap nothing is stored and the prefix runs on every batch: the full model's computation.
-        train = CachedTrainFeatures(runner, store, train_images, n_train, views, config.batch_size, generator,
-                                    speed.device)
-        val = CachedValFeatures(runner, store, val_images, n_val, config.batch_size, speed.device,
-                                row_offset=n_train * views)
+        # With several processes each rank computes its share of a batch's features and all ranks store all
+        # of them, so later epochs can hand any rank any item.
+        train = CachedTrainFeatures(runner, store, train_images, n_train, views, config.batch_size, generator, dist)
+        val = CachedValFeatures(runner, store, val_images, n_val, config.batch_size, row_offset=n_train * views,
+                                dist=dist)
         return suffix, train, val
 
 
@@ -288,11 +286,10 @@ class ImageSource:
         return self._shard(1 if shuffle else 0, order)
 
     def _shard(self, view: int, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        parts = [self.dist.shard(chunk.tolist()) for chunk in order.split(self.batch_size)]
-        local = torch.tensor([i for part, _ in parts for i in part], dtype=torch.long)
-        for (x, y), (_, weights) in zip(self.images(view, local), parts):
-            pad = torch.tensor(weights, device=y.device) == 0
-            yield x, y.masked_fill(pad, IGNORE)
+        parts = list(self.dist.shard_order(order, self.batch_size))
+        local = torch.cat([part for part, _ in parts])
+        for (x, y), (_, pad) in zip(self.images(view, local), parts):
+            yield x, y.masked_fill(pad.to(y.device), IGNORE)
 
 
 class _ReadErrors:

@@ -25,11 +25,12 @@ import torch
 
 from ftui.callbacks import Callback
 from ftui.config import TrainConfig
+from ftui.errors import FtuiError
 
 TARGETS = (0.90, 0.95)
 
 
-class BenchError(ValueError):
+class BenchError(FtuiError):
     """The benchmark cannot run on this input."""
 
 

@@ -2,13 +2,15 @@
 
 Subcommands: backbones, summary, train, predict, evaluate, plus check and bench (from ftui.doctor and
 ftui.bench), fix / undo (ftui.fix_cli) and compare (ftui.compare). Every user error prints
-`error: <message>` to stderr and exits 2, without a traceback.
+`error: <message>` to stderr and exits 2, without a traceback; anything else (a bug, the environment) logs
+its traceback and exits 1 (a training run's traceback also goes to its log.txt).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -17,6 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ftui.config import AugConfig, TrainConfig
+from ftui.errors import FtuiError, configure_logging, log_failure
+
+log = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 2
 EXIT_FAILED = 1
@@ -160,8 +165,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
         print(f"stopped: {snap['message']}", file=sys.stderr)
         return EXIT_STOPPED
     print(f"error: {snap['error'] or snap['message']}", file=sys.stderr)
-    # A job that failed before training started is bad input (data, weights, config).
-    return EXIT_FAILED if job.result is not None else EXIT_USER_ERROR
+    # A job that failed before training started on bad input (data, weights, config) is the user's to fix.
+    return EXIT_USER_ERROR if job.result is None and not snap["internal_error"] else EXIT_FAILED
 
 
 def _default_batch(config: TrainConfig, dist) -> TrainConfig:
@@ -200,10 +205,10 @@ def _spawn_ranks(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ftui.distributed import torchrun_command
+    from ftui.distributed import DistributedError, torchrun_command
 
     if args.device != "cpu" and torch.cuda.device_count() < args.gpus:
-        raise ValueError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()} GPU(s) "
+        raise DistributedError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()} GPU(s) "
                          "(--device cpu runs N CPU processes instead)")
     env = dict(os.environ)
     # The processes import this ftui, wherever it lies (a checkout need not be installed).
@@ -344,9 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.from_command_line = argv is None
+    configure_logging(console=logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:  # every ftui *Error is a ValueError: a message for the user, not a traceback
+    except FtuiError as exc:  # a message for the user, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except FileNotFoundError as exc:
@@ -359,3 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and closed early: not an error worth a traceback.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
         return 0
+    except Exception as exc:  # noqa: BLE001 - a bug or the environment: the traceback is logged (stderr)
+        log_failure(log, exc, f"ftui {args.command}")
+        print("error: internal error, details above", file=sys.stderr)
+        return EXIT_FAILED

@@ -14,12 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from ftui.errors import FtuiError
+
 FLIP_COLUMNS = ["path", "true", "predicted_a", "predicted_b", "change"]
 RIGHT_TO_WRONG = "right->wrong"
 WRONG_TO_RIGHT = "wrong->right"
 
 
-class CompareError(ValueError):
+class CompareError(FtuiError):
     """Two runs that cannot be compared; the message says why."""
 
 
@@ -87,7 +89,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | None = None, 
     source = data or b.config.data
     if not source:
         raise CompareError("run B records no dataset; pass the data to compare on")
-    dataset = load_dataset(source, val_fraction=b.config.val_fraction, seed=b.config.seed)
+    dataset = load_dataset(source, val_fraction=b.config.val_fraction, seed=b.config.data_seed)
     items = dataset.split(split)
     known = set(a.classes) & set(b.classes)
     usable = [it for it in items if dataset.classes[it.label] in known]

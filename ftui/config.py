@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftui.errors import FtuiError
 
-class ConfigError(ValueError):
+
+class ConfigError(FtuiError):
     """A configuration value a user has to change; the message says which and why."""
 
 
@@ -28,6 +30,7 @@ HEAD_FITS = ("lbfgs", "sgd")
 # Bounds every run must respect, whoever sends the config (API, CLI, Python): (low, high) inclusive.
 INT_BOUNDS = {
     "epochs": (1, 10_000), "batch_size": (1, 4096), "step_size": (1, 10_000), "seed": (0, 2**32 - 1),
+    "split_seed": (0, 2**32 - 1),
     "freeze_epochs": (0, 10_000), "feature_cache_views": (1, 64), "feature_cache_max_mb": (0, 1 << 20),
     "early_stopping_patience": (0, 10_000), "image_size": (16, 1024),
 }
@@ -166,6 +169,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weighted_loss: bool = False
     seed: int = 0
+    # The seed of a generated train/val split; None: `seed`. The app trains with the Data step's fixed split
+    # seed, so the split a user saw is the one trained, evaluated and predicted on, whatever `seed` is.
+    split_seed: int | None = None
     device: str = "auto"
     mixed_precision: bool = True
     val_fraction: float = 0.2
@@ -192,6 +198,11 @@ class TrainConfig:
     compile: bool = False
     runs_dir: str = "runs"
     run_name: str = ""
+
+    @property
+    def data_seed(self) -> int:
+        """The seed that splits the dataset (load_dataset's `seed`)."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def validate(self) -> None:
         """Raise ConfigError naming the first value that cannot work (type first, then range)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ftui.errors import FtuiError
 from ftui.images import check_image, is_ignored
 from ftui.splitgroups import copy_groups
 
@@ -44,7 +45,7 @@ _EXTRACTED_MARKER = ".ftui-extracted.json"
 Progress = Callable[[float, str], None]
 
 
-class DatasetError(ValueError):
+class DatasetError(FtuiError):
     """A dataset ftui cannot train on; the message says what is wrong and how to fix it."""
 
 

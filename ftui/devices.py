@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ftui.errors import FtuiError
 
-class DeviceError(ValueError):
+
+class DeviceError(FtuiError):
     """A requested device that this machine does not have."""
 
 

@@ -26,8 +26,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ftui.errors import FtuiError
 
-class DistributedError(RuntimeError):
+# The label of a padding sample (a short share of a global batch): CrossEntropyLoss's ignore_index, so it
+# adds no loss and no gradient, and it is never counted as seen or correct.
+IGNORE = -100
+
+
+class DistributedError(FtuiError, RuntimeError):
     """A distributed setting that cannot work (e.g. more GPUs asked for than this machine has)."""
 
 
@@ -65,7 +71,25 @@ class Dist:
         pad = per_rank - len(part)
         return part + [batch[0]] * pad, [1.0] * len(part) + [0.0] * pad
 
+    def shard_order(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(this rank's indices, padding mask) for each global batch of `order`; one process gets every
+        batch whole with no padding."""
+        for chunk in order.split(batch_size):
+            part, weights = self.shard(chunk.tolist())
+            yield torch.tensor(part, dtype=torch.long), torch.tensor(weights) == 0
+
     # --- communication -------------------------------------------------------------------------
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's `tensor` (equal shapes on all ranks) concatenated in rank order, on the tensor's
+        device; the tensor itself in one process. How each rank's share of cached features reaches all."""
+        if not self.enabled:
+            return tensor
+        comm = self._comm_device()
+        local = tensor.detach().to(comm).contiguous()
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(parts, local)
+        return torch.cat(parts).to(tensor.device)
+
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sums over every rank (the values themselves in one process)."""
         if not self.enabled:
@@ -99,6 +123,32 @@ class Dist:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     # --- model ---------------------------------------------------------------------------------
+    def sync_batchnorm(self, model: torch.nn.Module, groups: list, bn_mode: str) -> tuple[list, str | None]:
+        """With BatchNorm training over several CUDA processes, every BatchNorm becomes a SyncBatchNorm
+        (statistics over the whole global batch, as one process would compute them); the layer groups are
+        re-pointed at the new modules (same parameters and buffers). Returns (groups, note for the run)."""
+        if not self.enabled or bn_mode != "train" or not _has_batchnorm(model):
+            return groups, None
+        if self.device is None or self.device.type != "cuda":
+            # SyncBatchNorm runs on GPUs only: on CPU processes each rank normalises with its own share.
+            return groups, "BatchNorm statistics per process (SyncBatchNorm needs CUDA)"
+        names = {id(m): name for name, m in model.named_modules()}
+        converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if converted is not model:
+            raise DistributedError("a model that is itself a BatchNorm layer cannot be synchronised in place")
+        by_name = dict(model.named_modules())
+
+        def live(module: torch.nn.Module) -> torch.nn.Module:
+            if id(module) in names:
+                return by_name[names[id(module)]]
+            # A container made for the group (e.g. a slice of a Sequential) is not in the model: its children are.
+            for key, child in module.named_children():
+                module._modules[key] = live(child)
+            return module
+
+        synced = [type(g)(g.name, [live(m) for m in g.modules], g.num_params) for g in groups]
+        return synced, "SyncBatchNorm: BatchNorm statistics over all processes' samples"
+
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         """The module in DistributedDataParallel (gradients averaged over ranks) when there are several."""
         if not self.enabled or not any(p.requires_grad for p in module.parameters()):
@@ -107,6 +157,10 @@ class Dist:
 
         ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids)
+
+
+def _has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 _CURRENT = Dist()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import random
 import threading
 import time
@@ -45,6 +46,7 @@ from ftui.backbones import BackboneError, classifier_head
 from ftui.batches import IGNORE, ImageData, SpeedSettings
 from ftui.callbacks import Callback, CancelBatch, CancelEpoch, CancelFit, CancelValidate, TrainingControl
 from ftui.config import TrainConfig
+from ftui.errors import LOG_NAME, FtuiError, internal_message, log_failure, run_log
 from ftui.featurecache import CacheStopped, fuse_for_inference
 from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
 from ftui.headfit import fit_head
@@ -52,13 +54,15 @@ from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, pa
 from ftui.resume import checkpoint_state
 from ftui.runs import RunFolder, disk_full, save_checkpoint
 
+log = logging.getLogger(__name__)
+
 
 class StopRequested(Exception):
     """The user's stop event fired."""
 
 
-class LossNotFinite(Exception):
-    """The loss became NaN or infinite."""
+class LossNotFinite(FtuiError):
+    """The loss became NaN or infinite (the message says what to change)."""
 
 
 @dataclass
@@ -131,7 +135,13 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------------
 
     def fit(self) -> FitResult:
-        """Set up, run every phase, clean up; the result says done, stopped or failed."""
+        """Set up, run every phase, clean up; the result says done, stopped or failed.
+
+        With a run folder, what ftui logs meanwhile (a failure's traceback) also goes to its log.txt."""
+        with run_log(self.folder.path) if self.folder is not None else contextlib.nullcontext():
+            return self._fit()
+
+    def _fit(self) -> FitResult:
         start = time.perf_counter()
         try:
             self._setup()
@@ -352,6 +362,9 @@ class Trainer:
         self._say("loading images")
         self.data.prepare(self)
         self.model.to(device)
+        self.groups, sync_note = self.dist.sync_batchnorm(self.model, self.groups, config.bn_mode)
+        if sync_note:
+            self.notes.append(sync_note)
         if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.notes.append(self.speed.describe())
@@ -427,7 +440,9 @@ class Trainer:
         self.result.status, self.result.message = status, message
 
     def _fail(self, exc: Exception) -> None:
-        message = str(exc) if isinstance(exc, LossNotFinite) else describe_exception(exc, self.config)
+        log_failure(log, exc, f"training failed at epoch {self.epoch} step {self.batch}")
+        log_path = self.folder.path / LOG_NAME if self.folder is not None else None
+        message = describe_exception(exc, self.config, log_path)
         self._end("failed", message)
         self.result.error = message
         self._event("on_error", {"message": message, "error_type": type(exc).__name__})
@@ -521,16 +536,17 @@ def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: 
     return [total_loss, correct, seen]
 
 
-def describe_exception(exc: BaseException, config: TrainConfig) -> str:
-    """A message the user can act on (out of memory -> lower the batch size)."""
+def describe_exception(exc: BaseException, config: TrainConfig, log_path: str | Path | None = None) -> str:
+    """A message the user can act on (out of memory -> lower the batch size); an unexpected exception is
+    "internal error, details in <log_path>" (its traceback is logged there: errors.log_failure)."""
     if devices.is_out_of_memory(exc):
         device = "cuda" if isinstance(exc, torch.cuda.OutOfMemoryError) else config.device
         return f"out of memory on {device}: lower the batch size (now {config.batch_size}) or the image size"
-    if isinstance(exc, ValueError):
+    if isinstance(exc, FtuiError):
         return str(exc)
     if disk_full(exc):
         return f"disk full while writing {getattr(exc, 'filename', None) or 'a run file'}: free some space"
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return f"cannot read {getattr(exc, 'filename', '') or 'a file'}: {exc.strerror or exc}; " \
                "was the dataset moved or changed after it was scanned?"
-    return f"{type(exc).__name__}: {exc}"
+    return internal_message(log_path, exc)

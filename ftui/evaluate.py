@@ -10,13 +10,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ftui.errors import FtuiError
 from ftui.predict import Predictor
 from ftui.runs import LoadedRun, load_run
 
 SPLITS = ("train", "val", "test", "all")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(FtuiError):
     """A split or dataset that cannot be evaluated against this run."""
 
 
@@ -109,7 +110,7 @@ def evaluate(
     run = run if isinstance(run, LoadedRun) else load_run(run)
     if dataset is None or isinstance(dataset, (str, Path)):
         source = run.config.data if dataset is None else str(dataset)
-        dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.seed)
+        dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.data_seed)
     items = _items(dataset, split)
     unknown = sorted(set(dataset.classes) - set(run.classes))
     if unknown:

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ftui.errors import FtuiError
+
 # Simple, colour-blind-safe-ish ramp (dark blue -> cyan -> yellow -> red) for the heat map.
 _RAMP = np.array([[0, 0, 130], [0, 160, 255], [255, 230, 0], [230, 20, 0]], dtype=np.float32)
 LOW_CONFIDENCE = 0.5
@@ -25,7 +27,7 @@ CANDIDATES = 24
 HIGH_CONFIDENCE = 0.8
 
 
-class ExplainError(ValueError):
+class ExplainError(FtuiError):
     """The model has no spatial feature map to explain."""
 
 

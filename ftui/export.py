@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ftui.errors import FtuiError
 from ftui.runs import LoadedRun, load_run
 
 FORMATS = ("pt2", "onnx")
@@ -32,7 +33,7 @@ MAX_BATCH = 4096
 log = logging.getLogger(__name__)
 
 
-class ExportError(ValueError):
+class ExportError(FtuiError):
     """A format that is unknown or needs a package that is not installed, or an export that does not match."""
 
 

@@ -16,8 +16,10 @@ import torchvision
 from torch import nn
 from torchvision import models as tvm
 
+from ftui.errors import FtuiError
 
-class BackboneError(ValueError):
+
+class BackboneError(FtuiError):
     """An unknown backbone name or a model ftui cannot adapt; the message lists what is possible."""
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ftui import devices
+from ftui.distributed import IGNORE, Dist
 
 # Above this many float32 bytes the cache is stored as float16 (half the memory, ample precision for features).
 FLOAT16_ABOVE_BYTES = 256 * 1024 * 1024
@@ -117,13 +118,18 @@ class FeatureStore:
 
 
 class CachedTrainFeatures:
-    """Training batches of prefix outputs; each epoch computes (and stores) one more view until all are in."""
+    """Training batches of prefix outputs; each epoch computes (and stores) one more view until all are in.
+
+    With `dist` (several processes) every global batch is split over the ranks: a rank computes its share's
+    outputs, all ranks store everyone's (all-gather), and a rank trains on its share, padding labelled IGNORE.
+    """
 
     def __init__(self, runner: PrefixRunner, store: FeatureStore, images: ImageBatches, num_items: int,
-                 num_views: int, batch_size: int, generator: torch.Generator | None, device: torch.device):
+                 num_views: int, batch_size: int, generator: torch.Generator | None, dist: Dist | None = None):
         self.runner, self.store, self.images = runner, store, images
         self.num_items, self.num_views, self.batch_size = num_items, num_views, batch_size
-        self.generator, self.device = generator, device
+        self.generator, self.device = generator, runner.device
+        self.dist = dist or Dist.single()
         self.labels = torch.zeros(num_items, dtype=torch.long)
         self.views_stored = 0
 
@@ -134,17 +140,15 @@ class CachedTrainFeatures:
         order = torch.randperm(self.num_items, generator=self.generator)
         if self.store.over_cap:
             # Nothing is kept: the prefix runs on augmented images each epoch, like the full model would.
-            for x, y in self.images(1, order):
-                yield self.runner(x), y
+            for x, y, _ in _computed(self, 1, order):
+                yield x, y
             return
         if self.views_stored < self.num_views:
             view = self.views_stored
-            chunks = order.split(self.batch_size)
-            for idx, (x, y) in zip(chunks, self.images(view, order)):
-                out = self.runner(x)
-                self.store.put(view * self.num_items + idx, out)
+            for out, y, (idx, all_out, all_y) in _computed(self, view, order, gather=True):
+                self.store.put(view * self.num_items + idx, all_out)
                 if view == 0:
-                    self.labels[idx] = y.cpu()
+                    self.labels[idx] = all_y.cpu()
                 yield out, y
             self.views_stored += 1
             return
@@ -152,18 +156,20 @@ class CachedTrainFeatures:
             views = torch.randint(0, self.num_views, (self.num_items,), generator=self.generator)
         else:
             views = torch.zeros(self.num_items, dtype=torch.long)
-        for idx in order.split(self.batch_size):
+        for idx, pad in self.dist.shard_order(order, self.batch_size):
             rows = views[idx] * self.num_items + idx
-            yield self.store.get(rows, self.device), self.labels[idx].to(self.device, non_blocking=True)
+            y = self.labels[idx].masked_fill(pad, IGNORE)
+            yield self.store.get(rows, self.device), y.to(self.device, non_blocking=True)
 
 
 class CachedValFeatures:
     """Validation batches of prefix outputs: computed and stored at the first validation, then read."""
 
     def __init__(self, runner: PrefixRunner, store: FeatureStore, images: ImageBatches, num_items: int,
-                 batch_size: int, device: torch.device, row_offset: int):
+                 batch_size: int, row_offset: int, dist: Dist | None = None):
         self.runner, self.store, self.images = runner, store, images
-        self.num_items, self.batch_size, self.device, self.row_offset = num_items, batch_size, device, row_offset
+        self.num_items, self.batch_size, self.device, self.row_offset = num_items, batch_size, runner.device, row_offset
+        self.dist = dist or Dist.single()
         self.labels = torch.zeros(num_items, dtype=torch.long)
         self.stored = False
 
@@ -173,12 +179,25 @@ class CachedValFeatures:
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.arange(self.num_items)
         if self.stored:
-            for idx in order.split(self.batch_size):
-                yield self.store.get(idx + self.row_offset, self.device), self.labels[idx].to(self.device)
+            for idx, pad in self.dist.shard_order(order, self.batch_size):
+                y = self.labels[idx].masked_fill(pad, IGNORE)
+                yield self.store.get(idx + self.row_offset, self.device), y.to(self.device)
             return
-        for idx, (x, y) in zip(order.split(self.batch_size), self.images(0, order)):
-            out = self.runner(x)
-            self.store.put(idx + self.row_offset, out)
-            self.labels[idx] = y.cpu()
+        for out, y, (idx, all_out, all_y) in _computed(self, 0, order, gather=True):
+            self.store.put(idx + self.row_offset, all_out)
+            self.labels[idx] = all_y.cpu()
             yield out, y
         self.stored = not self.store.over_cap
+
+
+def _computed(source, view: int, order: torch.Tensor, gather: bool = False):
+    """(prefix outputs, labels with padding as IGNORE, everyone's (indices, outputs, labels)) for this
+    rank's share of each global batch of `order`; the last item is None unless `gather`."""
+    parts = list(source.dist.shard_order(order, source.batch_size))
+    local = torch.cat([idx for idx, _ in parts]) if parts else order
+    for (x, y), (idx, pad) in zip(source.images(view, local), parts):
+        out = source.runner(x)
+        everyone = None
+        if gather:
+            everyone = (source.dist.gather(idx), source.dist.gather(out), source.dist.gather(y))
+        yield out, y.masked_fill(pad.to(y.device), IGNORE), everyone

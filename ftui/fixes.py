@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ftui.data import _SPLIT_NAMES
+from ftui.errors import FtuiError
 from ftui.images import REMOVED_DIR, is_ignored
 
 JOURNAL = ".ftui-journal.jsonl"
@@ -27,7 +28,7 @@ OPS = ("relabel", "remove", "merge", "undo")
 _CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,100}$")
 
 
-class FixError(ValueError):
+class FixError(FtuiError):
     """A fix that cannot be applied; the message says why."""
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ftui.errors import FtuiError
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
@@ -36,7 +38,7 @@ _MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00
           b"P4", b"P5", b"P6")
 
 
-class ImageError(ValueError):
+class ImageError(FtuiError):
     """An image file that cannot be used; `reason` is the short explanation shown to the user."""
 
     def __init__(self, path: str | Path, reason: str):

@@ -7,6 +7,7 @@ The job builds everything inside its thread (dataset scan, weights, model, fit) 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -22,13 +23,15 @@ from ftui import devices
 from ftui.callbacks import Callback, CSVLogger, EarlyStopping, History
 from ftui.config import TrainConfig
 from ftui.engine import FitResult, describe_exception, fit, seed_everything
+from ftui.errors import LOG_NAME, FtuiError, is_user_error, log_failure, run_log
 from ftui.runs import RunFolder, RunStore, write_json_atomic
 
 STATUSES = ("queued", "running", "stopping", "done", "stopped", "failed")
 FINISHED = ("done", "stopped", "failed")
+log = logging.getLogger(__name__)
 
 
-class JobError(ValueError):
+class JobError(FtuiError):
     """A job that cannot be started (queue full, device busy) or found."""
 
 
@@ -47,12 +50,11 @@ def run_training(
     User errors before training (bad data, weights, config) raise; training failures come back as a
     FitResult with status "failed". resume=True carries on `run_dir` from its last.pt (ftui/resume.py).
     """
-    from ftui.backbones import build_with_report, layer_groups
     from ftui.data import class_size_warnings, load_dataset
 
     config.validate()
     progress("loading dataset")
-    dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed,
+    dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.data_seed,
                            progress=lambda fraction, message="": progress(message or "loading dataset"))
     warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
     for line in warnings:
@@ -65,30 +67,46 @@ def run_training(
     if not current().is_main:
         return _train_silently(config, dataset, stop_event), None
     folder, checkpoint = _open_folder(config, store, run_dir, resume, dataset.classes)
-    on_folder(folder)
     started = time.time()
-    try:
-        progress("building model")
-        # Seed before building so the new head's initial weights are reproducible too.
-        seed_everything(config.seed)
-        model, weights_report = build_with_report(
-            config.backbone, len(dataset.classes), weights="none" if resume else config.weights,
-            progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
-        groups = layer_groups(model, config.backbone)
-    except Exception as exc:  # recorded in status.json, then re-raised for the caller
-        folder.update_status(status="failed", message=describe_exception(exc, config),
-                             seconds=round(time.time() - started, 2))
-        raise
+    with run_log(folder.path) as log_path:
+        on_folder(folder)
+        log.info("run %s: %s", folder.id, config.to_json())
+        try:
+            result = _train_in_folder(config, dataset, folder, checkpoint, callbacks, stop_event, progress)
+        except Exception as exc:  # recorded in status.json and log.txt, then re-raised for the caller
+            log_failure(log, exc, f"run {folder.id} failed")
+            folder.update_status(status="failed", message=describe_exception(exc, config, log_path),
+                                 seconds=round(time.time() - started, 2))
+            raise
+        result.notes[:0] = [w for w in warnings if w not in result.notes]
+        folder.update_status(
+            status=result.status, message=result.message, best_val_acc=result.best_val_acc,
+            best_epoch=result.best_epoch, epochs_done=result.epochs_done, seconds=round(time.time() - started, 2),
+            ended=time.strftime("%Y-%m-%d %H:%M:%S"), notes=result.notes,
+        )
+        log.info("run %s %s: %s", folder.id, result.status, result.message)
+    return result, folder
+
+
+def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint: dict[str, Any] | None,
+                     callbacks: Iterable[Callback], stop_event: threading.Event,
+                     progress: Callable[[str], None]) -> FitResult:
+    """Build the model, fit (resume: from the checkpoint), evaluate the best weights on the val split."""
+    from ftui.backbones import build_with_report, layer_groups
+
+    resume = checkpoint is not None
+    progress("building model")
+    # Seed before building so the new head's initial weights are reproducible too.
+    seed_everything(config.seed)
+    model, weights_report = build_with_report(
+        config.backbone, len(dataset.classes), weights="none" if resume else config.weights,
+        progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
+    groups = layer_groups(model, config.backbone)
     listeners = [*callbacks, CSVLogger(folder.metrics_path)]
     if config.early_stopping_patience:
         listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
     progress("training")
-    try:
-        result = _fit(config, dataset, (model, groups), listeners, stop_event, folder, progress, checkpoint)
-    except Exception as exc:  # e.g. a listener raising in on_fit_end: status.json must not stay "running"
-        folder.update_status(status="failed", message=describe_exception(exc, config),
-                             seconds=round(time.time() - started, 2))
-        raise
+    result = _fit(config, dataset, (model, groups), listeners, stop_event, folder, progress, checkpoint)
     # What the weights file gave (every skipped or mismatched tensor): in the job's notes, the CLI prints it.
     if config.weights not in ("none", "imagenet") and weights_report.message and not resume:
         result.notes.insert(0, f"weights: {weights_report.message}")
@@ -101,14 +119,9 @@ def run_training(
             evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset, device=config.device)
             write_json_atomic(folder.evaluation_path, evaluation.to_dict())
         except Exception as exc:  # noqa: BLE001 - a failed evaluation must not fail a finished run
-            result.notes.append(f"evaluation failed: {describe_exception(exc, config)}")
-    result.notes[:0] = [w for w in warnings if w not in result.notes]
-    folder.update_status(
-        status=result.status, message=result.message, best_val_acc=result.best_val_acc,
-        best_epoch=result.best_epoch, epochs_done=result.epochs_done, seconds=round(time.time() - started, 2),
-        ended=time.strftime("%Y-%m-%d %H:%M:%S"), notes=result.notes,
-    )
-    return result, folder
+            log_failure(log, exc, "evaluation failed")
+            result.notes.append(f"evaluation failed: {describe_exception(exc, config, folder.path / LOG_NAME)}")
+    return result
 
 
 def _open_folder(config: TrainConfig, store: RunStore, run_dir: str | Path | None, resume: bool,
@@ -206,6 +219,7 @@ class Job:
             "status": "queued", "run_id": None, "run_dir": None, "epoch": 0, "epochs": config.epochs,
             "step": 0, "steps_per_epoch": None, "phase": None, "images_per_s": None, "eta_s": None,
             "message": "queued", "error": None, "queue_position": None, "best_val_acc": None, "num_val": None, "notes": [],
+            "internal_error": False,  # failed on a bug or the environment, not on the user's input
         }
 
     # --- reading --------------------------------------------------------------------------------
@@ -274,10 +288,11 @@ class Job:
             folder.update_status(**self.stamp)
         self._update(run_id=folder.id, run_dir=str(folder.path))
 
-    def _finish(self, status: str, message: str, error: str | None = None) -> None:
+    def _finish(self, status: str, message: str, error: str | None = None, internal: bool = False) -> None:
         with self._lock:
             self._ended_at = time.time()
-            self._state.update(status=status, message=message, error=error, queue_position=None)
+            self._state.update(status=status, message=message, error=error, queue_position=None,
+                               internal_error=internal)
         self._finished.set()
 
     def run(self) -> None:
@@ -301,8 +316,11 @@ class Job:
                     run_dir=self.run_dir_request, on_folder=self._set_folder, resume=self.resume,
                 )
         except Exception as exc:  # noqa: BLE001 - any failure becomes the job's error, never a dead thread
-            message = describe_exception(exc, config)
-            self._finish("failed", message, error=message)
+            run_dir = self.run_dir
+            if run_dir is None:  # with a run folder, run_training logged it (to its log.txt too)
+                log_failure(log, exc, "training job failed before its run folder existed")
+            message = describe_exception(exc, config, Path(run_dir) / LOG_NAME if run_dir else None)
+            self._finish("failed", message, error=message, internal=not is_user_error(exc))
             return
         self.result = result
         with self._lock:

@@ -26,11 +26,12 @@ from ftui.batches import ImageData
 from ftui.callbacks import Callback, CancelFit, CancelValidate
 from ftui.config import TrainConfig
 from ftui.engine import Trainer, seed_everything
+from ftui.errors import FtuiError
 
 Progress = Callable[[float, str], None]
 
 
-class LrFindError(ValueError):
+class LrFindError(FtuiError):
     """The sweep could not run (no batches, the loss was never finite)."""
 
 
@@ -162,7 +163,7 @@ def find_lr(
     say = progress or (lambda fraction, message: None)
     if dataset is None:
         say(0.0, "loading dataset")
-        dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+        dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.data_seed)
     seed_everything(config.seed)
     if model is None:
         say(0.0, "building model")

@@ -9,12 +9,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from ftui.errors import FtuiError
 from ftui.runs import LoadedRun, load_run
 
 ImageLike = Image.Image | str | Path
 
 
-class PredictError(ValueError):
+class PredictError(FtuiError):
     """Bad prediction input (no images, top_k out of range)."""
 
 
@@ -136,7 +137,8 @@ def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:
     from ftui.data import load_dataset
 
     try:
-        dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction, seed=run.config.seed)
+        dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction,
+                               seed=run.config.data_seed)
     except (ValueError, OSError) as exc:
         logging.getLogger(__name__).warning("cannot reload %s for examples: %s", run.config.data, exc)
         return []

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from ftui.config import TrainConfig
+from ftui.errors import FtuiError
 
 
-class RecipeError(ValueError):
+class RecipeError(FtuiError):
     """The phase has nothing to train."""
 
 

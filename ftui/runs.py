@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ftui.config import ConfigError, TrainConfig
+from ftui.errors import FtuiError
 
 RUN_COLUMNS = ["id", "backbone", "status", "best_val_acc", "epochs", "started", "seconds"]
 
@@ -33,7 +34,7 @@ RUN_COLUMNS = ["id", "backbone", "status", "best_val_acc", "epochs", "started", 
 EPOCH_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 
-class RunError(ValueError):
+class RunError(FtuiError):
     """A run folder that is missing, incomplete or cannot be created."""
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from ftui.errors import FtuiError
 from ftui.images import ImageError, has_image_extension, is_ignored, open_rgb
 
 
-class VariantError(ValueError):
+class VariantError(FtuiError):
     """The source or the options cannot make a variant."""
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ftui.errors import FtuiError
 from ftui.families import default_weights, head_path
 
 Progress = Callable[[float, str], None]
@@ -37,7 +38,7 @@ _AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 _KEY_PREFIXES = ("module.", "_orig_mod.")
 
 
-class WeightsError(ValueError):
+class WeightsError(FtuiError):
     """Weights that cannot be obtained or do not fit the model; the message says what to do."""
 
 

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
+from browser_support import BROWSER_MARKS, chromium, open_app, wait_status
 from conftest import make_class_folder
 from ftui_app_server import running_app
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
-]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+pytestmark = BROWSER_MARKS
 # Points drawn in the training-loss line (vega renders SVG paths "M x,y L x,y ...").
 LOSS_POINTS = """() => {
   const path = document.querySelector('#ftui-loss-plot g.mark-line path');
@@ -40,28 +33,12 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
-
-
-def open_app(browser, url: str):
-    """A fresh browser context (own localStorage, i.e. another person) with the app loaded."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
-    return context, page
+    with chromium() as launched:
+        yield launched
 
 
 def status_text(page) -> str:
     return page.inner_text("#ftui-train-status").lower()
-
-
-def wait_status(page, word: str, timeout: float = 90_000) -> None:
-    page.wait_for_function(f"() => document.querySelector('#ftui-train-status').innerText.toLowerCase()"
-                           f".includes('{word}')", timeout=timeout)
 
 
 def start_long_training(page, epochs: int = 200) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browser_support import BROWSER_MARKS, chromium, open_app, playwright_api
 from conftest import CLASS_COLOURS, make_class_folder, write_class_image
 from ftui_app_server import running_app
 
@@ -14,15 +15,7 @@ from ftui.config import AugConfig, TrainConfig
 from ftui.jobs import Job
 from ftui.runs import RunStore
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
-]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]
 
 
 def _dataset(root: Path) -> Path:
@@ -64,15 +57,11 @@ def _fix(page, prefix: str, button: str, expect: str) -> None:
 
 def test_fix_loop_in_the_browser(tmp_path):
     data = _dataset(tmp_path / "data" / "colours")
-    with running_app(tmp_path / "app", data_root=tmp_path / "data") as (url, ctx), \
-            playwright_api.sync_playwright() as p:
+    with running_app(tmp_path / "app", data_root=tmp_path / "data") as (url, ctx), chromium() as browser:
         runs = ctx.settings.runs_dir
         # Run A barely trained (mostly wrong), run B trained properly: val answers flip between them.
         run_a, run_b = _train(data, runs, 1, 1e-5), _train(data, runs, 4, 3e-3)
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = chromium.new_page(viewport={"width": 2400, "height": 1100})
-        page.goto(url)
-        page.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
+        _context, page = open_app(browser, url, width=2400, height=1100)
         # The source tabs' column is narrow: Gradio folds the last tab into its "More tabs" menu.
         page.click("#ftui-data-sources button[aria-label='More tabs']")
         page.locator("#ftui-data-sources button:not([tabindex])", has_text="Folder on this server").last.click()
@@ -136,4 +125,3 @@ def test_fix_loop_in_the_browser(tmp_path):
         flipped.first.wait_for(timeout=30_000)
         assert flipped.count() >= 1
         assert "fixed (wrong->right)" in page.inner_text("#ftui-compare-summary")
-        chromium.close()

@@ -3,21 +3,12 @@ a webcam (Chromium's fake camera) for one-shot and live prediction, and download
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from browser_support import BROWSER_MARKS, FAKE_CAMERA, chromium, open_app
 from ftui_app_server import running_app
 from run_fixtures import make_quick_run
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
-]
-# A fake camera that needs no permission prompt: Chromium's test pattern stands in for a webcam.
-ARGS = ["--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]
 IMG_LOADED = "(sel) => { const i = document.querySelector(sel); return !!(i && i.complete && i.naturalWidth > 0); }"
 
 
@@ -32,15 +23,11 @@ def app(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(app):
     url, _, _ = app
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900}, permissions=["camera"])
-        page = context.new_page()
-        page.goto(url)
+    with chromium(*FAKE_CAMERA) as browser:
+        _context, page = open_app(browser, url, width=1400, permissions=["camera"])
         page.get_by_role("tab", name="6 · Predict").click()
         page.wait_for_selector("#ftui-examples img", timeout=60_000)
         yield page
-        browser.close()
 
 
 def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app, page):

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
+from browser_support import BROWSER_MARKS, chromium, open_app
 from conftest import write_class_image
 from ftui_app_server import running_app
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
-]
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]
 FILES_PER_CLASS = 667  # x 3 classes = 2,001 small JPEGs, like the 2,062-image hand-sign folder
 
 
@@ -29,11 +23,8 @@ def test_two_thousand_small_files_upload_as_one_zip_with_progress(tmp_path):
     for ci, (name, colour) in enumerate({"a": (200, 40, 40), "b": (40, 180, 60), "c": (40, 60, 200)}.items()):
         for i in range(FILES_PER_CLASS):
             write_class_image(folder / name / f"{name}_{i}.jpg", colour, seed=ci * 10_000 + i, size=32)
-    with running_app(tmp_path / "app") as (url, _ctx), playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(url)
-        page.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
+    with running_app(tmp_path / "app") as (url, _ctx), chromium() as browser:
+        _context, page = open_app(browser, url, width=1400)
         page.get_by_role("tab", name="Upload a folder").click()
         seen = []
         page.expose_function("ftuiSaw", lambda text: seen.append(text))
@@ -45,7 +36,6 @@ def test_two_thousand_small_files_upload_as_one_zip_with_progress(tmp_path):
         page.wait_for_selector("#ftui-data-status:has-text('3 classes')", timeout=180_000)
         seconds = time.perf_counter() - start
         status = page.inner_text("#ftui-data-status")
-        browser.close()
     train, val = map(int, re.search(r"(\d+) train · (\d+) val", status).groups())
     assert train + val == 3 * FILES_PER_CLASS
     # Progress was shown while packing, then the single upload.

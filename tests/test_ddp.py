@@ -51,6 +51,29 @@ def test_two_gloo_processes_write_one_run_and_match_one_process(tmp_path, capsys
     assert any("DistributedDataParallel over 2 processes" in note for note in status["notes"])
 
 
+@pytest.mark.slow
+def test_two_processes_train_the_head_on_cached_features_like_one_process(tmp_path, capsys):
+    # Head only: the frozen body's outputs are cached, each rank computing its share of every batch; the
+    # eval-transform view (no augmentation) makes the features, and so the weights, the same as one process's.
+    data = make_class_folder(tmp_path / "colours", per_class=7)
+    runs = tmp_path / "runs"
+    head = ("--train-groups", "head", "--epochs", "3")
+    assert _train(data, tmp_path / "ddp", runs, *head, "--gpus", "2") == 0
+    capsys.readouterr()
+    assert _train(data, tmp_path / "single", runs, *head) == 0
+    notes = json.loads((tmp_path / "ddp" / "status.json").read_text())["notes"]
+    assert any("cached frozen-prefix features" in n for n in notes), notes
+    assert not any("no feature cache" in n for n in notes)
+    a = load_checkpoint(tmp_path / "ddp" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "single" / "last.pt")["state_dict"]
+    assert not torch.equal(b["fc.weight"], torch.zeros_like(b["fc.weight"]))
+    for key, value in b.items():
+        assert torch.allclose(a[key].float(), value.float(), atol=1e-4, rtol=1e-3), key
+    rows_ddp = (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()
+    rows_single = (tmp_path / "single" / "metrics.csv").read_text().splitlines()
+    assert len(rows_ddp) == len(rows_single) == 4
+
+
 def test_each_rank_gets_its_share_of_every_global_batch_padded_with_ignored_labels(tmp_path):
     from types import SimpleNamespace
 

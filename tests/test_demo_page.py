@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from ftui_app_server import free_port
@@ -33,8 +32,9 @@ def test_model_card_is_a_standalone_page_with_the_runs_numbers(run_dir):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_demo_page_is_locked_and_predicts_an_upload_with_grad_cam(run_dir, tmp_path):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
+    from browser_support import CHROMIUM, chromium  # skips without Playwright
+
+    if not CHROMIUM.exists():
         pytest.skip("needs Debian's /usr/bin/chromium")
     import gradio_client
 
@@ -51,8 +51,7 @@ def test_demo_page_is_locked_and_predicts_an_upload_with_grad_cam(run_dir, tmp_p
         api = gradio_client.Client(url, verbose=False).view_api(return_format="dict", print_info=False)
         assert list(api["named_endpoints"]) == ["/predict_image"]
         image = min((run_dir.parent.parent / "colours" / "red").glob("*.jpg"))
-        with playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(url)
             page.wait_for_selector("#ftui-modelcard:has-text('Validation accuracy')", timeout=60_000)
@@ -62,6 +61,5 @@ def test_demo_page_is_locked_and_predicts_an_upload_with_grad_cam(run_dir, tmp_p
             page.wait_for_function("() => { const i = document.querySelector('#ftui-gradcam img');"
                                    " return !!(i && i.complete && i.naturalWidth > 0); }", timeout=60_000)
             assert page.locator("#ftui-label").inner_text().strip()
-            browser.close()
     finally:
         page_app.close()

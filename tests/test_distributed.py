@@ -98,3 +98,84 @@ def test_torchrun_command_runs_this_package_as_n_processes():
     assert cmd[-6:] == ["-m", "ftui", "train", "data", "--epochs", "1"]
     with pytest.raises(DistributedError):
         torchrun_command(0, [])
+
+
+def _cache_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Each rank computes its share of every global batch's features; every rank then holds all of them."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from ftui.distributed import init_from_env, shutdown
+    from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, FeatureStore, PrefixRunner
+
+    d = init_from_env("cpu")
+    computed: list[int] = []
+
+    def images(view, order):
+        # An item's "image" is its index (plus 100 per view), its label the index too; the batch size is
+        # the share per rank, as ImageSource sets it.
+        for chunk in order.split(2):
+            computed.extend(chunk.tolist())
+            x = (chunk.float() + 100 * view).unsqueeze(1).repeat(1, 3)
+            yield x, chunk.clone()
+
+    try:
+        runner = PrefixRunner(torch.nn.Identity(), torch.device("cpu"))
+        store = FeatureStore(7 * 2 + 5, (3,), 1 << 20, torch.device("cpu"))
+        gen = torch.Generator().manual_seed(3)
+        train = CachedTrainFeatures(runner, store, images, 7, 2, 3, gen, d)
+        val = CachedValFeatures(runner, store, images, 5, 3, row_offset=14, dist=d)
+        epochs = [[y.tolist() for _, y in train.batches()] for _ in range(3)]
+        val_epochs = [[y.tolist() for _, y in val.batches()] for _ in range(2)]
+        result = {"epochs": epochs, "val": val_epochs, "computed": computed,
+                  "store": store.data[:, 0].tolist(), "labels": train.labels.tolist()}
+        Path(out, f"cache{rank}.json").write_text(json.dumps(result))
+    finally:
+        shutdown()
+
+
+@pytest.mark.slow
+def test_feature_cache_with_two_processes_computes_each_share_once_and_stores_everything_everywhere(tmp_path):
+    from ftui.distributed import IGNORE
+
+    mp.spawn(_cache_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"cache{i}.json").read_text()) for i in range(2))
+    # Both ranks store every item of both views and every val item, with the right labels.
+    expected = [float(i) for i in range(7)] + [100.0 + i for i in range(7)] + [float(i) for i in range(5)]
+    assert r0["store"] == r1["store"] == expected
+    assert r0["labels"] == r1["labels"] == list(range(7))
+    # Each epoch, the two ranks' shares (padding removed) make up each global batch of 3 exactly once.
+    for e0, e1 in zip(r0["epochs"] + r0["val"], r1["epochs"] + r1["val"]):
+        assert len(e0) == len(e1)
+        seen = [i for b0, b1 in zip(e0, e1) for i in b0 + b1 if i != IGNORE]
+        assert sorted(seen) == list(range(len(seen))) and len(seen) in (7, 5)
+    # The prefix ran on each item once per stored view and once for val: work is split, not repeated.
+    assert len(r0["computed"]) + len(r1["computed"]) <= 2 * (7 + 1) + (5 + 1) + 2 * 2
+
+
+def test_sync_batchnorm_on_cuda_processes_keeps_parameters_and_repoints_the_groups():
+    from ftui.backbones import build, layer_groups
+    from ftui.freezing import set_train_mode
+
+    model = build("resnet18", 3, weights="none")
+    groups = layer_groups(model, "resnet18")
+    params = {id(p) for p in model.parameters()}
+    # Off with one process, with frozen BatchNorm, and on CPU processes (SyncBatchNorm needs CUDA).
+    assert Dist.single().sync_batchnorm(model, groups, "train") == (groups, None)
+    assert Dist(rank=0, world_size=2, device=torch.device("cuda")).sync_batchnorm(model, groups, "frozen") == (groups, None)
+    same, note = Dist(rank=0, world_size=2, device=torch.device("cpu")).sync_batchnorm(model, groups, "train")
+    assert same is groups and "per process" in note
+    # Conversion needs no process group: only running it in training mode does.
+    synced, note = Dist(rank=0, world_size=2, device=torch.device("cuda")).sync_batchnorm(model, groups, "train")
+    assert "SyncBatchNorm" in note
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(isinstance(m, torch.nn.SyncBatchNorm) for m in bns)
+    assert {id(p) for p in model.parameters()} == params  # the optimizer's parameters are the same objects
+    inside = {id(m) for m in model.modules()}
+    assert [g.name for g in synced] == [g.name for g in groups]
+    # Every BatchNorm a group reaches is a live one of the model (groups may hold slices made for them).
+    reached = [m for g in synced for top in g.modules for m in top.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert reached and all(id(m) in inside for m in reached)
+    # The stem group's BatchNorm is the new module: freezing it by group reaches the live layer.
+    set_train_mode(model, synced, {synced[-1].name}, bn_mode="train")
+    assert not model.bn1.training and model.fc.training

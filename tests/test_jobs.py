@@ -156,9 +156,12 @@ def test_a_listener_failing_after_fit_marks_the_run_failed_not_running(class_fol
 
     job = Job(tiny_config(class_folder, epochs=1), RunStore(tmp_path / "runs"), callbacks=[RaisesAtFitEnd()])
     job.run()
-    assert job.status == "failed" and "listener broke" in job.error
+    log_txt = Path(job.run_dir).resolve() / "log.txt"
+    assert job.status == "failed" and job.error == f"internal error, details in {log_txt}"
+    assert job.snapshot()["internal_error"] is True
+    assert "RuntimeError: listener broke" in log_txt.read_text() and "Traceback" in log_txt.read_text()
     status = json.loads((Path(job.run_dir) / "status.json").read_text())
-    assert status["status"] == "failed"
+    assert status["status"] == "failed" and status["message"] == job.error
 
 
 def test_a_stop_during_the_dataset_scan_creates_no_run_folder(class_folder, tmp_path):

@@ -44,3 +44,49 @@ def test_a_bad_value_is_a_message_not_an_exception(tmp_path):
     values[form["epochs"]], values[form["groups"]] = 0, ["head"]
     text, error = collect(values)
     assert text == "" and "epochs must be" in error
+
+
+def test_the_job_trains_the_split_the_data_step_showed_whatever_the_training_seed(tmp_path):
+    import threading
+
+    from conftest import make_class_folder
+
+    from ftui.callbacks import Callback, CancelFit
+    from ftui.data import load_dataset
+    from ftui.jobs import run_training
+    from ftui.runs import RunStore, load_run
+    from ftui.ui.data_step import SPLIT_SEED, load
+
+    data = make_class_folder(tmp_path / "data", per_class=10, size=24)
+    demo, ctx = build_app(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=data))
+    shown = load(ctx, str(data), 0.3)  # what the Data step loaded and showed
+    files = {split: sorted(i.path for i in shown.split(split)) for split in ("train", "val")}
+    seed = 7
+    other = load_dataset(str(data), val_fraction=0.3, seed=seed)
+    assert sorted(i.path for i in other.split("val")) != files["val"]  # the training seed alone splits otherwise
+
+    fns = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "start_training"]
+    start = fns[0].fn
+    config = TrainConfig(seed=seed, val_fraction=0.3, backbone="mobilenet_v3_small", weights="none",
+                         image_size=32, batch_size=8, epochs=1, train_groups="head", recipe="plain")
+    job_id, message = start(config.to_json(), str(data), "owner-a")
+    assert message == "", message
+    job = ctx.jobs.get(job_id)
+    assert job.wait(180) and job.status == "done", job.snapshot()
+    run = load_run(job.run_dir)
+    assert run.config.seed == seed and run.config.split_seed == SPLIT_SEED
+    evaluation = json.loads((run.path / "evaluation.json").read_text())
+    assert evaluation["num_items"] == len(files["val"])
+
+    class Capture(Callback):
+        """The train and val files the job's own loading code hands the trainer (then stops)."""
+
+        def on_fit_start(self, info):
+            data = info["trainer"].data
+            self.files = {"train": sorted(i.path for i in data.train_items),
+                          "val": sorted(i.path for i in data.val_items)}
+            raise CancelFit("seen enough")
+
+    capture = Capture()
+    run_training(run.config, RunStore(tmp_path / "again"), threading.Event(), callbacks=[capture])
+    assert capture.files == files

@@ -5,11 +5,11 @@ same findings as JSON, pandas DataFrames and a terminal table. Findings are hint
 """
 
 from ftui.doctor.cli import add_cli_arguments, run_cli
-from ftui.doctor.core import DEFAULT_BACKBONE, Limits, backbone_features, check
+from ftui.doctor.core import DEFAULT_BACKBONE, CheckOptions, Limits, backbone_features, check
 from ftui.doctor.labels import colour_histogram_features
 from ftui.doctor.report import CheckResult, DoctorError, Report
 
 __all__ = [
-    "DEFAULT_BACKBONE", "CheckResult", "DoctorError", "Limits", "Report", "add_cli_arguments",
+    "DEFAULT_BACKBONE", "CheckOptions", "CheckResult", "DoctorError", "Limits", "Report", "add_cli_arguments",
     "backbone_features", "check", "colour_histogram_features", "run_cli",
 ]

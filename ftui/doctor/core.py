@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,31 +127,36 @@ def _load(source: Any, val_fraction: float, seed: int, workdir: str | None, prog
         raise DoctorError(str(exc)) from None
 
 
-def check(
-    source: Any,
-    *,
-    labels: bool = True,
-    backbone: str = DEFAULT_BACKBONE,
-    weights: str = "imagenet",
-    feature_fn: FeatureFn | None = None,
-    feature_name: str = "custom features",
-    limits: Limits | None = None,
-    progress: Callable[[float, str], None] | None = None,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    workdir: str | None = None,
-) -> Report:
+@dataclass
+class CheckOptions:
+    """How `check` runs. The label check uses `feature_fn` when given, else the pretrained `backbone` with
+    `weights`; `labels=False` skips it. `val_fraction`, `seed` and `workdir` apply when loading from a path."""
+
+    labels: bool = True
+    backbone: str = DEFAULT_BACKBONE
+    weights: str = "imagenet"
+    feature_fn: FeatureFn | None = None
+    feature_name: str = "custom features"
+    limits: Limits = field(default_factory=Limits)
+    val_fraction: float = 0.2
+    seed: int = 0
+    workdir: str | None = None
+
+
+def check(source: Any, options: CheckOptions | None = None,
+          progress: Callable[[float, str], None] | None = None, **overrides: Any) -> Report:
     """Run every check on a dataset (folder, .zip, CSV or a loaded Dataset) and return the Report.
 
-    The label check uses `feature_fn` when given, else the pretrained `backbone` with `weights`;
-    `labels=False` skips it.
+    `overrides` are CheckOptions fields (`check(root, labels=False)`), applied on top of `options`.
     """
-    limits = limits or Limits()
+    o = replace(options or CheckOptions(), **overrides)
+    labels, backbone, weights, limits = o.labels, o.backbone, o.weights, o.limits or Limits()
+    feature_fn, feature_name = o.feature_fn, o.feature_name
     say = progress or (lambda fraction, message: None)
     start = time.perf_counter()
     timings: dict[str, float] = {}
     say(0.0, "loading dataset")
-    dataset = _load(source, val_fraction, seed, workdir, lambda f, m: say(0.3 * f, m))
+    dataset = _load(source, o.val_fraction, o.seed, o.workdir, lambda f, m: say(0.3 * f, m))
     classes = list(dataset.classes)
     timings["load"] = time.perf_counter() - start
 

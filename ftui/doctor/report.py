@@ -9,12 +9,14 @@ from typing import Any
 
 import pandas as pd
 
+from ftui.errors import FtuiError
+
 SEVERITIES = ("ok", "warning", "error")
 # Row levels inside a check's table; "info" rows are worth knowing but need no action.
 LEVELS = ("info", "warning", "error")
 
 
-class DoctorError(ValueError):
+class DoctorError(FtuiError):
     """The doctor cannot run on this input; the message says what to change."""
 
 

@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
+from ftui.errors import FtuiError
 from ftui.ui.paths import is_inside
 
 MAX_JOBS_PER_OWNER = 2  # one running + one waiting
@@ -31,7 +32,7 @@ DOWNLOAD_PREFIX = "ftui-dl-"
 DOWNLOAD_TTL_S = 3600.0
 
 
-class InputError(ValueError):
+class InputError(FtuiError):
     """An API input of the wrong type or out of range; the message names the field and the allowed range."""
 
 
@@ -145,7 +146,7 @@ def parse_size(text: str) -> int:
     """'500mb', '2GB', '1.5g', '1048576' -> bytes (binary units); ValueError for anything else."""
     match = _SIZE.match(str(text))
     if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 500mb or 2gb)")
+        raise InputError(f"not a size: {text!r} (use e.g. 500mb or 2gb)")
     unit = (match.group(2) or "").lower()[:1]
     return int(float(match.group(1)) * _UNITS[unit])
 

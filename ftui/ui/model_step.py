@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from ftui.config import ConfigError
 from ftui.ui.charts import format_count
 from ftui.ui.context import AppContext
 from ftui.ui.presets import WEIGHTS_CHOICES, WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE, image_size_for
@@ -135,7 +136,7 @@ def train_groups_spec(selected: list[str], all_groups: list[str]) -> str:
     """The TrainConfig.train_groups string for the ticked layer groups."""
     chosen = [g for g in all_groups if g in set(selected or [])]
     if not chosen:
-        raise ValueError("tick at least one layer group to train (the head is the usual choice)")
+        raise ConfigError("tick at least one layer group to train (the head is the usual choice)")
     if chosen == ["head"]:
         return "head"
     if chosen == all_groups:
@@ -151,45 +152,60 @@ def params_markdown(groups: list[tuple[str, int]], total: int, selected: list[st
             f"{format_count(total)} parameters ({share:.1%})</div>")
 
 
-def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
-    """Lay out the Model step and wire its live updates."""
+def _choice_column(ctx: AppContext) -> dict[str, Any]:
+    """The left column: backbone, its facts, input resolution and the starting weights."""
     from ftui.backbones import backbone_info, list_backbones
 
     start = ctx.settings.demo_backbone
-    gr.Markdown("A **backbone** pretrained on ImageNet already knows edges, textures and shapes; a new head "
-                "learns your classes. Small models train fastest on a CPU.", elem_classes="ftui-help")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            with gr.Row():
-                backbone = gr.Dropdown(list_backbones(), value=start, label="Backbone", scale=3)
-                show_all = gr.Checkbox(label="All torchvision models", value=False, scale=1)
-            info = gr.Markdown(info_markdown(start), elem_classes="ftui-card")
-            first = backbone_info(start)
-            image_size = gr.Slider(first.min_input_size, 512, value=ctx.settings.demo_image_size, step=8,
-                                   label="Input resolution (px)", elem_id="ftui-image-size",
-                                   info="Smaller is faster; the backbone's native size is usually most accurate.")
-            weights = gr.Radio(WEIGHTS_CHOICES, value=default_weights_choice(start), label="Starting weights")
-            note = gr.Markdown(weights_note(start), elem_classes="ftui-note")
-            with gr.Group(visible=False) as file_group:
-                weights_file = gr.File(label="Upload a weights file (.pth / .pt, a state_dict)",
-                                       file_types=[".pth", ".pt", ".bin"], height=110)
-                weights_path = gr.Textbox(label="...or a weights file on the server (under --data-root)",
-                                          interactive=ctx.settings.data_root is not None)
-            # Offline the button could only fail: the note already says where to put the file instead.
-            download = gr.Button("Download ImageNet weights", size="sm",
-                                 visible=not first.weights_cached and online())
-        with gr.Column(scale=2):
-            groups_box = gr.CheckboxGroup(label="Layer groups to train (input → output; unticked = frozen)")
-            with gr.Row():
-                head_only = gr.Button("Head only", size="sm")
-                all_layers = gr.Button("All layers", size="sm")
-                last_n = gr.Number(value=2, minimum=1, precision=0, label="N", scale=0, min_width=70)
-                last_button = gr.Button("Last N groups", size="sm")
-            params = gr.HTML()
+    first = backbone_info(start)
+    c: dict[str, Any] = {}
+    with gr.Row():
+        c["backbone"] = gr.Dropdown(list_backbones(), value=start, label="Backbone", scale=3)
+        c["show_all"] = gr.Checkbox(label="All torchvision models", value=False, scale=1)
+    c["info"] = gr.Markdown(info_markdown(start), elem_classes="ftui-card")
+    c["image_size"] = gr.Slider(first.min_input_size, 512, value=ctx.settings.demo_image_size, step=8,
+                                label="Input resolution (px)", elem_id="ftui-image-size",
+                                info="Smaller is faster; the backbone's native size is usually most accurate.")
+    c["weights"] = gr.Radio(WEIGHTS_CHOICES, value=default_weights_choice(start), label="Starting weights")
+    c["note"] = gr.Markdown(weights_note(start), elem_classes="ftui-note")
+    with gr.Group(visible=False) as c["file_group"]:
+        c["weights_file"] = gr.File(label="Upload a weights file (.pth / .pt, a state_dict)",
+                                    file_types=[".pth", ".pt", ".bin"], height=110)
+        c["weights_path"] = gr.Textbox(label="...or a weights file on the server (under --data-root)",
+                                       interactive=ctx.settings.data_root is not None)
+    # Offline the button could only fail: the note already says where to put the file instead.
+    c["download"] = gr.Button("Download ImageNet weights", size="sm", visible=not first.weights_cached and online())
+    return c
 
-    def refresh(name: str, source_path: str, selected: list[str] | None, preset: str | None = None,
-                weights_choice: str | None = None):
-        groups, total = structure(ctx, name, num_classes_fn(source_path))
+
+def _groups_column() -> dict[str, Any]:
+    """The right column: the layer groups to train, quick presets and the trainable-parameter count."""
+    c: dict[str, Any] = {}
+    c["groups"] = gr.CheckboxGroup(label="Layer groups to train (input → output; unticked = frozen)")
+    with gr.Row():
+        c["head_only"] = gr.Button("Head only", size="sm")
+        c["all_layers"] = gr.Button("All layers", size="sm")
+        c["last_n"] = gr.Number(value=2, minimum=1, precision=0, label="N", scale=0, min_width=70)
+        c["last_button"] = gr.Button("Last N groups", size="sm")
+    c["params"] = gr.HTML()
+    return c
+
+
+def file_group_visible(choice: str):
+    """The weights-file inputs show only for the "file" choice."""
+    return gr.update(visible=choice == WEIGHTS_FILE)
+
+
+class _Handlers:
+    """The Model step's live updates, sharing the app context and the dataset's class count."""
+
+    def __init__(self, ctx: AppContext, num_classes_fn) -> None:
+        self.ctx = ctx
+        self.num_classes = num_classes_fn  # source path -> number of classes
+
+    def refresh(self, name: str, source_path: str, selected: list[str] | None, preset: str | None = None):
+        """The layer-group choices for a backbone, ticked by preset ("head"/"all") or kept when still valid."""
+        groups, total = structure(self.ctx, name, self.num_classes(source_path))
         names = [g for g, _ in groups]
         if preset is None and (not selected or not set(selected) <= set(names)):
             # Every layer: random features must learn; pretrained ones are fine-tuned after the head is fitted
@@ -200,46 +216,59 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
         labels = [(f"{g}  ·  {format_count(n)}", g) for g, n in groups]
         return gr.update(choices=labels, value=selected), params_markdown(groups, total, selected)
 
-    def size_update(name: str, source_path: str, weights_choice: str):
+    def head_only(self, name: str, source_path: str, selected: list[str] | None):
+        return self.refresh(name, source_path, selected, "head")
+
+    def all_layers(self, name: str, source_path: str, selected: list[str] | None):
+        return self.refresh(name, source_path, selected, "all")
+
+    def size_update(self, name: str, source_path: str, weights_choice: str):
         """The preselected resolution: the demo from scratch stays small, everything else goes native."""
+        from ftui.backbones import backbone_info
+
         info_b = backbone_info(name)
-        size = image_size_for(weights_choice, is_demo(source_path), info_b.input_size, info_b.min_input_size,
-                              ctx.settings.demo_image_size)
+        demo = str(source_path) == str(self.ctx.demo_source())
+        size = image_size_for(weights_choice, demo, info_b.input_size, info_b.min_input_size,
+                              self.ctx.settings.demo_image_size)
         return gr.update(minimum=info_b.min_input_size, value=size, interactive=not info_b.fixed_input_size)
 
-    def is_demo(source_path: str) -> bool:
-        return str(source_path) == str(ctx.demo_source())
+    def on_backbone(self, name: str, source_path: str):
+        from ftui.backbones import backbone_info
 
-    def on_backbone(name: str, source_path: str):
         info_b = backbone_info(name)
         choice = default_weights_choice(name)
-        box, counts = refresh(name, source_path, None, weights_choice=choice)
-        return (info_markdown(name), weights_note(name), choice, size_update(name, source_path, choice),
+        box, counts = self.refresh(name, source_path, None)
+        return (info_markdown(name), weights_note(name), choice, self.size_update(name, source_path, choice),
                 gr.update(visible=not info_b.weights_cached and online()), box, counts)
 
-    def on_weights(name: str, source_path: str, selected: list[str], choice: str):
-        box, counts = refresh(name, source_path, selected, "all")
-        return box, counts, size_update(name, source_path, choice)
+    def on_weights(self, name: str, source_path: str, selected: list[str], choice: str):
+        box, counts = self.refresh(name, source_path, selected, "all")
+        return box, counts, self.size_update(name, source_path, choice)
 
-    def on_source(name: str, source_path: str, selected: list[str], choice: str):
+    def on_source(self, name: str, source_path: str, selected: list[str] | None, choice: str):
         # Your own data gets the backbone's native resolution; the demo keeps its small, fast one.
-        box, counts = refresh(name, source_path, selected, weights_choice=choice)
-        return box, counts, size_update(name, source_path, choice)
+        box, counts = self.refresh(name, source_path, selected)
+        return box, counts, self.size_update(name, source_path, choice)
 
-    def on_groups(name: str, source_path: str, selected: list[str]):
-        groups, total = structure(ctx, name, num_classes_fn(source_path))
+    def on_load(self, name: str, source_path: str, choice: str):
+        return self.on_source(name, source_path, None, choice)
+
+    def on_groups(self, name: str, source_path: str, selected: list[str]):
+        groups, total = structure(self.ctx, name, self.num_classes(source_path))
         return params_markdown(groups, total, selected)
 
-    def preset_last(name: str, source_path: str, n: float):
-        groups, total = structure(ctx, name, num_classes_fn(source_path))
+    def preset_last(self, name: str, source_path: str, n: float):
+        groups, total = structure(self.ctx, name, self.num_classes(source_path))
         names = [g for g, _ in groups]
         chosen = names[-max(1, min(int(n or 1), len(names))):]
         return gr.update(value=chosen), params_markdown(groups, total, chosen)
 
-    def on_show_all(everything: bool, name: str):
+    def on_show_all(self, everything: bool, name: str):
+        from ftui.backbones import list_backbones
+
         return gr.update(choices=list_backbones(all=everything), value=name)
 
-    def download_weights(name: str, progress=PROGRESS):
+    def download_weights(self, name: str, progress=PROGRESS):
         from ftui.weights import download_imagenet
 
         try:
@@ -248,7 +277,7 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
             return f"**Download failed:** {exc}", gr.skip(), gr.skip()
         return weights_note(name), WEIGHTS_IMAGENET, gr.update(visible=False)
 
-    def on_weights_file(name: str, source_path: str, uploaded: str | None, server_path: str):
+    def on_weights_file(self, name: str, source_path: str, uploaded: str | None, server_path: str):
         """Check an uploaded (or server) weights file against the backbone as soon as it is chosen."""
         from ftui.ui.paths import resolve_under
 
@@ -256,30 +285,41 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
             if uploaded:
                 path = uploaded
             elif server_path and server_path.strip():
-                roots = [ctx.settings.data_root] if ctx.settings.data_root else []
+                roots = [self.ctx.settings.data_root] if self.ctx.settings.data_root else []
                 path = str(resolve_under(server_path, roots, what="weights file"))
             else:
                 return weights_note(name)
         except ValueError as exc:
             return f"**Cannot use that file:** {exc}"
-        return file_fit_note(name, path, num_classes_fn(source_path))
+        return file_fit_note(name, path, self.num_classes(source_path))
 
+
+def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
+    """Lay out the Model step and wire its live updates."""
+    gr.Markdown("A **backbone** pretrained on ImageNet already knows edges, textures and shapes; a new head "
+                "learns your classes. Small models train fastest on a CPU.", elem_classes="ftui-help")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            c = _choice_column(ctx)
+        with gr.Column(scale=2):
+            c.update(_groups_column())
+    h = _Handlers(ctx, num_classes_fn)
     private = {"api_visibility": "private"}
-    weights_file.change(on_weights_file, [backbone, source, weights_file, weights_path], note, **private)
-    weights_path.submit(on_weights_file, [backbone, source, weights_file, weights_path], note, **private)
-    backbone.change(on_backbone, [backbone, source],
-                    [info, note, weights, image_size, download, groups_box, params], **private)
-    show_all.change(on_show_all, [show_all, backbone], backbone, **private)
-    groups_box.input(on_groups, [backbone, source, groups_box], params, **private)
-    head_only.click(lambda b, s, g: refresh(b, s, g, "head"), [backbone, source, groups_box],
-                    [groups_box, params], **private)
-    all_layers.click(lambda b, s, g: refresh(b, s, g, "all"), [backbone, source, groups_box],
-                     [groups_box, params], **private)
-    last_button.click(preset_last, [backbone, source, last_n], [groups_box, params], **private)
-    weights.change(lambda w: gr.update(visible=w == WEIGHTS_FILE), weights, file_group, **private)
-    weights.input(on_weights, [backbone, source, groups_box, weights], [groups_box, params, image_size], **private)
-    download.click(download_weights, backbone, [note, weights, download], **private)
-    source.change(on_source, [backbone, source, groups_box, weights], [groups_box, params, image_size], **private)
-    return ModelView(backbone, image_size, weights, weights_file, weights_path, groups_box,
-                     on_load=lambda b, source_path, w: on_source(b, source_path, None, w),
-                     load_inputs=[backbone, source, weights], load_outputs=[groups_box, params, image_size])
+    backbone, weights, groups, params = c["backbone"], c["weights"], c["groups"], c["params"]
+    file_inputs = [backbone, source, c["weights_file"], c["weights_path"]]
+    c["weights_file"].change(h.on_weights_file, file_inputs, c["note"], **private)
+    c["weights_path"].submit(h.on_weights_file, file_inputs, c["note"], **private)
+    backbone.change(h.on_backbone, [backbone, source],
+                    [c["info"], c["note"], weights, c["image_size"], c["download"], groups, params], **private)
+    c["show_all"].change(h.on_show_all, [c["show_all"], backbone], backbone, **private)
+    groups.input(h.on_groups, [backbone, source, groups], params, **private)
+    c["head_only"].click(h.head_only, [backbone, source, groups], [groups, params], **private)
+    c["all_layers"].click(h.all_layers, [backbone, source, groups], [groups, params], **private)
+    c["last_button"].click(h.preset_last, [backbone, source, c["last_n"]], [groups, params], **private)
+    weights.change(file_group_visible, weights, c["file_group"], **private)
+    weights.input(h.on_weights, [backbone, source, groups, weights], [groups, params, c["image_size"]], **private)
+    c["download"].click(h.download_weights, backbone, [c["note"], weights, c["download"]], **private)
+    source.change(h.on_source, [backbone, source, groups, weights], [groups, params, c["image_size"]], **private)
+    return ModelView(backbone, c["image_size"], weights, c["weights_file"], c["weights_path"], groups,
+                     on_load=h.on_load, load_inputs=[backbone, source, weights],
+                     load_outputs=[groups, params, c["image_size"]])

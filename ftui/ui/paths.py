@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ftui.errors import FtuiError
 
-class PathNotAllowedError(ValueError):
+
+class PathNotAllowedError(FtuiError):
     """A path outside every folder the operator allowed, or one that does not exist."""
 
 

@@ -160,108 +160,137 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript"))
 
 
-def build(ctx: AppContext) -> PredictView:
-    """Lay out the Predict step."""
+def _controls_column(ctx: AppContext) -> dict[str, Any]:
+    """The left column: run picker, image sources, examples, top k and the model downloads."""
     from ftui.ui.results_step import run_choices
 
-    gr.Markdown("Try a run on new images: drop files, click one of the run's own validation images, or use a "
-                "webcam. The heat map shows which part of the image decided the answer.", elem_classes="ftui-help")
+    c: dict[str, Any] = {}
+    with gr.Row():
+        c["run"] = gr.Dropdown(run_choices(ctx), label="Run", scale=4, elem_id="ftui-predict-run",
+                               allow_custom_value=True)
+        c["refresh"] = gr.Button("↻", size="sm", scale=0, min_width=40)
+    with gr.Tabs():
+        with gr.Tab("Files"):
+            c["images"] = gr.File(label="Images", file_count="multiple", file_types=["image"], height=140,
+                                  elem_id="ftui-predict-files")
+            c["button"] = gr.Button("Predict", variant="primary", elem_id="ftui-predict")
+        with gr.Tab("Webcam", elem_id="ftui-webcam-tab"):
+            c["webcam"] = gr.Image(sources=["webcam"], type="pil", label="Take a photo", height=260,
+                                   elem_id="ftui-webcam")
+        with gr.Tab("Live", elem_id="ftui-live-tab"):
+            c["live"] = gr.Image(sources=["webcam"], type="pil", streaming=True, height=260,
+                                 label="Live: predicts about twice a second", elem_id="ftui-live")
+    c["examples"] = gr.Gallery(label="Examples from this run's validation images: click one", columns=6,
+                               height=170, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
+    c["top_k"] = gr.Slider(1, 10, value=3, step=1, label="Top k")
+    c["error"] = gr.Markdown(elem_classes="ftui-error")
+    with gr.Accordion("Download the model", open=False):
+        gr.Markdown("`.pt`: the checkpoint (`torch.load(weights_only=True)`). `.pt2`: a torch.export "
+                    "program that runs without ftui. `.onnx`: for onnxruntime and other runtimes.",
+                    elem_classes="ftui-note")
+        c["model_file"] = gr.DownloadButton("Download the checkpoint (.pt)", visible=False,
+                                            elem_id="ftui-download-pt")
+        with gr.Row():
+            c["pt2_button"] = gr.Button("Export .pt2", size="sm", elem_id="ftui-export-pt2")
+            c["onnx_button"] = gr.Button("Export .onnx", size="sm", visible=onnx_available(),
+                                         elem_id="ftui-export-onnx")
+        c["export_note"] = gr.Markdown(elem_classes="ftui-note")
+        c["export_file"] = gr.DownloadButton("Download", visible=False, elem_id="ftui-export-file")
+    return c
+
+
+def _results_column() -> dict[str, Any]:
+    """The right column: the verdict, top labels, Grad-CAM, and every image's result."""
+    c: dict[str, Any] = {}
+    c["verdict"] = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-verdict")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320):
-            with gr.Row():
-                run = gr.Dropdown(run_choices(ctx), label="Run", scale=4, elem_id="ftui-predict-run",
-                                  allow_custom_value=True)
-                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
-            with gr.Tabs():
-                with gr.Tab("Files"):
-                    images = gr.File(label="Images", file_count="multiple", file_types=["image"], height=140,
-                                     elem_id="ftui-predict-files")
-                    button = gr.Button("Predict", variant="primary", elem_id="ftui-predict")
-                with gr.Tab("Webcam", elem_id="ftui-webcam-tab"):
-                    webcam = gr.Image(sources=["webcam"], type="pil", label="Take a photo", height=260,
-                                      elem_id="ftui-webcam")
-                with gr.Tab("Live", elem_id="ftui-live-tab"):
-                    live = gr.Image(sources=["webcam"], type="pil", streaming=True, height=260,
-                                    label="Live: predicts about twice a second", elem_id="ftui-live")
-            examples = gr.Gallery(label="Examples from this run's validation images: click one", columns=6,
-                                  height=170, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
-            top_k = gr.Slider(1, 10, value=3, step=1, label="Top k")
-            error = gr.Markdown(elem_classes="ftui-error")
-            with gr.Accordion("Download the model", open=False):
-                gr.Markdown("`.pt`: the checkpoint (`torch.load(weights_only=True)`). `.pt2`: a torch.export "
-                            "program that runs without ftui. `.onnx`: for onnxruntime and other runtimes.",
-                            elem_classes="ftui-note")
-                model_file = gr.DownloadButton("Download the checkpoint (.pt)", visible=False,
-                                               elem_id="ftui-download-pt")
-                with gr.Row():
-                    pt2_button = gr.Button("Export .pt2", size="sm", elem_id="ftui-export-pt2")
-                    onnx_button = gr.Button("Export .onnx", size="sm", visible=onnx_available(),
-                                            elem_id="ftui-export-onnx")
-                export_note = gr.Markdown(elem_classes="ftui-note")
-                export_file = gr.DownloadButton("Download", visible=False, elem_id="ftui-export-file")
-        with gr.Column(scale=3, min_width=420):
-            verdict = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-verdict")
-            with gr.Row(equal_height=False):
-                label = gr.Label(label="Top predictions", elem_id="ftui-label", scale=1)
-                overlay = gr.Image(label="Where the model looked (Grad-CAM)", type="pil", height=OVERLAY,
-                                   width=OVERLAY, interactive=False, elem_id="ftui-gradcam", scale=1)
-            gallery = gr.Gallery(label="All images (top-1 label, heat map)", columns=6, height=240,
-                                 object_fit="cover")
-            table = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
-            csv_file = gr.File(label="Predictions as CSV", visible=False)
+        c["label"] = gr.Label(label="Top predictions", elem_id="ftui-label", scale=1)
+        c["overlay"] = gr.Image(label="Where the model looked (Grad-CAM)", type="pil", height=OVERLAY,
+                                width=OVERLAY, interactive=False, elem_id="ftui-gradcam", scale=1)
+    c["gallery"] = gr.Gallery(label="All images (top-1 label, heat map)", columns=6, height=240,
+                              object_fit="cover")
+    c["table"] = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
+    c["csv_file"] = gr.File(label="Predictions as CSV", visible=False)
+    return c
 
-    private = {"api_visibility": "private"}
-    single = [error, label, verdict, overlay]
 
-    def on_run(run_id: str, request: gr.Request):
+class _Handlers:
+    """The Predict step's event handlers (the app's predict and export API endpoints among them)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def on_run(self, run_id: str, request: gr.Request):
         """The run's own val images as examples and its checkpoint download."""
         from ftui.export import named_checkpoint
 
         if not run_id:
             return gr.update(value=[]), gr.update(visible=False)
         try:
-            picked = run_examples(ctx, run_id, session_of(request))
-            checkpoint = gr.update(value=download(named_checkpoint(run_folder_path(ctx, run_id))), visible=True)
+            picked = run_examples(self.ctx, run_id, session_of(request))
+            checkpoint = gr.update(value=download(named_checkpoint(run_folder_path(self.ctx, run_id))),
+                                   visible=True)
         except (ValueError, OSError) as exc:
             log.warning("examples for %s: %s", run_id, exc)
             return gr.update(value=[]), gr.update(visible=False)
         return [(_thumb(p), f"{c}") for p, c in picked], checkpoint
 
-    def on_example(run_id: str, k: float, evt: gr.SelectData, request: gr.Request):
+    def on_example(self, run_id: str, k: float, evt: gr.SelectData, request: gr.Request):
         """Predict the clicked example (looked up on the server: the browser only sends an index)."""
-        picked = run_examples(ctx, run_id, session_of(request)) if run_id else []
+        picked = run_examples(self.ctx, run_id, session_of(request)) if run_id else []
         if not 0 <= evt.index < len(picked):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return predict_single(ctx, run_id, picked[evt.index][0], int(k))
+        return predict_single(self.ctx, run_id, picked[evt.index][0], int(k))
 
-    def predict(run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
+    def predict(self, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
         """Top-k labels with probabilities for each image, Grad-CAM, a CSV of them, and the run's checkpoint."""
-        return predict_files(ctx, run_id, files, k, progress)
+        return predict_files(self.ctx, run_id, files, k, progress)
 
-    def predict_image(run_id: str, image, k: float):
+    def predict_image(self, run_id: str, image, k: float):
         """Top-k labels, the confidence in words and a Grad-CAM overlay for one image."""
-        return predict_single(ctx, run_id, image, k)
+        return predict_single(self.ctx, run_id, image, k)
 
-    def export_pt2(run_id: str, progress=PROGRESS):
+    def export_pt2(self, run_id: str, progress=PROGRESS):
         """The run as a torch.export program (.pt2), checked against PyTorch on its val images."""
-        return export_download(ctx, run_id, "pt2", progress)
+        return export_download(self.ctx, run_id, "pt2", progress)
 
-    def export_onnx(run_id: str, progress=PROGRESS):
+    def export_onnx(self, run_id: str, progress=PROGRESS):
         """The run as ONNX, checked with onnxruntime against PyTorch on its val images."""
-        return export_download(ctx, run_id, "onnx", progress)
+        return export_download(self.ctx, run_id, "onnx", progress)
 
-    outputs = [error, label, verdict, overlay, gallery, table, csv_file, model_file]
-    button.click(predict, [run, images, top_k], outputs, api_name="predict", concurrency_id="heavy")
-    examples.select(on_example, [run, top_k], single, concurrency_id="heavy", **private)
-    webcam.change(predict_image, [run, webcam, top_k], single, api_name="predict_image", concurrency_id="heavy")
-    live.stream(predict_image, [run, live, top_k], single, stream_every=0.5, time_limit=120,
-                concurrency_limit=4, **private)
-    pt2_button.click(export_pt2, run, [export_note, export_file], api_name="export_pt2", concurrency_id="heavy")
-    onnx_button.click(export_onnx, run, [export_note, export_file], api_name="export_onnx",
-                      concurrency_id="heavy")
-    run.change(on_run, run, [examples, model_file], **private)
-    refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, **private)
-    return PredictView(run=run, examples=examples, on_run=on_run, run_outputs=[examples, model_file])
+    def run_list(self):
+        from ftui.ui.results_step import run_choices
+
+        return gr.update(choices=run_choices(self.ctx))
+
+
+def build(ctx: AppContext) -> PredictView:
+    """Lay out the Predict step and wire predict, examples, webcam, live and the exports."""
+    gr.Markdown("Try a run on new images: drop files, click one of the run's own validation images, or use a "
+                "webcam. The heat map shows which part of the image decided the answer.", elem_classes="ftui-help")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            c = _controls_column(ctx)
+        with gr.Column(scale=3, min_width=420):
+            c.update(_results_column())
+    h = _Handlers(ctx)
+    private = {"api_visibility": "private"}
+    run, top_k = c["run"], c["top_k"]
+    single = [c[k] for k in ("error", "label", "verdict", "overlay")]
+    outputs = single + [c[k] for k in ("gallery", "table", "csv_file", "model_file")]
+    export_outputs = [c["export_note"], c["export_file"]]
+    c["button"].click(h.predict, [run, c["images"], top_k], outputs, api_name="predict", concurrency_id="heavy")
+    c["examples"].select(h.on_example, [run, top_k], single, concurrency_id="heavy", **private)
+    c["webcam"].change(h.predict_image, [run, c["webcam"], top_k], single, api_name="predict_image",
+                       concurrency_id="heavy")
+    c["live"].stream(h.predict_image, [run, c["live"], top_k], single, stream_every=0.5, time_limit=120,
+                     concurrency_limit=4, **private)
+    c["pt2_button"].click(h.export_pt2, run, export_outputs, api_name="export_pt2", concurrency_id="heavy")
+    c["onnx_button"].click(h.export_onnx, run, export_outputs, api_name="export_onnx", concurrency_id="heavy")
+    run.change(h.on_run, run, [c["examples"], c["model_file"]], **private)
+    c["refresh"].click(h.run_list, None, run, **private)
+    return PredictView(run=run, examples=c["examples"], on_run=h.on_run,
+                       run_outputs=[c["examples"], c["model_file"]])
 
 
 def run_folder_path(ctx: AppContext, run_id: str) -> Path:

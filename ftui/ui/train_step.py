@@ -20,11 +20,11 @@ from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainCon
 from ftui.stats import wilson_interval
 from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, progress_html
 from ftui.ui.context import AppContext
+from ftui.ui.data_step import SPLIT_SEED
 from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
-from ftui.ui.train_resume import owner_stamp, resume_run
 from ftui.ui.train_resume import owner_stamp, resume_run
 
 FINISHED = ("done", "stopped", "failed")
@@ -341,8 +341,9 @@ class _Handlers:
         try:
             token(owner_token)
             cfg = TrainConfig.from_json(config)
-            # The data and runs folder are the server's choice, never the caller's.
-            cfg = cfg.replace(data=source_path, runs_dir=str(self.ctx.settings.runs_dir))
+            # The data and runs folder are the server's choice, never the caller's; the split is the one the
+            # Data step showed (its seed, whatever the training seed).
+            cfg = cfg.replace(data=source_path, runs_dir=str(self.ctx.settings.runs_dir), split_seed=SPLIT_SEED)
             check_weights(self.ctx, cfg.weights, session_of(request))
             cfg.validate()
             owner_quota(self.ctx.jobs.jobs(), self.ctx.owners, owner_token)
@@ -366,7 +367,8 @@ class _Handlers:
             return ("**A run is training on this machine:** find the learning rate when it has finished "
                     "(both would compete for the CPU)."), gr.skip(), gr.skip()
         try:
-            cfg = TrainConfig.from_json(config).replace(data=source_path, runs_dir=str(self.ctx.settings.runs_dir))
+            cfg = TrainConfig.from_json(config).replace(data=source_path, runs_dir=str(self.ctx.settings.runs_dir),
+                                                        split_seed=SPLIT_SEED)
             check_weights(self.ctx, cfg.weights, session_of(request))
             cfg.validate()
             dataset = load(self.ctx, source_path, cfg.val_fraction)  # the split the Data step showed

@@ -14,13 +14,14 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
+from ftui.errors import FtuiError
 from ftui.ui.paths import is_inside
 
 MAX_FILES = 50_000
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 
 
-class UploadError(ValueError):
+class UploadError(FtuiError):
     """An upload that cannot become a dataset folder; the message says why."""
 
 
