@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftui import csvfixes
 from ftui.data import _SPLIT_NAMES
 from ftui.errors import FtuiError
 from ftui.images import REMOVED_DIR, is_ignored
@@ -44,6 +45,9 @@ class FixResult:
     @property
     def message(self) -> str:
         op, n = self.entry["op"], len(self.entry["moves"])
+        if Path(self.root).suffix.lower() == ".csv":
+            kept = f"; {Path(self.copied_from).name} is kept as it was" if self.copied_from else ""
+            return f"{op}: {n} row{'s' if n != 1 else ''} changed in {Path(self.root).name}{kept}"
         where = f" (in an edited copy at {self.root}: the original is read-only)" if self.copied_from else ""
         return f"{op}: {n} file{'s' if n != 1 else ''} moved{where}"
 
@@ -95,7 +99,7 @@ def _move(root: Path, src: Path, dst: Path) -> tuple[str, str]:
 
 def read_journal(root: str | Path) -> list[dict[str, Any]]:
     """Every journal entry, oldest first (lines that do not parse are skipped, never fatal)."""
-    path = Path(root) / JOURNAL
+    path = _journal_file(Path(root))
     if not path.is_file():
         return []
     entries = []
@@ -109,11 +113,16 @@ def read_journal(root: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
+def _journal_file(root: Path) -> Path:
+    """The journal of a dataset folder (inside it) or of a CSV's edited copy (beside it)."""
+    return csvfixes.journal_path(root) if root.suffix.lower() == ".csv" else root / JOURNAL
+
+
 def _append(root: Path, op: str, moves: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
     entries = read_journal(root)
     entry = {"id": max((int(e.get("id", 0)) for e in entries), default=0) + 1, "op": op,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "moves": [list(m) for m in moves], **extra}
-    with open(root / JOURNAL, "a", encoding="utf-8") as out:
+    with open(_journal_file(root), "a", encoding="utf-8") as out:
         out.write(json.dumps(entry) + "\n")
         out.flush()
         os.fsync(out.fileno())
@@ -133,8 +142,7 @@ def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = Fal
         return root, ""
     if workdir is None:
         raise FixError(f"{root} is read-only and no work dir was given for an edited copy")
-    digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
-    copy = Path(workdir).resolve() / "edited" / f"{root.name}-{digest}"
+    copy = edited_copy_path(root, workdir)
     if not copy.is_dir():
         tmp = copy.with_name(copy.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -145,10 +153,68 @@ def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = Fal
     return copy, str(root)
 
 
+def edited_copy_path(root: str | Path, workdir: str | Path) -> Path:
+    """Where the edited copy of a dataset ftui may not (or should not) change lives under the work dir."""
+    root = Path(root).resolve()
+    digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
+    return Path(workdir).resolve() / "edited" / f"{root.name}-{digest}"
+
+
+def current_root(root: str | Path, workdir: str | Path | None = None) -> Path:
+    """The folder holding a dataset's fixed files: its edited copy when fixes made one, else the folder (for a
+    CSV: its edited copy beside it, else the CSV)."""
+    if csvfixes.is_csv(root):
+        edited = csvfixes.edited_path(root)
+        return edited if edited.is_file() else Path(root)
+    if workdir is not None:
+        copy = edited_copy_path(root, workdir)
+        if copy.is_dir():
+            return copy
+    return Path(root)
+
+
+def changes_since(root: str | Path, when: float) -> list[dict[str, Any]]:
+    """Journal entries (undos included) written at or after `when` (epoch seconds; the journal keeps whole
+    seconds, so a change in the same second counts as later: stale rather than wrongly fresh)."""
+    from datetime import datetime
+
+    since = []
+    for entry in read_journal(root):
+        try:
+            stamp = datetime.strptime(entry.get("time", ""), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            stamp = float("inf")  # an unreadable time cannot prove the change is older
+        if stamp >= int(when):
+            since.append(entry)
+    return since
+
+
+def follow_moves(paths: list[str], result: FixResult) -> list[str]:
+    """`paths` (absolute, in the dataset or in the original it was copied from) with the files this change
+    moved replaced by where they are now; other paths unchanged."""
+    if Path(result.root).suffix.lower() == ".csv":
+        return list(paths)  # a CSV fix changes rows, never files
+    moved = {src: dst for src, dst in result.moves}
+    out = []
+    for path in paths:
+        rel = _relative(path, (result.root, result.copied_from))
+        out.append(str(Path(result.root) / moved[rel]) if rel in moved else path)
+    return out
+
+
+def _relative(path: str, bases: tuple[str, ...]) -> str | None:
+    for base in filter(None, bases):
+        try:
+            return str(Path(path).resolve().relative_to(Path(base).resolve()))
+        except ValueError:
+            continue
+    return None
+
+
 def _prepare(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:
     root = Path(root)
     if not root.is_dir():
-        raise FixError(f"fixes apply to a dataset folder; {root} is not one (CSV datasets: not supported yet)")
+        raise FixError(f"fixes apply to a dataset folder or CSV; {root} is neither")
     if workdir is not None and Path(root).resolve().is_relative_to(Path(workdir).resolve() / "edited"):
         copy = False  # already our own copy
     return writable_root(root, workdir, copy)
@@ -167,7 +233,10 @@ def _relocate(path: str | Path, original: str, root: Path) -> Path:
 
 def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | Path | None = None,
           copy: bool = False) -> FixResult:
-    """Move one image into the class folder `new_class` next to its own (same split)."""
+    """Move one image into the class folder `new_class` next to its own (same split); in a CSV dataset,
+    change its row's label."""
+    if csvfixes.is_csv(root):
+        return _csv_fix("relabel", root, path, _check_class_name(new_class))
     base, original = _prepare(root, workdir, copy)
     file = _inside(_relocate(path, original, base), base)
     if not file.is_file():
@@ -183,7 +252,10 @@ def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | P
 
 def remove(root: str | Path, path: str | Path, workdir: str | Path | None = None,
           copy: bool = False) -> FixResult:
-    """Move one image into `_removed/` inside the dataset (same relative path), out of the loader's view."""
+    """Move one image into `_removed/` inside the dataset (same relative path), out of the loader's view; in a
+    CSV dataset, take its row out."""
+    if csvfixes.is_csv(root):
+        return _csv_fix("remove", root, path)
     base, original = _prepare(root, workdir, copy)
     file = _inside(_relocate(path, original, base), base)
     if not file.is_file():
@@ -198,11 +270,14 @@ def remove(root: str | Path, path: str | Path, workdir: str | Path | None = None
 
 def merge(root: str | Path, source_class: str, target_class: str, workdir: str | Path | None = None,
           copy: bool = False) -> FixResult:
-    """Move every image of `source_class` (in every split) into `target_class`; the emptied folder goes."""
-    base, original = _prepare(root, workdir, copy)
+    """Move every image of `source_class` (in every split) into `target_class`; the emptied folder goes. In a
+    CSV dataset, relabel the class's rows."""
     source_class, target_class = _check_class_name(source_class), _check_class_name(target_class)
     if source_class == target_class:
         raise FixError("pick two different classes to merge")
+    if csvfixes.is_csv(root):
+        return _csv_fix("merge", root, source_class, target_class)
+    base, original = _prepare(root, workdir, copy)
     parents = [base] + [d for d in base.iterdir() if d.is_dir() and d.name.lower() in _SPLIT_NAMES]
     folders = [p / source_class for p in parents if (p / source_class).is_dir()]
     if not folders:
@@ -219,13 +294,10 @@ def merge(root: str | Path, source_class: str, target_class: str, workdir: str |
 def undo(root: str | Path, workdir: str | Path | None = None,
           copy: bool = False) -> FixResult:
     """Reverse the newest change that is not undone yet (an undo of an undo is not offered: redo by fixing)."""
+    if csvfixes.is_csv(root):
+        return _csv_fix("undo", root)
     base, original = _prepare(root, workdir, copy)
-    entries = read_journal(base)
-    undone = {e.get("undoes") for e in entries if e["op"] == "undo"}
-    pending = [e for e in entries if e["op"] != "undo" and e["id"] not in undone]
-    if not pending:
-        raise FixError("nothing to undo")
-    last = pending[-1]
+    last = _last_pending(base)
     moves = []
     for src, dst in reversed(last["moves"]):
         moved, back = _inside(Path(dst), base), _inside(Path(src), base)
@@ -235,6 +307,31 @@ def undo(root: str | Path, workdir: str | Path | None = None,
     _tidy_removed(base)
     entry = _append(base, "undo", moves, undoes=last["id"], undid=last["op"])
     return FixResult(str(base), entry, original, moves)
+
+
+def _last_pending(base: Path) -> dict[str, Any]:
+    """The newest journal entry no undo has reversed yet."""
+    entries = read_journal(base)
+    undone = {e.get("undoes") for e in entries if e["op"] == "undo"}
+    pending = [e for e in entries if e["op"] != "undo" and e["id"] not in undone]
+    if not pending:
+        raise FixError("nothing to undo")
+    return pending[-1]
+
+
+def _csv_fix(op: str, root: str | Path, *args: str) -> FixResult:
+    """One change to a CSV dataset's edited copy (ftui.csvfixes), journaled beside it."""
+    try:
+        csv, original = csvfixes.prepare(root)
+        if op == "undo":
+            last = _last_pending(csv)
+            moves, extra = csvfixes.undo(csv, last), {"undoes": last["id"], "undid": last["op"]}
+        else:
+            moves, extra = getattr(csvfixes, op)(csv, *args)
+    except csvfixes.CsvFixError as exc:
+        raise FixError(str(exc)) from None
+    entry = _append(csv, op, moves, **extra)
+    return FixResult(str(csv), entry, original, moves)
 
 
 def _tidy_removed(base: Path) -> None:

@@ -125,3 +125,13 @@ def test_fix_loop_in_the_browser(tmp_path):
         flipped.first.wait_for(timeout=30_000)
         assert flipped.count() >= 1
         assert "fixed (wrong->right)" in page.inner_text("#ftui-compare-summary")
+
+        # Merge two classes from Evaluate's panel (the boxes list the dataset's classes), then undo it.
+        page.get_by_role("tab", name="5 · Evaluate").click()
+        _pick(page, "#ftui-eval-fix-merge-from", "blue")
+        _pick(page, "#ftui-eval-fix-merge-into", "green")
+        _fix(page, "ftui-eval-fix", "merge", "merge: 11 files moved")
+        assert not (data / "train" / "blue").exists() and not (data / "val" / "blue").exists()
+        assert (data / "train" / "green" / "blue_0.jpg").is_file() and (data / "val" / "green" / "v0_1.png").is_file()
+        _fix(page, "ftui-eval-fix", "undo", "undo: 11 files moved")
+        assert (data / "train" / "blue" / "blue_0.jpg").is_file() and (data / "val" / "blue" / "v0.png").is_file()

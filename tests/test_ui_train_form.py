@@ -90,3 +90,46 @@ def test_the_job_trains_the_split_the_data_step_showed_whatever_the_training_see
     capture = Capture()
     run_training(run.config, RunStore(tmp_path / "again"), threading.Event(), callbacks=[capture])
     assert capture.files == files
+
+
+def test_a_config_restores_the_form_it_came_from(tmp_path, class_folder):
+    """form_restore.form_values is config_from_form in reverse: form -> TrainConfig -> the same form values."""
+    from ftui.ui.form_restore import form_values, groups_from_spec
+    from ftui.ui.model_step import structure
+
+    demo, ctx = build_app(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work"))
+    collect = collect_config_handler(demo)
+    form = collect.__self__.form
+    names = [g for g, _ in structure(ctx, form["backbone"].value, 2)[0]]
+    values = {component: component.value for component in form.values()}
+    changed = {"epochs": 7, "batch_size": 5, "lr": 0.0123, "optimizer": "sgd", "scheduler": "step", "gamma": 0.5,
+               "seed": 11, "label_smoothing": 0.1, "class_weighted_loss": True, "val_fraction": 0.3,
+               "data": str(class_folder), "image_size": 96, "weights_choice": "Random init",
+               "groups": names[-2:], "feature_cache": False, "bn_mode": "train", "recipe": "plain"}
+    for name, value in changed.items():
+        values[form[name]] = value
+    text, error = collect(values)
+    assert error == "", error
+    fields = [n for n in form if n not in ("data", "val_fraction", "backbone", "image_size", "groups", "aug_json",
+                                           "weights_choice", "weights_file", "weights_path")]
+    restored = form_values(TrainConfig.from_json(text), fields, names, tmp_path / "uploads")
+    for name, value in changed.items():
+        assert restored[name] == value, name
+    assert restored["weights_file"] is None and restored["weights_path"] == ""
+    assert groups_from_spec("last:2", names) == names[-2:] and groups_from_spec("all", names) == names
+    assert groups_from_spec("head", names) == ["head"]
+
+
+def test_the_last_config_is_this_browsers_own_even_after_a_restart(tmp_path):
+    """A run folder stamped with this token's hash is found; another token's is not."""
+    from ftui.ui.form_restore import my_last_config
+    from ftui.ui.train_resume import owner_stamp
+    from tests.run_fixtures import make_quick_run
+
+    run = make_quick_run(tmp_path)
+    demo, ctx = build_app(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work"))
+    assert my_last_config(ctx, "mine") is None  # unstamped
+    ctx.store.folder(run).update_status(**owner_stamp("mine"))
+    config = my_last_config(ctx, "mine")
+    assert config is not None and config.backbone == "resnet18" and config.image_size == 32
+    assert my_last_config(ctx, "someone else") is None and my_last_config(ctx, "") is None

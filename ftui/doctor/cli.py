@@ -8,6 +8,7 @@ import sys
 
 from ftui.doctor.core import DEFAULT_BACKBONE, check
 from ftui.doctor.report import DoctorError
+from ftui.doctor.timing import timings_table
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="share held out for validation when DATA has no val/ folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of a generated train/val split")
+    parser.add_argument("--timings", action="store_true",
+                        help="also print wall and CPU seconds per phase (load, model, scan, features, checks, "
+                        "labels) to stderr: the doctor's benchmark")
     parser.add_argument("--max-rows", type=int, default=15, help="rows shown per check in the text report")
 
 
@@ -41,6 +45,8 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     if not args.json and sys.stderr.isatty():
         print("\r" + " " * 56 + "\r", end="", file=sys.stderr)
+    if args.timings:
+        print(timings_table(report.timings, report.cpu_timings, report.num_files), end="", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -12,10 +12,11 @@ import numpy as np
 
 from ftui.doctor.balance import BalanceLimits, check_balance, check_unreadable
 from ftui.doctor.duplicates import check_duplicates
-from ftui.doctor.labels import BackboneFeatures, check_labels, skipped_labels
+from ftui.doctor.labels import BackboneFeatures, check_labels, embedding_size, skipped_labels
 from ftui.doctor.properties import PropertyLimits, check_properties
 from ftui.doctor.report import DoctorError, Report
-from ftui.doctor.scan import FeatureFn, Progress, scan
+from ftui.doctor.scan import VIEW_SIZE, FeatureFn, Progress, scan
+from ftui.doctor.timing import PhaseTimer
 
 DEFAULT_BACKBONE = "mobilenet_v3_small"
 NO_WEIGHTS = "no pretrained weights available"
@@ -97,7 +98,7 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
 
     Random-init features say nothing about labels or duplicates, so without pretrained weights there is
     no label check and the duplicate check uses pixels alone."""
-    from ftui.backbones import backbone_info, build, classifier_head
+    from ftui.backbones import backbone_info, build, head_path
 
     backbone, weights, note = resolve_pretrained(backbone, weights)
     if not backbone:
@@ -108,7 +109,8 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
     except ValueError as exc:  # WeightsError / BackboneError: the user picked something that cannot load
         raise DoctorError(f"cannot load {backbone} weights for the label check: {exc}") from None
     source = "ImageNet" if weights == "imagenet" else Path(weights).name
-    fn = BackboneFeatures(model, classifier_head(model, backbone), info.mean, info.std, info.input_size)
+    size = embedding_size(info.input_size, info.fixed_input_size)
+    fn = BackboneFeatures(model, head_path(backbone), info.mean, info.std, size)
     return fn, f"{backbone} features ({source}){note}"
 
 
@@ -154,56 +156,49 @@ def check(source: Any, options: CheckOptions | None = None,
     feature_fn, feature_name = o.feature_fn, o.feature_name
     say = progress or (lambda fraction, message: None)
     start = time.perf_counter()
-    timings: dict[str, float] = {}
+    timer = PhaseTimer()
     say(0.0, "loading dataset")
-    dataset = _load(source, o.val_fraction, o.seed, o.workdir, lambda f, m: say(0.3 * f, m))
+    with timer.phase("load"):
+        dataset = _load(source, o.val_fraction, o.seed, o.workdir, lambda f, m: say(0.3 * f, m))
     classes = list(dataset.classes)
-    timings["load"] = time.perf_counter() - start
 
     label_skip = "turned off"
     fn = None
     if labels:
-        t = time.perf_counter()
-        if feature_fn is not None:
-            fn, label_skip = feature_fn, feature_name
-        else:
-            say(0.3, f"loading {backbone} for the label check")
-            fn, label_skip = backbone_features(backbone, weights, max(len(classes), 2))
-        timings["model"] = time.perf_counter() - t
-    feature_seconds = [0.0]
+        with timer.phase("model"):
+            if feature_fn is not None:
+                fn, label_skip = feature_fn, feature_name
+            else:
+                say(0.3, f"loading {backbone} for the label check")
+                fn, label_skip = backbone_features(backbone, weights, max(len(classes), 2))
 
     def timed_features(images):
-        t0 = time.perf_counter()
-        out = fn(images)
-        feature_seconds[0] += time.perf_counter() - t0
-        return out
+        with timer.phase("features"):
+            return fn(images)
 
-    t = time.perf_counter()
     entries = [(item.path, item.label, item.split) for item in dataset.items]
-    records, features = scan(entries, feature_fn=timed_features if fn else None,
-                             progress=lambda f, m: say(0.3 + 0.6 * f, m))
-    timings["scan"] = time.perf_counter() - t - feature_seconds[0]
-    if fn is not None:
-        timings["features"] = feature_seconds[0]
+    with timer.phase("scan"):
+        records, features = scan(entries, feature_fn=timed_features if fn else None,
+                                 progress=lambda f, m: say(0.3 + 0.6 * f, m),
+                                 view_size=getattr(fn, "input_size", VIEW_SIZE))
+    timer.exclude("scan", "features")
 
-    t = time.perf_counter()
     say(0.92, "comparing images")
     skipped = [(s.path, s.reason) for s in getattr(dataset, "skipped", [])]
-    checks = [
-        check_unreadable(records, classes, skipped),
-        check_balance(records, classes, limits.balance),
-        check_duplicates(records, classes, features if fn is not None else None),
-        check_properties(records, classes, limits.properties),
-    ]
-    timings["checks"] = time.perf_counter() - t
+    with timer.phase("checks"):
+        checks = [
+            check_unreadable(records, classes, skipped),
+            check_balance(records, classes, limits.balance),
+            check_duplicates(records, classes, features if fn is not None else None),
+            check_properties(records, classes, limits.properties),
+        ]
     if fn is None:
         checks.append(skipped_labels(label_skip))
     else:
-        t = time.perf_counter()
         say(0.95, "cross-validating the label probe")
-        checks.append(check_labels(records, np.nan_to_num(features), classes, feature_name=label_skip))
-        timings["labels"] = time.perf_counter() - t
+        with timer.phase("labels"):
+            checks.append(check_labels(records, np.nan_to_num(features), classes, feature_name=label_skip))
     say(1.0, "done")
     return Report(source=str(getattr(dataset, "root", source)), checks=checks, classes=classes,
                   num_files=len(records) + len(skipped), seconds=time.perf_counter() - start,
-                  timings=timings)
+                  timings=timer.wall, cpu_timings=timer.cpu)

@@ -5,6 +5,8 @@ Both only rank images to look at first; a pretrained feature space can be wrong 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import torch
@@ -52,7 +54,28 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int,
                               k: int = 5, seed: int = 0) -> np.ndarray:
-    """Class probabilities for every sample from a probe that never saw it (k-fold cross-validation)."""
+    """Class probabilities for every sample from a probe that never saw it (k-fold cross-validation).
+
+    One thread: the matrices are small (images x features x classes), and waking a second thread for every
+    product cost more than it saved (combined mnist_small + clothing_small, 5 folds: 0.3 CPU-s a fit with
+    one thread, 3 with two, and 5-30x the wall time while the cores were busy). torch's thread count is per
+    thread here (OpenMP), so a training job in another thread keeps its own."""
+    with single_torch_thread():
+        return _out_of_fold(features, labels, num_classes, k, seed)
+
+
+@contextlib.contextmanager
+def single_torch_thread():
+    """Intra-op parallelism off for this thread until the block ends."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _out_of_fold(features: np.ndarray, labels: np.ndarray, num_classes: int, k: int, seed: int) -> np.ndarray:
     x = torch.from_numpy(features.astype(np.float32))
     x = torch.nn.functional.normalize(x, dim=1)
     y = torch.from_numpy(labels.astype(np.int64))
@@ -149,22 +172,44 @@ def check_labels(records: list[ImageRecord], features: np.ndarray, classes: list
         "these are hints, not verdicts: open each image and fix its folder only if the label is wrong"])
 
 
-class BackboneFeatures:
-    """Pooled penultimate features of a torchvision backbone, computed in eval mode without gradients."""
+# Side the images are embedded at (unless the backbone accepts one size only). Half the pixels of the usual
+# 224: ~2x less compute, and the duplicate and label checks were re-calibrated at this size
+# (tests/test_doctor_duplicates.py, tests/test_doctor.py; numbers in the README's doctor section).
+EMBED_SIZE = 160
 
-    def __init__(self, model: torch.nn.Module, head: torch.nn.Module, mean: tuple, std: tuple,
+
+def embedding_size(input_size: int, fixed_input_size: bool) -> int:
+    """The side a backbone embeds images at: EMBED_SIZE, or its only size when it accepts no other."""
+    return input_size if fixed_input_size else min(input_size, EMBED_SIZE)
+
+
+class BackboneFeatures:
+    """Pooled penultimate features of a torchvision backbone: the head swapped for an identity, BatchNorm
+    folded into the convolutions, channels_last and bfloat16 autocast where this CPU profits (ftui.devices),
+    eval mode, no gradients."""
+
+    def __init__(self, model: torch.nn.Module, head_path: str, mean: tuple, std: tuple,
                  input_size: int, batch_size: int = 32):
-        self.model = model.eval()
+        from ftui import devices
+        from ftui.featurecache import fuse_for_inference
+
+        # The head's input is the backbone's pooled feature vector, for every torchvision family.
+        model.set_submodule(head_path, torch.nn.Identity())
+        self.cpu = torch.device("cpu")
+        self.channels_last = devices.use_channels_last(model, self.cpu)
+        self.model = fuse_for_inference(model.eval())
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp = devices.amp_enabled(self.cpu, True)
         self.input_size = input_size
         self.batch_size = batch_size
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
-        self._captured: list[torch.Tensor] = []
-        # The head's input is the backbone's pooled feature vector, for every torchvision family.
-        head.register_forward_hook(lambda _m, inputs, _out: self._captured.append(inputs[0].flatten(1)))
 
     @torch.inference_mode()
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        from ftui import devices
+
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = np.stack([np.asarray(im.convert("RGB")) for im in images[start:start + self.batch_size]])
@@ -172,9 +217,11 @@ class BackboneFeatures:
             if x.shape[-1] != self.input_size:
                 x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size),
                                                     mode="bilinear", antialias=True, align_corners=False)
-            self._captured.clear()
-            self.model((x - self.mean) / self.std)
-            out.append(self._captured[-1].float().numpy())
+            x = (x - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with devices.autocast(self.cpu, self.amp):
+                out.append(self.model(x).float().flatten(1).numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 

@@ -61,7 +61,8 @@ class Report:
     classes: list[str] = field(default_factory=list)
     num_files: int = 0
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per phase
 
     @property
     def status(self) -> str:
@@ -94,6 +95,7 @@ class Report:
             "num_files": self.num_files,
             "seconds": round(self.seconds, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "cpu_timings": {k: round(v, 3) for k, v in self.cpu_timings.items()},
             "checks": [c.to_dict() for c in self.checks],
         }
 

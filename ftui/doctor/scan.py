@@ -14,7 +14,8 @@ from PIL import Image, ImageOps
 
 from ftui.images import ImageError, open_rgb
 
-# Side of the square centre crop handed to a feature function (the usual ImageNet input size).
+# Side of the square centre crop handed to a feature function that does not say its `input_size`
+# (the usual ImageNet input size).
 VIEW_SIZE = 224
 # Side the image is shrunk to once for hashing and brightness statistics (fast and plenty for both).
 SMALL_SIZE = 128
@@ -72,7 +73,7 @@ def _hash_int(h: imagehash.ImageHash) -> int:
     return int("".join("1" if bit else "0" for bit in h.hash.flatten()), 2)
 
 
-def _inspect(path: str, label: int, split: str, want_view: bool) -> tuple[ImageRecord, Image.Image | None]:
+def _inspect(path: str, label: int, split: str, view_size: int) -> tuple[ImageRecord, Image.Image | None]:
     """Decode one file once and measure everything; never raises for a bad file."""
     record = ImageRecord(path=path, label=label, split=split)
     try:
@@ -106,8 +107,8 @@ def _inspect(path: str, label: int, split: str, want_view: bool) -> tuple[ImageR
     spread = np.abs(rgb[..., 0] - rgb[..., 1]).max() + np.abs(rgb[..., 1] - rgb[..., 2]).max()
     record.colourless = bool(spread <= 4)
     view = None
-    if want_view:
-        view = ImageOps.fit(image, (VIEW_SIZE, VIEW_SIZE), Image.Resampling.BILINEAR)
+    if view_size:
+        view = ImageOps.fit(image, (view_size, view_size), Image.Resampling.BILINEAR)
     return record, view
 
 
@@ -117,10 +118,13 @@ def scan(
     progress: Progress | None = None,
     workers: int | None = None,
     chunk: int = 64,
+    view_size: int | None = None,
 ) -> tuple[list[ImageRecord], np.ndarray | None]:
     """Inspect (path, label, split) entries; with `feature_fn`, also features of readable images (rows
-    in record order, NaN rows for unreadable files). Views are fed in chunks so memory stays bounded."""
+    in record order, NaN rows for unreadable files) from `view_size` square centre crops (default: the
+    function's `input_size`, else VIEW_SIZE). Views are fed in chunks so memory stays bounded."""
     entries = list(entries)
+    view_size = view_size or getattr(feature_fn, "input_size", VIEW_SIZE)
     workers = workers or min(8, os.cpu_count() or 1)
     records: list[ImageRecord] = []
     feature_rows: list[np.ndarray] = []
@@ -128,7 +132,7 @@ def scan(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(entries), chunk):
             part = entries[start:start + chunk]
-            results = list(pool.map(lambda e: _inspect(*e, want_view=feature_fn is not None), part))
+            results = list(pool.map(lambda e: _inspect(*e, view_size=view_size if feature_fn else 0), part))
             records.extend(r for r, _ in results)
             if feature_fn is not None:
                 views = [v for _, v in results if v is not None]

@@ -109,13 +109,15 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
                         controls[name] = gr.Slider(lo, hi, value=getattr(defaults, name), step=step, label=text)
         with gr.Column(scale=3, min_width=420):
             with gr.Row():
-                image = gr.Dropdown(label="Training image", choices=[], scale=3, allow_custom_value=True)
+                image = gr.Dropdown(label="Training image", choices=[], scale=3, allow_custom_value=True,
+                                    elem_id="ftui-aug-image")
                 random_button = gr.Button("Random image", size="sm", scale=1)
                 reseed = gr.Button("Reseed", size="sm", scale=1)
             with gr.Row():
                 draws = gr.Slider(4, 16, value=8, step=1, label="Draws")
                 seed = gr.Number(value=0, precision=0, label="Seed")
-            gallery = gr.Gallery(label="What training sees", columns=4, height=420, object_fit="contain")
+            gallery = gr.Gallery(label="What training sees", columns=4, height=420, object_fit="contain",
+                         elem_id="ftui-aug-gallery")
             error = gr.Markdown(elem_classes="ftui-error")
     aug_json = gr.Textbox(json.dumps(dataclasses.asdict(defaults)), visible=False)
     ordered = [controls[name] for name in FIELDS]
@@ -145,13 +147,9 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
         except (ValueError, TypeError) as exc:
             return gr.skip(), f"**Cannot preview:** {exc}"
 
-    def choices(source_path: str, fraction: float):
+    def choices(source_path: str, fraction: float, pick=lambda options: options[0]):
         options = image_choices(dataset_fn(source_path, fraction))
-        return gr.update(choices=options, value=options[0][1] if options else None)
-
-    def pick_random(source_path: str, fraction: float):
-        options = image_choices(dataset_fn(source_path, fraction))
-        return gr.update(value=random.choice(options)[1]) if options else gr.skip()
+        return gr.update(choices=options, value=pick(options)[1] if options else None)
 
     private = {"api_visibility": "private"}
     for control in ordered:
@@ -163,7 +161,9 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
     for trigger in (image, draws, seed):
         trigger.change(preview, inputs, [gallery, error], **preview_options, **private)
     reseed.click(lambda: random.randrange(1_000_000), None, seed, **private)
-    random_button.click(pick_random, [source, val_fraction], image, **private)
-    source.change(choices, [source, val_fraction], image, **private)
+    random_button.click(lambda s, f: choices(s, f, random.choice), [source, val_fraction], image, **private)
+    # A new dataset redraws the preview itself: its first image keeps index "0", so the picker would not.
+    source.change(choices, [source, val_fraction], image, **private).then(
+        preview, inputs, [gallery, error], **preview_options, **private)
     return AugmentView(aug_json=aug_json, controls=ordered, on_load=choices, load_inputs=[source, val_fraction],
                        load_outputs=[image])

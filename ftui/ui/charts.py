@@ -1,10 +1,13 @@
-"""Tables and plot data for the UI: long-format DataFrames for gr.LinePlot/BarPlot and small HTML views."""
+"""Tables and plot data for the UI: long-format DataFrames, the Vega-Lite line charts drawn from them
+(`line_chart`, for gr.Plot) and small HTML views."""
 
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -63,6 +66,71 @@ def epoch_frame(epochs: pd.DataFrame, metric: str) -> pd.DataFrame:
                               EPOCH_SERIES)
 
 
+# Points are drawn on the lines while a series has at most this many (an epoch curve; not a per-step loss).
+MAX_MARKED_POINTS = 30
+
+
+def whole_ticks(values: pd.Series, most: int = 8) -> list[int]:
+    """Whole-number ticks 1, 2, 5, 10, 20... apart covering the values, at most `most` of them (Vega-Lite's
+    tickMinStep still puts ticks at 1.5 and 2.5, which the "d" format shows as 2 and 3 twice)."""
+    low, high = math.floor(float(values.min())), math.ceil(float(values.max()))
+    step = 1
+    while (high - low) // step + 1 > most:
+        step = _next_step(step)
+    first = math.ceil(low / step) * step
+    return list(range(first, high + 1, step))
+
+
+def _next_step(step: int) -> int:
+    """1 -> 2 -> 5 -> 10 -> 20 -> 50 -> 100..."""
+    digits = str(step)
+    return step * 5 // 2 if digits[0] == "2" else step * 2
+
+
+def line_chart(frame: pd.DataFrame, x: str, y: str, colors: dict[str, str], titles: tuple[str, str],
+               height: int = 200, y_format: str | None = None, y_domain: list[float] | None = None) -> Any:
+    """A Vega-Lite line chart for gr.Plot: whole-number x ticks ("d", at least 1 apart: epochs and steps
+    have no halves), markers on short series (a one-epoch run shows its point), a legend naming every
+    series in `colors` (its order and colours) whether it has data yet or not, axis titles kept inside
+    the chart, and SVG rendering (text a browser test can read). `frame` has columns x, y and "series".
+
+    gr.LinePlot draws its own fixed spec: fractional ticks, no markers and no way to change either.
+    """
+    from gradio.components.plot import AltairPlotData
+
+    data = frame.dropna(subset=[x, y]) if frame is not None and not frame.empty else pd.DataFrame(columns=[x, y])
+    records = [{x: float(row[x]), y: float(row[y]), "series": str(row["series"])} for _, row in data.iterrows()]
+    longest = data.groupby("series").size().max() if len(data) else 0
+    y_axis: dict[str, Any] = {"format": y_format} if y_format else {}
+    spec = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        # No width: Gradio sets the container's (for chart="line"), and themes the fonts and colours.
+        "height": height, "background": "transparent",
+        "usermeta": {"embedOptions": {"renderer": "svg", "actions": False}},
+        "data": {"values": records},
+        # Layers without their own colour: Gradio's line theme recolours a layer's colour scale. Markers are
+        # filled circles (a point mark takes the theme's accent colour as its outline).
+        "layer": [{"mark": {"type": "line", "strokeWidth": 2}, "encoding": {}}]
+        + ([{"mark": {"type": "circle", "size": 45, "opacity": 1, "strokeWidth": 0}, "encoding": {}}]
+           if longest <= MAX_MARKED_POINTS else []),
+        # Room at the top for Gradio's label badge, which sits over the chart's corner.
+        "padding": {"top": 44, "left": 4, "right": 8, "bottom": 4},
+        "encoding": {
+            "x": {"field": x, "type": "quantitative", "title": titles[0],
+                  "axis": {"values": whole_ticks(data[x]) if len(data) else [], "format": "d"},
+                  "scale": {"zero": False, "padding": 10}},
+            "y": {"field": y, "type": "quantitative", "title": titles[1], "axis": y_axis,
+                  "scale": {"zero": False, **({"domain": y_domain} if y_domain else {})}},
+            "color": {"field": "series", "type": "nominal", "title": None,
+                      "scale": {"domain": list(colors), "range": list(colors.values())},
+                      "legend": {"orient": "top", "direction": "horizontal"}},
+            "tooltip": [{"field": "series", "type": "nominal"}, {"field": x, "type": "quantitative", "format": "d"},
+                        {"field": y, "type": "quantitative", "format": y_format or ".4g"}],
+        },
+    }
+    return AltairPlotData(chart="line", plot=json.dumps(spec))
+
+
 def counts_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """A class x split count table as long format (class, split, images) for a grouped bar chart."""
     if summary is None or summary.empty:
@@ -100,7 +168,9 @@ def confusion_html(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> s
             # Correct predictions in green, mistakes in red; the shade is the share of the true class.
             colour = f"rgba(34,150,90,{0.12 + 0.78 * share:.2f})" if diagonal else (
                 f"rgba(214,69,65,{0.08 + 0.8 * share:.2f})" if count else "transparent")
-            cells.append(f"<td style='background:{colour}' title='{count} of {total}'>{count}</td>")
+            # data-row/col: a click shows this cell's images (results_step.CELL_CLICK).
+            cells.append(f"<td style='background:{colour};cursor:pointer' data-row='{i}' data-col='{j}' "
+                         f"title='{count} of {total}: click to see them'>{count}</td>")
         body.append(f"<tr><th class='ftui-cm-true'>{html.escape(name)}</th>{''.join(cells)}</tr>")
     return (
         "<div class='ftui-cm'><div class='ftui-cm-axis'>rows: true class &nbsp;·&nbsp; columns: predicted</div>"

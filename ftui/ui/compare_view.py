@@ -24,6 +24,18 @@ def curve_frame(curves: pd.DataFrame) -> pd.DataFrame:
                          "series": rows["run"] + " " + rows["metric"]})
 
 
+# Run A in blues, run B in oranges; validation dark, training light.
+CURVE_COLORS = {"A val_acc": "#1f4e99", "A train_acc": "#9db4d6", "B val_acc": "#e07b22", "B train_acc": "#f3c08f"}
+
+
+def curve_chart(frame: pd.DataFrame) -> Any:
+    """Both runs' accuracy curves as a chart (whole-number epochs, markers, a legend naming each line)."""
+    from ftui.ui.charts import line_chart
+
+    return line_chart(frame, "epoch", "accuracy", CURVE_COLORS, ("epoch", "accuracy"), height=240,
+                      y_format=".0%")
+
+
 def flip_gallery(ctx: AppContext, flipped: pd.DataFrame, change: str, session: str | None) -> list[tuple[Any, str]]:
     """Thumbnails of the flipped images of one kind (only images this session may see)."""
     from ftui.images import ImageError
@@ -54,13 +66,13 @@ def compare(ctx: AppContext, run_a: str, run_b: str, session: str | None) -> tup
     summary = f"### {html.escape(result.summary())}\nA = `{run_a}` · B = `{run_b}` (judged on B's dataset)"
     if result.left_out:
         summary += f"  \n{result.left_out} images left out: their class is unknown to one of the runs"
-    return ("", summary, curve_frame(result.curves), result.per_class,
+    return ("", summary, curve_chart(curve_frame(result.curves)), result.per_class,
             flip_gallery(ctx, result.flipped, RIGHT_TO_WRONG, session),
             flip_gallery(ctx, result.flipped, WRONG_TO_RIGHT, session))
 
 
-def build_compare_view(ctx: AppContext) -> None:
-    """Lay out the compare view (inside the current Blocks) and wire it."""
+def build_compare_view(ctx: AppContext) -> tuple:
+    """Lay out the compare view (inside the current Blocks) and wire it; returns its two run pickers."""
     from ftui.ui.results_step import run_choices
 
     with gr.Accordion("Compare two runs (e.g. before and after fixing the data)", open=False):
@@ -73,8 +85,7 @@ def build_compare_view(ctx: AppContext) -> None:
         error = gr.Markdown(elem_classes="ftui-error")
         summary = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-compare-summary")
         with gr.Row(equal_height=False):
-            curves = gr.LinePlot(x="epoch", y="accuracy", color="series", label="Accuracy per epoch, both runs",
-                                 height=240)
+            curves = gr.Plot(label="Accuracy per epoch, both runs", elem_id="ftui-compare-curves")
             per_class = gr.Dataframe(label="Per-class recall (delta = B - A)", interactive=False)
         with gr.Row():
             broke = gr.Gallery(label="Right -> wrong (A was right, B is wrong)", columns=6, height=240,
@@ -94,3 +105,4 @@ def build_compare_view(ctx: AppContext) -> None:
         return gr.update(choices=choices), gr.update(choices=choices)
 
     refresh.click(fresh, None, [run_a, run_b], api_visibility="private")
+    return run_a, run_b

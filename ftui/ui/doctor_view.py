@@ -125,8 +125,8 @@ def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
     Embeddings (label check, duplicates) use the Model step's backbone and weights: the layout keeps the
     hidden `backbone`/`weights` boxes in step with it (a weights file, "imagenet" or "none").
     `weights_check(weights, session)` refuses a file this session may not read (API callers included)."""
-    from ftui.ui.guard import session_of
     from ftui.ui.fix_view import build_fix_panel
+    from ftui.ui.guard import session_of
 
     with gr.Group():
         gr.Markdown("### Dataset doctor\nUnreadable files, class balance, duplicates and leakage, odd images, "

@@ -31,20 +31,23 @@ class FixPanel:
     relabel: gr.Button
     remove: gr.Button
     undo: gr.Button
+    merge_from: gr.Dropdown
+    merge_into: gr.Dropdown
+    merge: gr.Button
     status: gr.Markdown
     journal: gr.Dataframe
 
 
 def dataset_root_of(ctx: AppContext, source: str, val_fraction: float, session: str | None) -> Path:
-    """The folder a loaded dataset lives in, refused unless this session may read it."""
+    """The folder a loaded dataset lives in (a CSV dataset: the CSV), refused unless this session may read it."""
     from ftui.fixes import FixError
     from ftui.ui import data_step
 
     if not source:
         raise FixError("load a dataset first")
-    if Path(source).suffix.lower() == ".csv":
-        raise FixError("fixes apply to folder datasets; a CSV dataset cannot be edited here yet")
     root = Path(data_step.load(ctx, source, val_fraction).root)
+    if Path(source).suffix.lower() == ".csv":
+        root = Path(source)  # a CSV's fixes edit its rows (in a copy beside it), not the image folder
     if not ctx.readable(root, session):
         raise FixError("this dataset is not one this session may change")
     return root
@@ -85,72 +88,127 @@ def build_fix_panel(label: str, elem_prefix: str, paths: gr.State | None = None)
             relabel = gr.Button("Move to class", scale=1, elem_id=f"{elem_prefix}-relabel")
             remove = gr.Button("Remove from dataset", variant="stop", scale=1, elem_id=f"{elem_prefix}-remove")
             undo = gr.Button("Undo last fix", scale=1, elem_id=f"{elem_prefix}-undo")
+        with gr.Row(equal_height=True):
+            # Choices are filled from the dataset when a box gets focus (classes change with every fix).
+            merge_from = gr.Dropdown([], label="Merge every image of class", scale=2,
+                                     elem_id=f"{elem_prefix}-merge-from")
+            merge_into = gr.Dropdown([], label="into class", scale=2, elem_id=f"{elem_prefix}-merge-into")
+            merge = gr.Button("Merge classes", scale=1, elem_id=f"{elem_prefix}-merge")
         status = gr.Markdown(elem_id=f"{elem_prefix}-status")
         journal = gr.Dataframe(headers=JOURNAL_COLUMNS, label="Fix journal (newest first)", interactive=False,
                                max_height=200)
-    return FixPanel(paths, selected, selected_box, target, relabel, remove, undo, status, journal)
+    return FixPanel(paths, selected, selected_box, target, relabel, remove, undo, merge_from, merge_into, merge,
+                    status, journal)
 
 
-def wire_fix_panel(ctx: AppContext, panel: FixPanel, gallery: gr.Gallery, source: gr.State,
-                   val_fraction: gr.Slider, data_outputs: list) -> None:
-    """Events: select an image; relabel / remove / undo, then reload the Data step. `data_outputs` are the
-    Data step's (source, status, table, chart, gallery, skipped) components."""
-    from ftui import fixes
-    from ftui.ui import data_step
+class _Handlers:
+    """The panel's event handlers: one dataset change each, then the Data step reloads."""
 
-    private = {"api_visibility": "private"}
+    def __init__(self, ctx: AppContext, data_outputs: list):
+        self.ctx, self.data_outputs = ctx, data_outputs
 
-    def on_select(paths: list[str], source_path: str, fraction: float, evt: gr.SelectData):
+    def on_select(self, paths: list[str], source_path: str, fraction: float, evt: gr.SelectData):
+        from ftui.ui import data_step
+
         index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
         if not paths or not 0 <= index < len(paths):
             return "", "", gr.skip()
         path = paths[index]
         try:
-            dataset = data_step.load(ctx, source_path, fraction)
+            dataset = data_step.load(self.ctx, source_path, fraction)
             classes, rel = list(dataset.classes), str(Path(path).relative_to(dataset.root))
         except ValueError:
             classes, rel = [], Path(path).name
         return path, rel, gr.update(choices=classes, value=None)
 
-    gallery.select(on_select, [panel.paths, source, val_fraction],
-                   [panel.selected, panel.selected_box, panel.target], **private)
+    def apply(self, change, source_path: str, fraction: float, shown: list[str], request: gr.Request | None):
+        """Run `change(root, options) -> FixResult` on the dataset, then reload the Data step."""
+        from ftui import fixes
+        from ftui.ui import data_step
 
-    def apply(action: str, source_path: str, path: str, target: str | None, fraction: float,
-              session: str | None) -> tuple:
+        ctx = self.ctx
         try:
-            root = dataset_root_of(ctx, source_path, fraction, session)
+            root = dataset_root_of(ctx, source_path, fraction, session_of(request))
             # The built-in demo is shared by every session: edit a copy of it instead.
-            opts = {"workdir": ctx.settings.workdir, "copy": _inside(root, ctx.settings.workdir / "demo")}
-            if action == "undo":
-                result = fixes.undo(root, **opts)
-            elif not path:
-                raise fixes.FixError("click an image in the gallery first")
-            elif action == "relabel":
-                if not target:
-                    raise fixes.FixError("pick the class to move it to")
-                result = fixes.relabel(root, path, target, **opts)
-            else:
-                result = fixes.remove(root, path, **opts)
+            result = change(root, {"workdir": ctx.settings.workdir,
+                                   "copy": _inside(root, ctx.settings.workdir / "demo")})
         except ValueError as exc:
             return (f"**Could not apply the fix:** {html.escape(str(exc))}", gr.skip(), gr.skip(), gr.skip(),
-                    *[gr.skip()] * len(data_outputs))
+                    gr.skip(), *[gr.skip()] * len(self.data_outputs))
         new_source = result.root if result.copied_from else source_path
         if result.copied_from:
-            ctx.grants.grant(session, result.root)
+            ctx.grants.grant(session_of(request), result.root)
         ctx.datasets.discard(lambda key: key[0] == str(source_path))
         reloaded = data_step.show(ctx, Path(new_source), fraction)
-        return (f"✓ {html.escape(result.message)}", journal_frame(result.root), "", "", *reloaded)
+        # The thumbnails above stay as they were: their paths follow the files, so a second click on a moved
+        # image acts on where it is now (a removed one says it is already removed).
+        note = " The gallery above predates this change: run it again to refresh." if shown else ""
+        return (f"✓ {html.escape(result.message)}.{note}", journal_frame(result.root), "", "",
+                fixes.follow_moves(list(shown or []), result), *reloaded)
 
-    def relabel(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
-        return apply("relabel", source_path, path, target, fraction, session_of(request))
+    def relabel(self, source_path: str, path: str, target: str, fraction: float, shown: list[str],
+                request: gr.Request = None):
+        from ftui import fixes
 
-    def remove(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
-        return apply("remove", source_path, path, target, fraction, session_of(request))
+        def change(root, opts):
+            if not target:
+                raise fixes.FixError("pick the class to move it to")
+            return fixes.relabel(root, _clicked(path), target, **opts)
+        return self.apply(change, source_path, fraction, shown, request)
 
-    def undo(source_path: str, path: str, target: str, fraction: float, request: gr.Request = None):
-        return apply("undo", source_path, path, target, fraction, session_of(request))
+    def remove(self, source_path: str, path: str, target: str, fraction: float, shown: list[str],
+               request: gr.Request = None):
+        from ftui import fixes
 
-    outputs = [panel.status, panel.journal, panel.selected, panel.selected_box, *data_outputs]
-    inputs = [source, panel.selected, panel.target, val_fraction]
-    for button, fn in ((panel.relabel, relabel), (panel.remove, remove), (panel.undo, undo)):
+        return self.apply(lambda root, opts: fixes.remove(root, _clicked(path), **opts), source_path, fraction,
+                          shown, request)
+
+    def undo(self, source_path: str, path: str, target: str, fraction: float, shown: list[str],
+             request: gr.Request = None):
+        from ftui import fixes
+
+        return self.apply(lambda root, opts: fixes.undo(root, **opts), source_path, fraction, shown, request)
+
+    def merge(self, source_path: str, from_class: str, into_class: str, fraction: float, shown: list[str],
+              request: gr.Request = None):
+        from ftui import fixes
+
+        def change(root, opts):
+            if not from_class or not into_class:
+                raise fixes.FixError("pick the class to merge and the class to merge it into")
+            return fixes.merge(root, from_class, into_class, **opts)
+        return self.apply(change, source_path, fraction, shown, request)
+
+    def class_choices(self, source_path: str, fraction: float):
+        from ftui.ui import data_step
+
+        try:
+            return gr.update(choices=list(data_step.load(self.ctx, source_path, fraction).classes))
+        except ValueError:
+            return gr.update(choices=[])
+
+
+def _clicked(path: str) -> str:
+    from ftui.fixes import FixError
+
+    if not path:
+        raise FixError("click an image in the gallery first")
+    return path
+
+
+def wire_fix_panel(ctx: AppContext, panel: FixPanel, gallery: gr.Gallery, source: gr.State,
+                   val_fraction: gr.Slider, data_outputs: list) -> None:
+    """Events: select an image; relabel / remove / undo / merge classes, then reload the Data step.
+    `data_outputs` are the Data step's (source, status, table, chart, gallery, skipped) components."""
+    h = _Handlers(ctx, data_outputs)
+    private = {"api_visibility": "private"}
+    gallery.select(h.on_select, [panel.paths, source, val_fraction],
+                   [panel.selected, panel.selected_box, panel.target], **private)
+    outputs = [panel.status, panel.journal, panel.selected, panel.selected_box, panel.paths, *data_outputs]
+    inputs = [source, panel.selected, panel.target, val_fraction, panel.paths]
+    for button, fn in ((panel.relabel, h.relabel), (panel.remove, h.remove), (panel.undo, h.undo)):
         button.click(fn, inputs, outputs, **private)
+    panel.merge.click(h.merge, [source, panel.merge_from, panel.merge_into, val_fraction, panel.paths], outputs,
+                      **private)
+    for box in (panel.merge_from, panel.merge_into):
+        box.focus(h.class_choices, [source, val_fraction], box, **private)

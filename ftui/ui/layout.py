@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ftui.ui import augment_step, data_step, model_step, predict_step, results_step, train_step
+from ftui.ui import augment_step, data_step, form_restore, model_step, predict_step, results_step, train_step
 from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.compare_view import build_compare_view
 from ftui.ui.doctor_view import build_doctor_section
@@ -54,7 +54,7 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
                 eval_run = results_step.build_evaluate(ctx, fix_hook=lambda gallery, paths, source: wire_fix_panel(
                     ctx, build_fix_panel("a misclassified image", "ftui-eval-fix", paths), gallery, source,
                     data.val_fraction, data.load_outputs[:-1]))
-                build_compare_view(ctx)
+                compare_a, compare_b = build_compare_view(ctx)
             with gr.Tab("6 · Predict", id="predict", render_children=True) as predict_tab:
                 predict = predict_step.build(ctx)
                 predict_run = predict.run
@@ -65,28 +65,19 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
         private = {"api_visibility": "private"}
         wire_fix_panel(ctx, doctor.fixes, doctor.gallery, data.source, data.val_fraction, data.load_outputs[:-1])
 
-        def doctor_model(backbone: str, choice: str, uploaded: str | None, server_path: str,
-                         request: gr.Request = None):
-            """The doctor embeds with the Model step's backbone and weights ("imagenet" when unset)."""
-            try:
-                weights = train_step.weights_source(ctx, choice, uploaded, server_path, session_of(request))
-            except ValueError:
-                weights = "imagenet"
-            return backbone, weights
-
-        model_choice = [model.backbone, model.weights, model.weights_file, model.weights_path]
-        for component in model_choice:
-            component.change(doctor_model, model_choice, [doctor.backbone, doctor.weights], **private)
-        demo.load(doctor_model, model_choice, [doctor.backbone, doctor.weights], **private)
+        _wire_doctor_model(ctx, demo, model, doctor)
         model.image_size.change(lambda v: v, model.image_size, image_size_proxy, **private)
 
         def newest(runs):
+            """The pickers list every run (newest selected; the compare pair left to the person)."""
             choices = results_step.run_choices(ctx)
             value = choices[0] if choices else None
-            return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
+            return (gr.update(choices=choices, value=value), gr.update(choices=choices, value=value),
+                    gr.update(choices=choices), gr.update(choices=choices))
 
         show_examples = (predict.on_run, predict_run, predict.run_outputs)
-        train.runs_table.change(newest, train.runs_table, [eval_run, predict_run], **private).then(
+        pickers = [eval_run, predict_run, compare_a, compare_b]
+        train.runs_table.change(newest, train.runs_table, pickers, **private).then(
             *show_examples, **private)
         train.opened_run.change(lambda r: (gr.update(value=r), gr.update(value=r)), train.opened_run,
                                 [eval_run, predict_run], **private).then(*show_examples, **private)
@@ -94,12 +85,34 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
 
         demo.load(train.attach, train.owner, [train.owner, train.job_id], **private)
         # Run pickers filled on load (not only when the runs table changes), newest run selected.
-        demo.load(lambda: newest(None), None, [eval_run, predict_run], **private).then(*show_examples, **private)
-        demo.load(data.on_load, data.load_inputs, data.load_outputs, **private)
-        demo.load(model.on_load, model.load_inputs, model.load_outputs, **private)
+        demo.load(lambda: newest(None), None, pickers, **private).then(*show_examples, **private)
+        # The form is restored from this browser's last job after the data and model defaults are in place.
+        loaded = demo.load(data.on_load, data.load_inputs, data.load_outputs, **private).then(
+            model.on_load, model.load_inputs, model.load_outputs, **private)
+        targets = form_restore.Targets(train.form, dict(zip(augment_step.FIELDS, aug.controls)),
+                                       data.load_outputs[:6], model.restored)
+        form_restore.wire_restore(ctx, loaded, targets, train.owner, data.source)
         demo.load(lambda v: v, model.image_size, image_size_proxy, **private)
         demo.load(aug.on_load, aug.load_inputs, aug.load_outputs, **private)
     return demo, ctx
+
+
+def _wire_doctor_model(ctx: AppContext, demo: gr.Blocks, model, doctor) -> None:
+    """The doctor embeds with the Model step's backbone and weights ("imagenet" when unset)."""
+    private = {"api_visibility": "private"}
+
+    def doctor_model(backbone: str, choice: str, uploaded: str | None, server_path: str,
+                     request: gr.Request = None):
+        try:
+            weights = train_step.weights_source(ctx, choice, uploaded, server_path, session_of(request))
+        except ValueError:
+            weights = "imagenet"
+        return backbone, weights
+
+    model_choice = [model.backbone, model.weights, model.weights_file, model.weights_path]
+    for component in model_choice:
+        component.change(doctor_model, model_choice, [doctor.backbone, doctor.weights], **private)
+    demo.load(doctor_model, model_choice, [doctor.backbone, doctor.weights], **private)
 
 
 def blocked_paths(settings: AppSettings) -> list[str]:

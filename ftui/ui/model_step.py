@@ -34,6 +34,8 @@ class ModelView:
     on_load: Any
     load_inputs: list
     load_outputs: list
+    # The form values a page load restored from this browser's last job (form_restore), or None.
+    restored: gr.State | None = None
 
 
 def online() -> bool:
@@ -232,21 +234,40 @@ class _Handlers:
                               self.ctx.settings.demo_image_size)
         return gr.update(minimum=info_b.min_input_size, value=size, interactive=not info_b.fixed_input_size)
 
-    def on_backbone(self, name: str, source_path: str):
+    def kept(self, restored: dict | None, name: str, source_path: str, choice: str, **match):
+        """(groups box, counts, size) of a form just restored from the last job (form_restore), else None:
+        the restore changed backbone and dataset, whose handlers would otherwise put the defaults back."""
+        from ftui.ui.form_restore import matches
+
+        if not matches(restored, backbone=name, **match):
+            return None
+        box, counts = self.refresh(name, source_path, restored["groups"])
+        size = self.size_update(name, source_path, choice)
+        return box, counts, {**size, "value": restored["image_size"] or size["value"]}
+
+    def on_backbone(self, name: str, source_path: str, restored: dict | None = None):
         from ftui.backbones import backbone_info
 
         info_b = backbone_info(name)
-        choice = default_weights_choice(name)
-        box, counts = self.refresh(name, source_path, None)
-        return (info_markdown(name), weights_note(name), choice, self.size_update(name, source_path, choice),
+        choice = restored["weights_choice"] if restored and restored["backbone"] == name else \
+            default_weights_choice(name)
+        kept = self.kept(restored, name, source_path, choice)
+        if kept is None:
+            kept = (*self.refresh(name, source_path, None), self.size_update(name, source_path, choice))
+        box, counts, size = kept
+        return (info_markdown(name), weights_note(name), choice, size,
                 gr.update(visible=not info_b.weights_cached and online()), box, counts)
 
     def on_weights(self, name: str, source_path: str, selected: list[str], choice: str):
         box, counts = self.refresh(name, source_path, selected, "all")
         return box, counts, self.size_update(name, source_path, choice)
 
-    def on_source(self, name: str, source_path: str, selected: list[str] | None, choice: str):
+    def on_source(self, name: str, source_path: str, selected: list[str] | None, choice: str,
+                  restored: dict | None = None):
         # Your own data gets the backbone's native resolution; the demo keeps its small, fast one.
+        kept = self.kept(restored, name, source_path, choice, data=source_path)
+        if kept:
+            return kept
         box, counts = self.refresh(name, source_path, selected)
         return box, counts, self.size_update(name, source_path, choice)
 
@@ -309,7 +330,10 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
     file_inputs = [backbone, source, c["weights_file"], c["weights_path"]]
     c["weights_file"].change(h.on_weights_file, file_inputs, c["note"], **private)
     c["weights_path"].submit(h.on_weights_file, file_inputs, c["note"], **private)
-    backbone.change(h.on_backbone, [backbone, source],
+    restored = gr.State(None)
+    for clear in (backbone.input, weights.input):  # the person's own choice ends the restored form
+        clear(lambda: None, None, restored, **private)
+    backbone.change(h.on_backbone, [backbone, source, restored],
                     [c["info"], c["note"], weights, c["image_size"], c["download"], groups, params], **private)
     c["show_all"].change(h.on_show_all, [c["show_all"], backbone], backbone, **private)
     groups.input(h.on_groups, [backbone, source, groups], params, **private)
@@ -319,7 +343,8 @@ def build(ctx: AppContext, source: gr.State, num_classes_fn) -> ModelView:
     weights.change(file_group_visible, weights, c["file_group"], **private)
     weights.input(h.on_weights, [backbone, source, groups, weights], [groups, params, c["image_size"]], **private)
     c["download"].click(h.download_weights, backbone, [c["note"], weights, c["download"]], **private)
-    source.change(h.on_source, [backbone, source, groups, weights], [groups, params, c["image_size"]], **private)
+    source.change(h.on_source, [backbone, source, groups, weights, restored], [groups, params, c["image_size"]],
+                  **private)
     return ModelView(backbone, c["image_size"], weights, c["weights_file"], c["weights_path"], groups,
                      on_load=h.on_load, load_inputs=[backbone, source, weights],
-                     load_outputs=[groups, params, c["image_size"]])
+                     load_outputs=[groups, params, c["image_size"]], restored=restored)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainConfig
 from ftui.stats import wilson_interval
-from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, progress_html
+from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_chart, progress_html
 from ftui.ui.context import AppContext
 from ftui.ui.data_step import SPLIT_SEED
 from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
@@ -43,6 +43,7 @@ class TrainView:
     opened_run: gr.Textbox
     poll_outputs: list
     attach: Any
+    form: dict  # TrainConfig field (or Model/Augment control) name -> component, for form_restore
 
 
 def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_path: str,
@@ -83,15 +84,23 @@ def preset_hint(weights_choice: str, backbone: str) -> str:
     return f"<div class='ftui-hint'>{preset_for(weights_choice, offline_no_weights=unavailable).hint}</div>"
 
 
-def apply_preset(weights_choice: str, backbone: str) -> tuple:
+PRESET_FIELDS = ("recipe", "bn_mode", "optimizer", "lr", "scheduler", "batch_size", "epochs")
+
+
+def apply_preset(weights_choice: str, backbone: str, restored: dict | None = None) -> tuple:
     """Train-step values for a weights choice: (recipe, bn_mode, optimizer, lr, scheduler, batch, epochs, hint).
 
     Random weights have no features or statistics worth protecting: train everything from the start and
     let BatchNorm learn the data's statistics. Pretrained ones are kept: head first, statistics frozen.
+    A form just restored from this browser's last job (form_restore) keeps that job's values instead.
     """
+    from ftui.ui.form_restore import matches
+
+    hint = preset_hint(weights_choice, backbone)
+    if matches(restored, weights_choice=weights_choice, backbone=backbone):
+        return (*(restored[name] for name in PRESET_FIELDS), hint)
     p = preset_for(weights_choice)
-    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs,
-            preset_hint(weights_choice, backbone))
+    return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs, hint)
 
 
 def fraction_done(snap: dict[str, Any]) -> float:
@@ -186,6 +195,30 @@ def lr_frame(table: pd.DataFrame | None) -> pd.DataFrame:
     if table is None or table.empty:
         return pd.DataFrame({"log10 lr": pd.Series(dtype=float), "loss": pd.Series(dtype=float)})
     return pd.DataFrame({"log10 lr": table["lr"].astype(float).map(math.log10), "loss": table["loss"].astype(float)})
+
+
+LOSS_COLORS = {"batch loss": "#9db4d6", "smoothed": "#1f4e99"}
+EPOCH_COLORS = {"train": "#1f4e99", "val": "#e07b22"}
+
+
+def loss_chart(batches: pd.DataFrame | None) -> Any:
+    """Training loss per optimizer step: each batch (light) and the smoothed trend (dark)."""
+    return line_chart(thin(batch_loss_frame(batches)), "step", "loss", LOSS_COLORS, ("step", "training loss"),
+                      height=220)
+
+
+def epoch_charts(history: pd.DataFrame | None) -> tuple:
+    """(loss, accuracy) per epoch, train and val, from the job's or a run's epoch history."""
+    return (line_chart(epoch_frame(history, "loss"), "epoch", "value", EPOCH_COLORS, ("epoch", "loss")),
+            line_chart(epoch_frame(history, "acc"), "epoch", "value", EPOCH_COLORS, ("epoch", "accuracy"),
+                       y_format=".0%", y_domain=[0, 1]))
+
+
+def clear_view(config: str) -> tuple:
+    """Status, progress and empty curves for a run about to start (nothing when the settings were refused)."""
+    if not config:
+        return (gr.skip(),) * 5
+    return ("Starting a new run...", progress_html(0, "starting"), loss_chart(None), *epoch_charts(None))
 
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
@@ -292,19 +325,12 @@ def _progress_column() -> dict[str, Any]:
     c: dict[str, Any] = {}
     c["status"] = gr.Markdown("No training yet.", elem_classes="ftui-card", elem_id="ftui-train-status")
     c["progress"] = gr.HTML(progress_html(0, "not started"), elem_id="ftui-progress")
-    # The legend shows no entries in this Gradio version, so the colour key is in the label.
-    c["loss_plot"] = gr.LinePlot(batch_loss_frame(None), x="step", y="loss", color="series",
-                                 label="Training loss per step (light: each batch, dark: smoothed)",
-                                 height=220, elem_id="ftui-loss-plot",
-                                 color_map={"batch loss": "#9db4d6", "smoothed": "#1f4e99"})
+    # Vega-Lite charts in gr.Plot (charts.line_chart): whole-number ticks, markers and legends.
+    c["loss_plot"] = gr.Plot(loss_chart(None), label="Training loss per step", elem_id="ftui-loss-plot")
     with gr.Row():
-        c["epoch_loss"] = gr.LinePlot(epoch_frame(None, "loss"), x="epoch", y="value", color="series",
-                                      label="Loss per epoch (blue: train, orange: val)",
-                                      height=200, color_map={"train": "#1f4e99", "val": "#e07b22"})
-        c["epoch_acc"] = gr.LinePlot(epoch_frame(None, "acc"), x="epoch", y="value", color="series",
-                                     label="Accuracy per epoch (blue: train, orange: val)",
-                                     height=200, y_lim=[0, 1], elem_id="ftui-acc-plot",
-                                     color_map={"train": "#1f4e99", "val": "#e07b22"})
+        loss, acc = epoch_charts(None)
+        c["epoch_loss"] = gr.Plot(loss, label="Loss per epoch", elem_id="ftui-loss-epoch-plot")
+        c["epoch_acc"] = gr.Plot(acc, label="Accuracy per epoch", elem_id="ftui-acc-plot")
     with gr.Accordion("Job details", open=False):
         c["job_json"] = gr.JSON(label="Job status (what the API's poll returns)")
     return c
@@ -408,8 +434,11 @@ class _Handlers:
         except JobError:
             target = None
         if target is None:
+            # Once said, "no training yet" is not repeated every tick (it would hide a run opened from the table).
+            if seen == ["none"]:
+                return tuple([gr.skip()] * 9) + (seen,)
             return (None, status_markdown(None, True, None), progress_html(0, "not started"),
-                    *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), None)
+                    *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), ["none"])
         snap = target.snapshot()
         batches, epochs_frame = target.batch_history(), target.history()
         key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position")]
@@ -424,7 +453,7 @@ class _Handlers:
         return (
             snap, status_markdown(snap, mine, images_per_second(batches)),
             progress_html(fraction, progress_caption(snap, fraction)),
-            thin(batch_loss_frame(batches)), epoch_frame(epochs_frame, "loss"), epoch_frame(epochs_frame, "acc"),
+            loss_chart(batches), *epoch_charts(epochs_frame),
             gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
             runs_frame(self.ctx) if finished_now else gr.skip(), key,
         )
@@ -453,7 +482,7 @@ class _Handlers:
             return f"**Could not open run {run_id}:** {exc}", *([gr.skip()] * 3)
         note = (f"Showing run `{run_id}`: its epoch curves are below; it is open in **Evaluate** and "
                 "**Predict**." if not metrics.empty else f"Run `{run_id}` finished no epoch: no curves to show.")
-        return (note, batch_loss_frame(None), epoch_frame(metrics, "loss"), epoch_frame(metrics, "acc"))
+        return (note, loss_chart(None), *epoch_charts(metrics))
 
 
 
@@ -490,8 +519,12 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     poll_outputs = [c["job_json"], c["status"], c["progress"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"],
                     c["train_button"], c["stop_button"], runs_table, last_seen]
     private = {"api_visibility": "private"}
+    # The previous run's card and curves give way at once (before the job starts), not at the next poll.
     c["train_button"].click(h.collect_config, set(form.values()), [config_json, c["error"]], **private).then(
-        h.start_training, [config_json, source, owner], [job_id, c["error"]], api_name="start_training")
+        clear_view, config_json, [c["status"], c["progress"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"]],
+        show_progress="hidden", **private).then(
+        h.start_training, [config_json, source, owner], [job_id, c["error"]], api_name="start_training").then(
+        lambda: None, None, last_seen, **private)  # the next tick redraws the current job (the old one if refused)
     c["find_button"].click(h.collect_config, set(form.values()), [config_json, c["lr_message"]], **private).then(
         h.find_learning_rate, [config_json, source], [c["lr_message"], c["lr_plot"], c["lr"]], api_name="find_lr",
         concurrency_id="heavy")
@@ -502,7 +535,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
                   show_progress="hidden", concurrency_limit=None)
     timer.tick(h.poll, [job_id, owner, last_seen], poll_outputs, show_progress="hidden", concurrency_limit=None,
                **private)
-    model.weights.change(apply_preset, [model.weights, model.backbone],
+    model.weights.change(apply_preset, [model.weights, model.backbone, model.restored],
                          [c[k] for k in ("recipe", "bn_mode", "optimizer", "lr", "scheduler", "batch_size", "epochs",
                                          "hint")],
                          **private)
@@ -511,4 +544,4 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     opened_run.change(h.show_run, opened_run, [c["status"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"]],
                       **private)
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
-                     poll_outputs=poll_outputs, attach=h.attach)
+                     poll_outputs=poll_outputs, attach=h.attach, form=form)

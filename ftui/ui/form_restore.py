@@ -1,0 +1,150 @@
+"""The Train form restored when a browser comes back (reload, second tab): from this browser's running or
+last job's TrainConfig, field by field (the reverse of train_step.config_from_form).
+
+"This browser" is its owner token (kept in localStorage): the newest unfinished-or-finished job it started in
+this app, else the newest run folder stamped with the token's hash (so it also works after an app restart).
+Another browser's settings and uploads are never restored.
+
+Restoring sets the backbone, weights and dataset, whose change events recompute defaults (weights, size,
+groups, hyperparameter presets). Those handlers read the restored values (`matches`) and keep them instead,
+whatever order the events run in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ftui.config import AugConfig, TrainConfig
+from ftui.ui.context import AppContext
+from ftui.ui.presets import WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE
+
+
+def my_last_config(ctx: AppContext, owner_token: str | None) -> TrainConfig | None:
+    """The config of the newest job (or run folder) this owner token started, or None."""
+    from ftui.ui.train_resume import owner_stamp
+
+    if not owner_token:
+        return None
+    mine = [job for job in ctx.jobs.jobs() if ctx.owners.get(job.id) == owner_token]
+    if mine:
+        return mine[-1].config
+    stamp = owner_stamp(owner_token)["owner"]
+    for run_id in ctx.store.list_runs()["id"]:
+        folder = ctx.store.folder(ctx.settings.runs_dir / run_id)
+        if folder.read_status().get("owner") == stamp:
+            try:
+                return TrainConfig.from_file(folder.path / "config.json")
+            except (ValueError, OSError):
+                return None
+    return None
+
+
+def groups_from_spec(spec: str, names: list[str]) -> list[str]:
+    """The ticked layer groups for a TrainConfig.train_groups string (the reverse of train_groups_spec)."""
+    if spec == "all":
+        return list(names)
+    if spec.startswith("last:"):
+        n = int(spec.split(":", 1)[1] or 1)
+        return names[-max(1, min(n, len(names))):]
+    wanted = {g.strip() for g in spec.split(",")}
+    return [g for g in names if g in wanted]
+
+
+def form_values(config: TrainConfig, fields: list[str], group_names: list[str],
+                upload_folder: str | Path) -> dict[str, Any]:
+    """The form's values by name for a config: TrainConfig fields as they are, plus the Model step's weights
+    choice, file and path, ticked groups and the Augment step's settings (key "aug", a dict)."""
+    from ftui.ui.paths import is_inside
+
+    values: dict[str, Any] = {name: getattr(config, name) for name in fields}
+    values.update(data=config.data, val_fraction=config.val_fraction, backbone=config.backbone,
+                  image_size=config.image_size, groups=groups_from_spec(config.train_groups, group_names),
+                  aug=dataclasses.asdict(config.aug), weights_file=None, weights_path="")
+    if config.weights in ("imagenet", "none"):
+        values["weights_choice"] = WEIGHTS_IMAGENET if config.weights == "imagenet" else WEIGHTS_NONE
+    else:
+        values["weights_choice"] = WEIGHTS_FILE
+        # An upload sits in Gradio's upload folder (the file box shows it again); a server file is a path.
+        values["weights_file" if is_inside(config.weights, upload_folder) else "weights_path"] = config.weights
+    return values
+
+
+def matches(pending: dict[str, Any] | None, **current: Any) -> bool:
+    """Whether the restored values belong to what a change handler sees (same backbone, weights, data...)."""
+    return bool(pending) and all(pending.get(k) == v for k, v in current.items())
+
+
+@dataclasses.dataclass
+class Targets:
+    """What a restore fills: train_step's form by name ("data" is the session's dataset State), the Augment
+    controls by AugConfig field, the Data step's outputs (source, status, table, chart, gallery, skipped) and
+    the State the change handlers read (`matches`)."""
+
+    form: dict[str, Any]
+    aug_controls: dict[str, Any]
+    data_outputs: list
+    pending: Any
+
+    def outputs(self) -> set:
+        return {*self.form.values(), *self.aug_controls.values(), *self.data_outputs, self.pending}
+
+
+FORM_OWN = ("data", "val_fraction", "backbone", "image_size", "groups", "aug_json", "weights_choice",
+            "weights_file", "weights_path")
+
+
+def restore(ctx: AppContext, targets: Targets, owner_token: str | None, source: str, session: str | None):
+    """{component: value} restoring this owner's last config (only `pending` when there is none): the form, the
+    Augment settings, and the dataset with the Data step's view of it when it differs from `source`."""
+    from ftui.backbones import list_backbones
+    from ftui.ui.charts import format_count
+    from ftui.ui.data_step import show
+    from ftui.ui.model_step import structure
+
+    nothing = {targets.pending: None}  # (an empty dict would read as one output value)
+    config = my_last_config(ctx, owner_token)
+    if config is None:
+        return nothing
+    try:
+        groups, _total = structure(ctx, config.backbone, 2)
+    except ValueError:  # a backbone this torchvision no longer has
+        return nothing
+    fields = [name for name in targets.form if name not in FORM_OWN]
+    values = form_values(config, fields, [g for g, _ in groups], gr.utils.get_upload_folder())
+    updates: dict[Any, Any] = {}
+    if config.data != source and Path(config.data).exists():
+        # The same browser (owner token) loaded it in an earlier page session: this session may read it too.
+        ctx.grants.grant(session, config.data)
+        try:
+            updates.update(zip(targets.data_outputs, show(ctx, Path(config.data), config.val_fraction)))
+        except ValueError:
+            values["data"] = source
+    else:
+        values["data"] = source
+    if values["weights_file"]:
+        ctx.grants.grant(session, values["weights_file"])
+    updates.update({component: values[name] for name, component in targets.form.items()
+                    if name in values and name not in ("data", "groups")})
+    if config.backbone not in list_backbones():  # picked from "All torchvision models"
+        updates[targets.form["backbone"]] = gr.update(choices=list_backbones(all=True), value=config.backbone)
+    # Same labels as the Model step's list ("layer4  ·  8.4M").
+    labels = [(f"{g}  ·  {format_count(n)}", g) for g, n in groups]
+    updates[targets.form["groups"]] = gr.update(choices=labels, value=values["groups"])
+    updates.update({targets.aug_controls[k]: v for k, v in values["aug"].items() if k in targets.aug_controls})
+    updates[targets.pending] = values
+    return updates
+
+
+def wire_restore(ctx: AppContext, after: Any, targets: Targets, owner: Any, source: Any) -> None:
+    """Restore the form once the page load's own defaults (`after`, a load event chain) are in place."""
+    from ftui.ui.guard import session_of
+
+    def restore_form(owner_token: str | None, source_path: str, request: gr.Request = None):
+        return restore(ctx, targets, owner_token, source_path, session_of(request))
+
+    after.then(restore_form, [owner, source], list(targets.outputs()), show_progress="hidden",
+               api_visibility="private")
