@@ -32,6 +32,10 @@ class Evaluation:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     classes: list[str]
     mistakes: pd.DataFrame  # path, true, predicted, confidence, loss; highest loss first
+    # Every image: path, true, predicted, confidence (a confusion cell's images), and each image's class
+    # probabilities in `classes` order (precision-recall curves), rounded to 4 decimals.
+    predictions: pd.DataFrame | None = None
+    probabilities: list[list[float]] | None = None
 
     @property
     def correct(self) -> int:
@@ -69,6 +73,8 @@ class Evaluation:
             "classes": self.classes, "confusion": self.confusion,
             "per_class": self.per_class.to_dict(orient="records"),
             "mistakes": self.mistakes.to_dict(orient="records"),
+            "predictions": [] if self.predictions is None else self.predictions.to_dict(orient="records"),
+            "probabilities": self.probabilities or [],
         }
 
 
@@ -132,8 +138,44 @@ def evaluate(
           "confidence": round(float(confidence[i]), 4), "loss": round(float(losses[i]), 4)} for i in wrong],
         columns=["path", "true", "predicted", "confidence", "loss"],
     ).sort_values("loss", ascending=False, ignore_index=True)
+    predictions = pd.DataFrame({"path": [it.path for it in items],
+                                "true": [run.classes[int(t)] for t in targets],
+                                "predicted": [run.classes[int(p)] for p in predicted],
+                                "confidence": confidence.double().numpy().round(4)})
     return Evaluation(
         split=split, accuracy=float((predicted == targets).double().mean()), num_items=len(items),
         per_class=per_class_table(run.classes, confusion), confusion=confusion.tolist(),
-        classes=list(run.classes), mistakes=mistakes,
+        classes=list(run.classes), mistakes=mistakes, predictions=predictions,
+        probabilities=probs.double().numpy().round(4).tolist(),
     )
+
+
+MAX_CURVE_POINTS = 100
+
+
+def pr_curves(classes: list[str], true: list[str], probabilities: list[list[float]]) -> tuple[pd.DataFrame, dict]:
+    """One-vs-rest precision-recall curves from saved class probabilities: (points, average precision).
+
+    For class k, images are ranked by their probability of k; each rank gives precision (share of k among
+    the images so far) and recall (share of all k images found). Average precision is the mean precision at
+    the ranks of the k images (scikit-learn's average_precision_score when scores do not tie). Points:
+    DataFrame(class, recall, precision), at most MAX_CURVE_POINTS per class, starting at recall 0.
+    """
+    probs = torch.as_tensor(probabilities, dtype=torch.float64)
+    index = {name: i for i, name in enumerate(classes)}
+    labels = torch.tensor([index[name] for name in true])
+    parts, average = [], {}
+    for k, name in enumerate(classes):
+        positive = labels == k
+        if not positive.any():
+            continue
+        hits = positive[torch.argsort(probs[:, k], descending=True, stable=True)].double()
+        found = hits.cumsum(0)
+        precision = found / torch.arange(1, len(hits) + 1, dtype=torch.float64)
+        recall = found / hits.sum()
+        average[name] = float((precision * hits).sum() / hits.sum())
+        keep = torch.linspace(0, len(hits) - 1, min(len(hits), MAX_CURVE_POINTS)).round().long().unique()
+        parts.append(pd.DataFrame({"class": name, "recall": [0.0, *recall[keep].tolist()],
+                                   "precision": [1.0, *precision[keep].tolist()]}))
+    points = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["class", "recall", "precision"])
+    return points, average

@@ -168,7 +168,9 @@ def confusion_html(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> s
             # Correct predictions in green, mistakes in red; the shade is the share of the true class.
             colour = f"rgba(34,150,90,{0.12 + 0.78 * share:.2f})" if diagonal else (
                 f"rgba(214,69,65,{0.08 + 0.8 * share:.2f})" if count else "transparent")
-            cells.append(f"<td style='background:{colour}' title='{count} of {total}'>{count}</td>")
+            # data-row/col: a click shows this cell's images (results_step.CELL_CLICK).
+            cells.append(f"<td style='background:{colour};cursor:pointer' data-row='{i}' data-col='{j}' "
+                         f"title='{count} of {total}: click to see them'>{count}</td>")
         body.append(f"<tr><th class='ftui-cm-true'>{html.escape(name)}</th>{''.join(cells)}</tr>")
     return (
         "<div class='ftui-cm'><div class='ftui-cm-axis'>rows: true class &nbsp;·&nbsp; columns: predicted</div>"

@@ -118,6 +118,57 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
             gallery)
 
 
+# Ten distinct colours for the per-class curves (Vega's "tableau10"), reused in turn beyond ten classes.
+PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+           "#bab0ac"]
+# The confusion matrix sends the clicked cell (true row, predicted column) to the server.
+CELL_CLICK = """element.addEventListener('click', (event) => {
+  const cell = event.target.closest('td[data-row]');
+  if (cell) trigger('click', {row: Number(cell.dataset.row), col: Number(cell.dataset.col)});
+});"""
+
+
+def pr_chart(result: dict[str, Any]) -> Any:
+    """Per-class precision-recall curves from the evaluation's saved probabilities (None without them)."""
+    from ftui.evaluate import pr_curves
+    from ftui.ui.charts import line_chart
+
+    if not result.get("probabilities"):
+        return None
+    true = [row["true"] for row in result["predictions"]]
+    points, average = pr_curves(result["classes"], true, result["probabilities"])
+    names = {name: f"{name} (AP {ap:.2f})" for name, ap in average.items()}
+    frame = points.assign(series=points["class"].map(names))
+    colors = {names[n]: PALETTE[i % len(PALETTE)] for i, n in enumerate(result["classes"]) if n in names}
+    chart = line_chart(frame, "recall", "precision", colors, ("recall", "precision"), height=260,
+                       y_format=".0%", y_domain=[0, 1.02])
+    spec = json.loads(chart.plot)
+    # Recall runs 0..1: percent ticks, not the whole-number ticks of epochs.
+    spec["encoding"]["x"].update(axis={"format": ".0%"}, scale={"domain": [0, 1]})
+    spec["encoding"]["color"]["legend"].update(columns=4, labelLimit=200)
+    return chart.model_copy(update={"plot": json.dumps(spec)})
+
+
+def cell_images(ctx: AppContext, cells: dict | None, row: int, col: int, session: str | None) -> tuple:
+    """(title, gallery) of the images in one confusion-matrix cell: true class `row` predicted as `col`."""
+    from ftui.images import ImageError
+
+    if not cells or not 0 <= row < len(cells["classes"]) or not 0 <= col < len(cells["classes"]):
+        return "**Evaluate a run first**, then click a cell of its confusion matrix.", []
+    true, predicted = cells["classes"][row], cells["classes"][col]
+    chosen = [p for p in cells["predictions"] if p["true"] == true and p["predicted"] == predicted]
+    out = []
+    for item in chosen[:MISTAKES_SHOWN * 2]:
+        if not ctx.readable(item["path"], session):
+            continue
+        try:
+            out.append((_thumb(item["path"]), f"{item['confidence']:.0%}"))
+        except ImageError:
+            continue
+    what = "correctly predicted" if row == col else f"predicted as **{predicted}**"
+    return f"**{len(chosen)}** images of **{true}** {what} ({len(out)} shown, confidence under each)", out
+
+
 def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> dict[str, Any]:
     """A run's Evaluation dict on `split` of its dataset as it is now.
 
@@ -138,8 +189,11 @@ def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> di
     current = saved.is_file() and (root is None or (
         root == Path(data) and not fixes.changes_since(root, saved.stat().st_mtime)))
     # The job already evaluated the val split when it finished: reuse it instead of recomputing.
+    # (A file saved before the per-image probabilities were kept is recomputed.)
     if split == "val" and current and saved.stat().st_mtime >= trained:
-        return json.loads(saved.read_text())
+        result = json.loads(saved.read_text())
+        if result.get("probabilities"):
+            return result
     if progress is not None:
         progress(0.2, desc=f"Evaluating on the {split} split...")
     result = run_evaluation(run, split=split, dataset=str(root) if root is not None else None).to_dict()
@@ -165,27 +219,40 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
     summary = gr.Markdown(elem_classes="ftui-card")
     with gr.Row(equal_height=False):
         table = gr.Dataframe(label="Per class", interactive=False, scale=1)
-        confusion = gr.HTML(label="Confusion matrix")
+        confusion = gr.HTML(label="Confusion matrix", js_on_load=CELL_CLICK, elem_id="ftui-confusion")
+    with gr.Row(equal_height=False):
+        pr_plot = gr.Plot(label="Precision-recall per class (one vs rest)", elem_id="ftui-pr-plot")
+        with gr.Column():
+            cell_title = gr.Markdown("Click a cell of the confusion matrix to see its images.",
+                                     elem_id="ftui-cell-title")
+            cell_gallery = gr.Gallery(label="Images of the clicked cell", columns=6, height=240,
+                                      object_fit="cover", elem_id="ftui-cell-gallery")
     gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence)", columns=8, height=300,
                          object_fit="cover", elem_id="ftui-eval-gallery")
     # Server-side: the paths behind the thumbnails and the run's dataset, for the fix buttons.
-    shown_paths, data_source = gr.State([]), gr.State("")
+    shown_paths, data_source, cells = gr.State([]), gr.State(""), gr.State(None)
     if fix_hook is not None:
         fix_hook(gallery, shown_paths, data_source)
 
     def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
         if not run_id:
-            return "**Pick a run first.**", *([gr.skip()] * 6)
+            return "**Pick a run first.**", *([gr.skip()] * 8)
         try:
             result = evaluation_of(ctx, run_id, split_name, progress)
         except (ValueError, OSError) as exc:
-            return f"**Could not evaluate:** {exc}", *([gr.skip()] * 6)
+            return f"**Could not evaluate:** {exc}", *([gr.skip()] * 8)
         shown_paths: list[str] = []
         parts = evaluation_outputs(ctx, result, session_of(request), predictor(ctx, run_id), shown_paths)
-        return "", *parts, shown_paths, predictor(ctx, run_id).run.config.data
+        picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
+        return "", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked
 
-    outputs = [error, summary, table, confusion, gallery, shown_paths, data_source]
+    def show_cell(picked: dict | None, evt: gr.EventData, request: gr.Request = None):
+        data = getattr(evt, "_data", None) or {}
+        return cell_images(ctx, picked, int(data.get("row", -1)), int(data.get("col", -1)), session_of(request))
+
+    confusion.click(show_cell, cells, [cell_title, cell_gallery], api_visibility="private")
+    outputs = [error, summary, table, confusion, gallery, pr_plot, shown_paths, data_source, cells]
     button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
     return run
