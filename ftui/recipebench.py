@@ -3,7 +3,9 @@
 On each dataset, with the same split, weights, image size and epoch budget, three recipes:
   default    ftui's TrainConfig defaults through the engine (what a user gets without tuning);
   probe      a tuned linear probe on frozen features (weight decay chosen on a fold of train, not on val);
-  reference  a hand fine-tune in fastai's `fine_tune` style (ftui/reference.py).
+  reference  a hand fine-tune in fastai's `fine_tune` style (ftui/reference.py);
+  head_only  the default before this recipe (`--train-groups head`, cosine, no early stopping): the head alone
+             on cached features, for accuracy and per-epoch cost side by side in one run.
 Each row reports val accuracy with its 95% Wilson interval, wall time and seconds per epoch. A default is
 only good when it is good on all of the suite (README), never on one set.
 """
@@ -28,7 +30,9 @@ from ftui.bench import BenchError
 from ftui.config import AugConfig, TrainConfig
 from ftui.stats import wilson_interval
 
-METHODS = ("default", "probe", "reference")
+METHODS = ("default", "probe", "reference", "head_only")
+# The old default, as TrainConfig overrides of today's defaults.
+HEAD_ONLY = {"train_groups": "head", "scheduler": "cosine", "early_stopping_patience": 0}
 
 
 class _Batches:
@@ -70,7 +74,8 @@ def _engine_default(config: TrainConfig, dataset, model, backbone: str) -> dict[
     last_phase = timeline.epochs[-1]["phase"]
     return {"val_acc": result.best_val_acc, "seconds": time.perf_counter() - start,
             "epoch_seconds": timeline.mean_epoch_seconds(last_phase), "phase": last_phase,
-            "epochs": [round(e["val_acc"], 4) for e in timeline.epochs], "notes": result.notes}
+            "epochs": [round(e["val_acc"], 4) for e in timeline.epochs],
+            "epoch_times": [round(e["seconds"], 2) for e in timeline.epochs], "notes": result.notes}
 
 
 def demo_from_scratch(data: str, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -117,7 +122,7 @@ def _reference(model, backbone: str, train: _Batches, val: _Batches, epochs: int
                            on_epoch=lambda e, acc, s: log(f"reference epoch {e}: val acc {acc:.4f} ({s:.0f} s)"))
     return {"val_acc": ref.val_acc[-1], "seconds": time.perf_counter() - start,
             "epoch_seconds": statistics.fmean(ref.epoch_seconds[1:] or ref.epoch_seconds),
-            "epochs": [round(a, 4) for a in ref.val_acc]}
+            "epochs": [round(a, 4) for a in ref.val_acc], "epoch_times": [round(t, 2) for t in ref.epoch_seconds]}
 
 
 def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_size: int = 16,
@@ -155,6 +160,9 @@ def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_siz
     if "default" in methods:
         log(f"{row['dataset']}: default recipe")
         row["default"] = _engine_default(config, dataset, fresh(), backbone)
+    if "head_only" in methods:
+        log(f"{row['dataset']}: head only (the old default)")
+        row["head_only"] = _engine_default(config.replace(**HEAD_ONLY), dataset, fresh(), backbone)
     from ftui.augment import eval_transform, train_transform
 
     size, resize = settings["image_size"], settings["resize_size"]

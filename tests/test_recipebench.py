@@ -79,11 +79,14 @@ def test_bench_recipes_runs_every_method_on_the_same_split(tmp_path, capsys):
     assert code == 0
     row = out["rows"][0]
     assert (row["classes"], row["train"], row["val"]) == (3, 24, 6)
-    for method in ("default", "probe", "reference"):
+    for method in ("default", "probe", "reference", "head_only"):
         r = row[method]
         assert 0.0 <= r["val_acc"] <= 1.0 and r["correct"] == round(r["val_acc"] * 6)
         assert r["ci95"][0] <= r["val_acc"] <= r["ci95"][1]
     assert len(row["reference"]["epochs"]) == 2 and len(row["default"]["epochs"]) == 2
+    # Per-epoch seconds of every trained method, in the same run (the default's head epoch, then its body's).
+    assert len(row["default"]["epoch_times"]) == len(row["reference"]["epoch_times"]) == 2
+    assert row["head_only"]["phase"] == "head" and row["default"]["phase"] == "fine_tune"
     assert row["probe"]["weight_decay"] > 0
 
 
