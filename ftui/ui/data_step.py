@@ -45,6 +45,9 @@ class DataView:
     load_outputs: list
 
 
+# The class-balance chart's colours. It shows no label badge: the badge pushed the chart down and its legend
+# and class names were cut off at the bottom.
+SPLIT_COLORS = {"train": "#4c78a8", "val": "#f58518", "test": "#54a24b"}
 # The Data step splits train/val with this seed; training and the lr finder reuse exactly that split.
 SPLIT_SEED = 0
 
@@ -228,10 +231,11 @@ def build(ctx: AppContext) -> DataView:
             with gr.Row():
                 table = gr.Dataframe(label="Images per class and split", interactive=False, max_height=260,
                                      elem_id="ftui-data-table")
-                chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240,
-                                   sort=None)
+                chart = gr.BarPlot(x="class", y="images", color="split", height=240, sort=None,
+                                   label="Class balance", show_label=False, color_map=SPLIT_COLORS,
+                                   elem_id="ftui-balance")
             gallery = gr.Gallery(label="A few images per class", columns=8, height=260, object_fit="cover",
-                                 allow_preview=True)
+                                 elem_id="ftui-data-gallery")
             with gr.Accordion("Skipped files", open=False):
                 skipped = gr.Dataframe(label="Files that were left out, and why", interactive=False,
                                        max_height=220)
