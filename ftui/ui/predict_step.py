@@ -206,8 +206,11 @@ def _results_column() -> dict[str, Any]:
     c["verdict"] = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-verdict")
     with gr.Row(equal_height=False):
         c["label"] = gr.Label(label="Top predictions", elem_id="ftui-label", scale=1)
-        c["overlay"] = gr.Image(label="Where the model looked (Grad-CAM)", type="pil", height=OVERLAY,
-                                width=OVERLAY, interactive=False, elem_id="ftui-gradcam", scale=1)
+        with gr.Column(scale=1, min_width=OVERLAY):
+            # A heading instead of Gradio's label badge, which sat over the top of the heat map.
+            gr.Markdown("**Where the model looked** (Grad-CAM)", elem_classes="ftui-image-title")
+            c["overlay"] = gr.Image(show_label=False, type="pil", height=OVERLAY, width=OVERLAY,
+                                    interactive=False, elem_id="ftui-gradcam", buttons=["download"])
     c["gallery"] = gr.Gallery(label="All images (top-1 label, heat map)", columns=6, height=240,
                               object_fit="cover")
     c["table"] = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
