@@ -63,6 +63,13 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def shown_message(logger: logging.Logger, exc: BaseException, what: str) -> str:
+    """The text a UI shows for an exception it caught: a user error's own message; anything else is logged
+    with its traceback and shown as an internal error (its text may name server paths or mean nothing)."""
+    log_failure(logger, exc, what)
+    return str(exc) if is_user_error(exc) else internal_message(None)
+
+
 def configure_logging(console: int = logging.INFO) -> None:
     """Once per process (the app, the CLI): ftui's loggers pass INFO and up (a run's log.txt gets them),
     stderr shows `console` and up (the CLI: warnings and internal errors, not its own progress twice)."""

@@ -12,11 +12,13 @@ from ftui.runs import RunStore, save_checkpoint
 from tests.conftest import make_class_folder
 
 
-def make_quick_run(root: Path, backbone: str = "resnet18", image_size: int = 32, per_class: int = 6) -> Path:
-    """root/colours (3 classes) and root/runs/<id>/ with an untrained but real checkpoint; returns the run dir."""
+def make_quick_run(root: Path, backbone: str = "resnet18", image_size: int = 32, per_class: int = 6,
+                   classes: list[str] | None = None) -> Path:
+    """root/colours (3 classes, or `classes`) and root/runs/<id>/ with an untrained but real checkpoint;
+    returns the run dir."""
     from ftui.backbones import backbone_info, build
 
-    data = make_class_folder(root / "colours", per_class=per_class)
+    data = make_class_folder(root / "colours", per_class=per_class, classes=classes)
     config = TrainConfig(data=str(data), backbone=backbone, weights="none", image_size=image_size, epochs=1,
                          batch_size=4, device="cpu", aug=AugConfig.none(), train_groups="all", recipe="plain")
     folder = RunStore(root / "runs").create(config)

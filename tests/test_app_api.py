@@ -37,6 +37,7 @@ def poll_until_finished(client, job_id: str, token: str, timeout: float = 120) -
     raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
+@pytest.mark.slow  # trains through the API
 def test_client_loads_data_trains_polls_and_predicts(app):
     url, _ctx, data_root = app
     client = gradio_client.Client(url, verbose=False)
@@ -107,6 +108,7 @@ def test_a_job_needs_an_owner_token_and_an_empty_token_stops_nothing(app):
     assert poll_until_finished(client, job, "token-c")["status"] == "stopped"
 
 
+@pytest.mark.slow  # trains through the API
 def test_learning_rate_finder_suggests_a_rate_for_the_loaded_data(app):
     url, ctx, _data_root = app
     assert ctx.jobs.active() is None  # the finder refuses to compete with a training run

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ftui.bench import format_table
 from ftui.cli import main
 
@@ -18,6 +20,7 @@ DOCUMENTED_KEYS = (
 )
 
 
+@pytest.mark.slow  # runs the bench
 def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_folder, capsys):
     code = main(["bench", str(split_folder), "--backbone", "mobilenet_v3_small", "--weights", "none",
                  "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--tutorial-workers", "0", "--json"])

@@ -15,7 +15,7 @@ from browser_support import BROWSER_MARKS, chromium, open_app, wait_status
 from conftest import make_class_folder
 from ftui_app_server import running_app
 
-pytestmark = BROWSER_MARKS
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]  # each test trains in the app (20-150 s)
 # Points drawn in the training-loss line (vega renders SVG paths "M x,y L x,y ...").
 LOSS_POINTS = """() => {
   const path = document.querySelector('#ftui-loss-plot g.mark-line path');

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from browser_support import BROWSER_MARKS, chromium, open_app
 from ftui_app_server import running_app
 
 from tests.run_fixtures import make_quick_run
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
-]
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]
 
 # For one chart: its x-axis tick labels, legend labels, marker count, and the texts sticking out of it.
 CHART_FACTS = """(id) => {
@@ -58,11 +53,8 @@ def _three_epoch_run(root: Path) -> str:
 @pytest.mark.parametrize("width", [1280, 1920])
 def test_epoch_charts_have_whole_epochs_markers_legend_and_nothing_clipped(tmp_path, width):
     run_id = _three_epoch_run(tmp_path)
-    with running_app(tmp_path) as (url, _ctx), playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": width, "height": 1000})
-        page.goto(url)
-        page.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
+    with running_app(tmp_path) as (url, _ctx), chromium() as browser:
+        _context, page = open_app(browser, url, width=width, height=1000)
         page.get_by_role("tab", name="4 · Train").click()
         page.locator("#ftui-runs [data-testid=cell-0-0]").click()
         page.wait_for_selector(f"#ftui-train-status:has-text('{run_id}')", timeout=30_000)
@@ -79,4 +71,3 @@ def test_epoch_charts_have_whole_epochs_markers_legend_and_nothing_clipped(tmp_p
             assert facts["markers"] == 6  # three epochs, two series: every point visible
             assert facts["outside"] == [] and facts["hidden"] == [], (chart, facts)
             assert facts["width"] > 250
-        browser.close()

@@ -50,6 +50,9 @@ def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app
     assert page.inner_text("#ftui-verdict").startswith(words) and words.startswith("Low confidence")
     box = page.locator("#ftui-gradcam img").bounding_box()
     assert box["width"] <= 300, "a single result is shown at a readable size, not a huge crop"
+    # Its title sits above the heat map, not over its top edge.
+    title = page.locator(".prose.ftui-image-title").bounding_box()
+    assert title["y"] + title["height"] <= box["y"] + 1
 
 
 def _gradcam_src(page) -> str:
@@ -78,3 +81,20 @@ def test_checkpoint_download_is_named_after_the_run(app, page):
     with page.expect_download() as info:
         link.click()
     assert info.value.suggested_filename == f"{run_dir.name}.pt"
+
+
+def test_live_webcam_streams_one_prediction_after_another(page):
+    """The Live tab streams the fake camera's frames: the heat map is replaced again and again."""
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#ftui-live [title='grant webcam access']").click()
+    page.wait_for_function("() => { const v = document.querySelector('#ftui-live video');"
+                           " return !!(v && v.readyState >= 2 && v.videoWidth > 0); }", timeout=30_000)
+    page.locator("#ftui-live button[aria-label='capture photo']").click()  # "Record": start streaming
+    seen = [_gradcam_src(page)]
+    for _ in range(2):  # two new results in a row: a stream, not one photo
+        page.wait_for_function("(old) => { const i = document.querySelector('#ftui-gradcam img');"
+                               " return !!(i && i.src && !old.includes(i.src) && i.complete); }",
+                               arg=seen, timeout=60_000)
+        seen.append(_gradcam_src(page))
+    assert page.locator("#ftui-label").inner_text().strip()
+    page.locator("#ftui-live button[aria-label='capture photo']").click()  # stop

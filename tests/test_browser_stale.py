@@ -6,35 +6,23 @@ from __future__ import annotations
 
 import io
 import time
-from pathlib import Path
 
 import pytest
+from browser_support import BROWSER_MARKS, chromium, open_app
 from conftest import make_class_folder
 from ftui_app_server import running_app
 from PIL import Image
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium"),
-]
+pytestmark = [*BROWSER_MARKS, pytest.mark.slow]
 FIRST_DRAW = "() => (document.querySelector('#ftui-aug-gallery img') || {}).src || ''"
 
 
-def _page(p, url):
-    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(url)
-    page.wait_for_selector("#ftui-data-status:has-text('Dataset ready')", timeout=60_000)
-    return browser, page
 
 
 def test_augment_preview_shows_the_uploaded_dataset(tmp_path):
     folder = make_class_folder(tmp_path / "photos", per_class=6, classes=["blue", "green"], size=48)
-    with running_app(tmp_path / "app") as (url, _ctx), playwright_api.sync_playwright() as p:
-        browser, page = _page(p, url)
+    with running_app(tmp_path / "app") as (url, _ctx), chromium() as browser:
+        _context, page = open_app(browser, url, width=1400)
         page.get_by_role("tab", name="2 · Augment").click()
         page.wait_for_function(f"({FIRST_DRAW})() !== ''", timeout=60_000)
         demo_draw = page.evaluate(FIRST_DRAW)
@@ -49,13 +37,12 @@ def test_augment_preview_shows_the_uploaded_dataset(tmp_path):
         page.wait_for_function(f"(old) => ({FIRST_DRAW})() !== old", arg=demo_draw, timeout=60_000)
         drawn = Image.open(io.BytesIO(page.request.get(page.evaluate(FIRST_DRAW)).body())).convert("RGB")
         red, green, blue = (sum(band) / len(band) for band in zip(*drawn.getdata()))
-        browser.close()
     assert blue > red + 60 and blue > green + 60, (red, green, blue)  # a draw of a blue image, not a demo texture
 
 
 def test_pressing_train_replaces_the_finished_card_and_curves_at_once(tmp_path):
-    with running_app(tmp_path) as (url, ctx), playwright_api.sync_playwright() as p:
-        browser, page = _page(p, url)
+    with running_app(tmp_path) as (url, ctx), chromium() as browser:
+        _context, page = open_app(browser, url, width=1400)
         page.get_by_role("tab", name="4 · Train").click()
         page.fill("#ftui-epochs input", "1")
         page.press("#ftui-epochs input", "Tab")
@@ -82,6 +69,5 @@ def test_pressing_train_replaces_the_finished_card_and_curves_at_once(tmp_path):
                                 ".length")
         print(f"\n[ftui timing] Train click -> previous FINISHED card gone: {seconds:.2f} s")
         ctx.jobs.stop_all()
-        browser.close()
     assert seconds < 2.0  # 0.5 s measured; 3.1 s when the card waited for the new job's first poll
     assert markers == 0  # the old run's accuracy points went with its card

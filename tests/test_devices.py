@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ftui import devices
@@ -26,6 +27,7 @@ def _probe(**env: str) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow  # times kernels
 def test_settings_follow_the_instruction_set_torch_uses_here():
     # torch's own switches lower what its kernels may use: an AVX2-only or plain CPU, emulated on this one.
     avx2 = _probe(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")

@@ -323,6 +323,7 @@ def test_a_file_identical_to_another_is_reported_once_per_group(tmp_path):
 
 
 # --- real data, real backbone ----------------------------------------------------------------------------
+@pytest.mark.slow  # a pretrained probe over a real dataset
 @pytest.mark.shared
 def test_hymenoptera_placeholder_gif_is_flagged_by_properties_and_the_pretrained_probe(
         shared_data, shared_weights):

@@ -62,6 +62,7 @@ class StopAfter(Callback):
             self.event.set()
 
 
+@pytest.mark.slow  # several real training runs
 def test_events_arrive_in_order_start_batches_epochs_end(class_folder):
     config = tiny_config(class_folder, train_groups="all", recipe="plain")
     dataset, model, groups = build_parts(config)
@@ -83,6 +84,7 @@ def test_events_arrive_in_order_start_batches_epochs_end(class_folder):
     assert rec.events[-1][1]["status"] == "done"
 
 
+@pytest.mark.slow  # several real training runs
 def test_stop_mid_epoch_gives_stopped_with_metrics_and_last_checkpoint(class_folder, tmp_path):
     config = tiny_config(class_folder, train_groups="all", recipe="plain", epochs=3, batch_size=4)
     dataset, model, groups = build_parts(config)
@@ -183,6 +185,7 @@ def test_feature_cache_over_its_cap_falls_back_to_the_full_model(class_folder):
     assert any("training the full model instead" in n for n in result.notes)
 
 
+@pytest.mark.slow  # several real training runs
 def test_same_seed_same_data_same_config_gives_same_metrics(class_folder):
     config = tiny_config(class_folder, train_groups="last:2", aug=AugConfig(), feature_cache_views=2, epochs=3,
                          freeze_epochs=1)
@@ -240,6 +243,7 @@ def test_early_stopping_asks_the_loop_to_stop_after_patience_epochs():
     assert control.should_stop and "did not improve for 2 epochs" in control.stop_reason
 
 
+@pytest.mark.slow  # several real training runs
 @pytest.mark.shared
 def test_head_only_on_hymenoptera_with_real_weights_reaches_093(shared_data, shared_weights):
     config = TrainConfig(data=str(shared_data), backbone="mobilenet_v2", weights=str(shared_weights),
@@ -254,6 +258,7 @@ def test_head_only_on_hymenoptera_with_real_weights_reaches_093(shared_data, sha
 
 # --- speed: lazy feature cache, micro-batches ------------------------------------------------------
 
+@pytest.mark.slow  # several real training runs
 def test_lazily_filled_feature_cache_gives_the_same_metrics_as_no_cache(class_folder):
     config = tiny_config(class_folder, train_groups="head", epochs=2, mixed_precision=False)
     histories = []
@@ -270,6 +275,7 @@ def test_lazily_filled_feature_cache_gives_the_same_metrics_as_no_cache(class_fo
     assert cached["val_loss"].to_numpy() == pytest.approx(plain["val_loss"].to_numpy(), rel=1e-3)
 
 
+@pytest.mark.slow  # several real training runs
 def test_micro_batches_with_accumulation_equal_one_big_batch(class_folder, monkeypatch):
     from ftui import devices
 

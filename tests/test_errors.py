@@ -124,3 +124,26 @@ def test_cli_train_failing_on_a_bug_before_training_exits_1_not_2(class_folder, 
     monkeypatch.setattr(ftui.data, "class_size_warnings", too_small)
     assert cli.main(args) == 2
     assert "error: class 'red' has 1 image" in capsys.readouterr().err
+
+
+def test_predict_step_shows_user_errors_and_hides_bugs_behind_internal_error(tmp_path, monkeypatch, caplog):
+    from run_fixtures import make_quick_run
+
+    import ftui.predict
+    from ftui.ui import AppContext, AppSettings
+    from ftui.ui.predict_step import predict_single
+
+    run_dir = make_quick_run(tmp_path)
+    ctx = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work"))
+    image = next((tmp_path / "colours" / "red").iterdir())
+    error, labels, _verdict, _overlay = predict_single(ctx, run_dir.name, str(image), 0)  # k out of range
+    assert error.startswith("**Could not predict:** k ") and labels is None
+
+    def bug(self, images, top_k=5):
+        deep_pandas_bug()
+
+    monkeypatch.setattr(ftui.predict.Predictor, "predict", bug)
+    with caplog.at_level(logging.ERROR, logger="ftui"):
+        error, labels, _verdict, _overlay = predict_single(ctx, run_dir.name, str(image), 3)
+    assert error == "**Could not predict:** internal error, details in the server log" and labels is None
+    assert any(r.exc_info and "astype" in caplog.text for r in caplog.records)

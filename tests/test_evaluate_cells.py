@@ -50,7 +50,7 @@ def test_clicking_a_confusion_cell_in_chromium_shows_its_images_and_the_pr_curve
     browser_support = pytest.importorskip("browser_support")
     from ftui_app_server import running_app
 
-    make_quick_run(tmp_path, per_class=6)
+    make_quick_run(tmp_path, per_class=6, classes=["checkerboard_pattern", "horizontal_stripes", "polka_dots"])
     with running_app(tmp_path, data_root=tmp_path) as (url, ctx), browser_support.chromium() as browser:
         if not browser_support.CHROMIUM.exists():
             pytest.skip("needs Debian's /usr/bin/chromium")
@@ -69,5 +69,17 @@ def test_clicking_a_confusion_cell_in_chromium_shows_its_images_and_the_pr_curve
         legend = page.evaluate("() => [...document.querySelectorAll('#ftui-pr-plot g.role-legend-label text')]"
                                ".map(t => t.textContent)")
         assert len(legend) == 3 and all("(AP " in text for text in legend)
+        # Long class names: every mistake caption is shown whole inside its thumbnail (no "checker → ...").
+        page.wait_for_selector("#ftui-eval-gallery .caption-label", timeout=30_000)
+        clipped = page.evaluate("""() => [...document.querySelectorAll('#ftui-eval-gallery .caption-label')]
+          .filter(c => { const r = c.getBoundingClientRect(), t = c.closest('button').getBoundingClientRect();
+                         return c.scrollWidth > c.clientWidth + 1 || r.left < t.left || r.right > t.right
+                                || r.top < t.top || r.bottom > t.bottom; }).map(c => c.innerText)""")
+        assert clipped == []
+        tops = page.evaluate("""() => [document.querySelector('#ftui-eval-gallery [data-testid="block-label"]')
+          .getBoundingClientRect().bottom, document.querySelector('#ftui-eval-gallery button.thumbnail-item')
+          .getBoundingClientRect().top]""")
+        assert tops[1] >= tops[0]  # the first row starts below the gallery's label badge
+        assert " → " in page.inner_text("#ftui-eval-gallery .caption-label")
         page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
         context.close()

@@ -15,6 +15,11 @@ from ftui.runs import RunStore, load_run
 from tests.conftest import make_class_folder
 
 
+# Every test here uses one trained run (about a minute of training on 2 busy cores); the quick subset
+# keeps the CLI's train -> predict -> evaluate end to end (tests/test_cli.py).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny run trained to the end: (data folder, run folder)."""

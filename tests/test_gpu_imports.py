@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BLOCKED = """
@@ -25,6 +27,7 @@ print("imports ok")
 """
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_training_path_imports_without_gradio_or_imagehash():
     out = subprocess.run([sys.executable, "-c", BLOCKED], check=False, cwd=ROOT, capture_output=True, text=True,
                          timeout=180)

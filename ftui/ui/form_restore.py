@@ -73,16 +73,11 @@ def form_values(config: TrainConfig, fields: list[str], group_names: list[str],
     return values
 
 
-def matches(pending: dict[str, Any] | None, **current: Any) -> bool:
-    """Whether the restored values belong to what a change handler sees (same backbone, weights, data...)."""
-    return bool(pending) and all(pending.get(k) == v for k, v in current.items())
-
-
 @dataclasses.dataclass
 class Targets:
     """What a restore fills: train_step's form by name ("data" is the session's dataset State), the Augment
     controls by AugConfig field, the Data step's outputs (source, status, table, chart, gallery, skipped) and
-    the State the change handlers read (`matches`)."""
+    the State the change handlers read (model_step.matches)."""
 
     form: dict[str, Any]
     aug_controls: dict[str, Any]

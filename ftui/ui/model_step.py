@@ -193,6 +193,12 @@ def _groups_column() -> dict[str, Any]:
     return c
 
 
+def matches(pending: dict[str, Any] | None, **current: Any) -> bool:
+    """Whether values restored from the last job (ui/form_restore.py) belong to what a change handler sees
+    (same backbone, weights, data...). Here, not in form_restore: that module reads this one's `structure`."""
+    return bool(pending) and all(pending.get(k) == v for k, v in current.items())
+
+
 def file_group_visible(choice: str):
     """The weights-file inputs show only for the "file" choice."""
     return gr.update(visible=choice == WEIGHTS_FILE)
@@ -237,8 +243,6 @@ class _Handlers:
     def kept(self, restored: dict | None, name: str, source_path: str, choice: str, **match):
         """(groups box, counts, size) of a form just restored from the last job (form_restore), else None:
         the restore changed backbone and dataset, whose handlers would otherwise put the defaults back."""
-        from ftui.ui.form_restore import matches
-
         if not matches(restored, backbone=name, **match):
             return None
         box, counts = self.refresh(name, source_path, restored["groups"])

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from ftui.errors import shown_message
 from ftui.ui.context import LRU, AppContext
 from ftui.ui.guard import InputError, number, private_download, session_of
 
@@ -93,8 +94,8 @@ def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
         verdict, overlay = explain_one(model, image, top)
     except ImageError as exc:
         return f"**Not an image we can read:** {exc}", None, "", None
-    except ValueError as exc:
-        return f"**Could not predict:** {exc}", None, "", None
+    except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
+        return f"**Could not predict:** {shown_message(log, exc, 'predict')}", None, "", None
     return "", {name: prob for name, prob in top}, verdict, overlay
 
 
@@ -127,8 +128,8 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
                   for picture, p, top in zip(pictures, paths, results)]
     except ImageError as exc:
         return f"**Not an image we can read:** {exc}", *skip
-    except ValueError as exc:
-        return f"**Could not predict:** {exc}", *skip
+    except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
+        return f"**Could not predict:** {shown_message(log, exc, 'predict files')}", *skip
     table["path"] = [Path(p).name for p in paths]
     # A unique name written atomically: parallel calls never share (and truncate) one file.
     out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
@@ -148,8 +149,8 @@ def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
     try:
         progress(0.2, desc=f"Exporting {fmt} and checking it against PyTorch...")
         result = export_run(predictor(ctx, run_id).run, fmt)
-    except ValueError as exc:
-        return f"**Could not export:** {exc}", gr.skip()
+    except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
+        return f"**Could not export:** {shown_message(log, exc, f'export {fmt}')}", gr.skip()
     return (f"{fmt} export ready: {result.note}.",
             gr.update(value=download(result.path), visible=True, label=f"Download {result.path.name}"))
 
@@ -205,8 +206,11 @@ def _results_column() -> dict[str, Any]:
     c["verdict"] = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-verdict")
     with gr.Row(equal_height=False):
         c["label"] = gr.Label(label="Top predictions", elem_id="ftui-label", scale=1)
-        c["overlay"] = gr.Image(label="Where the model looked (Grad-CAM)", type="pil", height=OVERLAY,
-                                width=OVERLAY, interactive=False, elem_id="ftui-gradcam", scale=1)
+        with gr.Column(scale=1, min_width=OVERLAY):
+            # A heading instead of Gradio's label badge, which sat over the top of the heat map.
+            gr.Markdown("**Where the model looked** (Grad-CAM)", elem_classes="ftui-image-title")
+            c["overlay"] = gr.Image(show_label=False, type="pil", height=OVERLAY, width=OVERLAY,
+                                    interactive=False, elem_id="ftui-gradcam", buttons=["download"])
     c["gallery"] = gr.Gallery(label="All images (top-1 label, heat map)", columns=6, height=240,
                               object_fit="cover")
     c["table"] = gr.Dataframe(label="Predictions", interactive=False, max_height=240)

@@ -94,7 +94,7 @@ def apply_preset(weights_choice: str, backbone: str, restored: dict | None = Non
     let BatchNorm learn the data's statistics. Pretrained ones are kept: head first, statistics frozen.
     A form just restored from this browser's last job (form_restore) keeps that job's values instead.
     """
-    from ftui.ui.form_restore import matches
+    from ftui.ui.model_step import matches
 
     hint = preset_hint(weights_choice, backbone)
     if matches(restored, weights_choice=weights_choice, backbone=backbone):
