@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ftui.errors import shown_message
 from ftui.ui.charts import counts_frame
 from ftui.ui.context import AppContext
 from ftui.ui.folder_picker import folder_picker
@@ -26,6 +28,8 @@ from ftui.ui.uploads import (
     parse_manifest,
     zip_manifest,
 )
+
+log = logging.getLogger(__name__)
 
 THUMBS_PER_CLASS = 4
 THUMB_SIZE = 112
@@ -193,8 +197,9 @@ def _finish(run, num_outputs: int) -> tuple:
     """Run one loader; turn its error into a message instead of a traceback."""
     try:
         return (*run(), "")
-    except ValueError as exc:
-        return (*(gr.skip() for _ in range(num_outputs - 1)), f"**Could not load the data:** {exc}")
+    except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+        message = shown_message(log, exc, "load data")
+        return (*(gr.skip() for _ in range(num_outputs - 1)), f"**Could not load the data:** {message}")
 
 
 def build(ctx: AppContext) -> DataView:
