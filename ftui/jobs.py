@@ -319,7 +319,7 @@ class Job:
             run_dir = self.run_dir
             if run_dir is None:  # with a run folder, run_training logged it (to its log.txt too)
                 log_failure(log, exc, "training job failed before its run folder existed")
-            message = describe_exception(exc, config, Path(run_dir) / LOG_NAME if run_dir else None)
+            message = describe_exception(exc, config, Path(run_dir).resolve() / LOG_NAME if run_dir else None)
             self._finish("failed", message, error=message, internal=not is_user_error(exc))
             return
         self.result = result

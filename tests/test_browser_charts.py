@@ -55,6 +55,18 @@ def test_epoch_charts_have_whole_epochs_markers_legend_and_nothing_clipped(tmp_p
     run_id = _three_epoch_run(tmp_path)
     with running_app(tmp_path) as (url, _ctx), chromium() as browser:
         _context, page = open_app(browser, url, width=width, height=1000)
+        # The Data step's class-balance chart: class names, axis titles and legend all inside its block.
+        page.wait_for_selector("#ftui-balance svg g.role-legend-label text", timeout=60_000)
+        balance = page.evaluate("""() => { const block = document.querySelector('#ftui-balance');
+          const outer = block.getBoundingClientRect();
+          const texts = [...block.querySelectorAll('svg text')].filter(t => t.textContent);
+          return {legend: [...block.querySelectorAll('g.role-legend-label text')].map(t => t.textContent),
+                  classes: texts.map(t => t.textContent),
+                  outside: texts.filter(t => { const r = t.getBoundingClientRect();
+                    return r.left < outer.left || r.right > outer.right || r.top < outer.top
+                      || r.bottom > outer.bottom; }).map(t => t.textContent)}; }""")
+        assert balance["legend"] == ["train", "val"] and balance["outside"] == [], balance
+        assert {"checker", "dots", "hstripes", "vstripes", "class"} <= set(balance["classes"])
         page.get_by_role("tab", name="4 · Train").click()
         page.locator("#ftui-runs [data-testid=cell-0-0]").click()
         page.wait_for_selector(f"#ftui-train-status:has-text('{run_id}')", timeout=30_000)

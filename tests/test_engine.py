@@ -14,7 +14,7 @@ from ftui.callbacks import Callback, CSVLogger, EarlyStopping, History, Training
 from ftui.config import AugConfig, TrainConfig
 from ftui.data import load_dataset
 from ftui.engine import fit, seed_everything
-from ftui.recipes import FINE_TUNE_LR_FACTOR, class_weights, discriminative_scales, lr_multiplier, plan_phases
+from ftui.recipes import class_weights, discriminative_scales, lr_multiplier, plan_phases
 from ftui.runs import load_checkpoint
 
 BACKBONE = "mobilenet_v3_small"
@@ -204,10 +204,8 @@ def test_fine_tune_recipe_trains_head_first_then_the_chosen_groups():
     assert [(p.name, p.epochs, p.trainable) for p in phases] == [
         ("head", 1, ["head"]), ("fine_tune", 4, ["stem", "stage1", "head"])]
     scales = phases[1].lr_scale
-    # The pretrained body fine-tunes gentler than lr (Adam-style steps), earliest group 100x below the head.
-    factor = FINE_TUNE_LR_FACTOR["adamw"]
-    assert factor < 1 and scales["head"] == pytest.approx(factor)
-    assert scales["stem"] == pytest.approx(0.01 * factor)
+    # fastai's fine_tune rates: the head at lr, the earliest group 100x below it.
+    assert scales["head"] == pytest.approx(1.0) and scales["stem"] == pytest.approx(0.01)
     assert scales["stem"] < scales["stage1"] < scales["head"]
     # A single epoch goes to the chosen groups; head-only is one phase.
     assert [p.name for p in plan_phases(config.replace(epochs=1), ["a", "head"], ["a", "head"])] == ["fine_tune"]

@@ -147,3 +147,21 @@ def test_predict_step_shows_user_errors_and_hides_bugs_behind_internal_error(tmp
         error, labels, _verdict, _overlay = predict_single(ctx, run_dir.name, str(image), 3)
     assert error == "**Could not predict:** internal error, details in the server log" and labels is None
     assert any(r.exc_info and "astype" in caplog.text for r in caplog.records)
+
+
+def test_app_handlers_show_user_messages_and_log_bugs_as_internal_errors(caplog):
+    from ftui.ui.data_step import _finish
+
+    def user_error():
+        raise DatasetError("no images found under /data/x")
+
+    def bug():
+        deep_pandas_bug()
+
+    assert _finish(user_error, 2)[-1] == "**Could not load the data:** no images found under /data/x"
+    with caplog.at_level(logging.ERROR, logger="ftui"):
+        outputs = _finish(bug, 2)
+    assert outputs[-1] == "**Could not load the data:** internal error, details in the server log"
+    # pandas' own words stay in the log, with the traceback that says where it came from.
+    assert "not-a-dtype" not in outputs[-1] and "astype" in caplog.text
+    assert any(r.exc_info for r in caplog.records)

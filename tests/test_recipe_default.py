@@ -1,5 +1,5 @@
-"""The default recipe: the head fitted to convergence on frozen features, then every layer at fastai's rates,
-early stopping on a val-loss plateau within the phase, the best epoch kept."""
+"""The default recipe: the head trained one epoch on frozen features, then every layer at fastai's rates, early
+stopping on a val-loss plateau within the phase, the best epoch kept; the L-BFGS head fit stays an option."""
 
 from __future__ import annotations
 
@@ -14,18 +14,21 @@ from ftui.recipes import plan_phases
 from ftui.ui.presets import PRETRAINED
 
 
-def test_default_is_head_fit_then_all_layers_from_1e5_to_1e3():
+def test_default_is_a_head_epoch_then_all_layers_from_1e5_to_1e3():
     config = TrainConfig(data="x")
-    assert (config.train_groups, config.recipe, config.head_fit, config.scheduler) == (
-        "all", "fine_tune", "lbfgs", "onecycle")
+    assert (config.train_groups, config.recipe, config.head_fit, config.scheduler, config.optimizer) == (
+        "all", "fine_tune", "sgd", "onecycle", "adamw")
     names = ["stem", "stage1", "stage2", "head"]
     head, body = plan_phases(config, names, names)
-    assert (head.name, head.epochs, head.trainable, head.solver) == ("head", 1, ["head"], "lbfgs")
+    assert (head.name, head.epochs, head.trainable, head.solver) == ("head", 1, ["head"], "sgd")
+    assert head.lr_scale == {"head": 1.0}
     assert (body.name, body.epochs, body.solver) == ("fine_tune", config.epochs - 1, "sgd")
     rates = {g: config.lr * s for g, s in body.lr_scale.items()}
     assert rates["head"] == pytest.approx(1e-3) and rates["stem"] == pytest.approx(1e-5)
-    # freeze_epochs > 1 adds nothing to a head that is already fitted to convergence.
-    assert plan_phases(config.replace(freeze_epochs=3), names, names)[0].epochs == 1
+    # The L-BFGS option: one pass fits the head (freeze_epochs > 1 would repeat the same fit), same body rates.
+    lbfgs = config.replace(head_fit="lbfgs", freeze_epochs=3)
+    fitted, body_after_fit = plan_phases(lbfgs, names, names)
+    assert (fitted.epochs, fitted.solver) == (1, "lbfgs") and body_after_fit.lr_scale == body.lr_scale
     # "Head only" stays available, and the app preselects the default for pretrained weights.
     assert [p.name for p in plan_phases(config.replace(train_groups="head"), names, ["head"])] == ["head"]
     assert PRETRAINED.groups == "all" and "bench-recipes" in PRETRAINED.hint
@@ -45,7 +48,7 @@ class _Events(Callback):
 
 def test_head_phase_fits_the_head_to_convergence_in_one_pass_without_sgd_steps(class_folder):
     config = TrainConfig(data=str(class_folder), backbone="resnet18", weights="none", image_size=32, epochs=2,
-                         batch_size=8, device="cpu", aug=AugConfig.none(), seed=0)
+                         batch_size=8, device="cpu", aug=AugConfig.none(), seed=0, head_fit="lbfgs")
     dataset = load_dataset(config.data)
     seed_everything(0)
     model = build("resnet18", len(dataset.classes), weights="none")

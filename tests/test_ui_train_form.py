@@ -44,6 +44,13 @@ def test_a_bad_value_is_a_message_not_an_exception(tmp_path):
     values[form["epochs"]], values[form["groups"]] = 0, ["head"]
     text, error = collect(values)
     assert text == "" and "epochs must be" in error
+    # An API caller's text where a number or the augmentation JSON belongs: a user error naming the field.
+    values[form["epochs"]], values[form["lr"]] = 3, "fast please"
+    text, error = collect(values)
+    assert text == "" and error == "**Check the settings:** lr must be a float, got 'fast please'"
+    values[form["lr"]], values[form["aug_json"]] = 0.01, '{"no_such_step": 1}'
+    text, error = collect(values)
+    assert text == "" and "augmentation settings are not valid" in error and "internal" not in error
 
 
 def test_the_job_trains_the_split_the_data_step_showed_whatever_the_training_seed(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +12,12 @@ from typing import Any
 import gradio as gr
 
 from ftui.config import AugConfig, ConfigError
+from ftui.data import DatasetError
+from ftui.errors import shown_message
 from ftui.ui.context import AppContext
 from ftui.ui.guard import number
+
+log = logging.getLogger(__name__)
 
 # field -> (label, minimum, maximum, step) for the strength sliders; booleans become checkboxes.
 SLIDERS = {
@@ -84,7 +89,7 @@ def preview_images(dataset, aug: AugConfig, index: int, n: int, seed: int, size:
 
     train = dataset.split("train")
     if not train:
-        raise ValueError("the dataset has no training images")
+        raise DatasetError("the dataset has no training images")
     item = train[max(0, min(int(index), len(train) - 1))]
     image = open_rgb(item.path)
     return [(im, f"draw {k + 1}") for k, im in enumerate(preview(image, aug, int(n), int(seed), size=int(size)))]
@@ -144,8 +149,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
             aug.validate()
             dataset = dataset_fn(source_path, fraction)
             return preview_images(dataset, aug, index, n_draws, seed_value, size), ""
-        except (ValueError, TypeError) as exc:
-            return gr.skip(), f"**Cannot preview:** {exc}"
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return gr.skip(), f"**Cannot preview:** {shown_message(log, exc, 'augment preview')}"
 
     def choices(source_path: str, fraction: float, pick=lambda options: options[0]):
         options = image_choices(dataset_fn(source_path, fraction))

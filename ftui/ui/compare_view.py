@@ -4,13 +4,17 @@ deltas, and thumbnails of the val images that flipped right->wrong and wrong->ri
 from __future__ import annotations
 
 import html
+import logging
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from ftui.errors import shown_message
 from ftui.ui.context import AppContext
 from ftui.ui.guard import session_of
+
+log = logging.getLogger(__name__)
 
 MAX_FLIPS = 48
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
@@ -61,8 +65,8 @@ def compare(ctx: AppContext, run_a: str, run_b: str, session: str | None) -> tup
         return ("**Pick two runs.**", *[gr.skip()] * 5)
     try:
         result = compare_runs(run_folder(ctx, run_a).path, run_folder(ctx, run_b).path)
-    except (ValueError, OSError) as exc:
-        return (f"**Could not compare:** {html.escape(str(exc))}", *[gr.skip()] * 5)
+    except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+        return (f"**Could not compare:** {html.escape(shown_message(log, exc, 'compare'))}", *[gr.skip()] * 5)
     summary = f"### {html.escape(result.summary())}\nA = `{run_a}` · B = `{run_b}` (judged on B's dataset)"
     if result.left_out:
         summary += f"  \n{result.left_out} images left out: their class is unknown to one of the runs"

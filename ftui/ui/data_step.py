@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ftui.errors import shown_message
 from ftui.ui.charts import counts_frame
 from ftui.ui.context import AppContext
 from ftui.ui.folder_picker import folder_picker
@@ -26,6 +28,8 @@ from ftui.ui.uploads import (
     parse_manifest,
     zip_manifest,
 )
+
+log = logging.getLogger(__name__)
 
 THUMBS_PER_CLASS = 4
 THUMB_SIZE = 112
@@ -45,6 +49,9 @@ class DataView:
     load_outputs: list
 
 
+# The class-balance chart's colours. It shows no label badge: the badge pushed the chart down and its legend
+# and class names were cut off at the bottom.
+SPLIT_COLORS = {"train": "#4c78a8", "val": "#f58518", "test": "#54a24b"}
 # The Data step splits train/val with this seed; training and the lr finder reuse exactly that split.
 SPLIT_SEED = 0
 
@@ -193,8 +200,9 @@ def _finish(run, num_outputs: int) -> tuple:
     """Run one loader; turn its error into a message instead of a traceback."""
     try:
         return (*run(), "")
-    except ValueError as exc:
-        return (*(gr.skip() for _ in range(num_outputs - 1)), f"**Could not load the data:** {exc}")
+    except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+        message = shown_message(log, exc, "load data")
+        return (*(gr.skip() for _ in range(num_outputs - 1)), f"**Could not load the data:** {message}")
 
 
 def build(ctx: AppContext) -> DataView:
@@ -228,10 +236,11 @@ def build(ctx: AppContext) -> DataView:
             with gr.Row():
                 table = gr.Dataframe(label="Images per class and split", interactive=False, max_height=260,
                                      elem_id="ftui-data-table")
-                chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240,
-                                   sort=None)
+                chart = gr.BarPlot(x="class", y="images", color="split", height=240, sort=None,
+                                   label="Class balance", show_label=False, color_map=SPLIT_COLORS,
+                                   elem_id="ftui-balance")
             gallery = gr.Gallery(label="A few images per class", columns=8, height=260, object_fit="cover",
-                                 allow_preview=True)
+                                 elem_id="ftui-data-gallery")
             with gr.Accordion("Skipped files", open=False):
                 skipped = gr.Dataframe(label="Files that were left out, and why", interactive=False,
                                        max_height=220)

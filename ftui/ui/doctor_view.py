@@ -4,6 +4,7 @@ the flagged files and the class-balance chart."""
 from __future__ import annotations
 
 import html
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,10 @@ import gradio as gr
 import pandas as pd
 
 from ftui.doctor import DEFAULT_BACKBONE, Report, check
+from ftui.errors import shown_message
 from ftui.ui.charts import counts_frame
+
+log = logging.getLogger(__name__)
 
 CHECK_TITLES = {
     "unreadable": "Unreadable files",
@@ -100,8 +104,9 @@ def run_check(source: str | None, label_check: bool, backbone: str, weights_file
     try:
         report = check(source, labels=bool(label_check), backbone=backbone or DEFAULT_BACKBONE,
                        weights=weights_file or "imagenet", progress=report_progress)
-    except ValueError as exc:  # DoctorError, DatasetError, ...: a message, not a traceback
-        return (*empty, f"**Could not check the data:** {html.escape(str(exc))}", gr.skip())
+    except Exception as exc:  # noqa: BLE001 - DoctorError, DatasetError...: a message; anything else: logged
+        return (*empty, f"**Could not check the data:** {html.escape(shown_message(log, exc, 'doctor'))}",
+                gr.skip())
     tables = [display_table(report, name) for name in CHECK_TITLES]
     chart = counts_frame(report.check("balance").table)
     shown: list[str] = []
@@ -160,8 +165,9 @@ def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
                         gr.skip())
             try:
                 weights_check(weights_source, session_of(request))
-            except ValueError as exc:
-                return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), f"**{html.escape(str(exc))}**", gr.skip())
+            except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+                message = html.escape(shown_message(log, exc, "doctor weights"))
+                return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), f"**{message}**", gr.skip())
         return run_check(source_path, labels_on, backbone_name, weights_source, progress)
 
     button.click(on_click, [source, label_check, backbone, weights],

@@ -8,14 +8,18 @@ dataset, and the dataset inside the folders this session may read."""
 from __future__ import annotations
 
 import html
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
+from ftui.errors import shown_message
 from ftui.ui.context import AppContext
 from ftui.ui.guard import session_of
+
+log = logging.getLogger(__name__)
 
 JOURNAL_COLUMNS = ["#", "change", "files", "undone"]
 
@@ -132,8 +136,8 @@ class _Handlers:
             # The built-in demo is shared by every session: edit a copy of it instead.
             result = change(root, {"workdir": ctx.settings.workdir,
                                    "copy": _inside(root, ctx.settings.workdir / "demo")})
-        except ValueError as exc:
-            return (f"**Could not apply the fix:** {html.escape(str(exc))}", gr.skip(), gr.skip(), gr.skip(),
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return (f"**Could not apply the fix:** {html.escape(shown_message(log, exc, 'fix'))}", gr.skip(), gr.skip(), gr.skip(),
                     gr.skip(), *[gr.skip()] * len(self.data_outputs))
         new_source = result.root if result.copied_from else source_path
         if result.copied_from:

@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from ftui.config import AugConfig, TrainConfig
+from ftui.config import TrainConfig
 from ftui.ui.context import AppContext
 from ftui.ui.presets import WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import gradio as gr
 
 from ftui.ui import augment_step, data_step, form_restore, model_step, predict_step, results_step, train_step
-from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.compare_view import build_compare_view
+from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.doctor_view import build_doctor_section
 from ftui.ui.fix_view import build_fix_panel, wire_fix_panel
 from ftui.ui.guard import session_of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from dataclasses import dataclass
@@ -10,9 +11,12 @@ from typing import Any
 import gradio as gr
 
 from ftui.config import ConfigError
+from ftui.errors import shown_message
 from ftui.ui.charts import format_count
 from ftui.ui.context import AppContext
 from ftui.ui.presets import WEIGHTS_CHOICES, WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE, image_size_for
+
+log = logging.getLogger(__name__)
 
 _online: bool | None = None
 _online_lock = threading.Lock()
@@ -100,8 +104,8 @@ def file_fit_note(name: str, path: str, num_classes: int) -> str:
 
     try:
         model, report = build_with_report(name, num_classes, weights=str(path))
-    except ValueError as exc:  # WeightsError: nothing fits, or unreadable
-        return f"**This file does not fit {name}:** {exc}"
+    except Exception as exc:  # noqa: BLE001 - WeightsError: nothing fits, or unreadable; else logged
+        return f"**This file does not fit {name}:** {shown_message(log, exc, 'weights file')}"
     total = len(model.state_dict())
     # The file's head is kept only when it has this dataset's number of classes (load_head_if_fits).
     kept = report.message.endswith("(same classes)")
@@ -298,8 +302,8 @@ class _Handlers:
 
         try:
             download_imagenet(name, progress=lambda f, m: progress(f, desc=m))
-        except ValueError as exc:
-            return f"**Download failed:** {exc}", gr.skip(), gr.skip()
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return f"**Download failed:** {shown_message(log, exc, 'download')}", gr.skip(), gr.skip()
         return weights_note(name), WEIGHTS_IMAGENET, gr.update(visible=False)
 
     def on_weights_file(self, name: str, source_path: str, uploaded: str | None, server_path: str):
@@ -314,8 +318,8 @@ class _Handlers:
                 path = str(resolve_under(server_path, roots, what="weights file"))
             else:
                 return weights_note(name)
-        except ValueError as exc:
-            return f"**Cannot use that file:** {exc}"
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return f"**Cannot use that file:** {shown_message(log, exc, 'weights path')}"
         return file_fit_note(name, path, self.num_classes(source_path))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ftui.errors import shown_message
 from ftui.ui.charts import confusion_html
 from ftui.ui.context import AppContext
 from ftui.ui.guard import session_of
+
+log = logging.getLogger(__name__)
 
 MISTAKES_SHOWN = 24
 THUMB = 128
@@ -240,8 +244,8 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
             return "**Pick a run first.**", *([gr.skip()] * 8)
         try:
             result = evaluation_of(ctx, run_id, split_name, progress)
-        except (ValueError, OSError) as exc:
-            return f"**Could not evaluate:** {exc}", *([gr.skip()] * 8)
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return f"**Could not evaluate:** {shown_message(log, exc, 'evaluate')}", *([gr.skip()] * 8)
         shown_paths: list[str] = []
         parts = evaluation_outputs(ctx, result, session_of(request), predictor(ctx, run_id), shown_paths)
         picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}

@@ -8,6 +8,7 @@ only that browser may stop it, so a second visitor can watch but not steal or st
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import gradio as gr
 import pandas as pd
 
 from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainConfig
+from ftui.errors import shown_message
 from ftui.stats import wilson_interval
 from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_chart, progress_html
 from ftui.ui.context import AppContext
@@ -26,6 +28,8 @@ from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
 from ftui.ui.train_resume import owner_stamp, resume_run
+
+log = logging.getLogger(__name__)
 
 FINISHED = ("done", "stopped", "failed")
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
@@ -235,14 +239,26 @@ _DEFAULTS = TrainConfig()
 
 
 def _coerce(name: str, value: Any) -> Any:
+    """A form value as its TrainConfig field's type; an API caller's text where a number belongs is a user
+    error with the field's name, not an internal one."""
     default = getattr(_DEFAULTS, name)
-    if isinstance(default, bool):
-        return bool(value)
-    if isinstance(default, int) or name == "image_size":
-        return int(value or 0)
-    if isinstance(default, float):
-        return float(value or 0)
-    return (value or "").strip() if name == "run_name" else value
+    try:
+        if isinstance(default, bool):
+            return bool(value)
+        if isinstance(default, int) or name == "image_size":
+            return int(value or 0)
+        if isinstance(default, float):
+            return float(value or 0)
+        return (value or "").strip() if name == "run_name" else value
+    except (TypeError, ValueError, AttributeError):
+        raise ConfigError(f"{name} must be a {type(default).__name__}, got {str(value)[:40]!r}") from None
+
+
+def _aug_from_json(text: Any) -> AugConfig:
+    try:
+        return AugConfig(**json.loads(text))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"the augmentation settings are not valid: {str(exc)[:120]}") from None
 
 
 def config_from_form(ctx: AppContext, values: dict[str, Any], session: str | None = None) -> TrainConfig:
@@ -257,7 +273,7 @@ def config_from_form(ctx: AppContext, values: dict[str, Any], session: str | Non
         **fields, runs_dir=str(ctx.settings.runs_dir),
         weights=weights_source(ctx, values["weights_choice"], values["weights_file"], values["weights_path"],
                                session),
-        train_groups=train_groups_spec(values["groups"], names), aug=AugConfig(**json.loads(values["aug_json"])),
+        train_groups=train_groups_spec(values["groups"], names), aug=_aug_from_json(values["aug_json"]),
     )
     config.validate()
     return config
@@ -348,8 +364,8 @@ class _Handlers:
         try:
             named = {name: values[component] for name, component in self.form.items()}
             config = config_from_form(self.ctx, named, session_of(request))
-        except (ValueError, TypeError) as exc:
-            return "", f"**Check the settings:** {exc}"
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return "", f"**Check the settings:** {shown_message(log, exc, 'train form')}"
         return config.to_json(), ""
 
     def start_training(self, config: str, source_path: str, owner_token: str | None, request: gr.Request = None):
@@ -374,8 +390,8 @@ class _Handlers:
             cfg.validate()
             owner_quota(self.ctx.jobs.jobs(), self.ctx.owners, owner_token)
             job = self.ctx.jobs.start(cfg, stamp=owner_stamp(owner_token))
-        except ValueError as exc:
-            return gr.skip(), f"**Could not start training:** {exc}"
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return gr.skip(), f"**Could not start training:** {shown_message(log, exc, 'start training')}"
         self.ctx.owners[job.id] = owner_token
         return job.id, ""
 
@@ -399,8 +415,8 @@ class _Handlers:
             cfg.validate()
             dataset = load(self.ctx, source_path, cfg.val_fraction)  # the split the Data step showed
             result = find_lr(cfg, dataset=dataset, progress=lambda f, m: progress(f, desc=m))
-        except ValueError as exc:
-            return f"**Could not find a learning rate:** {exc}", gr.skip(), gr.skip()
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return f"**Could not find a learning rate:** {shown_message(log, exc, 'lr finder')}", gr.skip(), gr.skip()
         message = (f"Suggested learning rate **{result.suggestion:.2g}** (steepest descent at "
                    f"{result.steepest:.2g}); it is now in the learning-rate box.")
         return message, lr_frame(result.table), float(f"{result.suggestion:.2g}")
@@ -409,8 +425,8 @@ class _Handlers:
         """Resume an interrupted or stopped run (by id) from its last.pt; only the client that started it may."""
         try:
             return resume_run(self.ctx, run_id, owner_token), ""
-        except ValueError as exc:
-            return gr.skip(), f"**Could not resume:** {exc}"
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return gr.skip(), f"**Could not resume:** {shown_message(log, exc, 'resume')}"
 
     def stop(self, job: str, owner_token: str | None):
         """Stop a job; only the browser (or API client token) that started it may."""
@@ -478,8 +494,8 @@ class _Handlers:
             return (gr.skip(),) * 4
         try:
             metrics = run_folder(self.ctx, run_id).metrics()
-        except (ValueError, OSError) as exc:
-            return f"**Could not open run {run_id}:** {exc}", *([gr.skip()] * 3)
+        except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
+            return f"**Could not open run {run_id}:** {shown_message(log, exc, 'open run')}", *([gr.skip()] * 3)
         note = (f"Showing run `{run_id}`: its epoch curves are below; it is open in **Evaluate** and "
                 "**Predict**." if not metrics.empty else f"Run `{run_id}` finished no epoch: no curves to show.")
         return (note, loss_chart(None), *epoch_charts(metrics))
