@@ -23,7 +23,10 @@ def test_pretrained_weights_get_the_fine_tune_recipe_with_frozen_batchnorm():
 
 
 def test_hint_says_when_random_init_is_for_lack_of_weights():
-    assert "No pretrained weights on this machine" in preset_for(WEIGHTS_NONE, offline_no_weights=True).hint
+    offline = preset_for(WEIGHTS_NONE, offline_no_weights=True)
+    assert "No pretrained weights on this machine" in offline.hint
+    # The hint names the rate the form gets (it once said 2e-3 beside a 0.004 box).
+    assert f"AdamW at {offline.lr:g}" in offline.hint and f"AdamW at {SCRATCH.lr:g}" in SCRATCH.hint
     assert "on this machine" not in preset_for(WEIGHTS_NONE).hint
     assert "native resolution" in preset_for(WEIGHTS_IMAGENET, offline_no_weights=True).hint
 

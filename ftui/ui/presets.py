@@ -54,7 +54,8 @@ def preset_for(weights_choice: str, offline_no_weights: bool = False) -> Preset:
         return PRETRAINED
     if offline_no_weights:
         return Preset(**{**SCRATCH.__dict__, "hint": "No pretrained weights on this machine: training a small "
-                         "net from scratch with BatchNorm learning (all layers, one-cycle AdamW at 2e-3)."})
+                         "net from scratch with BatchNorm learning (all layers, one-cycle AdamW at "
+                         f"{SCRATCH.lr:g})."})
     return SCRATCH
 
 
