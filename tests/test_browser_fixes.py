@@ -1,8 +1,10 @@
 """Real-browser test of the fix loop: the doctor flags a leaked copy, relabel / undo / remove it from the
-doctor's gallery, remove a mistake from Evaluate's gallery, and the compare view shows flipped images."""
+doctor's gallery, retrain on the fixed data by clicking Train, remove a mistake from Evaluate's gallery, and the
+compare view shows the images that flipped between the run before the fix and the retrained one."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -59,8 +61,8 @@ def test_fix_loop_in_the_browser(tmp_path):
     data = _dataset(tmp_path / "data" / "colours")
     with running_app(tmp_path / "app", data_root=tmp_path / "data") as (url, ctx), chromium() as browser:
         runs = ctx.settings.runs_dir
-        # Run A barely trained (mostly wrong), run B trained properly: val answers flip between them.
-        run_a, run_b = _train(data, runs, 1, 1e-5), _train(data, runs, 4, 3e-3)
+        # Run A, before the fix: barely trained (mostly wrong). Run B is retrained in the browser after it.
+        run_a = _train(data, runs, 1, 1e-5)
         _context, page = open_app(browser, url, width=2400, height=1100)
         # The source tabs' column is narrow: Gradio folds the last tab into its "More tabs" menu.
         page.click("#ftui-data-sources button[aria-label='More tabs']")
@@ -99,6 +101,21 @@ def test_fix_loop_in_the_browser(tmp_path):
         assert (data / "_removed" / "val" / "red" / "leak.jpg").is_file() and not leak.exists()
         # The Data step reloaded: one val image fewer.
         page.wait_for_selector("#ftui-data-status:has-text('9 val')", timeout=30_000)
+
+        # Retrain on the fixed data from the Train step (small and short: 32 px, batch 4, 6 epochs).
+        page.get_by_role("tab", name="3 · Model").click()
+        page.fill("#ftui-image-size input[type=number]", "32")
+        page.press("#ftui-image-size input[type=number]", "Tab")
+        page.get_by_role("tab", name="4 · Train").click()
+        for box, value in (("#ftui-epochs", "6"), ("#ftui-batch", "4")):
+            page.fill(f"{box} input", value)
+            page.press(f"{box} input", "Tab")
+        page.click("#ftui-train")
+        page.wait_for_selector("#ftui-train-status:has-text('Finished')", timeout=300_000)
+        run_b = next(r for r in ctx.store.list_runs()["id"] if r != run_a)
+        retrained = json.loads((runs / run_b / "config.json").read_text())
+        assert (retrained["data"], retrained["image_size"], retrained["epochs"]) == (str(data), 32, 6)
+        assert not (data / "val" / "red" / "leak.jpg").exists()  # trained without the removed copy
 
         # Evaluate run A, remove its first misclassified image from the gallery.
         page.get_by_role("tab", name="5 · Evaluate").click()
