@@ -234,7 +234,6 @@ def build(ctx: AppContext) -> DataView:
         with gr.Column(scale=3, min_width=420):
             status = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-data-status")
             with gr.Row():
-                # Tall enough for ~10 classes without an inner scroll bar (260 px showed 6 of 10).
                 table = gr.Dataframe(label="Images per class and split", interactive=False, max_height=430,
                                      elem_id="ftui-data-table")
                 chart = gr.BarPlot(x="class", y="images", color="split", height=240, sort=None,
