@@ -26,12 +26,26 @@ def _data():
     return torch.randn(7, 5, generator=g), torch.randint(0, 3, (7,), generator=g)
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _join(rank: int, world: int, port: int):
+    """This spawned process's Dist in a gloo group, set up from the environment as torchrun would."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from ftui.distributed import init_from_env, shutdown
+    from ftui.distributed import init_from_env
 
-    d = init_from_env("cpu")
+    return init_from_env("cpu")
+
+
+def _run_two(worker, out: Path, name: str) -> tuple[dict, dict]:
+    """Spawn `worker` as ranks 0 and 1 and read the JSON each wrote to out/<name><rank>.json."""
+    mp.spawn(worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    r0, r1 = (json.loads((out / f"{name}{i}.json").read_text()) for i in range(2))
+    return r0, r1
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    from ftui.distributed import shutdown
+
+    d = _join(rank, world, port)
     try:
         x, y = _data()
         part, weights = d.shard(range(7))
@@ -53,8 +67,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_gloo_processes_shard_sum_stop_and_average_gradients_like_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2))
+    r0, r1 = _run_two(_worker, tmp_path, "rank")
     assert (r0["part"], r0["weights"]) == ([0, 1, 2, 3], [1.0] * 4)
     assert (r1["part"], r1["weights"]) == ([4, 5, 6, 0], [1.0, 1.0, 1.0, 0.0])
     assert r0["sum"] == r1["sum"] == [3.0, 2.0]
@@ -102,12 +115,10 @@ def test_torchrun_command_runs_this_package_as_n_processes():
 
 def _cache_worker(rank: int, world: int, port: int, out: str) -> None:
     """Each rank computes its share of every global batch's features; every rank then holds all of them."""
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from ftui.distributed import init_from_env, shutdown
+    from ftui.distributed import shutdown
     from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, FeatureStore, PrefixRunner
 
-    d = init_from_env("cpu")
+    d = _join(rank, world, port)
     computed: list[int] = []
 
     def images(view, order):
@@ -137,8 +148,7 @@ def _cache_worker(rank: int, world: int, port: int, out: str) -> None:
 def test_feature_cache_with_two_processes_computes_each_share_once_and_stores_everything_everywhere(tmp_path):
     from ftui.distributed import IGNORE
 
-    mp.spawn(_cache_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (json.loads((tmp_path / f"cache{i}.json").read_text()) for i in range(2))
+    r0, r1 = _run_two(_cache_worker, tmp_path, "cache")
     # Both ranks store every item of both views and every val item, with the right labels.
     expected = [float(i) for i in range(7)] + [100.0 + i for i in range(7)] + [float(i) for i in range(5)]
     assert r0["store"] == r1["store"] == expected

@@ -5,13 +5,12 @@ Both only rank images to look at first; a pretrained feature space can be wrong 
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
+from ftui.devices import single_torch_thread
 from ftui.doctor.report import CheckResult
 from ftui.doctor.scan import ImageRecord
 
@@ -62,17 +61,6 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
     thread here (OpenMP), so a training job in another thread keeps its own."""
     with single_torch_thread():
         return _out_of_fold(features, labels, num_classes, k, seed)
-
-
-@contextlib.contextmanager
-def single_torch_thread():
-    """Intra-op parallelism off for this thread until the block ends."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _out_of_fold(features: np.ndarray, labels: np.ndarray, num_classes: int, k: int, seed: int) -> np.ndarray:
