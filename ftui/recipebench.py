@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,25 @@ def _reference(model, backbone: str, train: _Batches, val: _Batches, epochs: int
             "epochs": [round(a, 4) for a in ref.val_acc], "epoch_times": [round(t, 2) for t in ref.epoch_seconds]}
 
 
-def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_size: int = 16,
-                  image_size: int | None = None, methods=METHODS,
-                  log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BenchSettings:
+    """What every dataset of one `bench-recipes` run shares.
+
+    `seed` seeds the training (shuffling, augmentation, head init); the split stays that of seed 0, so rows
+    with different seeds are paired comparisons on the same val images.
+    """
+
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    epochs: int = 5
+    batch_size: int = 16
+    image_size: int | None = None
+    methods: tuple[str, ...] = METHODS
+    seed: int = 0
+
+
+def bench_dataset(data: str, settings: BenchSettings, log: Callable[[str], None] = lambda line: None
+                  ) -> dict[str, Any]:
     """One row: every method on `data` from the same pristine weights and the same split."""
     from ftui.backbones import build
     from ftui.batches import transform_settings
@@ -137,18 +154,19 @@ def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_siz
     from ftui.imagecache import DecodedImageCache
 
     path = str(ensure_demo_dataset()) if data == "demo" else data
-    config = TrainConfig(data=path, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
-                         image_size=image_size)
+    backbone, batch_size, methods = settings.backbone, settings.batch_size, settings.methods
+    config = TrainConfig(data=path, backbone=backbone, weights=settings.weights, epochs=settings.epochs,
+                         batch_size=batch_size, image_size=settings.image_size, seed=settings.seed, split_seed=0)
     config.validate()
-    dataset = load_dataset(path, val_fraction=config.val_fraction, seed=config.seed)
+    dataset = load_dataset(path, val_fraction=config.val_fraction, seed=config.data_seed)
     n_val = len(dataset.split("val"))
     row: dict[str, Any] = {"dataset": Path(path).name if data != "demo" else "demo textures",
                            "classes": len(dataset.classes), "train": len(dataset.split("train")), "val": n_val}
     seed_everything(config.seed)
-    model = build(backbone, len(dataset.classes), weights=weights)
+    model = build(backbone, len(dataset.classes), weights=settings.weights)
     pristine = copy.deepcopy(model.state_dict())
-    settings = transform_settings(config)
-    row["image_size"] = settings["image_size"]
+    tfs = transform_settings(config)
+    row["image_size"] = tfs["image_size"]
 
     def fresh() -> torch.nn.Module:
         model.load_state_dict(pristine)
@@ -165,8 +183,8 @@ def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_siz
         row["head_only"] = _engine_default(config.replace(**HEAD_ONLY), dataset, fresh(), backbone)
     from ftui.augment import eval_transform, train_transform
 
-    size, resize = settings["image_size"], settings["resize_size"]
-    eval_tf = eval_transform(size, resize, settings["mean"], settings["std"])
+    size, resize = tfs["image_size"], tfs["resize_size"]
+    eval_tf = eval_transform(size, resize, tfs["mean"], tfs["std"])
     cache = DecodedImageCache(resize, lazy=True)
     try:
         train_eval = _Batches(cache, dataset.split("train"), eval_tf, batch_size, shuffle=False)
@@ -176,9 +194,9 @@ def bench_dataset(data: str, backbone: str, weights: str, epochs: int, batch_siz
             row["probe"] = _probe(fresh(), backbone, train_eval, val, len(dataset.classes))
         if "reference" in methods:
             log(f"{row['dataset']}: reference fine-tune")
-            train_aug = _Batches(cache, dataset.split("train"), train_transform(AugConfig(), size, settings["mean"],
-                                 settings["std"], resize_size=resize), batch_size, shuffle=True, seed=config.seed)
-            row["reference"] = _reference(fresh(), backbone, train_aug, val, epochs, log)
+            train_aug = _Batches(cache, dataset.split("train"), train_transform(AugConfig(), size, tfs["mean"],
+                                 tfs["std"], resize_size=resize), batch_size, shuffle=True, seed=config.seed)
+            row["reference"] = _reference(fresh(), backbone, train_aug, val, settings.epochs, log)
     finally:
         cache.close()
     if data == "demo":
@@ -231,6 +249,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     parser.add_argument("--image-size", dest="image_size", type=int, default=None,
                         help="default: the backbone's native input size")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (the split stays seed 0's: runs with other seeds are paired)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -247,17 +267,18 @@ def run_cli(args: argparse.Namespace) -> int:
         if d != "demo" and not Path(d).exists():
             raise BenchError(f"dataset not found: {d}")
     devices.configure_threads()
+    settings = BenchSettings(args.backbone, args.weights, args.epochs, args.batch_size, args.image_size, methods,
+                             args.seed)
 
     def log(line: str) -> None:
         print(f"bench-recipes: {line}", file=sys.stderr, flush=True)
 
     rows = []
     for d in args.data:
-        rows.append(bench_dataset(d, args.backbone, args.weights, args.epochs, args.batch_size, args.image_size,
-                                  methods, log))
+        rows.append(bench_dataset(d, settings, log))
         log(json.dumps(rows[-1]))
     device = devices.pick_device("auto").type
     title = (f"ftui bench-recipes: {args.backbone}, weights {Path(args.weights).name}, {args.epochs} epochs, "
-             f"batch {args.batch_size}, on {device} ({torch.get_num_threads()} threads)")
+             f"batch {args.batch_size}, seed {args.seed}, on {device} ({torch.get_num_threads()} threads)")
     print(json.dumps({"title": title, "rows": rows}, indent=2) if args.json else format_table(rows, title))
     return 0
