@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -141,6 +142,8 @@ class BenchSettings:
     image_size: int | None = None
     methods: tuple[str, ...] = METHODS
     seed: int = 0
+    # The demo row's from-scratch recipe has its own fixed seed: run it once, not once per training seed.
+    demo_recipe: bool = True
 
 
 def bench_dataset(data: str, settings: BenchSettings, log: Callable[[str], None] = lambda line: None
@@ -160,7 +163,7 @@ def bench_dataset(data: str, settings: BenchSettings, log: Callable[[str], None]
     config.validate()
     dataset = load_dataset(path, val_fraction=config.val_fraction, seed=config.data_seed)
     n_val = len(dataset.split("val"))
-    row: dict[str, Any] = {"dataset": Path(path).name if data != "demo" else "demo textures",
+    row: dict[str, Any] = {"dataset": Path(path).name if data != "demo" else "demo textures", "seed": settings.seed,
                            "classes": len(dataset.classes), "train": len(dataset.split("train")), "val": n_val}
     seed_everything(config.seed)
     model = build(backbone, len(dataset.classes), weights=settings.weights)
@@ -199,7 +202,7 @@ def bench_dataset(data: str, settings: BenchSettings, log: Callable[[str], None]
             row["reference"] = _reference(fresh(), backbone, train_aug, val, settings.epochs, log)
     finally:
         cache.close()
-    if data == "demo":
+    if data == "demo" and settings.demo_recipe:
         row["demo_recipe"] = demo_from_scratch(path, log)
     for m in methods:
         correct = round(row[m]["val_acc"] * n_val)
@@ -208,10 +211,43 @@ def bench_dataset(data: str, settings: BenchSettings, log: Callable[[str], None]
     return row
 
 
+def combine_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One dataset's rows under several training seeds as one row: each method's mean accuracy (its Wilson
+    interval at the val set's size: the seeds share the val images) and every seed's accuracy."""
+    if len(runs) == 1:
+        return runs[0]
+    row = {k: v for k, v in runs[0].items() if k not in METHODS and k != "seed"}
+    row["seeds"] = [r["seed"] for r in runs]
+    for m in METHODS:
+        per = [r[m] for r in runs if m in r]
+        if not per:
+            continue
+        mean = statistics.fmean(p["val_acc"] for p in per)
+        correct = round(mean * row["val"])
+        row[m] = {"val_acc": mean, "seed_accs": [p["val_acc"] for p in per], "correct": correct,
+                  "ci95": [round(v, 4) for v in wilson_interval(correct, row["val"])],
+                  "seconds": statistics.fmean(p["seconds"] for p in per)}
+        if all(p.get("epoch_seconds") for p in per):
+            row[m]["epoch_seconds"] = statistics.fmean(p["epoch_seconds"] for p in per)
+    row["runs"] = runs
+    return row
+
+
 def _cell(r: dict[str, Any] | None) -> str:
     if not r:
         return "-"
-    return f"{r['val_acc']:.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+    spread = ""
+    if len(r.get("seed_accs", ())) > 1:
+        spread = f" ({min(r['seed_accs']):.3f}-{max(r['seed_accs']):.3f})"
+    return f"{r['val_acc']:.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]{spread}"
+
+
+def _margin(r: dict[str, Any]) -> str:
+    """The default's accuracy minus the best of probe and reference, in points (the issue's yardstick)."""
+    others = [r[m]["val_acc"] for m in ("probe", "reference") if m in r]
+    if "default" not in r or not others:
+        return "-"
+    return f"{100 * (r['default']['val_acc'] - max(others)):+.1f}"
 
 
 def _time(r: dict[str, Any] | None) -> str:
@@ -222,13 +258,14 @@ def _time(r: dict[str, Any] | None) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], title: str) -> str:
-    """A markdown table: one line per dataset, accuracy [95% Wilson interval] and time per method."""
+    """A markdown table: one line per dataset, accuracy [95% Wilson interval] and time per method; with several
+    seeds the mean accuracy, then (lowest-highest seed)."""
     header = ["dataset", "classes", "train/val", "size", *(f"{m} acc [95% CI]" for m in METHODS),
-              *(f"{m} time" for m in METHODS)]
+              "default - max(probe, reference), points", *(f"{m} time" for m in METHODS)]
     lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["dataset"], str(r["classes"]), f"{r['train']}/{r['val']}", str(r["image_size"]),
-                 *(_cell(r.get(m)) for m in METHODS), *(_time(r.get(m)) for m in METHODS)]
+                 *(_cell(r.get(m)) for m in METHODS), _margin(r), *(_time(r.get(m)) for m in METHODS)]
         lines.append("| " + " | ".join(cells) + " |")
     for r in rows:
         d = r.get("demo_recipe")
@@ -249,8 +286,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     parser.add_argument("--image-size", dest="image_size", type=int, default=None,
                         help="default: the backbone's native input size")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="training seed (the split stays seed 0's: runs with other seeds are paired)")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds; each method's accuracy "
+                        "is their mean (the split stays seed 0's, so the seeds' runs are paired)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -267,18 +304,26 @@ def run_cli(args: argparse.Namespace) -> int:
         if d != "demo" and not Path(d).exists():
             raise BenchError(f"dataset not found: {d}")
     devices.configure_threads()
-    settings = BenchSettings(args.backbone, args.weights, args.epochs, args.batch_size, args.image_size, methods,
-                             args.seed)
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        raise BenchError(f"--seeds must be comma-separated whole numbers, got {args.seeds!r}") from None
+    if not seeds or len(seeds) > 20 or any(not 0 <= v < 2**32 for v in seeds):
+        raise BenchError(f"--seeds takes 1 to 20 seeds in [0, 2**32), got {args.seeds!r}")
+    settings = BenchSettings(args.backbone, args.weights, args.epochs, args.batch_size, args.image_size, methods)
 
     def log(line: str) -> None:
         print(f"bench-recipes: {line}", file=sys.stderr, flush=True)
 
     rows = []
     for d in args.data:
-        rows.append(bench_dataset(d, settings, log))
-        log(json.dumps(rows[-1]))
+        runs = []
+        for i, seed in enumerate(seeds):
+            runs.append(bench_dataset(d, dataclasses.replace(settings, seed=seed, demo_recipe=i == 0), log))
+            log(json.dumps(runs[-1]))
+        rows.append(combine_seeds(runs))
     device = devices.pick_device("auto").type
     title = (f"ftui bench-recipes: {args.backbone}, weights {Path(args.weights).name}, {args.epochs} epochs, "
-             f"batch {args.batch_size}, seed {args.seed}, on {device} ({torch.get_num_threads()} threads)")
+             f"batch {args.batch_size}, seeds {','.join(map(str, seeds))}, on {device} ({torch.get_num_threads()} threads)")
     print(json.dumps({"title": title, "rows": rows}, indent=2) if args.json else format_table(rows, title))
     return 0

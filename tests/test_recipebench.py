@@ -10,7 +10,8 @@ from PIL import Image
 
 from ftui.cli import main
 from ftui.headfit import fit_head, fit_logistic, holdout_split
-from ftui.recipebench import format_table
+from ftui.recipebench import combine_seeds, format_table
+from ftui.stats import wilson_interval
 from ftui.variants import VariantError, make_variant
 from tests.conftest import make_class_folder
 
@@ -68,21 +69,42 @@ def test_table_shows_each_method_with_its_interval():
     text = format_table([row], "title")
     assert "| d | 2 | 10/20 | 64 | 0.900 [0.70, 0.97] | 0.850 [0.64, 0.95] | 0.800 [0.58, 0.92] |" in text
     assert "12 s, 2 s/ep" in text
+    assert "| +5.0 |" in text  # default minus the best of probe and reference, in points
+
+
+def test_several_seeds_make_one_row_of_means_on_the_same_val_images():
+    def run(seed, default, reference):
+        return {"dataset": "d", "seed": seed, "classes": 2, "train": 10, "val": 20, "image_size": 64,
+                "default": {"val_acc": default, "seconds": 10.0, "epoch_seconds": 2.0},
+                "reference": {"val_acc": reference, "seconds": 20.0, "epoch_seconds": 4.0}}
+
+    row = combine_seeds([run(0, 0.80, 0.90), run(1, 0.90, 0.80), run(2, 0.85, 0.80)])
+    assert row["seeds"] == [0, 1, 2] and len(row["runs"]) == 3
+    assert row["default"]["seed_accs"] == [0.80, 0.90, 0.85]
+    assert row["default"]["val_acc"] == pytest.approx(0.85) and row["default"]["correct"] == 17
+    assert row["default"]["ci95"] == [round(v, 4) for v in wilson_interval(17, 20)]
+    assert row["reference"]["val_acc"] == pytest.approx(5 / 6)
+    text = format_table([row], "title")
+    assert "0.850 [" in text and "(0.800-0.900)" in text and "| +1.7 |" in text
+    assert combine_seeds([run(0, 0.8, 0.9)]) == run(0, 0.8, 0.9)  # one seed: the run itself
 
 
 @pytest.mark.slow
 def test_bench_recipes_runs_every_method_on_the_same_split(tmp_path, capsys):
     data = make_class_folder(tmp_path / "colours", per_class=10, size=32)
     code = main(["bench-recipes", str(data), "--backbone", "resnet18", "--weights", "none", "--epochs", "2",
-                 "--image-size", "32", "--batch-size", "8", "--json"])
+                 "--image-size", "32", "--batch-size", "8", "--seeds", "0,1", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     row = out["rows"][0]
+    assert row["seeds"] == [0, 1] and [r["seed"] for r in row["runs"]] == [0, 1]
+    assert row["default"]["val_acc"] == pytest.approx(sum(row["default"]["seed_accs"]) / 2)
     assert (row["classes"], row["train"], row["val"]) == (3, 24, 6)
     for method in ("default", "probe", "reference", "head_only"):
         r = row[method]
         assert 0.0 <= r["val_acc"] <= 1.0 and r["correct"] == round(r["val_acc"] * 6)
         assert r["ci95"][0] <= r["val_acc"] <= r["ci95"][1]
+    row = row["runs"][0]  # one seed's run: its per-epoch details
     assert len(row["reference"]["epochs"]) == 2 and len(row["default"]["epochs"]) == 2
     # Per-epoch seconds of every trained method, in the same run (the default's head epoch, then its body's).
     assert len(row["default"]["epoch_times"]) == len(row["reference"]["epoch_times"]) == 2
@@ -93,3 +115,5 @@ def test_bench_recipes_runs_every_method_on_the_same_split(tmp_path, capsys):
 def test_bench_recipes_refuses_an_unknown_method(capsys):
     assert main(["bench-recipes", "demo", "--methods", "default,magic"]) == 2
     assert "magic" in capsys.readouterr().err
+    assert main(["bench-recipes", "demo", "--seeds", "0,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
