@@ -48,7 +48,7 @@ class _Batches:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        return (len(self.dataset) + self.batch_size - 1) // self.batch_size
 
     def __call__(self):
         n = len(self.dataset)

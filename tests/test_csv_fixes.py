@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import make_class_folder
+
 from ftui import fixes
 from ftui.data import load_dataset
 

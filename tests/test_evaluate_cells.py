@@ -30,7 +30,7 @@ def test_evaluation_keeps_every_images_prediction_and_a_cell_shows_exactly_its_i
     result = json.loads(json.dumps(evaluate(run, split="all").to_dict()))  # as saved in evaluation.json
     assert len(result["predictions"]) == len(result["probabilities"]) == result["num_items"] == 18
     assert all(abs(sum(row) - 1) < 1e-3 for row in result["probabilities"])
-    demo, ctx = build_app(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=tmp_path))
+    _demo, ctx = build_app(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=tmp_path))
     cells = {"classes": result["classes"], "predictions": result["predictions"]}
     for i, row in enumerate(result["confusion"]):
         for j, count in enumerate(row):
@@ -51,7 +51,7 @@ def test_clicking_a_confusion_cell_in_chromium_shows_its_images_and_the_pr_curve
     from ftui_app_server import running_app
 
     make_quick_run(tmp_path, per_class=6, classes=["checkerboard_pattern", "horizontal_stripes", "polka_dots"])
-    with running_app(tmp_path, data_root=tmp_path) as (url, ctx), browser_support.chromium() as browser:
+    with running_app(tmp_path, data_root=tmp_path) as (url, _ctx), browser_support.chromium() as browser:
         if not browser_support.CHROMIUM.exists():
             pytest.skip("needs Debian's /usr/bin/chromium")
         context, page = browser_support.open_app(browser, url, width=1400)

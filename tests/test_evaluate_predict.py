@@ -14,7 +14,6 @@ from ftui.predict import PredictError, Predictor, predict
 from ftui.runs import RunStore, load_run
 from tests.conftest import make_class_folder
 
-
 # Every test here uses one trained run (about a minute of training on 2 busy cores); the quick subset
 # keeps the CLI's train -> predict -> evaluate end to end (tests/test_cli.py).
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import make_class_folder
+
 from ftui import fixes
 from ftui.data import load_dataset
 

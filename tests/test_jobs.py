@@ -151,7 +151,6 @@ class RaisesAtFitEnd(Callback):
 
 
 def test_a_listener_failing_after_fit_marks_the_run_failed_not_running(class_folder, tmp_path):
-    import json
     from pathlib import Path
 
     job = Job(tiny_config(class_folder, epochs=1), RunStore(tmp_path / "runs"), callbacks=[RaisesAtFitEnd()])
@@ -165,7 +164,6 @@ def test_a_listener_failing_after_fit_marks_the_run_failed_not_running(class_fol
 
 
 def test_a_stop_during_the_dataset_scan_creates_no_run_folder(class_folder, tmp_path):
-    from ftui.jobs import run_training
 
     stop = threading.Event()
     stop.set()  # as if Stop was pressed while the dataset was being scanned

@@ -54,7 +54,7 @@ def test_make_variant_keeps_the_layout_and_shrinks_and_greys(tmp_path):
     n = make_variant(src, tmp_path / "out", size=16, grayscale=True, rotate=90)
     assert n == 6
     out = sorted((tmp_path / "out").rglob("*.png"))
-    assert [p.relative_to(tmp_path / "out").parts[:2] for p in out][0] == ("train", "blue")
+    assert out[0].relative_to(tmp_path / "out").parts[:2] == ("train", "blue")
     with Image.open(out[0]) as image:
         assert image.mode == "L" and min(image.size) == 16
     with pytest.raises(VariantError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 from ftui.data import load_dataset
 from ftui.splitgroups import copy_groups

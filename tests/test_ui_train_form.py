@@ -134,7 +134,7 @@ def test_the_last_config_is_this_browsers_own_even_after_a_restart(tmp_path):
     from tests.run_fixtures import make_quick_run
 
     run = make_quick_run(tmp_path)
-    demo, ctx = build_app(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work"))
+    _demo, ctx = build_app(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work"))
     assert my_last_config(ctx, "mine") is None  # unstamped
     ctx.store.folder(run).update_status(**owner_stamp("mine"))
     config = my_last_config(ctx, "mine")
