@@ -186,6 +186,10 @@ class TrainConfig:
     # fold of train). "sgd" is the default: after a converged head the body's first AdamW steps follow noise
     # and the run ends lower (bench-recipes suite, README "Recipes": no worse on any of 7 rows, ahead on 5).
     head_fit: str = "sgd"
+    # At the end of an SGD head phase, also train a copy of the head alone for the epoch budget on the cached
+    # features (fractions of a second) and keep it as best.pt when val prefers it: on ImageNet-like photos the
+    # head alone often beats training every layer (ftui/headalone.py, README "Recipes").
+    head_alone: bool = True
     # "frozen": every BatchNorm keeps its pretrained running statistics (right for small batches);
     # "train": BatchNorm in trainable groups updates its statistics as usual.
     bn_mode: str = "frozen"

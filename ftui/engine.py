@@ -49,6 +49,7 @@ from ftui.config import TrainConfig
 from ftui.errors import LOG_NAME, FtuiError, internal_message, log_failure, run_log
 from ftui.featurecache import CacheStopped, fuse_for_inference
 from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
+from ftui.headalone import reads_cached_features, train_head_alone
 from ftui.headfit import fit_head
 from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
 from ftui.resume import checkpoint_state
@@ -129,6 +130,7 @@ class Trainer:
         self.epoch_seconds: list[float] = []
         self.speed: SpeedSettings | None = None
         self._resume: dict[str, Any] | None = None
+        self.head_alone_note = ""
         # Several processes (torchrun): this one's rank; one process: the single case, no communication.
         self.dist = distributed.current()
 
@@ -161,6 +163,8 @@ class Trainer:
             self._fail(exc)
         finally:
             self.result.seconds = time.perf_counter() - start
+            if self.head_alone_note:  # appended late: the count of notes seeds each phase's shuffling
+                self.notes.append(self.head_alone_note)
             self._cleanup()
         r = self.result
         self._event("on_fit_end", {"status": r.status, "message": r.message, "best_val_acc": r.best_val_acc,
@@ -206,9 +210,44 @@ class Trainer:
         # After on_epoch_end: the epoch's metrics row is on disk before its checkpoints (a full disk or a
         # crash while saving never leaves a best.pt whose epoch metrics.csv does not list).
         self._save_checkpoints(val_acc, improved)
+        if self._head_alone_due():
+            self._keep_head_alone(val_acc)
         # A stop asked on rank 0 (early stopping, a listener) ends every rank after this epoch.
         if self.dist.enabled and self.dist.any(self.control.should_stop) and not self.control.should_stop:
             self.control.request_stop("stopped on rank 0")
+
+    def _head_alone_due(self) -> bool:
+        """The last epoch of an SGD head phase with a later phase, on cached features, in one process."""
+        phase, index = self.phase, self.phase_index
+        last_of_phase = self.epoch == sum(p.epochs for p in self.phases[:index + 1])
+        return (self.config.head_alone and phase.name == "head" and phase.solver == "sgd" and last_of_phase
+                and index + 1 < len(self.phases) and not self.dist.enabled and not self.control.should_stop
+                and reads_cached_features(self.train_source, self.val_source))
+
+    def _keep_head_alone(self, val_acc: float | None) -> None:
+        """The head trained alone (ftui/headalone.py) becomes best.pt when it beats every epoch so far; the
+        body goes on from the head as it is (its epochs are the same as without this)."""
+        self._say("training the head alone on the cached features")
+        head = _unwrapped(self.forward)
+        found = train_head_alone(head, self.train_source, self.val_source, self.config, self._stop_requested,
+                                 self.class_weight)
+        if found is None:
+            return
+        kept = found.val_acc > (self.result.best_val_acc or -1.0)
+        self.head_alone_note = (f"head alone ({found.epochs} epochs on the cached features): best val acc "
+                                f"{found.val_acc:.4f} at its epoch {found.epoch}"
+                                + (f", kept as best.pt (epoch {self.epoch})" if kept else ", not kept"))
+        self._say(self.head_alone_note)
+        if not kept:
+            return
+        self.result.best_val_acc, self.result.best_epoch = found.val_acc, self.epoch
+        if self.folder is not None:
+            live = copy.deepcopy(head.state_dict())
+            head.load_state_dict(found.state)
+            meta = {**self.data.meta, "epoch": self.epoch, "val_acc": found.val_acc, "head_alone": True}
+            save_checkpoint(self.folder.best_path, self.model, meta)
+            head.load_state_dict(live)
+            self._save_checkpoints(val_acc, improved=False)  # last.pt's resume state: the new best val acc
 
     def _train_epoch(self) -> tuple[float, float]:
         """on_epoch_start, then the training batches; checks the stop flags before every batch."""

@@ -74,7 +74,7 @@ def _engine_default(config: TrainConfig, dataset, model, backbone: str) -> dict[
     if result.status != "done":
         raise BenchError(f"default recipe {result.status}: {result.message}")
     last_phase = timeline.epochs[-1]["phase"]
-    return {"val_acc": result.best_val_acc, "seconds": time.perf_counter() - start,
+    return {"val_acc": result.best_val_acc, "best_epoch": result.best_epoch, "seconds": time.perf_counter() - start,
             "epoch_seconds": timeline.mean_epoch_seconds(last_phase), "phase": last_phase,
             "epochs": [round(e["val_acc"], 4) for e in timeline.epochs],
             "epoch_times": [round(e["seconds"], 2) for e in timeline.epochs], "notes": result.notes}

@@ -75,3 +75,39 @@ def test_early_stopping_counts_val_loss_within_a_phase_only():
     assert not control.should_stop
     stopper.on_epoch_end({"val_loss": 0.41, "control": control})
     assert control.should_stop and "val_loss did not improve for 2 epochs" in control.stop_reason
+
+
+def test_the_head_trained_alone_becomes_best_pt_when_val_prefers_it_and_changes_no_other_epoch(tmp_path):
+    """ftui/headalone.py: at the end of the head phase a copy of the head trains on alone over the cached
+    features. Here the head phase is one small step (batch 64 > 30 images), so the head alone wins."""
+    import json
+    import threading
+
+    from ftui.jobs import run_training
+    from ftui.runs import RunStore, load_checkpoint
+    from tests.conftest import make_class_folder
+
+    data = make_class_folder(tmp_path / "colours", per_class=10)
+    base = TrainConfig(data=str(data), backbone="resnet18", weights="none", image_size=32, epochs=4, batch_size=64,
+                       lr=1e-2, device="cpu", aug=AugConfig.none(), seed=0)
+    runs = {}
+    for head_alone in (True, False):
+        result, folder = run_training(base.replace(head_alone=head_alone), RunStore(tmp_path / f"runs{head_alone}"),
+                                      threading.Event())
+        assert result.status == "done", result.message
+        runs[head_alone] = (result, folder)
+    (kept, folder), (without, plain_folder) = runs[True], runs[False]
+
+    def curve(run_folder):  # every metrics.csv column but the last (the epoch's seconds)
+        return [line.split(",")[:-1] for line in run_folder.metrics_path.read_text().splitlines()]
+
+    assert folder.metrics_path.read_text().splitlines()[0].endswith("seconds")
+    assert len(curve(folder)) == 5 and curve(folder) == curve(plain_folder)
+    assert (kept.best_epoch, without.best_epoch) == (1, 3)  # the same epochs; best.pt is the head alone
+    assert kept.best_val_acc == 1.0 and any("kept as best.pt (epoch 1)" in n for n in kept.notes)
+    best = load_checkpoint(folder.best_path)
+    assert best["head_alone"] is True and best["epoch"] == 1
+    assert not load_checkpoint(plain_folder.best_path).get("head_alone")
+    # What Evaluate reports is this kept model's accuracy, measured again on the val images.
+    evaluation = json.loads(folder.evaluation_path.read_text())
+    assert evaluation["accuracy"] == 1.0
