@@ -111,3 +111,14 @@ def test_the_head_trained_alone_becomes_best_pt_when_val_prefers_it_and_changes_
     # What Evaluate reports is this kept model's accuracy, measured again on the val images.
     evaluation = json.loads(folder.evaluation_path.read_text())
     assert evaluation["accuracy"] == 1.0
+
+
+def test_the_finished_status_says_when_the_kept_model_is_the_head_alone():
+    from ftui.ui.train_step import status_markdown
+
+    snap = {"status": "done", "backbone": "mobilenet_v2", "best_val_acc": 0.96, "num_val": 153, "run_id": "r1",
+            "elapsed_s": 90.0, "notes": [("head alone (5 epochs on the cached features): best val acc 0.9600 at its "
+                                         "epoch 2, kept as best.pt (epoch 1)")]}
+    assert "the head trained alone" in status_markdown(snap, mine=True, ips=None)
+    snap["notes"] = [snap["notes"][0].replace("kept as best.pt (epoch 1)", "not kept")]
+    assert "head trained alone" not in status_markdown(snap, mine=True, ips=None)
