@@ -228,13 +228,14 @@ class Trainer:
         """The head trained alone (ftui/headalone.py) becomes best.pt when it beats every epoch so far; the
         body goes on from the head as it is (its epochs are the same as without this)."""
         self._say("training the head alone on the cached features")
-        head = _unwrapped(self.forward)
+        head, t0 = _unwrapped(self.forward), time.perf_counter()
         found = train_head_alone(head, self.train_source, self.val_source, self.config, self._stop_requested,
                                  self.class_weight)
         if found is None:
             return
         kept = found.val_acc > (self.result.best_val_acc or -1.0)
-        self.head_alone_note = (f"head alone ({found.epochs} epochs on the cached features): best val acc "
+        self.head_alone_note = (f"head alone ({found.epochs} epochs on the cached features, "
+                                f"{time.perf_counter() - t0:.2f} s): best val acc "
                                 f"{found.val_acc:.4f} at its epoch {found.epoch}"
                                 + (f", kept as best.pt (epoch {self.epoch})" if kept else ", not kept"))
         self._say(self.head_alone_note)
