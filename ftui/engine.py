@@ -130,7 +130,8 @@ class Trainer:
         self.epoch_seconds: list[float] = []
         self.speed: SpeedSettings | None = None
         self._resume: dict[str, Any] | None = None
-        self.head_alone_note = ""
+        # (result, the epoch it became best.pt at or None, seconds) once the head alone has trained.
+        self.head_alone: tuple[Any, int | None, float] | None = None
         # Several processes (torchrun): this one's rank; one process: the single case, no communication.
         self.dist = distributed.current()
 
@@ -163,8 +164,8 @@ class Trainer:
             self._fail(exc)
         finally:
             self.result.seconds = time.perf_counter() - start
-            if self.head_alone_note:  # appended late: the count of notes seeds each phase's shuffling
-                self.notes.append(self.head_alone_note)
+            if self.head_alone is not None:  # noted late: the count of notes seeds each phase's shuffling
+                self.notes.append(self._head_alone_summary())
             self._cleanup()
         r = self.result
         self._event("on_fit_end", {"status": r.status, "message": r.message, "best_val_acc": r.best_val_acc,
@@ -234,11 +235,8 @@ class Trainer:
         if found is None:
             return
         kept = found.val_acc > (self.result.best_val_acc or -1.0)
-        self.head_alone_note = (f"head alone ({found.epochs} epochs on the cached features, "
-                                f"{time.perf_counter() - t0:.2f} s): best val acc "
-                                f"{found.val_acc:.4f} at its epoch {found.epoch}"
-                                + (f", kept as best.pt (epoch {self.epoch})" if kept else ", not kept"))
-        self._say(self.head_alone_note)
+        self.head_alone = (found, self.epoch if kept else None, time.perf_counter() - t0)
+        self._say(f"head alone: best val acc {found.val_acc:.4f}" + (" (best.pt so far)" if kept else ""))
         if not kept:
             return
         self.result.best_val_acc, self.result.best_epoch = found.val_acc, self.epoch
@@ -249,6 +247,17 @@ class Trainer:
             save_checkpoint(self.folder.best_path, self.model, meta)
             head.load_state_dict(live)
             self._save_checkpoints(val_acc, improved=False)  # last.pt's resume state: the new best val acc
+
+    def _head_alone_summary(self) -> str:
+        """The run's note on the head alone: its val accuracy, its cost, and whether best.pt is still it."""
+        found, epoch, seconds = self.head_alone
+        text = (f"head alone ({found.epochs} epochs on the cached features, {seconds:.3f} s): best val acc "
+                f"{found.val_acc:.4f} at its epoch {found.epoch}")
+        if epoch is None:
+            return text + ", not kept (the head phase's epoch was as good)"
+        if (self.result.best_epoch, self.result.best_val_acc) == (epoch, found.val_acc):
+            return text + f", kept as best.pt (epoch {epoch}): no all-layer epoch beat it"
+        return text + f", best.pt until epoch {self.result.best_epoch} beat it"
 
     def _train_epoch(self) -> tuple[float, float]:
         """on_epoch_start, then the training batches; checks the stop flags before every batch."""

@@ -118,7 +118,7 @@ def test_the_finished_status_says_when_the_kept_model_is_the_head_alone():
 
     snap = {"status": "done", "backbone": "mobilenet_v2", "best_val_acc": 0.96, "num_val": 153, "run_id": "r1",
             "elapsed_s": 90.0, "notes": [("head alone (5 epochs on the cached features, 0.31 s): best val acc 0.9600 at its "
-                                         "epoch 2, kept as best.pt (epoch 1)")]}
+                                         "epoch 2, kept as best.pt (epoch 1): no all-layer epoch beat it")]}
     assert "the head trained alone" in status_markdown(snap, mine=True, ips=None)
-    snap["notes"] = [snap["notes"][0].replace("kept as best.pt (epoch 1)", "not kept")]
+    snap["notes"] = [snap["notes"][0].split(", kept")[0] + ", best.pt until epoch 3 beat it"]
     assert "head trained alone" not in status_markdown(snap, mine=True, ips=None)
