@@ -122,3 +122,46 @@ def test_the_finished_status_says_when_the_kept_model_is_the_head_alone():
     assert "the head trained alone" in status_markdown(snap, mine=True, ips=None)
     snap["notes"] = [snap["notes"][0].split(", kept")[0] + ", best.pt until epoch 3 beat it"]
     assert "head trained alone" not in status_markdown(snap, mine=True, ips=None)
+
+
+class _StopAtStartOf(Callback):
+    """Presses Stop as epoch `n` starts: the previous epoch (and what followed it) is finished."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.job = n, None
+
+    def on_epoch_start(self, info) -> None:
+        if info["epoch"] == self.n:
+            self.job.stop()
+
+
+@pytest.mark.slow
+def test_a_run_resumed_after_the_head_alone_won_keeps_it_as_best(tmp_path):
+    """last.pt's resume state carries the head alone's val accuracy: a resumed run's later epochs replace best.pt
+    only by beating it (with the head epoch's lower score they would have replaced it at once)."""
+    import threading
+
+    from ftui.jobs import Job
+    from ftui.runs import RunStore, load_checkpoint
+    from tests.conftest import make_class_folder
+
+    data = make_class_folder(tmp_path / "colours", per_class=10)
+    config = TrainConfig(data=str(data), backbone="resnet18", weights="none", image_size=32, epochs=4, batch_size=64,
+                         lr=1e-2, device="cpu", aug=AugConfig.none(), seed=0, runs_dir=str(tmp_path / "runs"))
+
+    def run_job(callbacks=(), resume=False) -> Job:
+        job = Job(config, RunStore(config.runs_dir), run_dir=tmp_path / "run", callbacks=callbacks, resume=resume)
+        for cb in callbacks:
+            cb.job = job
+        thread = threading.Thread(target=job.run)
+        thread.start()
+        thread.join(600)
+        return job
+
+    assert run_job([_StopAtStartOf(2)]).status == "stopped"
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["resume"]["epoch"] == 1 and last["resume"]["best_val_acc"] == 1.0
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["head_alone"] is True
+    assert run_job(resume=True).status == "done"
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["head_alone"] is True and best["epoch"] == 1 and best["val_acc"] == 1.0
