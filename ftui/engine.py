@@ -49,7 +49,7 @@ from ftui.config import TrainConfig
 from ftui.errors import LOG_NAME, FtuiError, internal_message, log_failure, run_log
 from ftui.featurecache import CacheStopped, fuse_for_inference
 from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
-from ftui.headalone import reads_cached_features, train_head_alone
+from ftui.headalone import HeadAloneResult, reads_cached_features, train_head_alone
 from ftui.headfit import fit_head
 from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
 from ftui.resume import checkpoint_state
@@ -131,7 +131,7 @@ class Trainer:
         self.speed: SpeedSettings | None = None
         self._resume: dict[str, Any] | None = None
         # (result, the epoch it became best.pt at or None, seconds) once the head alone has trained.
-        self.head_alone: tuple[Any, int | None, float] | None = None
+        self.head_alone: tuple[HeadAloneResult, int | None, float] | None = None
         # Several processes (torchrun): this one's rank; one process: the single case, no communication.
         self.dist = distributed.current()
 
