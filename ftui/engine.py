@@ -52,7 +52,7 @@ from ftui.freezing import apply_freeze, resolve_train_groups, set_train_mode
 from ftui.headalone import HeadAloneResult, reads_cached_features, train_head_alone
 from ftui.headfit import fit_head
 from ftui.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
-from ftui.resume import checkpoint_state
+from ftui.resume import checkpoint_state, rng_state, set_rng_state
 from ftui.runs import RunFolder, disk_full, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class Trainer:
         body goes on from the head as it is (its epochs are the same as without this)."""
         self._say("training the head alone on the cached features")
         head, t0 = _unwrapped(self.forward), time.perf_counter()
-        found = train_head_alone(head, self.train_source, self.val_source, self.config, self._stop_requested,
+        found = train_head_alone(head, self.train_source, self.config, self._stop_requested, self._head_val_scores,
                                  self.class_weight)
         if found is None:
             return
@@ -247,6 +247,12 @@ class Trainer:
             save_checkpoint(self.folder.best_path, self.model, meta)
             head.load_state_dict(live)
             self._save_checkpoints(val_acc, improved=False)  # last.pt's resume state: the new best val acc
+
+    def _head_val_scores(self, head: nn.Module) -> tuple[float, float]:
+        """(val loss, val accuracy) of a head on the cached val features, in float32 (the head is tiny)."""
+        total_loss, correct, seen = _evaluate(head, self.val_source, self.val_criterion, self.speed.device,
+                                              use_amp=False, channels_last=False)
+        return total_loss / max(seen, 1), correct / max(seen, 1)
 
     def _head_alone_summary(self) -> str:
         """The run's note on the head alone: its val accuracy, its cost, and whether best.pt is still it."""
@@ -425,7 +431,7 @@ class Trainer:
                                              reduction="sum")
         self.val_criterion = nn.CrossEntropyLoss(reduction="sum")
         if self._resume is not None:
-            _set_rng_state(self._resume["rng"])
+            set_rng_state(self._resume["rng"])
 
     def _enter_phase(self, index: int) -> None:
         """Freeze for the phase, build its batch sources, optimizer, scheduler and grad scaler."""
@@ -533,7 +539,7 @@ class Trainer:
             "phase_index": self.phase_index, "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch,
-            "global_step": self.global_step, "rng": _rng_state(),
+            "global_step": self.global_step, "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -542,16 +548,6 @@ class Trainer:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.result.best_val_acc, self.result.best_epoch = state["best_val_acc"], state["best_epoch"]
         self._resume = state
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
 
 
 def _unwrapped(module: nn.Module) -> nn.Module:

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import copy
 import math
-import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ftui.featurecache import CachedTrainFeatures, CachedValFeatures
 from ftui.recipes import make_optimizer
+from ftui.resume import rng_preserved
 
 
 @dataclass
@@ -48,21 +47,22 @@ def reads_cached_features(train_source, val_source) -> bool:
             and val_source.stored)
 
 
-def train_head_alone(head: nn.Module, train_source, val_source, config, stop_requested,
+def train_head_alone(head: nn.Module, train_source, config, stop_requested: Callable[[], bool],
+                     val_scores: Callable[[nn.Module], tuple[float, float]],
                      class_weight: torch.Tensor | None = None) -> HeadAloneResult | None:
     """Train a copy of `head` for `config.epochs` epochs (the run's optimizer at config.lr, cosine to zero:
-    the old head-only default) on the cached train features, validating each epoch; `head` is left as it was.
+    the old head-only default) on the cached train features, scoring each epoch with `val_scores` (val loss,
+    val accuracy); `head` is left as it was.
 
     Returns the best epoch by val accuracy, or None when stopped. `stop_requested()` is checked per batch.
     """
-    saved_rng = _rng_state(train_source)
     candidate = copy.deepcopy(head)
     params = [p for p in candidate.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, [{"params": params, "lr": config.lr}])
     total = max(1, config.epochs * train_source.num_batches(config.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     best: HeadAloneResult | None = None
-    try:
+    with rng_preserved(train_source.generator):
         for epoch in range(1, config.epochs + 1):
             candidate.train()
             for x, y in train_source.batches():
@@ -74,38 +74,8 @@ def train_head_alone(head: nn.Module, train_source, val_source, config, stop_req
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-            val_loss, val_acc = _validate(candidate, val_source)
+            val_loss, val_acc = val_scores(candidate)
             if best is None or val_acc > best.val_acc:
                 best = HeadAloneResult(val_acc, val_loss, epoch, config.epochs,
                                        {k: v.detach().clone() for k, v in candidate.state_dict().items()})
-    finally:
-        _set_rng_state(train_source, saved_rng)
     return best
-
-
-@torch.no_grad()
-def _validate(module: nn.Module, source) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over the cached val features."""
-    module.eval()
-    loss, correct, seen = 0.0, 0, 0
-    for x, y in source.batches():
-        logits = module(x).float()
-        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        seen += int(y.shape[0])
-    return loss / max(seen, 1), correct / max(seen, 1)
-
-
-def _rng_state(train_source) -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if train_source.generator is not None:
-        state["shuffle"] = train_source.generator.get_state()
-    return state
-
-
-def _set_rng_state(train_source, state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "shuffle" in state:
-        train_source.generator.set_state(state["shuffle"])

@@ -8,6 +8,9 @@ checkpoint back into what `Trainer.load_state_dict` takes.
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,30 @@ from ftui.config import ConfigError, TrainConfig
 from ftui.runs import RunError, RunFolder, load_checkpoint, remove_temp_files, write_bytes_atomic
 
 RESUMABLE = ("interrupted", "stopped", "failed")
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, numpy's and torch's global random states (what last.pt keeps for a resume)."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+@contextlib.contextmanager
+def rng_preserved(generator: torch.Generator | None = None) -> Iterator[None]:
+    """The global random states (and `generator`'s) as they were before the block, whatever it drew."""
+    state = rng_state()
+    own = generator.get_state() if generator is not None else None
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+        if generator is not None:
+            generator.set_state(own)
 
 
 def checkpoint_state(state: dict[str, Any]) -> dict[str, Any]:
