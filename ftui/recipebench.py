@@ -205,10 +205,14 @@ def bench_dataset(data: str, settings: BenchSettings, log: Callable[[str], None]
     if data == "demo" and settings.demo_recipe:
         row["demo_recipe"] = demo_from_scratch(path, log)
     for m in methods:
-        correct = round(row[m]["val_acc"] * n_val)
-        row[m]["correct"] = correct
-        row[m]["ci95"] = [round(v, 4) for v in wilson_interval(correct, n_val)]
+        row[m].update(_counted(row[m]["val_acc"], n_val))
     return row
+
+
+def _counted(val_acc: float, n_val: int) -> dict[str, Any]:
+    """The images right out of `n_val` and their 95% Wilson interval."""
+    correct = round(val_acc * n_val)
+    return {"correct": correct, "ci95": [round(v, 4) for v in wilson_interval(correct, n_val)]}
 
 
 def combine_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -223,9 +227,7 @@ def combine_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if not per:
             continue
         mean = statistics.fmean(p["val_acc"] for p in per)
-        correct = round(mean * row["val"])
-        row[m] = {"val_acc": mean, "seed_accs": [p["val_acc"] for p in per], "correct": correct,
-                  "ci95": [round(v, 4) for v in wilson_interval(correct, row["val"])],
+        row[m] = {"val_acc": mean, "seed_accs": [p["val_acc"] for p in per], **_counted(mean, row["val"]),
                   "seconds": statistics.fmean(p["seconds"] for p in per)}
         if all(p.get("epoch_seconds") for p in per):
             row[m]["epoch_seconds"] = statistics.fmean(p["epoch_seconds"] for p in per)
