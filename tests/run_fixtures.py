@@ -1,13 +1,17 @@
 """A real run folder in a second, without training: a seeded random-init torchvision model saved the way the
-engine saves one (config.json, classes.json, status.json, best.pt), over a real image folder."""
+engine saves one (config.json, classes.json, status.json, best.pt), over a real image folder. And a real
+training job run to its end in a thread, with a user's Stop press at a chosen epoch."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
 
+from ftui.callbacks import Callback
 from ftui.config import AugConfig, TrainConfig
+from ftui.jobs import Job
 from ftui.runs import RunStore, save_checkpoint
 from tests.conftest import make_class_folder
 
@@ -32,3 +36,29 @@ def make_quick_run(root: Path, backbone: str = "resnet18", image_size: int = 32,
     save_checkpoint(folder.best_path, model, meta)
     folder.update_status(status="done", best_val_acc=0.5, epochs_done=1, seconds=1.0)
     return folder.path
+
+
+class PressStop(Callback):
+    """Presses the job's Stop as a user would, when epoch `epoch` ends (at="end") or starts (at="start")."""
+
+    def __init__(self, epoch: int, at: str = "end") -> None:
+        self.epoch, self.at, self.job = epoch, at, None
+
+    def on_epoch_start(self, info) -> None:
+        if self.at == "start" and info["epoch"] == self.epoch:
+            self.job.stop()
+
+    def on_epoch_end(self, info) -> None:
+        if self.at == "end" and info["epoch"] == self.epoch:
+            self.job.stop()
+
+
+def run_job(config: TrainConfig, run_dir: Path, callbacks=(), resume: bool = False) -> Job:
+    """A training Job in `run_dir` run in a thread until it ends; PressStop callbacks get the job."""
+    job = Job(config, RunStore(config.runs_dir), run_dir=run_dir, callbacks=callbacks, resume=resume)
+    for cb in callbacks:
+        cb.job = job
+    thread = threading.Thread(target=job.run)
+    thread.start()
+    thread.join(600)
+    return job

@@ -77,6 +77,15 @@ def test_early_stopping_counts_val_loss_within_a_phase_only():
     assert control.should_stop and "val_loss did not improve for 2 epochs" in control.stop_reason
 
 
+def _head_alone_wins(tmp_path):
+    """Colour classes where the head phase is one small step (batch 64 > 30 images): the head alone wins."""
+    from tests.conftest import make_class_folder
+
+    data = make_class_folder(tmp_path / "colours", per_class=10)
+    return TrainConfig(data=str(data), backbone="resnet18", weights="none", image_size=32, epochs=4, batch_size=64,
+                       lr=1e-2, device="cpu", aug=AugConfig.none(), seed=0, runs_dir=str(tmp_path / "runs"))
+
+
 def test_the_head_trained_alone_becomes_best_pt_when_val_prefers_it_and_changes_no_other_epoch(tmp_path):
     """ftui/headalone.py: at the end of the head phase a copy of the head trains on alone over the cached
     features. Here the head phase is one small step (batch 64 > 30 images), so the head alone wins."""
@@ -85,11 +94,8 @@ def test_the_head_trained_alone_becomes_best_pt_when_val_prefers_it_and_changes_
 
     from ftui.jobs import run_training
     from ftui.runs import RunStore, load_checkpoint
-    from tests.conftest import make_class_folder
 
-    data = make_class_folder(tmp_path / "colours", per_class=10)
-    base = TrainConfig(data=str(data), backbone="resnet18", weights="none", image_size=32, epochs=4, batch_size=64,
-                       lr=1e-2, device="cpu", aug=AugConfig.none(), seed=0)
+    base = _head_alone_wins(tmp_path)
     runs = {}
     for head_alone in (True, False):
         result, folder = run_training(base.replace(head_alone=head_alone), RunStore(tmp_path / f"runs{head_alone}"),
@@ -124,44 +130,18 @@ def test_the_finished_status_says_when_the_kept_model_is_the_head_alone():
     assert "head trained alone" not in status_markdown(snap, mine=True, ips=None)
 
 
-class _StopAtStartOf(Callback):
-    """Presses Stop as epoch `n` starts: the previous epoch (and what followed it) is finished."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.job = n, None
-
-    def on_epoch_start(self, info) -> None:
-        if info["epoch"] == self.n:
-            self.job.stop()
-
-
 @pytest.mark.slow
 def test_a_run_resumed_after_the_head_alone_won_keeps_it_as_best(tmp_path):
     """last.pt's resume state carries the head alone's val accuracy: a resumed run's later epochs replace best.pt
     only by beating it (with the head epoch's lower score they would have replaced it at once)."""
-    import threading
+    from ftui.runs import load_checkpoint
+    from tests.run_fixtures import PressStop, run_job
 
-    from ftui.jobs import Job
-    from ftui.runs import RunStore, load_checkpoint
-    from tests.conftest import make_class_folder
-
-    data = make_class_folder(tmp_path / "colours", per_class=10)
-    config = TrainConfig(data=str(data), backbone="resnet18", weights="none", image_size=32, epochs=4, batch_size=64,
-                         lr=1e-2, device="cpu", aug=AugConfig.none(), seed=0, runs_dir=str(tmp_path / "runs"))
-
-    def run_job(callbacks=(), resume=False) -> Job:
-        job = Job(config, RunStore(config.runs_dir), run_dir=tmp_path / "run", callbacks=callbacks, resume=resume)
-        for cb in callbacks:
-            cb.job = job
-        thread = threading.Thread(target=job.run)
-        thread.start()
-        thread.join(600)
-        return job
-
-    assert run_job([_StopAtStartOf(2)]).status == "stopped"
-    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    config, run_dir = _head_alone_wins(tmp_path), tmp_path / "run"
+    assert run_job(config, run_dir, [PressStop(2, at="start")]).status == "stopped"
+    last = load_checkpoint(run_dir / "last.pt")
     assert last["resume"]["epoch"] == 1 and last["resume"]["best_val_acc"] == 1.0
-    assert load_checkpoint(tmp_path / "run" / "best.pt")["head_alone"] is True
-    assert run_job(resume=True).status == "done"
-    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert load_checkpoint(run_dir / "best.pt")["head_alone"] is True
+    assert run_job(config, run_dir, resume=True).status == "done"
+    best = load_checkpoint(run_dir / "best.pt")
     assert best["head_alone"] is True and best["epoch"] == 1 and best["val_acc"] == 1.0

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-
 import pandas as pd
 import pytest
 import torch
 from conftest import make_class_folder
+from run_fixtures import PressStop, run_job
 
-from ftui.callbacks import Callback
 from ftui.cli import main
 from ftui.config import TrainConfig
-from ftui.jobs import Job
 from ftui.runs import RunError, RunStore
-
-
-class StopAfter(Callback):
-    """Stops the job once epoch `n` has ended (as a user pressing Stop would)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.job = n, None
-
-    def on_epoch_end(self, info) -> None:
-        if info["epoch"] == self.n:
-            self.job.stop()
 
 
 def tiny(data, runs, epochs=3) -> TrainConfig:
@@ -33,23 +19,13 @@ def tiny(data, runs, epochs=3) -> TrainConfig:
                        feature_cache=False, scheduler="cosine", runs_dir=str(runs), seed=3)
 
 
-def run_job(config, run_dir, callbacks=(), resume=False) -> Job:
-    job = Job(config, RunStore(config.runs_dir), run_dir=run_dir, callbacks=callbacks, resume=resume)
-    for cb in callbacks:
-        cb.job = job
-    thread = threading.Thread(target=job.run)
-    thread.start()
-    thread.join(600)
-    return job
-
-
 @pytest.mark.slow
 def test_a_stopped_run_resumes_from_last_pt_and_appends_to_metrics(tmp_path, capsys):
     data = make_class_folder(tmp_path / "data", per_class=6, size=24)
     config = tiny(data, tmp_path / "runs")
     whole = run_job(config, tmp_path / "whole")
     assert whole.status == "done"
-    stopped = run_job(config, tmp_path / "part", callbacks=[StopAfter(1)])
+    stopped = run_job(config, tmp_path / "part", callbacks=[PressStop(1)])
     assert stopped.status == "stopped"
     checkpoint = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
     assert checkpoint["resume"]["epoch"] == 1
