@@ -1,7 +1,7 @@
 """`python -m ftui ...`: the same engine without a browser.
 
 Subcommands: backbones, summary, train, predict, evaluate, plus check and bench (from ftui.doctor and
-ftui.bench), fix / undo (ftui.fix_cli) and compare (ftui.compare). Every user error prints
+ftui.bench.speed), fix / undo (ftui.fix_cli) and compare (ftui.results.compare). Every user error prints
 `error: <message>` to stderr and exits 2, without a traceback; anything else (a bug, the environment) logs
 its traceback and exits 1 (a training run's traceback also goes to its log.txt).
 """
@@ -29,14 +29,14 @@ EXIT_STOPPED = 130
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
-    from ftui.backbones import backbones_table
+    from ftui.models.backbones import backbones_table
 
     print(backbones_table(all=args.all).to_string(index=False))
     return 0
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from ftui.data import load_dataset
+    from ftui.data.datasets import load_dataset
 
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
     print(dataset.summary().to_string(index=False))
@@ -97,10 +97,10 @@ def _stop_on_signals(job) -> Callable[[], None]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ftui import distributed
+    from ftui.train import distributed
 
     if args.resume:
-        from ftui.resume import open_for_resume
+        from ftui.train.resume import open_for_resume
 
         # The run's own config.json; it goes on in its folder, appending to metrics.csv.
         folder, config, _checkpoint = open_for_resume(args.resume)
@@ -124,9 +124,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = False) -> int:
     """Run one training job in a thread (Ctrl-C / SIGTERM stop it cleanly); rank 0 alone prints and writes."""
-    from ftui.callbacks import PrintProgress
     from ftui.jobs import Job
     from ftui.runs import RunStore
+    from ftui.train.callbacks import PrintProgress
 
     device = dist.device.type
     printer = PrintProgress((lambda line: print(line, flush=True)) if dist.is_main else (lambda line: None))
@@ -173,8 +173,8 @@ def _default_batch(config: TrainConfig, dist) -> TrainConfig:
     """On CUDA, with no --batch-size given: the batch free GPU memory allows (per GPU, times the GPUs)."""
     if dist.device.type != "cuda":
         return config
-    from ftui.backbones import backbone_info, build
     from ftui.devices import default_batch_size, device_name
+    from ftui.models.backbones import backbone_info, build
 
     size = config.image_size or backbone_info(config.backbone).input_size
     per_gpu = default_batch_size(build(config.backbone, 2, weights="none"), size, dist.device) if dist.is_main else 0
@@ -205,7 +205,7 @@ def _spawn_ranks(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ftui.distributed import DistributedError, torchrun_command
+    from ftui.train.distributed import DistributedError, torchrun_command
 
     if args.device != "cpu" and torch.cuda.device_count() < args.gpus:
         raise DistributedError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()} GPU(s) "
@@ -237,7 +237,7 @@ def _print_evaluation(run_dir: str | None) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ftui.predict import Predictor
+    from ftui.results.predict import Predictor
 
     predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size)
     table = predictor.predictions_table(args.images, top_k=args.top_k)
@@ -246,7 +246,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ftui.evaluate import evaluate
+    from ftui.results.evaluate import evaluate
 
     split = args.split or ("all" if args.data else "val")
     result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device)
@@ -331,16 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
-    _add_lazy(sub, "bench", "ftui.bench", "speed benchmarks")
-    _add_lazy(sub, "export", "ftui.export", "export a run as a torch.export .pt2 or an .onnx file")
+    _add_lazy(sub, "bench", "ftui.bench.speed", "speed benchmarks")
+    _add_lazy(sub, "export", "ftui.results.export", "export a run as a torch.export .pt2 or an .onnx file")
     _add_lazy(sub, "fix", "ftui.fix_cli", "relabel, remove or merge in a dataset folder (journaled)")
     p = sub.add_parser("undo", help="undo the newest fix in a dataset folder")
     from ftui.fix_cli import add_undo_arguments, run_undo
     add_undo_arguments(p)
     p.set_defaults(func=run_undo)
-    _add_lazy(sub, "compare", "ftui.compare", "compare two runs: curves, per-class deltas, flipped images")
-    _add_lazy(sub, "make-variant", "ftui.variants", "a low-resolution / grayscale / rotated copy of a dataset")
-    _add_lazy(sub, "bench-recipes", "ftui.recipebench", "the default recipe vs a linear probe and a hand fine-tune")
+    _add_lazy(sub, "compare", "ftui.results.compare", "compare two runs: curves, per-class deltas, flipped images")
+    _add_lazy(sub, "make-variant", "ftui.data.variants", "a low-resolution / grayscale / rotated copy of a dataset")
+    _add_lazy(sub, "bench-recipes", "ftui.bench.recipes", "the default recipe vs a linear probe and a hand fine-tune")
     return parser
 
 

@@ -188,7 +188,7 @@ class TrainConfig:
     head_fit: str = "sgd"
     # At the end of an SGD head phase, also train a copy of the head alone for the epoch budget on the cached
     # features (fractions of a second) and keep it as best.pt when val prefers it: on ImageNet-like photos the
-    # head alone often beats training every layer (ftui/headalone.py, README "Recipes").
+    # head alone often beats training every layer (ftui/train/headalone.py, README "Recipes").
     head_alone: bool = True
     # "frozen": every BatchNorm keeps its pretrained running statistics (right for small batches);
     # "train": BatchNorm in trainable groups updates its statistics as usual.

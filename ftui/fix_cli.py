@@ -1,10 +1,10 @@
-"""`ftui fix relabel|remove|merge ...` and `ftui undo DATA`: the fix loop's command line (see ftui.fixes)."""
+"""`ftui fix relabel|remove|merge ...` and `ftui undo DATA`: the fix loop's command line (see ftui.data.fixes)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ftui import fixes
+from ftui.data import fixes
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,11 +20,11 @@ from typing import Any
 import pandas as pd
 
 from ftui import devices
-from ftui.callbacks import Callback, CSVLogger, EarlyStopping, History
 from ftui.config import TrainConfig
-from ftui.engine import FitResult, describe_exception, fit, seed_everything
 from ftui.errors import LOG_NAME, FtuiError, is_user_error, log_failure, run_log
 from ftui.runs import RunFolder, RunStore, write_json_atomic
+from ftui.train.callbacks import Callback, CSVLogger, EarlyStopping, History
+from ftui.train.trainer import FitResult, describe_exception, fit, seed_everything
 
 STATUSES = ("queued", "running", "stopping", "done", "stopped", "failed")
 FINISHED = ("done", "stopped", "failed")
@@ -48,9 +48,9 @@ def run_training(
     """Load the dataset, create (resume: reopen) the run folder, build the model, fit, then evaluate.
 
     User errors before training (bad data, weights, config) raise; training failures come back as a
-    FitResult with status "failed". resume=True carries on `run_dir` from its last.pt (ftui/resume.py).
+    FitResult with status "failed". resume=True carries on `run_dir` from its last.pt (ftui/train/resume.py).
     """
-    from ftui.data import class_size_warnings, load_dataset
+    from ftui.data.datasets import class_size_warnings, load_dataset
 
     config.validate()
     progress("loading dataset")
@@ -62,7 +62,7 @@ def run_training(
     if stop_event.is_set():
         # Stopped during the scan: no run folder, so no junk run is listed.
         return FitResult(status="stopped", message="stopped before training started"), None
-    from ftui.distributed import current
+    from ftui.train.distributed import current
 
     if not current().is_main:
         return _train_silently(config, dataset, stop_event), None
@@ -92,7 +92,7 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
                      callbacks: Iterable[Callback], stop_event: threading.Event,
                      progress: Callable[[str], None]) -> FitResult:
     """Build the model, fit (resume: from the checkpoint), evaluate the best weights on the val split."""
-    from ftui.backbones import build_with_report, layer_groups
+    from ftui.models.backbones import build_with_report, layer_groups
 
     resume = checkpoint is not None
     progress("building model")
@@ -113,8 +113,8 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
     if result.status == "done":
         progress("evaluating")
         try:
-            from ftui.evaluate import evaluate
-            from ftui.runs import load_run
+            from ftui.results.evaluate import evaluate
+            from ftui.results.loading import load_run
 
             evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset, device=config.device)
             write_json_atomic(folder.evaluation_path, evaluation.to_dict())
@@ -128,7 +128,7 @@ def _open_folder(config: TrainConfig, store: RunStore, run_dir: str | Path | Non
                  classes: list[str]) -> tuple[RunFolder, dict[str, Any] | None]:
     """A new run folder, or (resume) the existing one and its last.pt; status.json says "running"."""
     if resume:
-        from ftui.resume import open_for_resume
+        from ftui.train.resume import open_for_resume
 
         # The weights come from last.pt, never again from the (maybe long gone) weights file.
         folder, _config, checkpoint = open_for_resume(run_dir)
@@ -150,9 +150,9 @@ def _fit(config: TrainConfig, dataset, parts: tuple, listeners: list, stop_event
     model, groups = parts
     if checkpoint is None:
         return fit(config, dataset, model, groups, listeners, stop_event, run_dir=folder.path, progress=progress)
-    from ftui.batches import ImageData
-    from ftui.engine import Trainer
-    from ftui.resume import trainer_state
+    from ftui.train.batches import ImageData
+    from ftui.train.resume import trainer_state
+    from ftui.train.trainer import Trainer
 
     trainer = Trainer(config, model, groups, ImageData(dataset), listeners, run_dir=folder.path)
     trainer.stop_event, trainer.progress = stop_event, progress
@@ -163,7 +163,7 @@ def _fit(config: TrainConfig, dataset, parts: tuple, listeners: list, stop_event
 def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event) -> FitResult:
     """The other ranks of a distributed run: the same model trained without listeners or a run folder
     (rank 0 alone writes the run)."""
-    from ftui.backbones import build, layer_groups
+    from ftui.models.backbones import build, layer_groups
 
     seed_everything(config.seed)
     model = build(config.backbone, len(dataset.classes), weights=config.weights)
@@ -333,7 +333,7 @@ class Job:
         """Several GPUs: a process group led by this thread for the job's length; else nothing."""
         if self.gpus <= 1:
             return contextlib.nullcontext()
-        from ftui.distributed import local_group
+        from ftui.train.distributed import local_group
 
         self._update(message=f"starting {self.gpus} processes")
         return local_group(config, self.gpus)

@@ -16,7 +16,7 @@ import secrets
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ftui.config import ConfigError, TrainConfig
+from ftui.config import TrainConfig
 from ftui.errors import FtuiError
 
 RUN_COLUMNS = ["id", "backbone", "status", "best_val_acc", "epochs", "started", "seconds"]
@@ -272,60 +272,3 @@ class RunStore:
                 })
         return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
-    def load(self, run: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
-        """Reload a run's model (eval mode), classes, config, transform settings and metrics."""
-        return load_run(self.folder(run).path, which=which, device=device)
-
-
-@dataclass
-class LoadedRun:
-    """A reloaded run, ready for prediction and evaluation."""
-
-    id: str
-    path: Path
-    model: nn.Module
-    classes: list[str]
-    config: TrainConfig
-    # image_size, resize_size, mean, std: what the eval transform needs.
-    transform: dict[str, Any]
-    metrics: pd.DataFrame
-    status: dict[str, Any] = field(default_factory=dict)
-    checkpoint: str = "best"
-
-    def eval_transform(self):
-        """The eval pipeline (resize, center crop, normalise) this run was validated with."""
-        from ftui.augment import eval_transform
-
-        t = self.transform
-        return eval_transform(t["image_size"], t["resize_size"], tuple(t["mean"]), tuple(t["std"]))
-
-
-def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
-    """Load `best.pt` (falling back to `last.pt`) from a run folder into an eval-mode model."""
-    from ftui.backbones import build
-
-    folder = RunFolder(Path(run_dir))
-    if not (folder.path / "config.json").is_file():
-        raise RunError(f"{run_dir} is not a run folder (no config.json)")
-    try:
-        config = TrainConfig.from_file(folder.path / "config.json")
-    except ConfigError as exc:
-        raise RunError(f"{run_dir}/config.json: {exc}") from None
-    candidates = [folder.best_path, folder.last_path] if which == "best" else [folder.last_path]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise RunError(f"{run_dir} has no checkpoint yet (no best.pt or last.pt): the run saved no epoch")
-    ckpt = load_checkpoint(path)
-    classes = list(ckpt["classes"])
-    model = build(ckpt["backbone"], len(classes), weights="none")
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise RunError(f"{path} does not fit backbone {ckpt['backbone']}: {str(exc)[:300]}") from None
-    model.to(device).eval()
-    transform = {k: ckpt[k] for k in ("image_size", "resize_size", "mean", "std")}
-    return LoadedRun(
-        id=folder.id, path=folder.path, model=model, classes=classes, config=config,
-        transform=transform, metrics=folder.metrics(), status=folder.read_status(),
-        checkpoint=path.stem,
-    )

@@ -68,7 +68,7 @@ bench() {  # bench BACKBONE WEIGHTS
     timeout 200 python3 -m ftui bench "$DATA" --backbone "$name" --weights "$weights" --batch-size 64 \
         --epochs "$EPOCHS" --tutorial-workers 4 --device cuda --json > "$OUT/bench_$name.json" \
         2> >(tee "$OUT/bench_$name.log" >&2) || { status=1; return; }
-    python3 -c "import json, sys; from ftui.bench import format_table; \
+    python3 -c "import json, sys; from ftui.bench.speed import format_table; \
 print(format_table(json.load(open(sys.argv[1]))))" "$OUT/bench_$name.json" | tee "$OUT/bench_$name.txt"
 }
 if [ -d "$DATA/train" ] && [ -f "$WEIGHTS" ]; then

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ftui.callbacks import Callback
 from ftui.config import AugConfig, TrainConfig
 from ftui.jobs import Job
 from ftui.runs import RunStore, save_checkpoint
+from ftui.train.callbacks import Callback
 from tests.conftest import make_class_folder
 
 
@@ -20,7 +20,7 @@ def make_quick_run(root: Path, backbone: str = "resnet18", image_size: int = 32,
                    classes: list[str] | None = None) -> Path:
     """root/colours (3 classes, or `classes`) and root/runs/<id>/ with an untrained but real checkpoint;
     returns the run dir."""
-    from ftui.backbones import backbone_info, build
+    from ftui.models.backbones import backbone_info, build
 
     data = make_class_folder(root / "colours", per_class=per_class, classes=classes)
     config = TrainConfig(data=str(data), backbone=backbone, weights="none", image_size=image_size, epochs=1,

@@ -1,4 +1,4 @@
-"""ftui.augment: pipelines' output shape and normalisation, seeded previews, the fast hue shift."""
+"""ftui.data.augment: pipelines' output shape and normalisation, seeded previews, the fast hue shift."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ftui.augment import (
+from ftui.config import AugConfig, ConfigError
+from ftui.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RandomHue,
@@ -19,7 +20,6 @@ from ftui.augment import (
     to_pil,
     train_transform,
 )
-from ftui.config import AugConfig, ConfigError
 
 EVERYTHING = AugConfig(vflip=True, rotation=True, grayscale=True, blur=True, random_erasing=True)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ftui import backbones
-from ftui.backbones import BackboneError
+from ftui.models import backbones
+from ftui.models.backbones import BackboneError
 
 ALL = backbones.list_backbones(all=True)
 

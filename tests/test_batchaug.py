@@ -9,9 +9,9 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ftui import augment, batchaug
-from ftui.batchaug import BatchAugment
 from ftui.config import AugConfig
+from ftui.data import augment, batchaug
+from ftui.data.batchaug import BatchAugment
 
 SIZE, RESIZE = 32, 36
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ftui.bench import format_table
+from ftui.bench.speed import format_table
 from ftui.cli import main
 
 DOCUMENTED_KEYS = (

@@ -32,8 +32,8 @@ def page(app):
 
 def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app, page):
     _, _, run_dir = app
-    from ftui.predict import val_examples
-    from ftui.runs import load_run
+    from ftui.results.loading import load_run
+    from ftui.results.predict import val_examples
 
     expected = [c for _, c in val_examples(load_run(run_dir), 12)]
     captions = page.locator("#ftui-examples .caption-label").all_inner_texts()
@@ -42,8 +42,8 @@ def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app
     page.wait_for_function(IMG_LOADED, arg="#ftui-gradcam img", timeout=60_000)
     assert page.locator("#ftui-label").inner_text().strip()
     # The untrained fixture model is unsure, and the page says so in words.
-    from ftui.explain import confidence_words
-    from ftui.predict import Predictor
+    from ftui.results.explain import confidence_words
+    from ftui.results.predict import Predictor
 
     first = val_examples(load_run(run_dir), 12)[0][0]
     words = confidence_words(Predictor(run_dir).predict([first], top_k=3)[0]).replace("**", "")

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from ftui.compare import RIGHT_TO_WRONG, WRONG_TO_RIGHT, compare_runs
 from ftui.config import AugConfig, TrainConfig
-from ftui.evaluate import evaluate
 from ftui.jobs import Job
+from ftui.results.compare import RIGHT_TO_WRONG, WRONG_TO_RIGHT, compare_runs
+from ftui.results.evaluate import evaluate
 from ftui.runs import RunStore
 from tests.conftest import make_class_folder
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from ftui.backbones import LayerGroup
-from ftui.batches import TensorData
 from ftui.config import TrainConfig
-from ftui.engine import Trainer
+from ftui.models.backbones import LayerGroup
+from ftui.train.batches import TensorData
+from ftui.train.trainer import Trainer
 
 
 def _trainer(compile: bool) -> Trainer:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import make_class_folder
 
-from ftui import fixes
-from ftui.data import load_dataset
+from ftui.data import fixes
+from ftui.data.datasets import load_dataset
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""ftui.data: every accepted layout, the seeded stratified split, skipped files and clear errors."""
+"""ftui.data.datasets: every accepted layout, the seeded stratified split, skipped files and clear errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from conftest import CLASS_COLOURS, make_class_folder, write_class_image
 from PIL import Image
 
-from ftui import images
-from ftui.data import Dataset, DatasetError, Item, load_dataset, safe_extract_zip, split_train_val
+from ftui.data import images
+from ftui.data.datasets import Dataset, DatasetError, Item, load_dataset, safe_extract_zip, split_train_val
 
 
 def _zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> Path:

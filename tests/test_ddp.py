@@ -77,11 +77,11 @@ def test_two_processes_train_the_head_on_cached_features_like_one_process(tmp_pa
 def test_each_rank_gets_its_share_of_every_global_batch_padded_with_ignored_labels(tmp_path):
     from types import SimpleNamespace
 
-    from ftui import gpudata
-    from ftui.batchaug import BatchAugment
-    from ftui.batches import IGNORE, ImageSource
     from ftui.config import AugConfig
-    from ftui.distributed import Dist
+    from ftui.data import gpudata
+    from ftui.data.batchaug import BatchAugment
+    from ftui.train.batches import IGNORE, ImageSource
+    from ftui.train.distributed import Dist
 
     files = sorted(make_class_folder(tmp_path / "data", per_class=3, size=40).rglob("*.jpg"))[:7]
     # Each image's label is its index: the labels a rank sees say which images it got.
@@ -102,10 +102,10 @@ def test_each_rank_gets_its_share_of_every_global_batch_padded_with_ignored_labe
 @pytest.mark.slow
 def test_an_app_job_given_two_processes_leads_the_group_from_its_own_thread(tmp_path):
     # What `python app.py --gpus 2` does for each CUDA job, here with CPU processes over gloo.
-    from ftui import distributed
     from ftui.config import AugConfig, TrainConfig
     from ftui.jobs import Job
     from ftui.runs import RunStore
+    from ftui.train import distributed
 
     data = make_class_folder(tmp_path / "colours", per_class=5)
     config = TrainConfig(data=str(data), backbone="resnet18", weights="none", train_groups="all", recipe="plain",

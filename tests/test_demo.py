@@ -1,4 +1,4 @@
-"""ftui.demo: a deterministic, fair 4-class textures dataset generated once, plus example images."""
+"""ftui.data.demo: a deterministic, fair 4-class textures dataset generated once, plus example images."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ftui.data import load_dataset
-from ftui.demo import (
+from ftui.data.datasets import load_dataset
+from ftui.data.demo import (
     CLASSES,
     EXAMPLES_DIR,
     IMAGE_SIZE,

@@ -8,7 +8,7 @@ import pytest
 from ftui_app_server import free_port
 from run_fixtures import make_quick_run
 
-from ftui.modelcard import build_card, card_html, write_model_card
+from ftui.results.modelcard import build_card, card_html, write_model_card
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ftui.demo import CLASSES, DEMO_RECIPE, demo_config, ensure_demo_dataset, example_images
+from ftui.data.demo import CLASSES, DEMO_RECIPE, demo_config, ensure_demo_dataset, example_images
 from ftui.ui.presets import SCRATCH
 
 
@@ -23,7 +23,7 @@ def test_the_app_and_the_bench_use_one_demo_recipe():
 
 @pytest.mark.slow
 def test_demo_recipe_from_scratch_labels_every_bundled_example_right(tmp_path):
-    from ftui.recipebench import demo_from_scratch
+    from ftui.bench.recipes import demo_from_scratch
 
     assert sorted(Path(p).stem for p in example_images()) == sorted(f"example_{c}" for c in CLASSES)
     result = demo_from_scratch(str(ensure_demo_dataset(tmp_path / "demo")))

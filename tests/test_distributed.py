@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ftui.distributed import Dist, DistributedError, env_world, torchrun_command
+from ftui.train.distributed import Dist, DistributedError, env_world, torchrun_command
 
 
 def _free_port() -> int:
@@ -30,7 +30,7 @@ def _join(rank: int, world: int, port: int):
     """This spawned process's Dist in a gloo group, set up from the environment as torchrun would."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from ftui.distributed import init_from_env
+    from ftui.train.distributed import init_from_env
 
     return init_from_env("cpu")
 
@@ -43,7 +43,7 @@ def _run_two(worker, out: Path, name: str) -> tuple[dict, dict]:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    from ftui.distributed import shutdown
+    from ftui.train.distributed import shutdown
 
     d = _join(rank, world, port)
     try:
@@ -115,8 +115,8 @@ def test_torchrun_command_runs_this_package_as_n_processes():
 
 def _cache_worker(rank: int, world: int, port: int, out: str) -> None:
     """Each rank computes its share of every global batch's features; every rank then holds all of them."""
-    from ftui.distributed import shutdown
-    from ftui.featurecache import CachedTrainFeatures, CachedValFeatures, FeatureStore, PrefixRunner
+    from ftui.train.distributed import shutdown
+    from ftui.train.featurecache import CachedTrainFeatures, CachedValFeatures, FeatureStore, PrefixRunner
 
     d = _join(rank, world, port)
     computed: list[int] = []
@@ -146,7 +146,7 @@ def _cache_worker(rank: int, world: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_feature_cache_with_two_processes_computes_each_share_once_and_stores_everything_everywhere(tmp_path):
-    from ftui.distributed import IGNORE
+    from ftui.train.distributed import IGNORE
 
     r0, r1 = _run_two(_cache_worker, tmp_path, "cache")
     # Both ranks store every item of both views and every val item, with the right labels.
@@ -163,8 +163,8 @@ def test_feature_cache_with_two_processes_computes_each_share_once_and_stores_ev
 
 
 def test_sync_batchnorm_on_cuda_processes_keeps_parameters_and_repoints_the_groups():
-    from ftui.backbones import build, layer_groups
-    from ftui.freezing import set_train_mode
+    from ftui.models.backbones import build, layer_groups
+    from ftui.models.freezing import set_train_mode
 
     model = build("resnet18", 3, weights="none")
     groups = layer_groups(model, "resnet18")

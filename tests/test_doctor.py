@@ -327,7 +327,7 @@ def test_a_file_identical_to_another_is_reported_once_per_group(tmp_path):
 @pytest.mark.shared
 def test_hymenoptera_placeholder_gif_is_flagged_by_properties_and_the_pretrained_probe(
         shared_data, shared_weights):
-    from ftui.data import Dataset, Item, load_dataset
+    from ftui.data.datasets import Dataset, Item, load_dataset
 
     # The real loader on the real folder, then a 60-per-class slice of train (plus the placeholder GIF) so
     # the real backbone runs on ~120 images instead of ~400.
@@ -360,8 +360,8 @@ def test_a_weights_file_picks_the_backbone_it_fits(shared_weights):
 def test_random_init_falls_back_to_any_downloaded_imagenet_backbone(shared_weights, tmp_path, monkeypatch):
     import torch
 
-    from ftui.backbones import backbone_info
     from ftui.doctor.core import resolve_pretrained
+    from ftui.models.backbones import backbone_info
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     assert resolve_pretrained("resnet18", "none")[0] == ""  # nothing downloaded: skipped, and said so

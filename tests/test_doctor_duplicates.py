@@ -65,7 +65,7 @@ def sample(tmp_path_factory):
     """Records (+ embeddings) of planted copies and hard different pairs, and the labelled pair sets."""
     if not SHARED_WEIGHTS.is_file() or not DATA.is_dir():
         pytest.skip("../shared data and weights not present")
-    from ftui.demo import make_demo_dataset
+    from ftui.data.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("dups")
     sources = [(Path(p), Path(p).parent.name) for name in ("hymenoptera_data", "clothing_small")
@@ -108,7 +108,7 @@ def test_planted_copies_all_found_as_leakage_and_different_photos_never_flagged(
 def test_real_sets_flag_no_near_duplicates_even_on_pixels_alone(name):
     if not (DATA / name).is_dir():
         pytest.skip(f"../shared/data/{name} not present")
-    from ftui.data import load_dataset
+    from ftui.data.datasets import load_dataset
 
     ds = load_dataset(DATA / name)
     records, _ = scan([(i.path, i.label, i.split) for i in ds.items])

@@ -26,7 +26,7 @@ def _images(n: int, size: int) -> list[Image.Image]:
 
 
 def test_fused_channels_last_features_match_the_plain_models_pooled_features():
-    from ftui.backbones import backbone_info, build, head_path
+    from ftui.models.backbones import backbone_info, build, head_path
 
     torch.manual_seed(0)
     model = build("resnet18", 3, weights="none").eval()

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from ftui.backbones import build, layer_groups
-from ftui.callbacks import Callback, CSVLogger, EarlyStopping, History, TrainingControl
 from ftui.config import AugConfig, TrainConfig
-from ftui.data import load_dataset
-from ftui.engine import fit, seed_everything
-from ftui.recipes import class_weights, discriminative_scales, lr_multiplier, plan_phases
+from ftui.data.datasets import load_dataset
+from ftui.models.backbones import build, layer_groups
 from ftui.runs import load_checkpoint
+from ftui.train.callbacks import Callback, CSVLogger, EarlyStopping, History, TrainingControl
+from ftui.train.recipes import class_weights, discriminative_scales, lr_multiplier, plan_phases
+from ftui.train.trainer import fit, seed_everything
 
 BACKBONE = "mobilenet_v3_small"
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from ftui import cli
-from ftui.callbacks import Callback
 from ftui.config import AugConfig, ConfigError, TrainConfig
-from ftui.data import DatasetError
-from ftui.engine import describe_exception
+from ftui.data.datasets import DatasetError
 from ftui.errors import LOG_NAME, FtuiError, run_log
 from ftui.jobs import Job
 from ftui.runs import RunStore
+from ftui.train.callbacks import Callback
+from ftui.train.trainer import describe_exception
 
 
 def tiny_config(data, **changes) -> TrainConfig:
@@ -106,11 +106,11 @@ def test_cli_exit_codes_user_error_2_internal_error_1(tmp_path, capsys, monkeypa
 
 
 def test_cli_train_failing_on_a_bug_before_training_exits_1_not_2(class_folder, tmp_path, capsys, monkeypatch):
-    import ftui.data
+    import ftui.data.datasets
 
     # A bug before the run folder exists (simulated: a plain ValueError where the dataset's class sizes are
     # checked) is not the user's to fix: exit 1 and an internal-error message, where a DatasetError gave 2.
-    monkeypatch.setattr(ftui.data, "class_size_warnings", lambda dataset: deep_pandas_bug())
+    monkeypatch.setattr(ftui.data.datasets, "class_size_warnings", lambda dataset: deep_pandas_bug())
     args = ["train", str(class_folder), "--backbone", "mobilenet_v3_small", "--weights", "none", "--epochs", "1",
             "--image-size", "32", "--runs-dir", str(tmp_path / "runs")]
     assert cli.main(args) == 1
@@ -121,7 +121,7 @@ def test_cli_train_failing_on_a_bug_before_training_exits_1_not_2(class_folder, 
     def too_small(dataset):
         raise DatasetError("class 'red' has 1 image: add at least one more")
 
-    monkeypatch.setattr(ftui.data, "class_size_warnings", too_small)
+    monkeypatch.setattr(ftui.data.datasets, "class_size_warnings", too_small)
     assert cli.main(args) == 2
     assert "error: class 'red' has 1 image" in capsys.readouterr().err
 
@@ -129,7 +129,7 @@ def test_cli_train_failing_on_a_bug_before_training_exits_1_not_2(class_folder, 
 def test_predict_step_shows_user_errors_and_hides_bugs_behind_internal_error(tmp_path, monkeypatch, caplog):
     from run_fixtures import make_quick_run
 
-    import ftui.predict
+    import ftui.results.predict
     from ftui.ui import AppContext, AppSettings
     from ftui.ui.predict_step import predict_single
 
@@ -142,7 +142,7 @@ def test_predict_step_shows_user_errors_and_hides_bugs_behind_internal_error(tmp
     def bug(self, images, top_k=5):
         deep_pandas_bug()
 
-    monkeypatch.setattr(ftui.predict.Predictor, "predict", bug)
+    monkeypatch.setattr(ftui.results.predict.Predictor, "predict", bug)
     with caplog.at_level(logging.ERROR, logger="ftui"):
         error, labels, _verdict, _overlay = predict_single(ctx, run_dir.name, str(image), 3)
     assert error == "**Could not predict:** internal error, details in the server log" and labels is None

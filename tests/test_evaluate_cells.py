@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ftui.evaluate import evaluate, pr_curves
+from ftui.results.evaluate import evaluate, pr_curves
 from ftui.ui import AppSettings, build_app
 from ftui.ui.charts import confusion_html
 from ftui.ui.results_step import cell_images, pr_chart

@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 
 from ftui.config import AugConfig, TrainConfig
-from ftui.evaluate import EvaluateError, evaluate
-from ftui.imagecache import DecodedImageCache
+from ftui.data.imagecache import DecodedImageCache
 from ftui.jobs import Job
-from ftui.predict import PredictError, Predictor, predict
-from ftui.runs import RunStore, load_run
+from ftui.results.evaluate import EvaluateError, evaluate
+from ftui.results.loading import load_run
+from ftui.results.predict import PredictError, Predictor, predict
+from ftui.runs import RunStore
 from tests.conftest import make_class_folder
 
 # Every test here uses one trained run (about a minute of training on 2 busy cores); the quick subset
@@ -52,8 +53,8 @@ def test_predict_on_a_reloaded_run_matches_the_in_memory_model(trained):
 
 
 def test_predict_decodes_large_jpegs_exactly_as_the_training_cache_does(trained, tmp_path):
-    from ftui.imagecache import resize_for_cache
-    from ftui.images import open_rgb
+    from ftui.data.imagecache import resize_for_cache
+    from ftui.data.images import open_rgb
     from tests.conftest import CLASS_COLOURS, write_class_image
 
     _, run_dir = trained

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ftui.backbones import build
-from ftui.explain import ExplainError, confidence_words, explain, grad_cam
-from ftui.predict import Predictor
+from ftui.models.backbones import build
+from ftui.results.explain import ExplainError, confidence_words, explain, grad_cam
+from ftui.results.predict import Predictor
 from tests.run_fixtures import make_quick_run
 
 

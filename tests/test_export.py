@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from ftui.cli import main as cli_main
-from ftui.export import ExportError, export_run, val_images
-from ftui.predict import Predictor
-from ftui.runs import load_run
+from ftui.results.export import ExportError, export_run, val_images
+from ftui.results.loading import load_run
+from ftui.results.predict import Predictor
 from tests.run_fixtures import make_quick_run
 
 
@@ -30,7 +30,7 @@ def test_parity_images_are_the_runs_own_val_split(run_dir):
     run = load_run(run_dir)
     paths = val_images(run)
     assert paths and all("/colours/" in p for p in paths)
-    from ftui.data import load_dataset
+    from ftui.data.datasets import load_dataset
 
     dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction, seed=run.config.seed)
     assert set(paths) <= {it.path for it in dataset.split("val")}

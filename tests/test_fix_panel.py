@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import make_class_folder
 
-from ftui import fixes
+from ftui.data import fixes
 from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.fix_view import _Handlers
 

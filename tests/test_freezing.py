@@ -6,9 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from ftui import backbones
 from ftui.config import ConfigError
-from ftui.freezing import apply_freeze, count_parameters, groups_table, resolve_train_groups, set_train_mode
+from ftui.models import backbones
+from ftui.models.freezing import (
+    apply_freeze,
+    count_parameters,
+    groups_table,
+    resolve_train_groups,
+    set_train_mode,
+)
 
 NAMES = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 

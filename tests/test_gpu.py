@@ -31,8 +31,8 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
 def test_tutorial_reference_runs_a_cuda_model_on_cpu_loaded_batches(split_folder):
     from torchvision.models import mobilenet_v3_small
 
-    from ftui.backbones import classifier_head
-    from ftui.reference import compute_limit, run_tutorial
+    from ftui.bench.reference import compute_limit, run_tutorial
+    from ftui.models.backbones import classifier_head
 
     model = mobilenet_v3_small(num_classes=3).cuda()
     result = run_tutorial(model, classifier_head(model, "mobilenet_v3_small"), split_folder, epochs=1,
@@ -44,7 +44,7 @@ def test_tutorial_reference_runs_a_cuda_model_on_cpu_loaded_batches(split_folder
 
 
 def test_tutorial_reference_moves_a_cpu_model_to_the_device_it_is_given(split_folder):
-    from ftui.reference import run_tutorial
+    from ftui.bench.reference import run_tutorial
 
     model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3))
     result = run_tutorial(model, model[2], split_folder, epochs=1, head_only=True, num_workers=0, device="cuda")
@@ -75,10 +75,10 @@ def test_cuda_settings_bf16_without_scaler_where_the_card_has_it_and_a_batch_fro
 
 
 def test_gpu_data_path_on_the_device_and_from_pinned_memory_gives_the_cpu_batches(tmp_path):
-    from ftui import gpudata
-    from ftui.batchaug import BatchAugment
     from ftui.config import AugConfig
-    from ftui.imagecache import DecodedImageCache
+    from ftui.data import gpudata
+    from ftui.data.batchaug import BatchAugment
+    from ftui.data.imagecache import DecodedImageCache
 
     root = make_class_folder(tmp_path / "data", per_class=6, size=48)
     files = sorted(root.rglob("*.jpg"))
@@ -119,14 +119,14 @@ def test_train_predict_evaluate_and_lr_finder_on_cuda(tmp_path, capsys):
     code, out, err = _cli(capsys, "evaluate", run, "--device", "cuda")
     assert code == 0, err and out.startswith("accuracy ")
 
-    from ftui.predict import Predictor
+    from ftui.results.predict import Predictor
 
     cpu_probs = Predictor(run, device="cpu").probabilities(images)
     gpu_probs = Predictor(run, device="cuda").probabilities(images)
     assert torch.allclose(cpu_probs, gpu_probs, atol=0.05)  # bf16/fp16 autocast on the card
 
     from ftui.config import AugConfig, TrainConfig
-    from ftui.lrfind import find_lr
+    from ftui.train.lrfind import find_lr
 
     cfg = TrainConfig(data=str(data), backbone="resnet18", weights="none", image_size=64, batch_size=8,
                       device="cuda", aug=AugConfig.none(), train_groups="all", recipe="plain")
@@ -145,7 +145,7 @@ def test_bench_on_cuda_names_the_card(split_folder, capsys):
 
 
 def test_feature_cache_lives_on_the_gpu_on_cuda():
-    from ftui.featurecache import FeatureStore
+    from ftui.train.featurecache import FeatureStore
 
     store = FeatureStore(10, (4, 2, 2), max_bytes=2**20, device=CUDA)
     assert store.device.type == "cuda"

@@ -15,8 +15,8 @@ BLOCKED = """
 import sys
 for name in ("gradio", "imagehash", "gradio_client"):
     sys.modules[name] = None  # any import of them now raises ImportError
-import ftui.cli, ftui.engine, ftui.bench, ftui.predict, ftui.evaluate, ftui.lrfind, ftui.jobs, ftui.distributed
-import ftui.gpudata, ftui.batchaug, ftui.devices
+import ftui.cli, ftui.train.trainer, ftui.bench.speed, ftui.results.predict, ftui.results.evaluate, ftui.train.lrfind, ftui.jobs, ftui.train.distributed
+import ftui.data.gpudata, ftui.data.batchaug, ftui.devices
 from ftui.cli import main
 for command in (["train", "--help"], ["bench", "--help"], ["predict", "--help"], ["evaluate", "--help"]):
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from conftest import make_class_folder
 
-from ftui import gpudata
-from ftui.augment import eval_transform
-from ftui.batchaug import BatchAugment
 from ftui.config import AugConfig
-from ftui.imagecache import DecodedImageCache
+from ftui.data import gpudata
+from ftui.data.augment import eval_transform
+from ftui.data.batchaug import BatchAugment
+from ftui.data.imagecache import DecodedImageCache
 
 
 def test_placement_keeps_images_on_the_gpu_only_when_they_fit_in_a_share_of_free_memory():
@@ -42,7 +42,7 @@ def test_batches_follow_the_order_decode_each_file_once_and_match_the_eval_pipel
         assert labels.tolist() == [samples[i][1] for i in order.tolist()]
         x = torch.cat([x for x, _ in got])
         tf = eval_transform(32, 36)
-        from ftui.imagecache import decode_for_cache
+        from ftui.data.imagecache import decode_for_cache
 
         ref = torch.stack([tf(decode_for_cache(samples[i][0], 36)) for i in order.tolist()])
         assert (x - ref).abs().max() < 0.05

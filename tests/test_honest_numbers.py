@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ftui.cli import main
-from ftui.data import DatasetError, class_size_warnings, load_dataset
+from ftui.data.datasets import DatasetError, class_size_warnings, load_dataset
 from ftui.stats import format_accuracy, wilson_interval
 from tests.conftest import make_class_folder
 

@@ -1,4 +1,4 @@
-"""ftui.imagecache: decode once at the cache size, then serve (transformed tensor, label) pairs."""
+"""ftui.data.imagecache: decode once at the cache size, then serve (transformed tensor, label) pairs."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ftui.augment import eval_transform, train_transform
+from ftui.bench.pipeline import measure_pipeline
 from ftui.config import AugConfig
-from ftui.data import Item, load_dataset
-from ftui.imagecache import (
+from ftui.data.augment import eval_transform, train_transform
+from ftui.data.datasets import Item, load_dataset
+from ftui.data.imagecache import (
     DecodedImageCache,
     ImageTensorDataset,
     decode_for_cache,
     resize_for_cache,
 )
-from ftui.pipelinespeed import measure_pipeline
 
 
 def _noise(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -1,4 +1,4 @@
-"""ftui.images: every kind of bad file gets its reason, every mode becomes upright 8-bit RGB."""
+"""ftui.data.images: every kind of bad file gets its reason, every mode becomes upright 8-bit RGB."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from conftest import write_class_image
 from PIL import Image
 
-from ftui import images
-from ftui.images import ImageError, check_image, is_ignored, open_rgb
+from ftui.data import images
+from ftui.data.images import ImageError, check_image, is_ignored, open_rgb
 
 
 def _jpeg_bytes(size=(48, 40)) -> bytes:

@@ -70,6 +70,57 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycles_among_ftui_modules():
     graph = import_graph()
-    assert "ftui.engine" in graph and "ftui.callbacks" in graph["ftui.engine"]
+    assert "ftui.train.trainer" in graph and "ftui.train.callbacks" in graph["ftui.train.trainer"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The layer contract: a module may import its own layer and the layers below it, never one above, and never a
+# sibling at the same rank (data and models know nothing of each other). The top-level base modules are files,
+# settings and errors that every layer uses.
+LAYERS = {
+    "base": 0,  # ftui.errors, config, devices, stats, runs (the run folder's files): no torch model code
+    "data": 1, "models": 1,
+    "train": 2,
+    "results": 3, "doctor": 3,
+    "jobs": 4,
+    "bench": 5,
+    "ui": 6, "cli": 6, "fix_cli": 6,
+    "__main__": 7,
+}
+BASE = {"ftui", "ftui.errors", "ftui.config", "ftui.devices", "ftui.stats", "ftui.runs"}
+
+
+def layer_of(module: str) -> str:
+    return "base" if module in BASE else module.split(".")[1]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for importer, imported in sorted(graph.items()):
+        a = layer_of(importer)
+        for target in sorted(imported):
+            b = layer_of(target)
+            if a != b and LAYERS[b] >= LAYERS[a] and not (a == "cli" and b == "fix_cli"):
+                out.append(f"{importer} ({a}) imports {target} ({b})")
+    return out
+
+
+def test_the_layer_check_sees_an_upward_and_a_sideways_import():
+    graph = {"ftui.train.trainer": {"ftui.results.predict", "ftui.data.images"},
+             "ftui.data.images": {"ftui.models.backbones"}, "ftui.models.backbones": {"ftui.errors"}}
+    assert layer_violations(graph) == [
+        "ftui.data.images (data) imports ftui.models.backbones (models)",
+        "ftui.train.trainer (train) imports ftui.results.predict (results)",
+    ]
+
+
+def test_every_module_belongs_to_a_known_layer_and_no_import_goes_up():
+    graph = import_graph()
+    assert all(layer_of(m) in LAYERS for m in graph), sorted(m for m in graph if layer_of(m) not in LAYERS)
+    assert not layer_violations(graph), "\n".join(layer_violations(graph))
+
+
+def test_at_most_a_dozen_modules_stay_at_the_top():
+    top = sorted(p.name for p in FTUI.glob("*.py"))
+    assert len(top) <= 12, top

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from ftui.callbacks import Callback
 from ftui.config import AugConfig, TrainConfig
 from ftui.jobs import Job, JobError, JobManager, run_training
 from ftui.runs import RunStore, load_checkpoint
+from ftui.train.callbacks import Callback
 
 
 def tiny_config(data, **changes) -> TrainConfig:

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from ftui.backbones import LayerGroup, build, layer_groups
-from ftui.batches import TensorData
 from ftui.config import AugConfig, TrainConfig
-from ftui.data import load_dataset
-from ftui.engine import Trainer, seed_everything
-from ftui.lrfind import LrFindError, find_lr, lr_sweep, suggest
+from ftui.data.datasets import load_dataset
+from ftui.models.backbones import LayerGroup, build, layer_groups
+from ftui.train.batches import TensorData
+from ftui.train.lrfind import LrFindError, find_lr, lr_sweep, suggest
+from ftui.train.trainer import Trainer, seed_everything
 
 
 def blobs(n: int = 256, seed: int = 0, separation: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from ftui.backbones import build, classifier_head, layer_groups
-from ftui.callbacks import Callback, EarlyStopping, TrainingControl
 from ftui.config import AugConfig, TrainConfig
-from ftui.data import load_dataset
-from ftui.engine import fit, seed_everything
-from ftui.recipes import plan_phases
+from ftui.data.datasets import load_dataset
+from ftui.models.backbones import build, classifier_head, layer_groups
+from ftui.train.callbacks import Callback, EarlyStopping, TrainingControl
+from ftui.train.recipes import plan_phases
+from ftui.train.trainer import fit, seed_everything
 from ftui.ui.presets import PRETRAINED
 
 
@@ -87,7 +87,7 @@ def _head_alone_wins(tmp_path):
 
 
 def test_the_head_trained_alone_becomes_best_pt_when_val_prefers_it_and_changes_no_other_epoch(tmp_path):
-    """ftui/headalone.py: at the end of the head phase a copy of the head trains on alone over the cached
+    """ftui/train/headalone.py: at the end of the head phase a copy of the head trains on alone over the cached
     features. Here the head phase is one small step (batch 64 > 30 images), so the head alone wins."""
     import json
     import threading

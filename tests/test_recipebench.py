@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from ftui.bench.recipes import combine_seeds, format_table
 from ftui.cli import main
-from ftui.headfit import fit_head, fit_logistic, holdout_split
-from ftui.recipebench import combine_seeds, format_table
+from ftui.data.variants import VariantError, make_variant
 from ftui.stats import wilson_interval
-from ftui.variants import VariantError, make_variant
+from ftui.train.headfit import fit_head, fit_logistic, holdout_split
 from tests.conftest import make_class_folder
 
 

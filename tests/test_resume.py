@@ -45,7 +45,7 @@ def test_a_stopped_run_resumes_from_last_pt_and_appends_to_metrics(tmp_path, cap
 
 
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
-    from ftui.resume import open_for_resume
+    from ftui.train.resume import open_for_resume
 
     with pytest.raises(RunError, match="not a run folder"):
         open_for_resume(tmp_path)

@@ -7,9 +7,10 @@ import re
 import pytest
 import torch
 
-from ftui.backbones import build
 from ftui.config import TrainConfig
-from ftui.runs import RunError, RunFolder, RunStore, load_checkpoint, load_run, new_run_id, save_checkpoint
+from ftui.models.backbones import build
+from ftui.results.loading import load_run
+from ftui.runs import RunError, RunFolder, RunStore, load_checkpoint, new_run_id, save_checkpoint
 
 
 def test_run_id_is_timestamp_backbone_and_hex():
@@ -51,7 +52,7 @@ def test_loading_a_run_gives_an_eval_model_and_its_metadata(tmp_path):
         "classes": ["x", "y"], "backbone": "mobilenet_v3_small", "num_classes": 2, "image_size": 32,
         "resize_size": 37, "mean": [0.5] * 3, "std": [0.25] * 3, "epoch": 1, "val_acc": 1.0})
     folder.update_status(status="done", best_val_acc=1.0, seconds=1.5)
-    run = store.load(folder.id)
+    run = load_run(store.folder(folder.id).path)
     assert run.classes == ["x", "y"] and not run.model.training and run.config == config
     assert run.transform["image_size"] == 32 and run.checkpoint == "best"
     table = store.list_runs()

@@ -249,7 +249,7 @@ def test_a_zip_bomb_upload_stops_at_the_work_quota_and_leaves_nothing(app, tmp_p
 
 
 def test_a_zip_bomb_is_refused_far_below_the_total_cap(tmp_path):
-    from ftui.data import DatasetError, safe_extract_zip
+    from ftui.data.datasets import DatasetError, safe_extract_zip
 
     path = bomb(tmp_path, 96 << 20)  # ~100 KB in, 96 MB out: well under the 4 GiB cap, far over 100x
     with pytest.raises(DatasetError, match="more than the limit"):
@@ -260,7 +260,7 @@ def test_a_zip_bomb_is_refused_far_below_the_total_cap(tmp_path):
 
 def test_zip_extraction_counts_the_bytes_written_not_the_declared_sizes(tmp_path):
     """A zip whose headers understate an entry's size gets no more bytes out than it declared."""
-    from ftui.data import safe_extract_zip
+    from ftui.data.datasets import safe_extract_zip
 
     path = tmp_path / "liar.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -306,7 +306,7 @@ def test_the_weights_report_lists_every_mismatched_and_unexpected_tensor():
     import torch
     import torchvision
 
-    from ftui.weights import load_state
+    from ftui.models.weights import load_state
 
     model = torchvision.models.resnet18()
     state = model.state_dict()

@@ -7,8 +7,8 @@ import shutil
 import pytest
 from PIL import ImageOps
 
-from ftui.data import load_dataset
-from ftui.splitgroups import copy_groups
+from ftui.data.datasets import load_dataset
+from ftui.data.splits import copy_groups
 from tests.conftest import make_class_folder
 from tests.test_doctor_duplicates import _photo
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ftui import fixes
-from ftui.evaluate import evaluate
+from ftui.data import fixes
+from ftui.results.evaluate import evaluate
 from ftui.runs import RunStore, write_json_atomic
 from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.results_step import evaluation_of

@@ -7,11 +7,11 @@ import threading
 import torch
 from torch import nn
 
-from ftui.backbones import LayerGroup
-from ftui.batches import TensorData
-from ftui.callbacks import Callback, CancelBatch, CancelEpoch, CancelFit, CancelValidate
 from ftui.config import TrainConfig
-from ftui.engine import Trainer
+from ftui.models.backbones import LayerGroup
+from ftui.train.batches import TensorData
+from ftui.train.callbacks import Callback, CancelBatch, CancelEpoch, CancelFit, CancelValidate
+from ftui.train.trainer import Trainer
 
 EVENTS = ["on_fit_start", "on_phase_start", "on_epoch_start", "on_batch_start", "on_batch_end",
           "on_validate_start", "on_validate_end", "on_epoch_end", "on_error", "on_fit_end"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ftui.config import TrainConfig
-from ftui.demo import DEMO_RECIPE
+from ftui.data.demo import DEMO_RECIPE
 from ftui.ui.model_step import WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE
 from ftui.ui.presets import PRETRAINED, SCRATCH, image_size_for, preset_for
 
@@ -11,7 +11,7 @@ from ftui.ui.presets import PRETRAINED, SCRATCH, image_size_for, preset_for
 def test_random_init_gets_the_from_scratch_recipe_with_batchnorm_learning():
     p = preset_for(WEIGHTS_NONE)
     assert (p.recipe, p.bn_mode, p.groups, p.optimizer, p.scheduler) == ("plain", "train", "all", "adamw", "onecycle")
-    # The demo recipe's measured rate and epochs (ftui/demo.py DEMO_RECIPE).
+    # The demo recipe's measured rate and epochs (ftui/data/demo.py DEMO_RECIPE).
     assert p.lr == 4e-3 and p.batch_size == 16 and p.epochs == DEMO_RECIPE["epochs"]
 
 

@@ -58,10 +58,11 @@ def test_the_job_trains_the_split_the_data_step_showed_whatever_the_training_see
 
     from conftest import make_class_folder
 
-    from ftui.callbacks import Callback, CancelFit
-    from ftui.data import load_dataset
+    from ftui.data.datasets import load_dataset
     from ftui.jobs import run_training
-    from ftui.runs import RunStore, load_run
+    from ftui.results.loading import load_run
+    from ftui.runs import RunStore
+    from ftui.train.callbacks import Callback, CancelFit
     from ftui.ui.data_step import SPLIT_SEED, load
 
     data = make_class_folder(tmp_path / "data", per_class=10, size=24)

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import make_class_folder
 
-from ftui.data import load_dataset
+from ftui.data.datasets import load_dataset
 from ftui.ui.paths import PathNotAllowedError, resolve_under
 from ftui.ui.uploads import (
     UploadError,

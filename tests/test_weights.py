@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftui import backbones, weights
-from ftui.images import open_rgb
-from ftui.weights import WeightsError
+from ftui.data.images import open_rgb
+from ftui.models import backbones, weights
+from ftui.models.weights import WeightsError
 
 NAME = "mobilenet_v3_small"
 HEAD = "classifier.3."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ftui.backbones import stock_model
+from ftui.models.backbones import stock_model
 from ftui.ui.model_step import file_fit_note
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ftui.data.images import has_image_extension
 from ftui.doctor.report import CheckResult
 from ftui.doctor.scan import ImageRecord
-from ftui.images import has_image_extension
 
 SPLIT_ORDER = ("train", "val", "test")
 LEVEL_ORDER = {"error": 0, "warning": 1, "info": 2, "ok": 3}

@@ -35,8 +35,8 @@ def guess_backbone(weights_file: str, first: str = "") -> str | None:
     head aside), if any. Built on the meta device: no memory, no initialisation."""
     import torch
 
-    from ftui.backbones import head_path, list_backbones, stock_model
-    from ftui.weights import read_state_dict
+    from ftui.models.backbones import head_path, list_backbones, stock_model
+    from ftui.models.weights import read_state_dict
 
     state = read_state_dict(weights_file)
     for name in dict.fromkeys([first, *list_backbones()] if first else list_backbones()):
@@ -51,7 +51,7 @@ def guess_backbone(weights_file: str, first: str = "") -> str | None:
 
 def cached_imagenet_backbone(preferred: str) -> str | None:
     """`preferred` when its ImageNet weights are on this machine, else any shortlisted backbone whose are."""
-    from ftui.backbones import backbone_info, list_backbones
+    from ftui.models.backbones import backbone_info, list_backbones
 
     for name in [preferred, *list_backbones()]:
         try:
@@ -69,7 +69,7 @@ def resolve_pretrained(backbone: str, weights: str) -> tuple[str, str, str]:
     the named one does not fit), ImageNet weights when downloaded. Random init ("none") or missing
     ImageNet weights fall back to any backbone with downloaded ImageNet weights; only when there are none
     at all is the check skipped."""
-    from ftui.backbones import backbone_info
+    from ftui.models.backbones import backbone_info
 
     try:
         backbone_info(backbone)
@@ -98,7 +98,7 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
 
     Random-init features say nothing about labels or duplicates, so without pretrained weights there is
     no label check and the duplicate check uses pixels alone."""
-    from ftui.backbones import backbone_info, build, head_path
+    from ftui.models.backbones import backbone_info, build, head_path
 
     backbone, weights, note = resolve_pretrained(backbone, weights)
     if not backbone:
@@ -116,7 +116,7 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
 
 def _load(source: Any, val_fraction: float, seed: int, workdir: str | None, progress: Progress):
     """A Dataset from a path (folder, zip, CSV) or the Dataset itself; loader errors become DoctorError."""
-    from ftui.data import load_dataset
+    from ftui.data.datasets import load_dataset
 
     if hasattr(source, "items") and hasattr(source, "classes"):
         return source

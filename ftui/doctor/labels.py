@@ -179,7 +179,7 @@ class BackboneFeatures:
     def __init__(self, model: torch.nn.Module, head_path: str, mean: tuple, std: tuple,
                  input_size: int, batch_size: int = 32):
         from ftui import devices
-        from ftui.featurecache import fuse_for_inference
+        from ftui.models.fusing import fuse_for_inference
 
         # The head's input is the backbone's pooled feature vector, for every torchvision family.
         model.set_submodule(head_path, torch.nn.Identity())

@@ -12,7 +12,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-from ftui.images import ImageError, open_rgb
+from ftui.data.images import ImageError, open_rgb
 
 # Side of the square centre crop handed to a feature function that does not say its `input_size`
 # (the usual ImageNet input size).

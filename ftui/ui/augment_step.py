@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from ftui.config import AugConfig, ConfigError
-from ftui.data import DatasetError
+from ftui.data.datasets import DatasetError
 from ftui.errors import shown_message
 from ftui.ui.context import AppContext
 from ftui.ui.guard import number
@@ -84,8 +84,8 @@ def _name(path: str) -> str:
 
 def preview_images(dataset, aug: AugConfig, index: int, n: int, seed: int, size: int) -> list:
     """n augmented draws of one training image, exactly as training sees them."""
-    from ftui.augment import preview
-    from ftui.images import open_rgb
+    from ftui.data.augment import preview
+    from ftui.data.images import open_rgb
 
     train = dataset.split("train")
     if not train:

@@ -1,5 +1,5 @@
 """Compare two runs in the app (after a fix and a retrain): accuracy curves overlaid, per-class recall
-deltas, and thumbnails of the val images that flipped right->wrong and wrong->right (`ftui.compare`)."""
+deltas, and thumbnails of the val images that flipped right->wrong and wrong->right (`ftui.results.compare`)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def curve_chart(frame: pd.DataFrame) -> Any:
 
 def flip_gallery(ctx: AppContext, flipped: pd.DataFrame, change: str, session: str | None) -> list[tuple[Any, str]]:
     """Thumbnails of the flipped images of one kind (only images this session may see)."""
-    from ftui.images import ImageError
+    from ftui.data.images import ImageError
     from ftui.ui.results_step import _thumb
 
     out = []
@@ -58,7 +58,7 @@ def flip_gallery(ctx: AppContext, flipped: pd.DataFrame, change: str, session: s
 
 def compare(ctx: AppContext, run_a: str, run_b: str, session: str | None) -> tuple:
     """Outputs: error, summary, curves, per-class table, right->wrong gallery, wrong->right gallery."""
-    from ftui.compare import RIGHT_TO_WRONG, WRONG_TO_RIGHT, compare_runs
+    from ftui.results.compare import RIGHT_TO_WRONG, WRONG_TO_RIGHT, compare_runs
     from ftui.ui.results_step import run_folder
 
     if not run_a or not run_b:

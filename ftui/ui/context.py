@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftui.demo import DEMO_RECIPE
+from ftui.data.demo import DEMO_RECIPE
 from ftui.ui.paths import PathNotAllowedError, is_inside
 
 
@@ -27,7 +27,7 @@ class AppSettings:
     # all visible GPUs.
     gpus: int = 1
     # The demo default: trained from random init when no pretrained weights are here (the usual offline case),
-    # see ftui/demo.py DEMO_RECIPE for what it reaches.
+    # see ftui/data/demo.py DEMO_RECIPE for what it reaches.
     demo_backbone: str = DEMO_RECIPE["backbone"]
     demo_image_size: int = DEMO_RECIPE["image_size"]
     demo_epochs: int = DEMO_RECIPE["epochs"]
@@ -100,7 +100,7 @@ class AppContext:
         """The built-in demo dataset, generated once under the work dir."""
         with self._demo_lock:
             if self._demo is None:
-                from ftui import demo
+                from ftui.data import demo
 
                 self._demo = Path(demo.ensure_demo_dataset(self.settings.workdir / "demo"))
             return self._demo

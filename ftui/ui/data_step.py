@@ -64,7 +64,7 @@ def shown(ctx: AppContext, source: str | Path, val_fraction: float) -> Any:
 def load(ctx: AppContext, source: str | Path, val_fraction: float, seed: int = SPLIT_SEED,
          progress: Any = None) -> Any:
     """Load (or reuse) a dataset and check that every file it names may be read."""
-    from ftui.data import load_dataset
+    from ftui.data.datasets import load_dataset
 
     key = (str(source), round(float(val_fraction), 4), int(seed))
     cached = ctx.datasets.get(key)
@@ -107,7 +107,7 @@ def resolve_source(ctx: AppContext, source: str, session: str | None = None) -> 
 
 def thumbnails(dataset: Any, per_class: int = THUMBS_PER_CLASS) -> list[tuple[Any, str]]:
     """A few small images per class (PIL, so the originals are never served)."""
-    from ftui.images import ImageError, open_rgb
+    from ftui.data.images import ImageError, open_rgb
 
     shown: dict[int, int] = {}
     out = []

@@ -13,7 +13,7 @@ from ftui.ui.predict_step import OVERLAY, _thumb, predict_single, run_examples
 
 def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
     """Settings that see only this run (its parent as the runs folder) and read only its own data folder."""
-    from ftui.runs import load_run
+    from ftui.results.loading import load_run
 
     run = load_run(run_dir)
     data = Path(run.config.data).expanduser().resolve()
@@ -23,7 +23,7 @@ def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
 
 def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext]:
     """The locked page and its context; writes `model_card.html` into the run folder on the way."""
-    from ftui.modelcard import build_card, card_body, card_html
+    from ftui.results.modelcard import build_card, card_body, card_html
 
     run_dir = Path(run_dir).resolve()
     ctx = AppContext(demo_settings(run_dir, workdir))

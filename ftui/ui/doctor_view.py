@@ -65,7 +65,7 @@ def display_table(report: Report, name: str) -> pd.DataFrame:
 def gallery_items(report: Report, limit: int = MAX_THUMBS, shown: list[str] | None = None) -> list[tuple[Any, str]]:
     """(thumbnail, "label · reason") for flagged files that decode; errors first, one entry per file.
     The paths shown are appended to `shown` (same order), for the fix buttons."""
-    from ftui.images import ImageError, open_rgb
+    from ftui.data.images import ImageError, open_rgb
 
     flagged = report.flagged()
     flagged = flagged.sort_values("level", key=lambda s: s.map({"error": 0, "warning": 1}), kind="stable")

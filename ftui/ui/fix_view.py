@@ -1,7 +1,7 @@
 """Fix buttons under a gallery of images (the doctor's flagged files, Evaluate's mistakes): move the
 clicked image to another class, remove it (into `_removed/`), merge classes, undo the last change.
 
-Every change goes through `ftui.fixes` (journaled in the dataset folder). Paths never come from the
+Every change goes through `ftui.data.fixes` (journaled in the dataset folder). Paths never come from the
 browser: the gallery's paths live in server-side state, and every path is checked again to lie inside the
 dataset, and the dataset inside the folders this session may read."""
 
@@ -44,7 +44,7 @@ class FixPanel:
 
 def dataset_root_of(ctx: AppContext, source: str, val_fraction: float, session: str | None) -> Path:
     """The folder a loaded dataset lives in (a CSV dataset: the CSV), refused unless this session may read it."""
-    from ftui.fixes import FixError
+    from ftui.data.fixes import FixError
     from ftui.ui import data_step
 
     if not source:
@@ -65,7 +65,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 def journal_frame(root: str | Path) -> pd.DataFrame:
     """The journal newest first, as a small table."""
-    from ftui.fixes import history
+    from ftui.data.fixes import history
 
     rows = []
     for e in history(root):
@@ -127,7 +127,7 @@ class _Handlers:
 
     def apply(self, change, source_path: str, fraction: float, shown: list[str], request: gr.Request | None):
         """Run `change(root, options) -> FixResult` on the dataset, then reload the Data step."""
-        from ftui import fixes
+        from ftui.data import fixes
         from ftui.ui import data_step
 
         ctx = self.ctx
@@ -152,7 +152,7 @@ class _Handlers:
 
     def relabel(self, source_path: str, path: str, target: str, fraction: float, shown: list[str],
                 request: gr.Request = None):
-        from ftui import fixes
+        from ftui.data import fixes
 
         def change(root, opts):
             if not target:
@@ -162,20 +162,20 @@ class _Handlers:
 
     def remove(self, source_path: str, path: str, target: str, fraction: float, shown: list[str],
                request: gr.Request = None):
-        from ftui import fixes
+        from ftui.data import fixes
 
         return self.apply(lambda root, opts: fixes.remove(root, _clicked(path), **opts), source_path, fraction,
                           shown, request)
 
     def undo(self, source_path: str, path: str, target: str, fraction: float, shown: list[str],
              request: gr.Request = None):
-        from ftui import fixes
+        from ftui.data import fixes
 
         return self.apply(lambda root, opts: fixes.undo(root, **opts), source_path, fraction, shown, request)
 
     def merge(self, source_path: str, from_class: str, into_class: str, fraction: float, shown: list[str],
               request: gr.Request = None):
-        from ftui import fixes
+        from ftui.data import fixes
 
         def change(root, opts):
             if not from_class or not into_class:
@@ -193,7 +193,7 @@ class _Handlers:
 
 
 def _clicked(path: str) -> str:
-    from ftui.fixes import FixError
+    from ftui.data.fixes import FixError
 
     if not path:
         raise FixError("click an image in the gallery first")

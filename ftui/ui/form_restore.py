@@ -95,7 +95,7 @@ FORM_OWN = ("data", "val_fraction", "backbone", "image_size", "groups", "aug_jso
 def restore(ctx: AppContext, targets: Targets, owner_token: str | None, source: str, session: str | None):
     """{component: value} restoring this owner's last config (only `pending` when there is none): the form, the
     Augment settings, and the dataset with the Data step's view of it when it differs from `source`."""
-    from ftui.backbones import list_backbones
+    from ftui.models.backbones import list_backbones
     from ftui.ui.charts import format_count
     from ftui.ui.data_step import show
     from ftui.ui.model_step import structure

@@ -59,7 +59,7 @@ def structure(ctx: AppContext, backbone: str, num_classes: int) -> tuple[list[tu
     """[(group name, parameters)] input -> output, and the total; built once per backbone on the meta device."""
     import torch
 
-    from ftui.backbones import build, layer_groups
+    from ftui.models.backbones import build, layer_groups
 
     key = (backbone, num_classes)
     cached = ctx.structures.get(key)
@@ -75,7 +75,7 @@ def structure(ctx: AppContext, backbone: str, num_classes: int) -> tuple[list[tu
 
 def info_markdown(backbone: str) -> str:
     """Size, native input resolution, published ImageNet accuracy and whether the weights are here."""
-    from ftui.backbones import backbone_info
+    from ftui.models.backbones import backbone_info
 
     info = backbone_info(backbone)
     acc = f"{info.imagenet_acc1:.1f}%" if info.imagenet_acc1 is not None else "–"
@@ -85,7 +85,7 @@ def info_markdown(backbone: str) -> str:
 
 def weights_note(backbone: str) -> str:
     """Say plainly whether ImageNet weights are available, and what happens when they are not."""
-    from ftui.backbones import backbone_info
+    from ftui.models.backbones import backbone_info
 
     info = backbone_info(backbone)
     if info.weights_cached:
@@ -100,7 +100,7 @@ def weights_note(backbone: str) -> str:
 
 def file_fit_note(name: str, path: str, num_classes: int) -> str:
     """Whether a weights file fits the backbone and what loaded ("100 of 102 tensors, head replaced")."""
-    from ftui.backbones import build_with_report
+    from ftui.models.backbones import build_with_report
 
     try:
         model, report = build_with_report(name, num_classes, weights=str(path))
@@ -123,8 +123,8 @@ def file_fit_note(name: str, path: str, num_classes: int) -> str:
 
 def _file_head_keys(path: str, name: str, report) -> int:
     """How many of the file's head tensors went into the stock model (and were then replaced)."""
-    from ftui.backbones import head_path
-    from ftui.weights import read_state_dict
+    from ftui.models.backbones import head_path
+    from ftui.models.weights import read_state_dict
 
     prefix = head_path(name) + "."
     in_file = sum(1 for key in read_state_dict(path) if key.removeprefix("module.").startswith(prefix))
@@ -133,7 +133,7 @@ def _file_head_keys(path: str, name: str, report) -> int:
 
 def default_weights_choice(backbone: str) -> str:
     """ImageNet when it can be had, random init otherwise, so Train always works."""
-    from ftui.backbones import backbone_info
+    from ftui.models.backbones import backbone_info
 
     return WEIGHTS_IMAGENET if backbone_info(backbone).weights_cached or online() else WEIGHTS_NONE
 
@@ -160,7 +160,7 @@ def params_markdown(groups: list[tuple[str, int]], total: int, selected: list[st
 
 def _choice_column(ctx: AppContext) -> dict[str, Any]:
     """The left column: backbone, its facts, input resolution and the starting weights."""
-    from ftui.backbones import backbone_info, list_backbones
+    from ftui.models.backbones import backbone_info, list_backbones
 
     start = ctx.settings.demo_backbone
     first = backbone_info(start)
@@ -236,7 +236,7 @@ class _Handlers:
 
     def size_update(self, name: str, source_path: str, weights_choice: str):
         """The preselected resolution: the demo from scratch stays small, everything else goes native."""
-        from ftui.backbones import backbone_info
+        from ftui.models.backbones import backbone_info
 
         info_b = backbone_info(name)
         demo = str(source_path) == str(self.ctx.demo_source())
@@ -254,7 +254,7 @@ class _Handlers:
         return box, counts, {**size, "value": restored["image_size"] or size["value"]}
 
     def on_backbone(self, name: str, source_path: str, restored: dict | None = None):
-        from ftui.backbones import backbone_info
+        from ftui.models.backbones import backbone_info
 
         info_b = backbone_info(name)
         choice = restored["weights_choice"] if restored and restored["backbone"] == name else \
@@ -293,12 +293,12 @@ class _Handlers:
         return gr.update(value=chosen), params_markdown(groups, total, chosen)
 
     def on_show_all(self, everything: bool, name: str):
-        from ftui.backbones import list_backbones
+        from ftui.models.backbones import list_backbones
 
         return gr.update(choices=list_backbones(all=everything), value=name)
 
     def download_weights(self, name: str, progress=PROGRESS):
-        from ftui.weights import download_imagenet
+        from ftui.models.weights import download_imagenet
 
         try:
             download_imagenet(name, progress=lambda f, m: progress(f, desc=m))

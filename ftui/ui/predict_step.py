@@ -40,7 +40,7 @@ class PredictView:
 
 
 def _thumb(path: str, size: int = THUMB):
-    from ftui.images import open_rgb
+    from ftui.data.images import open_rgb
 
     image = open_rgb(path, draft_size=size)
     image.thumbnail((size, size))
@@ -50,7 +50,7 @@ def _thumb(path: str, size: int = THUMB):
 def run_examples(ctx: AppContext, run_id: str, session: str | None) -> list[tuple[str, str]]:
     """(path, true class) of the run's own val images that this session may read (the demo, --data-root,
     its own uploads), the run's list cached per checkpoint."""
-    from ftui.predict import val_examples
+    from ftui.results.predict import val_examples
     from ftui.ui.results_step import predictor
 
     model = predictor(ctx, run_id)
@@ -68,7 +68,7 @@ def download(path: Path) -> str:
 
 def explain_one(model, image, top: list[tuple[str, float]]) -> tuple[str, Any]:
     """The sentence for a prediction and its Grad-CAM overlay (None with a note when it cannot be drawn)."""
-    from ftui.explain import ExplainError, confidence_words, explain
+    from ftui.results.explain import ExplainError, confidence_words, explain
 
     words = confidence_words(top)
     try:
@@ -80,7 +80,7 @@ def explain_one(model, image, top: list[tuple[str, float]]) -> tuple[str, Any]:
 
 def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
     """error, label dict, verdict and overlay for one image (path or PIL)."""
-    from ftui.images import ImageError
+    from ftui.data.images import ImageError
     from ftui.ui.results_step import predictor
 
     if not run_id:
@@ -101,8 +101,8 @@ def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
 
 def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
     """Top-k labels for every file, Grad-CAM overlays, a CSV of them, and the checkpoint named after the run."""
-    from ftui.export import named_checkpoint
-    from ftui.images import ImageError
+    from ftui.data.images import ImageError
+    from ftui.results.export import named_checkpoint
     from ftui.runs import write_bytes_atomic
     from ftui.ui.results_step import predictor
 
@@ -141,7 +141,7 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
 
 def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
     """Export the run and hand the file over as a download named after the run."""
-    from ftui.export import export_run
+    from ftui.results.export import export_run
     from ftui.ui.results_step import predictor
 
     if not run_id:
@@ -226,7 +226,7 @@ class _Handlers:
 
     def on_run(self, run_id: str, request: gr.Request):
         """The run's own val images as examples and its checkpoint download."""
-        from ftui.export import named_checkpoint
+        from ftui.results.export import named_checkpoint
 
         if not run_id:
             return gr.update(value=[]), gr.update(visible=False)

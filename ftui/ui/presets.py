@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftui.demo import DEMO_RECIPE
+from ftui.data.demo import DEMO_RECIPE
 
 # The Model step's weight sources (here, below the Model step, so both it and these presets can use them).
 WEIGHTS_IMAGENET = "ImageNet (torchvision)"

@@ -52,7 +52,7 @@ def run_folder(ctx: AppContext, run_id: str):
 
 def predictor(ctx: AppContext, run_id: str):
     """A warm Predictor per run (reloaded when the checkpoint file changes)."""
-    from ftui.predict import Predictor
+    from ftui.results.predict import Predictor
 
     folder = run_folder(ctx, run_id)
     checkpoint = folder.best_path if folder.best_path.is_file() else folder.last_path
@@ -62,7 +62,7 @@ def predictor(ctx: AppContext, run_id: str):
 
 
 def _thumb(path: str):
-    from ftui.images import open_rgb
+    from ftui.data.images import open_rgb
 
     image = open_rgb(path, draft_size=THUMB)
     image.thumbnail((THUMB, THUMB))
@@ -72,7 +72,7 @@ def _thumb(path: str):
 def explained_thumb(model, path: str):
     """A thumbnail with the Grad-CAM of what the model predicted (why it said so); plain when there is none.
     (Here, not in predict_step, which imports this module: no import cycle.)"""
-    from ftui.explain import ExplainError, explain
+    from ftui.results.explain import ExplainError, explain
 
     try:
         return explain(model, path, size=THUMB).overlay
@@ -85,7 +85,7 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None
     """The worst mistakes as (thumbnail, "true → predicted (confidence)"): only images this session may see.
     With the run's Predictor, each thumbnail carries the Grad-CAM of the wrong answer (why it said that).
     The paths shown are appended to `shown_paths` (same order), for the fix buttons."""
-    from ftui.images import ImageError
+    from ftui.data.images import ImageError
 
     out = []
     for row in mistakes.head(MISTAKES_SHOWN).itertuples():
@@ -134,7 +134,7 @@ CELL_CLICK = """element.addEventListener('click', (event) => {
 
 def pr_chart(result: dict[str, Any]) -> Any:
     """Per-class precision-recall curves from the evaluation's saved probabilities (None without them)."""
-    from ftui.evaluate import pr_curves
+    from ftui.results.evaluate import pr_curves
     from ftui.ui.charts import line_chart
 
     if not result.get("probabilities"):
@@ -155,7 +155,7 @@ def pr_chart(result: dict[str, Any]) -> Any:
 
 def cell_images(ctx: AppContext, cells: dict | None, row: int, col: int, session: str | None) -> tuple:
     """(title, gallery) of the images in one confusion-matrix cell: true class `row` predicted as `col`."""
-    from ftui.images import ImageError
+    from ftui.data.images import ImageError
 
     if not cells or not 0 <= row < len(cells["classes"]) or not 0 <= col < len(cells["classes"]):
         return "**Evaluate a run first**, then click a cell of its confusion matrix.", []
@@ -179,8 +179,8 @@ def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> di
     The job's saved val evaluation is reused only while it is current: after fixes to the dataset (its
     journal, in the edited copy when the source was read-only) it lists paths that moved or vanished, so the
     run is evaluated again on the fixed files, and the result says that the run trained before the fixes."""
-    from ftui import fixes
-    from ftui.evaluate import evaluate as run_evaluation
+    from ftui.data import fixes
+    from ftui.results.evaluate import evaluate as run_evaluation
 
     folder = run_folder(ctx, run_id)
     run = predictor(ctx, run_id).run

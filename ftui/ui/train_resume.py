@@ -19,7 +19,7 @@ def owner_stamp(owner_token: str) -> dict[str, str]:
 
 def resume_run(ctx: Any, run_id: str, owner_token: str | None) -> str:
     """Queue a job that resumes run `run_id`; returns its job id. ValueError says why it cannot."""
-    from ftui.resume import open_for_resume
+    from ftui.train.resume import open_for_resume
     from ftui.ui.results_step import run_folder
 
     if not owner_token:

@@ -402,7 +402,7 @@ class _Handlers:
 
         Returns a message, the loss-vs-log10(lr) curve and the suggested learning rate.
         """
-        from ftui.lrfind import find_lr
+        from ftui.train.lrfind import find_lr
         from ftui.ui.data_step import load
 
         if not config:

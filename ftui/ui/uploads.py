@@ -76,7 +76,7 @@ def materialize_zip(zip_path: str, dest: Path, upload_root: str | Path, max_byte
     Only a zip inside `upload_root` (Gradio's upload folder) is read. Like `materialize_tree`, a single top
     folder (the picked folder's name) becomes the root.
     """
-    from ftui.data import MAX_ZIP_BYTES, safe_extract_zip
+    from ftui.data.datasets import MAX_ZIP_BYTES, safe_extract_zip
 
     if not Path(zip_path).is_file() or not is_inside(zip_path, upload_root):
         raise UploadError("the packed folder did not arrive on the server; try the upload again")

@@ -1,0 +1,1 @@
+"""Benchmark commands that print tables (speed against references, recipes against alternatives)."""

@@ -1,0 +1,421 @@
+"""`python -m ftui bench DATA --backbone NAME --weights W [--json] [--epochs N]`: the engine against the
+tutorial's recipe and against the compute limit, in one process on the same data and weights.
+
+Every figure is measured here, now, on this machine: compare ratios, not absolute numbers across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftui.config import TrainConfig
+from ftui.errors import FtuiError
+from ftui.train.callbacks import Callback
+
+TARGETS = (0.90, 0.95)
+
+
+class BenchError(FtuiError):
+    """The benchmark cannot run on this input."""
+
+
+class _Timeline(Callback):
+    """Wall-clock times of every batch and epoch event, measured from `start`."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.first_batch: float | None = None
+        self.epochs: list[dict[str, Any]] = []
+        self.last_batch: dict[int, float] = {}
+
+    def on_batch_end(self, info: dict[str, Any]) -> None:
+        now = time.perf_counter() - self.start
+        if self.first_batch is None:
+            self.first_batch = now
+        self.last_batch[info["epoch"]] = now
+
+    def on_epoch_end(self, info: dict[str, Any]) -> None:
+        self.epochs.append({"epoch": info["epoch"], "phase": info["phase"], "val_acc": info["val_acc"],
+                            "seconds": info["seconds"], "at": time.perf_counter() - self.start})
+
+    def seconds_to(self, target: float) -> float | None:
+        return next((e["at"] for e in self.epochs if e["val_acc"] >= target), None)
+
+    def epochs_to(self, target: float) -> int | None:
+        return next((e["epoch"] for e in self.epochs if e["val_acc"] >= target), None)
+
+    @property
+    def best(self) -> float | None:
+        return max((e["val_acc"] for e in self.epochs), default=None)
+
+    def mean_epoch_seconds(self, phase: str | None = None) -> float | None:
+        values = [e["seconds"] for e in self.epochs if phase is None or e["phase"] == phase]
+        return statistics.fmean(values) if values else None
+
+    def train_val_seconds(self, phase: str) -> tuple[float, float]:
+        """(training, validation) seconds summed over the epochs of `phase` (from the batch timestamps)."""
+        train = val = 0.0
+        for prev, e in zip([None, *self.epochs], self.epochs):
+            if e["phase"] != phase or e["epoch"] not in self.last_batch:
+                continue
+            begin = prev["at"] if prev else 0.0
+            train += self.last_batch[e["epoch"]] - begin
+            val += e["at"] - self.last_batch[e["epoch"]]
+        return train, val
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def inference_pass_seconds(model: torch.nn.Module, items: list, settings: dict[str, Any], batch_size: int,
+                           device: torch.device) -> float:
+    """Wall time to predict every item from its file: decode, eval transform, forward (engine settings)."""
+    from ftui import devices
+    from ftui.data.augment import eval_transform
+    from ftui.data.imagecache import DecodedImageCache
+    from ftui.models.fusing import fuse_for_inference
+
+    start = time.perf_counter()
+    cache = DecodedImageCache(settings["resize_size"], lazy=True)
+    cache.prefetch(items)
+    tf = eval_transform(settings["image_size"], settings["resize_size"], settings["mean"], settings["std"])
+    channels_last = devices.use_channels_last(model, device)
+    fast = fuse_for_inference(model.to(device))
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    amp = devices.amp_enabled(device, True)
+    try:
+        with torch.inference_mode(), devices.autocast(device, amp):
+            for i in range(0, len(items), batch_size):
+                x = torch.stack([tf(cache.get(it.path)) for it in items[i:i + batch_size]]).to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                fast(x)
+    finally:
+        cache.close()
+    return time.perf_counter() - start
+
+
+def predict_latency_ms(run_dir: Path, image: str, repeats: int = 10, device: str | torch.device = "cpu") -> float:
+    """Median milliseconds for one image through `Predictor`, warm (model loaded, a few calls done)."""
+    from ftui.results.predict import Predictor
+
+    predictor = Predictor(run_dir, device=device)
+    for _ in range(3):
+        predictor.predict([image])
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict([image])
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+@dataclass
+class BenchOptions:
+    """What to bench: the data, the backbone and its weights, and the training settings every run shares."""
+
+    data: str
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    epochs: int = 5
+    batch_size: int = 16
+    image_size: int | None = None
+    device: str = "auto"
+    tutorial_workers: int = 2
+
+
+def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
+    bench = _Bench(options, log)
+    bench.head_only()
+    bench.inference_and_pipeline()
+    bench.all_layers()
+    bench.compute_limit()
+    bench.partial_freeze()
+    bench.tutorial()
+    out = bench.out
+    out["engine_vs_tutorial_epoch"] = _ratio(out["engine_epoch_seconds"], out["tutorial_epoch_seconds"])
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+class _Bench:
+    """The runs of one bench, sharing one dataset scan and one set of pristine weights; figures go to `out`."""
+
+    def __init__(self, options: BenchOptions, log: Callable[[str], None]) -> None:
+        from ftui import devices
+        from ftui.data.datasets import load_dataset
+        from ftui.models.backbones import build
+        from ftui.train.batches import transform_settings
+        from ftui.train.trainer import seed_everything
+
+        o = options
+        self.options, self.log = o, log
+        self.base = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
+                                batch_size=o.batch_size, image_size=o.image_size, device=o.device)
+        self.base.validate()
+        self.out: dict[str, Any] = {"backbone": o.backbone, "epochs": o.epochs, "batch_size": o.batch_size}
+        # 1. Train clicked: dataset scan, weights from disk, head-only fit up to its first reported metric.
+        self.start = time.perf_counter()
+        self.dataset = load_dataset(self.base.data, val_fraction=self.base.val_fraction, seed=self.base.seed)
+        seed_everything(self.base.seed)
+        self.model0 = build(o.backbone, len(self.dataset.classes), weights=o.weights)
+        self.pristine = copy.deepcopy(self.model0.state_dict())
+        self.out["setup_seconds"] = time.perf_counter() - self.start
+        self.dev = devices.pick_device(o.device)
+        self.out.update(device=self.dev.type, device_name=devices.device_name(self.dev),
+                        cpu_model=devices.cpu_model())
+        devices.configure_threads()
+        self.out["threads"] = torch.get_num_threads()
+        self.settings = transform_settings(self.base)
+
+    def fresh(self) -> torch.nn.Module:
+        """The pristine weights again, every parameter trainable (the tutorial's head-only run freezes them)."""
+        self.model0.load_state_dict(self.pristine)
+        for p in self.model0.parameters():
+            p.requires_grad_(True)
+        return self.model0.train()
+
+    def engine_run(self, config: TrainConfig, t0: float | None = None, run_dir: Path | None = None) -> _Timeline:
+        from ftui.models.backbones import layer_groups
+        from ftui.train.trainer import fit
+
+        model = self.fresh()
+        timeline = _Timeline(t0 if t0 is not None else time.perf_counter())
+        fit_start = time.perf_counter()
+        result = fit(config, self.dataset, model, layer_groups(model, self.options.backbone), [timeline],
+                     threading.Event(), run_dir=run_dir)
+        if result.status != "done":
+            raise BenchError(f"engine run ({config.train_groups}) {result.status}: {result.message}")
+        timeline.wall = time.perf_counter() - fit_start  # type: ignore[attr-defined]
+        timeline.notes = result.notes  # type: ignore[attr-defined]
+        return timeline
+
+    def head_only(self) -> None:
+        from ftui.runs import RunStore
+
+        tmp = Path(tempfile.mkdtemp(prefix="ftui-bench-"))
+        self.log("engine: head only")
+        head_config = self.base.replace(train_groups="head")
+        self.folder = RunStore(tmp).create(head_config, tmp / "head")
+        self.folder.write_classes(self.dataset.classes)
+        head = self.engine_run(head_config, t0=self.start, run_dir=self.folder.path)
+        self.out["first_metric_seconds"] = head.first_batch
+        head_fit = self.engine_run(head_config)
+        self.out.update({
+            "head_only_seconds_to_090": head_fit.seconds_to(0.90),
+            "head_only_seconds_to_095": head_fit.seconds_to(0.95),
+            "head_only_best_acc": head_fit.best, "head_only_wall_seconds": head_fit.wall,  # type: ignore[attr-defined]
+        })
+        self.out["notes"] = list(head_fit.notes)  # type: ignore[attr-defined]
+
+    def inference_and_pipeline(self) -> None:
+        from ftui.bench.pipeline import measure_pipeline
+
+        out, ds, batch_size = self.out, self.dataset, self.options.batch_size
+        items = ds.split("train") + ds.split("val")
+        self.log("one inference pass over train+val")
+        out["one_inference_pass_seconds"] = inference_pass_seconds(self.fresh(), items, self.settings, batch_size,
+                                                                   self.dev)
+        out["head_only_095_vs_inference_pass"] = _ratio(out["head_only_seconds_to_095"],
+                                                        out["one_inference_pass_seconds"])
+        self.log("prediction latency")
+        out["predict_ms"] = predict_latency_ms(self.folder.path, ds.split("val")[0].path, device=self.dev)
+        self.log("data pipeline alone")
+        speed = measure_pipeline(ds.split("train"), self.base.aug, self.settings["image_size"],
+                                 self.settings["resize_size"], batch_size=batch_size, epochs=1)
+        out["pipeline_decode_images_per_s"] = speed.decode_images_per_s
+        out["pipeline_train_images_per_s"] = speed.train_images_per_s
+
+    def all_layers(self) -> None:
+        self.log("engine: all layers")
+        full = self.engine_run(self.base.replace(train_groups="all"))
+        train_s, val_s = full.train_val_seconds("fine_tune")
+        n_ft = sum(1 for e in full.epochs if e["phase"] == "fine_tune")
+        n_train, n_val = len(self.dataset.split("train")), len(self.dataset.split("val"))
+        self.out.update({
+            "all_layers_seconds_to_090": full.seconds_to(0.90), "all_layers_seconds_to_095": full.seconds_to(0.95),
+            "all_layers_epochs_to_095": full.epochs_to(0.95), "all_layers_best_acc": full.best,
+            "all_layers_wall_seconds": full.wall,  # type: ignore[attr-defined]
+            "engine_epoch_seconds": full.mean_epoch_seconds("fine_tune"),
+            "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
+            "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
+        })
+
+    def compute_limit(self) -> None:
+        from ftui import devices
+        from ftui.bench.reference import compute_limit
+        from ftui.models.fusing import fuse_for_inference
+
+        self.log("compute limit (synthetic tensors)")
+        dev, out, batch_size = self.dev, self.out, self.options.batch_size
+        micro = devices.micro_batch_size(dev, batch_size)
+        size = self.settings["image_size"]
+        model = self.fresh().to(dev)
+        channels_last = devices.use_channels_last(model, dev)
+        infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, self.base.mixed_precision) else None
+        train_dtype = infer_dtype if dev.type == "cuda" else None
+        # A GPU step takes milliseconds: more steps for a steady reading.
+        steps = 20 if dev.type == "cuda" else 6
+        limit_train = compute_limit(model, micro, size, steps=steps, channels_last=channels_last,
+                                    autocast_dtype=train_dtype)
+        limit_infer = compute_limit(fuse_for_inference(model), batch_size, size, steps=steps,
+                                    channels_last=channels_last, autocast_dtype=infer_dtype, train_params=[])
+        model.to(memory_format=torch.contiguous_format)
+        out.update({
+            "compute_limit_train_images_per_s": limit_train["train_images_per_s"],
+            "compute_limit_infer_images_per_s": limit_infer["infer_images_per_s"],
+            "compute_limit_batch": micro, "channels_last": channels_last,
+            "train_precision": str(train_dtype or "float32"), "infer_precision": str(infer_dtype or "float32"),
+        })
+        out["engine_vs_compute_limit"] = _ratio(out["engine_train_images_per_s"], limit_train["train_images_per_s"])
+        out["engine_infer_vs_compute_limit"] = _ratio(out["engine_infer_images_per_s"],
+                                                      limit_infer["infer_images_per_s"])
+
+    def partial_freeze(self) -> None:
+        from ftui.models.backbones import layer_groups
+
+        groups = [g.name for g in layer_groups(self.fresh(), self.options.backbone)]
+        self.out["partial_freeze_groups"] = ",".join(groups[-2:])
+        self.log(f"engine: partial freeze ({self.out['partial_freeze_groups']}) with and without the prefix cache")
+        partial = self.base.replace(train_groups="last:2", recipe="plain")
+        cached = self.engine_run(partial)
+        uncached = self.engine_run(partial.replace(feature_cache=False))
+        self.out.update({
+            "partial_freeze_epoch_seconds_cached": cached.mean_epoch_seconds(),
+            "partial_freeze_epoch_seconds_uncached": uncached.mean_epoch_seconds(),
+            "partial_freeze_best_acc_cached": cached.best, "partial_freeze_best_acc_uncached": uncached.best,
+        })
+        self.out["partial_freeze_epoch_ratio"] = _ratio(cached.mean_epoch_seconds(), uncached.mean_epoch_seconds())
+
+    def tutorial(self) -> None:
+        from ftui.bench.reference import run_tutorial
+        from ftui.models.backbones import classifier_head
+
+        root, out = Path(self.options.data), self.out
+        if not ((root / "train").is_dir() and (root / "val").is_dir()):
+            out["notes"].append("tutorial rows skipped: DATA has no train/ and val/ folders (the tutorial's layout)")
+            out["tutorial_epoch_seconds"] = None
+            return
+        for mode, head_only in (("head_only", True), ("all_layers", False)):
+            self.log(f"tutorial recipe: {mode.replace('_', ' ')}")
+            model = self.fresh()
+            ref = run_tutorial(model, classifier_head(model, self.options.backbone), root, self.options.epochs,
+                               head_only=head_only, num_workers=self.options.tutorial_workers, device=self.dev)
+            out.update({
+                f"tutorial_{mode}_seconds_to_090": ref.seconds_to(0.90),
+                f"tutorial_{mode}_seconds_to_095": ref.seconds_to(0.95),
+                f"tutorial_{mode}_epochs_to_095": ref.epochs_to(0.95),
+                f"tutorial_{mode}_best_acc": ref.best_val_acc,
+                f"tutorial_{mode}_wall_seconds": ref.epoch_end_seconds[-1],
+                f"tutorial_{mode}_epoch_seconds": statistics.fmean(ref.epoch_seconds),
+            })
+        out["tutorial_epoch_seconds"] = out["tutorial_all_layers_epoch_seconds"]
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "not reached" if unit == "s?" else "-"
+    if isinstance(value, float):
+        text = f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    else:
+        text = str(value)
+    return text + ("" if unit in ("", "s?") else f" {unit}") if unit != "s?" else text + " s"
+
+
+def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, ours, reference, ratio) rows of the printed table."""
+    g = r.get
+    rows = [
+        ("training img/s vs compute limit", _fmt(g("engine_train_images_per_s")),
+         _fmt(g("compute_limit_train_images_per_s")), _fmt(g("engine_vs_compute_limit"))),
+        ("inference img/s vs compute limit", _fmt(g("engine_infer_images_per_s")),
+         _fmt(g("compute_limit_infer_images_per_s")), _fmt(g("engine_infer_vs_compute_limit"))),
+        ("head only: s to 0.95 vs one inference pass", _fmt(g("head_only_seconds_to_095"), "s?"),
+         _fmt(g("one_inference_pass_seconds"), "s?"), _fmt(g("head_only_095_vs_inference_pass"))),
+    ]
+    for mode, label in (("head_only", "head only"), ("all_layers", "all layers")):
+        for key, what, unit in (("seconds_to_090", "s to 0.90", "s?"), ("seconds_to_095", "s to 0.95", "s?"),
+                                ("best_acc", "best val acc", ""), ("wall_seconds", "wall time", "s?")):
+            ours, ref = g(f"{mode}_{key}"), g(f"tutorial_{mode}_{key}")
+            rows.append((f"{label} vs tutorial: {what}", _fmt(ours, unit), _fmt(ref, unit), _fmt(_ratio(ours, ref))))
+    rows += [
+        ("all layers vs tutorial: epochs to 0.95", _fmt(g("all_layers_epochs_to_095")),
+         _fmt(g("tutorial_all_layers_epochs_to_095")), ""),
+        ("all layers vs tutorial: s per epoch", _fmt(g("engine_epoch_seconds"), "s?"),
+         _fmt(g("tutorial_epoch_seconds"), "s?"), _fmt(g("engine_vs_tutorial_epoch"))),
+        (f"partial freeze ({g('partial_freeze_groups')}): s per epoch, cache vs none",
+         _fmt(g("partial_freeze_epoch_seconds_cached"), "s?"), _fmt(g("partial_freeze_epoch_seconds_uncached"), "s?"),
+         _fmt(g("partial_freeze_epoch_ratio"))),
+        ("partial freeze: best val acc, cache vs none", _fmt(g("partial_freeze_best_acc_cached")),
+         _fmt(g("partial_freeze_best_acc_uncached")), ""),
+        ("data pipeline alone: train img/s vs engine", _fmt(g("pipeline_train_images_per_s")),
+         _fmt(g("engine_train_images_per_s")), _fmt(_ratio(g("pipeline_train_images_per_s"),
+                                                            g("engine_train_images_per_s")))),
+        ("first metric after Train", _fmt(g("first_metric_seconds"), "s?"), "", ""),
+        ("predict one image, warm", _fmt(g("predict_ms"), "ms"), "", ""),
+        ("peak RSS", _fmt(g("peak_rss_mb"), "MB"), "", ""),
+    ]
+    return rows
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """The printed table: measure | ours | reference | ratio."""
+    header = ("measure", "ours", "reference", "ratio")
+    rows = [header, *table_rows(r)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    title = (f"ftui bench: {r['backbone']} on {r['device']} ({r.get('device_name', '?')}; CPU "
+             f"{r.get('cpu_model', '?')}, {r['threads']} threads), {r['epochs']} epochs, batch "
+             f"{r['batch_size']}; training {r['train_precision']}, inference {r['infer_precision']}, "
+             f"channels_last {r['channels_last']}, compute-limit batch {r['compute_limit_batch']}")
+    return "\n".join([title, *lines, *(f"note: {n}" for n in r.get("notes", []))])
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `bench` subcommand's flags."""
+    parser.add_argument("data", help="dataset folder (train/ and val/ folders for the tutorial rows)")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--weights", default="imagenet", help="imagenet | none | path to a weights file")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs for every run (engine and tutorial)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    parser.add_argument("--image-size", dest="image_size", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tutorial-workers", dest="tutorial_workers", type=int, default=2,
+                        help="DataLoader workers of the tutorial's loop (it publishes 4; 2 fits 2 cores)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the bench, progress on stderr, the table (or JSON) on stdout."""
+    if not Path(args.data).exists():
+        raise BenchError(f"dataset not found: {args.data}")
+    options = BenchOptions(args.data, args.backbone, args.weights, args.epochs, args.batch_size, args.image_size,
+                           args.device, args.tutorial_workers)
+    results = run_bench(options, log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    return 0

@@ -1,0 +1,1 @@
+"""Datasets of images and labels: finding, decoding, splitting, augmenting, caching, fixing."""

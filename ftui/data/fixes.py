@@ -1,0 +1,353 @@
+"""Fix a folder dataset in place: relabel (move to another class), remove (into `_removed/`), merge classes.
+
+Every change is appended to a JSON-lines journal in the dataset folder (`.ftui-journal.jsonl`), and `undo`
+reverses the newest change not yet undone by appending an undo entry: the journal is never rewritten.
+A dataset ftui may not write (a read-only folder) is first copied under the work dir and edited there;
+the caller then loads the copy (`FixResult.root`). Every path is checked to lie inside the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftui.data import csvfixes
+from ftui.data.datasets import _SPLIT_NAMES
+from ftui.data.images import REMOVED_DIR, is_ignored
+from ftui.errors import FtuiError
+
+JOURNAL = ".ftui-journal.jsonl"
+OPS = ("relabel", "remove", "merge", "undo")
+_CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f]{1,100}$")
+
+
+class FixError(FtuiError):
+    """A fix that cannot be applied; the message says why."""
+
+
+@dataclass
+class FixResult:
+    """What one change did: the dataset root it applied to (a copy when the source was read-only)."""
+
+    root: str
+    entry: dict[str, Any]
+    copied_from: str = ""
+    moves: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        op, n = self.entry["op"], len(self.entry["moves"])
+        if Path(self.root).suffix.lower() == ".csv":
+            kept = f"; {Path(self.copied_from).name} is kept as it was" if self.copied_from else ""
+            return f"{op}: {n} row{'s' if n != 1 else ''} changed in {Path(self.root).name}{kept}"
+        where = f" (in an edited copy at {self.root}: the original is read-only)" if self.copied_from else ""
+        return f"{op}: {n} file{'s' if n != 1 else ''} moved{where}"
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """`path` (relative to root, or absolute) resolved, refused unless it lies strictly inside `root`."""
+    full = (path if path.is_absolute() else root / path).resolve()
+    try:
+        rel = full.relative_to(root)
+    except ValueError:
+        raise FixError(f"{path} is not inside the dataset {root}") from None
+    if not rel.parts:
+        raise FixError("the dataset folder itself cannot be moved")
+    return full
+
+
+def _check_class_name(name: str) -> str:
+    name = (name or "").strip()
+    if not _CLASS_NAME.match(name) or name in (".", "..") or is_ignored(name):
+        raise FixError(f"not a usable class name: {name!r}")
+    return name
+
+
+def class_dir_of(root: Path, file: Path) -> Path:
+    """The class folder holding `file`: root/<class> or root/<split>/<class>."""
+    parts = file.relative_to(root).parts
+    if len(parts) >= 3 and parts[0].lower() in _SPLIT_NAMES:
+        return root / parts[0] / parts[1]
+    if len(parts) >= 2 and parts[0] != REMOVED_DIR:
+        return root / parts[0]
+    raise FixError(f"{file.relative_to(root)} is not inside a class folder")
+
+
+def _free(target: Path) -> Path:
+    """`target`, or `name_1.ext`, `name_2.ext`... when taken (a move never overwrites)."""
+    candidate, n = target, 0
+    while candidate.exists():
+        n += 1
+        candidate = target.with_name(f"{target.stem}_{n}{target.suffix}")
+    return candidate
+
+
+def _move(root: Path, src: Path, dst: Path) -> tuple[str, str]:
+    dst = _free(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
+    return str(src.relative_to(root)), str(dst.relative_to(root))
+
+
+def read_journal(root: str | Path) -> list[dict[str, Any]]:
+    """Every journal entry, oldest first (lines that do not parse are skipped, never fatal)."""
+    path = _journal_file(Path(root))
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("op") in OPS:
+            entries.append(entry)
+    return entries
+
+
+def _journal_file(root: Path) -> Path:
+    """The journal of a dataset folder (inside it) or of a CSV's edited copy (beside it)."""
+    return csvfixes.journal_path(root) if root.suffix.lower() == ".csv" else root / JOURNAL
+
+
+def _append(root: Path, op: str, moves: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
+    entries = read_journal(root)
+    entry = {"id": max((int(e.get("id", 0)) for e in entries), default=0) + 1, "op": op,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "moves": [list(m) for m in moves], **extra}
+    with open(_journal_file(root), "a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    return entry
+
+
+def _writable(folder: Path) -> bool:
+    """Writable, and not marked read-only by its owner (root may write anything; ftui respects the mark)."""
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
+
+
+def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:
+    """(root to edit, original root when that is a copy): a read-only dataset (or any, with `copy`: e.g. a
+    dataset other people use too) is copied under the work dir once; later fixes reuse the copy."""
+    root = Path(root).resolve()
+    if not copy and all(_writable(d) for d in [root, *(d for d in root.rglob("*") if d.is_dir())]):
+        return root, ""
+    if workdir is None:
+        raise FixError(f"{root} is read-only and no work dir was given for an edited copy")
+    copy = edited_copy_path(root, workdir)
+    if not copy.is_dir():
+        tmp = copy.with_name(copy.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(root, tmp, copy_function=shutil.copy2)
+        for path in [tmp, *tmp.rglob("*")]:  # the copy is ours: make it writable whatever the source was
+            path.chmod(path.stat().st_mode | 0o200)
+        os.replace(tmp, copy)
+    return copy, str(root)
+
+
+def edited_copy_path(root: str | Path, workdir: str | Path) -> Path:
+    """Where the edited copy of a dataset ftui may not (or should not) change lives under the work dir."""
+    root = Path(root).resolve()
+    digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
+    return Path(workdir).resolve() / "edited" / f"{root.name}-{digest}"
+
+
+def current_root(root: str | Path, workdir: str | Path | None = None) -> Path:
+    """The folder holding a dataset's fixed files: its edited copy when fixes made one, else the folder (for a
+    CSV: its edited copy beside it, else the CSV)."""
+    if csvfixes.is_csv(root):
+        edited = csvfixes.edited_path(root)
+        return edited if edited.is_file() else Path(root)
+    if workdir is not None:
+        copy = edited_copy_path(root, workdir)
+        if copy.is_dir():
+            return copy
+    return Path(root)
+
+
+def changes_since(root: str | Path, when: float) -> list[dict[str, Any]]:
+    """Journal entries (undos included) written at or after `when` (epoch seconds; the journal keeps whole
+    seconds, so a change in the same second counts as later: stale rather than wrongly fresh)."""
+    from datetime import datetime
+
+    since = []
+    for entry in read_journal(root):
+        try:
+            stamp = datetime.strptime(entry.get("time", ""), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            stamp = float("inf")  # an unreadable time cannot prove the change is older
+        if stamp >= int(when):
+            since.append(entry)
+    return since
+
+
+def follow_moves(paths: list[str], result: FixResult) -> list[str]:
+    """`paths` (absolute, in the dataset or in the original it was copied from) with the files this change
+    moved replaced by where they are now; other paths unchanged."""
+    if Path(result.root).suffix.lower() == ".csv":
+        return list(paths)  # a CSV fix changes rows, never files
+    moved = {src: dst for src, dst in result.moves}
+    out = []
+    for path in paths:
+        rel = _relative(path, (result.root, result.copied_from))
+        out.append(str(Path(result.root) / moved[rel]) if rel in moved else path)
+    return out
+
+
+def _relative(path: str, bases: tuple[str, ...]) -> str | None:
+    for base in filter(None, bases):
+        try:
+            return str(Path(path).resolve().relative_to(Path(base).resolve()))
+        except ValueError:
+            continue
+    return None
+
+
+def _prepare(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FixError(f"fixes apply to a dataset folder or CSV; {root} is neither")
+    if workdir is not None and Path(root).resolve().is_relative_to(Path(workdir).resolve() / "edited"):
+        copy = False  # already our own copy
+    return writable_root(root, workdir, copy)
+
+
+def _relocate(path: str | Path, original: str, root: Path) -> Path:
+    """A path given against the original dataset, mapped into its edited copy."""
+    path = Path(path)
+    if original and path.is_absolute():
+        try:
+            return root / path.resolve().relative_to(original)
+        except ValueError:
+            pass
+    return path
+
+
+def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
+    """Move one image into the class folder `new_class` next to its own (same split); in a CSV dataset,
+    change its row's label."""
+    if csvfixes.is_csv(root):
+        return _csv_fix("relabel", root, path, _check_class_name(new_class))
+    base, original = _prepare(root, workdir, copy)
+    file = _inside(_relocate(path, original, base), base)
+    if not file.is_file():
+        raise FixError(f"no such image: {path}")
+    current = class_dir_of(base, file)
+    new_class = _check_class_name(new_class)
+    if current.name == new_class:
+        raise FixError(f"{file.name} is already in {new_class}")
+    move = _move(base, file, current.parent / new_class / file.relative_to(current))
+    entry = _append(base, "relabel", [move], to_class=new_class)
+    return FixResult(str(base), entry, original, [move])
+
+
+def remove(root: str | Path, path: str | Path, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
+    """Move one image into `_removed/` inside the dataset (same relative path), out of the loader's view; in a
+    CSV dataset, take its row out."""
+    if csvfixes.is_csv(root):
+        return _csv_fix("remove", root, path)
+    base, original = _prepare(root, workdir, copy)
+    file = _inside(_relocate(path, original, base), base)
+    if not file.is_file():
+        raise FixError(f"no such image: {path}")
+    rel = file.relative_to(base)
+    if rel.parts[0] == REMOVED_DIR:
+        raise FixError(f"{rel} is already removed")
+    move = _move(base, file, base / REMOVED_DIR / rel)
+    entry = _append(base, "remove", [move])
+    return FixResult(str(base), entry, original, [move])
+
+
+def merge(root: str | Path, source_class: str, target_class: str, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
+    """Move every image of `source_class` (in every split) into `target_class`; the emptied folder goes. In a
+    CSV dataset, relabel the class's rows."""
+    source_class, target_class = _check_class_name(source_class), _check_class_name(target_class)
+    if source_class == target_class:
+        raise FixError("pick two different classes to merge")
+    if csvfixes.is_csv(root):
+        return _csv_fix("merge", root, source_class, target_class)
+    base, original = _prepare(root, workdir, copy)
+    parents = [base] + [d for d in base.iterdir() if d.is_dir() and d.name.lower() in _SPLIT_NAMES]
+    folders = [p / source_class for p in parents if (p / source_class).is_dir()]
+    if not folders:
+        raise FixError(f"no class folder named {source_class!r} in the dataset")
+    moves = []
+    for folder in folders:
+        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+            moves.append(_move(base, file, folder.parent / target_class / file.relative_to(folder)))
+        shutil.rmtree(folder)  # only empty folders are left after the moves
+    entry = _append(base, "merge", moves, from_class=source_class, to_class=target_class)
+    return FixResult(str(base), entry, original, moves)
+
+
+def undo(root: str | Path, workdir: str | Path | None = None,
+          copy: bool = False) -> FixResult:
+    """Reverse the newest change that is not undone yet (an undo of an undo is not offered: redo by fixing)."""
+    if csvfixes.is_csv(root):
+        return _csv_fix("undo", root)
+    base, original = _prepare(root, workdir, copy)
+    last = _last_pending(base)
+    moves = []
+    for src, dst in reversed(last["moves"]):
+        moved, back = _inside(Path(dst), base), _inside(Path(src), base)
+        if not moved.is_file():
+            raise FixError(f"cannot undo {last['op']} #{last['id']}: {dst} is gone")
+        moves.append(_move(base, moved, back))
+    _tidy_removed(base)
+    entry = _append(base, "undo", moves, undoes=last["id"], undid=last["op"])
+    return FixResult(str(base), entry, original, moves)
+
+
+def _last_pending(base: Path) -> dict[str, Any]:
+    """The newest journal entry no undo has reversed yet."""
+    entries = read_journal(base)
+    undone = {e.get("undoes") for e in entries if e["op"] == "undo"}
+    pending = [e for e in entries if e["op"] != "undo" and e["id"] not in undone]
+    if not pending:
+        raise FixError("nothing to undo")
+    return pending[-1]
+
+
+def _csv_fix(op: str, root: str | Path, *args: str) -> FixResult:
+    """One change to a CSV dataset's edited copy (ftui.data.csvfixes), journaled beside it."""
+    try:
+        csv, original = csvfixes.prepare(root)
+        if op == "undo":
+            last = _last_pending(csv)
+            moves, extra = csvfixes.undo(csv, last), {"undoes": last["id"], "undid": last["op"]}
+        else:
+            moves, extra = getattr(csvfixes, op)(csv, *args)
+    except csvfixes.CsvFixError as exc:
+        raise FixError(str(exc)) from None
+    entry = _append(csv, op, moves, **extra)
+    return FixResult(str(csv), entry, original, moves)
+
+
+def _tidy_removed(base: Path) -> None:
+    """Drop empty folders under `_removed/` left by an undo (never anything holding a file)."""
+    removed = base / REMOVED_DIR
+    if not removed.is_dir():
+        return
+    for folder in sorted((p for p in removed.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(removed.iterdir()):
+        removed.rmdir()
+
+
+def history(root: str | Path) -> list[dict[str, Any]]:
+    """Journal entries newest first, with `undone` set on changes an undo reversed (for tables)."""
+    entries = read_journal(root)
+    undone = {e.get("undoes") for e in entries if e["op"] == "undo"}
+    return [{**e, "undone": e["id"] in undone} for e in reversed(entries)]

@@ -1,0 +1,1 @@
+"""Backbones: the torchvision families, weight files, layer groups and freezing."""

@@ -1,0 +1,176 @@
+"""Export a trained run as a file that loads without ftui: a torch.export program (.pt2) or ONNX (.onnx).
+
+Both take a float batch `image` of shape (N, 3, H, W), already resized, center-cropped and normalised
+the way the run was validated (the sizes, mean and std travel inside the file as metadata), and return
+`logits` (N, classes). The batch dimension is dynamic. Each export is checked against the PyTorch model
+on the run's own val images: the largest absolute logit difference is measured and must be <= 1e-4.
+The plain checkpoint (best.pt, `torch.load(weights_only=True)`) stays as it is.
+
+CLI: `python -m ftui export RUN_DIR --format pt2|onnx [--out FILE]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ftui.errors import FtuiError
+from ftui.results.loading import LoadedRun, load_run
+
+FORMATS = ("pt2", "onnx")
+PARITY_TOLERANCE = 1e-4
+# Enough val images to catch a wrong export, few enough to check in a second or two on a CPU.
+PARITY_IMAGES = 16
+MAX_BATCH = 4096
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(FtuiError):
+    """A format that is unknown or needs a package that is not installed, or an export that does not match."""
+
+
+@dataclass
+class ExportResult:
+    """Where the file went and how closely it matched the PyTorch model."""
+
+    path: Path
+    format: str
+    max_abs_diff: float | None  # None when the check could not run (onnxruntime missing)
+    images_checked: int
+    note: str = ""
+
+
+def metadata(run: LoadedRun) -> dict:
+    """What a user of the exported file needs: classes and the preprocessing the run was validated with."""
+    t = run.transform
+    return {"run": run.id, "backbone": run.config.backbone, "classes": list(run.classes),
+            "input": "float32 (N, 3, image_size, image_size), RGB scaled to 0..1, then (x - mean) / std",
+            "image_size": int(t["image_size"]), "resize_size": int(t["resize_size"]),
+            "mean": [float(v) for v in t["mean"]], "std": [float(v) for v in t["std"]]}
+
+
+def val_images(run: LoadedRun, limit: int = PARITY_IMAGES) -> list[str]:
+    """Up to `limit` of the run's own val images, every class in turn; [] when its data cannot be read."""
+    from ftui.results.predict import val_examples
+
+    return [path for path, _ in val_examples(run, limit)]
+
+
+def named_checkpoint(run: LoadedRun | str | Path) -> Path:
+    """The run's best (else last) checkpoint as `<run>/export/<run id>.pt`, so a download is named after it."""
+    from ftui.runs import RunError, RunFolder
+
+    folder = RunFolder(run.path if isinstance(run, LoadedRun) else Path(run))
+    source = folder.best_path if folder.best_path.is_file() else folder.last_path
+    if not source.is_file():
+        raise RunError(f"{folder.path} has no checkpoint yet")
+    target = folder.path / "export" / f"{folder.id}.pt"
+    if not target.is_file() or target.stat().st_mtime_ns != source.stat().st_mtime_ns:
+        target.parent.mkdir(exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)  # same file, no copy; replaced when training writes a new best.pt
+        except OSError:
+            shutil.copy2(source, target)
+    return target
+
+
+def sample_batch(run: LoadedRun, limit: int = PARITY_IMAGES) -> tuple[torch.Tensor, int]:
+    """The val images as the model sees them, and how many were real images (random tensors otherwise)."""
+    from ftui.results.predict import Predictor
+
+    paths = val_images(run, limit)
+    if len(paths) >= 2:
+        predictor = Predictor(run)
+        return predictor.tensors(paths), len(paths)
+    size = int(run.transform["image_size"])
+    return torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0)), 0
+
+
+def _dynamic_batch() -> dict:
+    return {"image": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+
+
+class _Named(torch.nn.Module):
+    """Wraps the model so the exported input is called `image` (a clearer name than `x` or `input`)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
+
+
+def export_pt2(run: LoadedRun, path: Path, batch: torch.Tensor) -> float:
+    """torch.export with a dynamic batch, saved with the metadata; returns the max abs diff on `batch`."""
+    model = _Named(run.model.float()).eval()
+    program = torch.export.export(model, (batch[:2],), dynamic_shapes=_dynamic_batch())
+    torch.export.save(program, str(path), extra_files={"ftui.json": json.dumps(metadata(run))})
+    loaded = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        return float((loaded(batch) - model(batch)).abs().max())
+
+
+def export_onnx(run: LoadedRun, path: Path, batch: torch.Tensor) -> float | None:
+    """torch.onnx.export (dynamo) with a dynamic batch and metadata; max abs diff via onnxruntime or None."""
+    try:
+        import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter needs it; say so before it fails deep inside
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx packages: pip install 'ftui[onnx]'") from None
+    model = _Named(run.model.float()).eval()
+    program = torch.onnx.export(model, (batch[:2],), dynamo=True, input_names=["image"],
+                                output_names=["logits"], dynamic_shapes=_dynamic_batch(), verbose=False)
+    for key, value in metadata(run).items():
+        program.model.metadata_props[key] = json.dumps(value)
+    # One self-contained file (weights inside), the thing a user downloads and loads elsewhere.
+    program.save(str(path), external_data=False)
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logits"], {"image": batch.numpy()})
+    with torch.no_grad():
+        return float((torch.from_numpy(got) - model(batch)).abs().max())
+
+
+def export_run(run: LoadedRun | str | Path, fmt: str, out: str | Path | None = None) -> ExportResult:
+    """Export `run` as `fmt` to `out` (default `<run>/export/<run id>.<fmt>`) and check it; ExportError on mismatch."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    run = run if isinstance(run, LoadedRun) else load_run(run)
+    path = Path(out) if out else run.path / "export" / f"{run.id}.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch, real = sample_batch(run)
+    diff = (export_pt2 if fmt == "pt2" else export_onnx)(run, path, batch)
+    checked_on = f"{real} val images" if real else "random inputs (the run's images could not be read)"
+    if diff is None:
+        note = "not checked: install onnxruntime to compare it with PyTorch"
+    elif diff > PARITY_TOLERANCE:
+        raise ExportError(f"the {fmt} export differs from the PyTorch model by {diff:.2e} on {checked_on} "
+                          f"(> {PARITY_TOLERANCE:g}); the file at {path} should not be used")
+    else:
+        note = f"max abs logit difference {diff:.1e} on {checked_on}"
+    return ExportResult(path=path, format=fmt, max_abs_diff=diff, images_checked=real, note=note)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """`ftui export RUN --format pt2|onnx [--out FILE]`."""
+    parser.add_argument("run_dir")
+    parser.add_argument("--format", choices=FORMATS, default="pt2", dest="format")
+    parser.add_argument("--out", help="the file to write (default: RUN/export/<run id>.<format>)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    result = export_run(args.run_dir, args.format, args.out)
+    print(f"wrote {result.path} ({result.note})")
+    return 0

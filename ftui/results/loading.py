@@ -1,0 +1,66 @@
+"""Reload a finished (or stopped) run: its model in eval mode, classes, config, transform and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ftui.config import ConfigError, TrainConfig
+from ftui.data.augment import eval_transform
+from ftui.models.backbones import build
+from ftui.runs import RunError, RunFolder, load_checkpoint
+
+
+@dataclass
+class LoadedRun:
+    """A reloaded run, ready for prediction and evaluation."""
+
+    id: str
+    path: Path
+    model: nn.Module
+    classes: list[str]
+    config: TrainConfig
+    # image_size, resize_size, mean, std: what the eval transform needs.
+    transform: dict[str, Any]
+    metrics: pd.DataFrame
+    status: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = "best"
+
+    def eval_transform(self):
+        """The eval pipeline (resize, center crop, normalise) this run was validated with."""
+        t = self.transform
+        return eval_transform(t["image_size"], t["resize_size"], tuple(t["mean"]), tuple(t["std"]))
+
+
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """Load `best.pt` (falling back to `last.pt`) from a run folder into an eval-mode model."""
+    folder = RunFolder(Path(run_dir))
+    if not (folder.path / "config.json").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.json)")
+    try:
+        config = TrainConfig.from_file(folder.path / "config.json")
+    except ConfigError as exc:
+        raise RunError(f"{run_dir}/config.json: {exc}") from None
+    candidates = [folder.best_path, folder.last_path] if which == "best" else [folder.last_path]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise RunError(f"{run_dir} has no checkpoint yet (no best.pt or last.pt): the run saved no epoch")
+    ckpt = load_checkpoint(path)
+    classes = list(ckpt["classes"])
+    model = build(ckpt["backbone"], len(classes), weights="none")
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise RunError(f"{path} does not fit backbone {ckpt['backbone']}: {str(exc)[:300]}") from None
+    model.to(device).eval()
+    transform = {k: ckpt[k] for k in ("image_size", "resize_size", "mean", "std")}
+    return LoadedRun(
+        id=folder.id, path=folder.path, model=model, classes=classes, config=config,
+        transform=transform, metrics=folder.metrics(), status=folder.read_status(),
+        checkpoint=path.stem,
+    )

@@ -1,0 +1,131 @@
+"""A model card for a run: what it tells apart, how well (with an interval), where it gets confused, and
+sample predictions on its own val images. Written as a standalone `model_card.html` (images inlined) and
+shown on the demo page (`python app.py --demo RUN_DIR`)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftui.results.loading import LoadedRun, load_run
+from ftui.stats import wilson_interval
+
+SAMPLES = 8
+CONFUSIONS = 3
+
+
+@dataclass
+class ModelCard:
+    """Everything the card shows, as plain values."""
+
+    run_id: str
+    backbone: str
+    classes: list[str]
+    image_size: int
+    accuracy: float | None
+    num_items: int
+    interval: tuple[float, float] | None
+    confusions: list[tuple[str, str, int, int]] = field(default_factory=list)  # true, predicted, count, of
+    samples: list[dict] = field(default_factory=list)  # path, true, predicted, probability
+
+
+def _evaluation(run: LoadedRun) -> dict | None:
+    """The val evaluation the job saved, or a fresh one; None when the run's data cannot be read."""
+    from ftui.results.evaluate import evaluate
+
+    saved = run.path / "evaluation.json"
+    if saved.is_file():
+        try:
+            return json.loads(saved.read_text())
+        except ValueError:
+            pass
+    try:
+        return evaluate(run, split="val").to_dict()
+    except (ValueError, OSError):
+        return None
+
+
+def build_card(run: LoadedRun | str | Path) -> ModelCard:
+    """Collect the card's numbers for a run folder."""
+    from ftui.results.predict import Predictor, val_examples
+
+    run = run if isinstance(run, LoadedRun) else load_run(run)
+    card = ModelCard(run_id=run.id, backbone=run.config.backbone, classes=list(run.classes),
+                     image_size=int(run.transform["image_size"]), accuracy=None, num_items=0, interval=None)
+    result = _evaluation(run)
+    if result:
+        matrix = result["confusion"]
+        correct = sum(matrix[i][i] for i in range(len(matrix)))
+        card.accuracy, card.num_items = result["accuracy"], result["num_items"]
+        card.interval = wilson_interval(correct, result["num_items"])
+        pairs = [(result["classes"][t], result["classes"][p], n, sum(row))
+                 for t, row in enumerate(matrix) for p, n in enumerate(row) if t != p and n > 0]
+        card.confusions = sorted(pairs, key=lambda x: -x[2])[:CONFUSIONS]
+    picked = val_examples(run, SAMPLES)
+    if picked:
+        top = Predictor(run).predict([p for p, _ in picked], top_k=1)
+        card.samples = [{"path": p, "true": c, "predicted": t[0][0], "probability": t[0][1]}
+                        for (p, c), t in zip(picked, top)]
+    return card
+
+
+def _data_uri(path: str, size: int = 96) -> str:
+    from ftui.data.images import ImageError, open_rgb
+
+    try:
+        image = open_rgb(path, draft_size=size)
+    except ImageError:
+        return ""
+    image.thumbnail((size, size))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def card_body(card: ModelCard) -> str:
+    """The card as an HTML fragment (the demo page embeds it; `card_html` wraps it in a page)."""
+    e = html.escape
+    if card.accuracy is not None and card.interval:
+        low, high = card.interval
+        acc = (f"<b>{card.accuracy:.1%}</b> on {card.num_items} val images "
+               f"(95% interval {low:.1%} to {high:.1%})")
+    else:
+        acc = "not measured (the run's val images could not be read)"
+    confusions = "".join(f"<li>{e(t)} taken for {e(p)}: {n} of {of}</li>" for t, p, n, of in card.confusions)
+    samples = "".join(
+        f"<figure><img src='{_data_uri(s['path'])}' alt='{e(s['true'])}'><figcaption>"
+        f"{'✓' if s['true'] == s['predicted'] else '✗'} {e(s['predicted'])} ({s['probability']:.0%})"
+        f"<br><small>true: {e(s['true'])}</small></figcaption></figure>" for s in card.samples)
+    return (
+        f"<div class='ftui-modelcard'><h2>Model card: {e(card.run_id)}</h2>"
+        f"<p>{e(card.backbone)} at {card.image_size} px, {len(card.classes)} classes: "
+        f"{e(', '.join(card.classes))}.</p>"
+        f"<p>Validation accuracy: {acc}.</p>"
+        f"<h3>Main confusions</h3><ul>{confusions or '<li>none on the val images</li>'}</ul>"
+        f"<h3>Sample predictions (val images)</h3><div class='ftui-samples'>{samples or 'none'}</div>"
+        "<p class='ftui-note'>Val images were held out from training but come from the same collection; "
+        "expect lower accuracy on images unlike them.</p></div>"
+    )
+
+
+CARD_CSS = """body{font-family:system-ui,sans-serif;max-width:860px;margin:24px auto;padding:0 16px;color:#1f2937}
+.ftui-samples{display:flex;flex-wrap:wrap;gap:10px}.ftui-samples figure{margin:0;width:104px;font-size:13px}
+.ftui-samples img{width:96px;height:96px;object-fit:cover;border-radius:6px}.ftui-note{color:#6b7280}"""
+
+
+def card_html(card: ModelCard) -> str:
+    """A standalone page (images inlined, no outside requests)."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Model card: {html.escape(card.run_id)}"
+            f"</title><style>{CARD_CSS}</style></head><body>{card_body(card)}</body></html>\n")
+
+
+def write_model_card(run: LoadedRun | str | Path) -> Path:
+    """`<run>/model_card.html`; returns its path."""
+    run = run if isinstance(run, LoadedRun) else load_run(run)
+    path = run.path / "model_card.html"
+    path.write_text(card_html(build_card(run)), encoding="utf-8")
+    return path

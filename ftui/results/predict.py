@@ -1,0 +1,159 @@
+"""Top-k predictions from a trained run for PIL images or image paths, batched, with the model kept warm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+
+from ftui.errors import FtuiError
+from ftui.results.loading import LoadedRun, load_run
+
+ImageLike = Image.Image | str | Path
+
+
+class PredictError(FtuiError):
+    """Bad prediction input (no images, top_k out of range)."""
+
+
+def _as_run(run: LoadedRun | str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load_run(run, device=device)
+
+
+def _resolve(device: str | torch.device) -> torch.device:
+    from ftui.devices import pick_device
+
+    return pick_device(device) if isinstance(device, str) and device == "auto" else torch.device(device)
+
+
+class Predictor:
+    """Keeps a run's model in eval mode on one device and answers predictions in batches.
+
+    device "auto" takes the GPU when there is one; there the model runs BatchNorm-folded, channels_last and
+    under the card's autocast (the CPU path stays float32 as validated)."""
+
+    def __init__(self, run: LoadedRun | str | Path, device: str | torch.device = "cpu", batch_size: int = 32):
+        self.device = _resolve(device)
+        self.run = _as_run(run, "cpu" if self.device.type == "cuda" else self.device)
+        self.model = self.run.model.to(self.device).eval()
+        self.amp = False
+        if self.device.type == "cuda":
+            from ftui import devices
+            from ftui.models.fusing import fuse_for_inference
+
+            self.model = fuse_for_inference(self.model).to(memory_format=torch.channels_last)
+            self.amp = devices.amp_enabled(self.device, True)
+        self.classes = list(self.run.classes)
+        self.transform = self.run.eval_transform()
+        self.batch_size = batch_size
+
+    def _tensor(self, image: ImageLike) -> torch.Tensor:
+        from PIL import ImageOps
+
+        from ftui.data.imagecache import decode_for_cache, resize_for_cache
+        from ftui.data.images import to_rgb
+
+        size = self.run.transform["resize_size"]
+        if isinstance(image, Image.Image):
+            # An in-memory image gets the same upright/RGB handling a file does.
+            return self.transform(resize_for_cache(to_rgb(ImageOps.exif_transpose(image)), size))
+        # The same decode (JPEG draft scale included) and resize as the training cache, so predictions on
+        # a file match validation exactly.
+        return self.transform(decode_for_cache(image, size))
+
+    def tensors(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """The batch the model sees for `images`: decoded, resized, cropped and normalised like validation."""
+        return torch.stack([self._tensor(im) for im in images])
+
+    @torch.inference_mode()
+    def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Raw scores, one row per image, computed `batch_size` images at a time."""
+        if len(images) == 0:
+            raise PredictError("no images to predict")
+        out = []
+        if len(images) == 1:  # one image (the app's warm predict): no thread hand-off
+            return self._forward(self._tensor(images[0])[None]).float().cpu()
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ftui.devices import decode_workers
+
+        # Decoding dominates once the model is on a GPU: files are decoded on every core (PIL frees the GIL),
+        # one batch ahead of the model (bounded memory however many images there are).
+        chunks = [images[s:s + self.batch_size] for s in range(0, len(images), self.batch_size)]
+        with ThreadPoolExecutor(max_workers=decode_workers(), thread_name_prefix="ftui-predict") as pool:
+            ahead = [pool.submit(self._tensor, im) for im in chunks[0]]
+            for k in range(len(chunks)):
+                current = ahead
+                ahead = [pool.submit(self._tensor, im) for im in chunks[k + 1]] if k + 1 < len(chunks) else []
+                out.append(self._forward(torch.stack([f.result() for f in current])).float().cpu())
+        return torch.cat(out)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return self.model(batch.to(self.device))
+        from ftui import devices
+
+        x = batch.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with devices.autocast(self.device, self.amp):
+            return self.model(x)
+
+    def probabilities(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Softmax probabilities, one row per image, columns in `classes` order."""
+        return torch.softmax(self.logits(images), dim=1)
+
+    def predict(self, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """For each image the top-k (label, probability) pairs, most likely first."""
+        if top_k < 1:
+            raise PredictError(f"top_k must be >= 1, got {top_k}")
+        k = min(top_k, len(self.classes))
+        probs = self.probabilities(images)
+        values, indices = probs.topk(k, dim=1)
+        return [
+            [(self.classes[int(i)], float(v)) for v, i in zip(row_v, row_i)]
+            for row_v, row_i in zip(values, indices)
+        ]
+
+    def predictions_table(self, images: Sequence[ImageLike], top_k: int = 3) -> pd.DataFrame:
+        """DataFrame(path, label, probability, top_k) with top_k as 'label:prob;label:prob'."""
+        results = self.predict(images, top_k)
+        rows = []
+        for image, top in zip(images, results):
+            path = getattr(image, "filename", "") if isinstance(image, Image.Image) else str(image)
+            rows.append({
+                "path": path, "label": top[0][0], "probability": round(top[0][1], 6),
+                "top_k": ";".join(f"{label}:{prob:.4f}" for label, prob in top),
+            })
+        return pd.DataFrame(rows, columns=["path", "label", "probability", "top_k"])
+
+
+def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:
+    """(path, true class) of up to `limit` of the run's own val images (train when it has none), taking the
+    classes in turn so every class shows; [] when the run's data can no longer be read."""
+    import logging
+
+    from ftui.data.datasets import load_dataset
+
+    try:
+        dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction,
+                               seed=run.config.data_seed)
+    except (ValueError, OSError) as exc:
+        logging.getLogger(__name__).warning("cannot reload %s for examples: %s", run.config.data, exc)
+        return []
+    items = dataset.split("val") or dataset.split("train")
+    by_class: dict[int, list] = {}
+    for item in items:
+        by_class.setdefault(item.label, []).append(item)
+    picked: list[tuple[str, str]] = []
+    for rank in range(max((len(v) for v in by_class.values()), default=0)):
+        for label in sorted(by_class):
+            if rank < len(by_class[label]) and len(picked) < limit:
+                picked.append((by_class[label][rank].path, dataset.classes[label]))
+    return picked
+
+
+def predict(run: LoadedRun | str | Path, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
+    """One-shot top-k prediction (use `Predictor` to keep the model warm across calls)."""
+    return Predictor(run).predict(images, top_k)

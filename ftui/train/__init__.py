@@ -1,0 +1,1 @@
+"""The training engine: Trainer, callbacks, recipes, batches, feature cache, resume, several processes."""
