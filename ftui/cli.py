@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_summary)
     _add_train(sub)
-    p = sub.add_parser("predict", help="top-k predictions as CSV: path,label,probability,top_k")
+    p = sub.add_parser("predict", help="top-k predictions as CSV: path,label,probability,top_k,verdict,ood_score")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", dest="top_k", type=int, default=3)

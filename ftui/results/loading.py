@@ -13,6 +13,7 @@ from torch import nn
 from ftui.config import ConfigError, TrainConfig
 from ftui.data.augment import eval_transform
 from ftui.models.backbones import build
+from ftui.results.trust import Trust
 from ftui.runs import RunError, RunFolder, load_checkpoint
 
 
@@ -30,6 +31,8 @@ class LoadedRun:
     metrics: pd.DataFrame
     status: dict[str, Any] = field(default_factory=dict)
     checkpoint: str = "best"
+    # Temperature and abstain threshold fitted after training (ftui/results/trust.py); T = 1 for old runs.
+    trust: Trust = field(default_factory=Trust)
 
     def eval_transform(self):
         """The eval pipeline (resize, center crop, normalise) this run was validated with."""
@@ -62,5 +65,5 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     return LoadedRun(
         id=folder.id, path=folder.path, model=model, classes=classes, config=config,
         transform=transform, metrics=folder.metrics(), status=folder.read_status(),
-        checkpoint=path.stem,
+        checkpoint=path.stem, trust=Trust.from_meta(ckpt.get("trust")),
     )
