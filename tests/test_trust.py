@@ -143,3 +143,82 @@ def test_predict_says_unknown_below_the_stored_threshold_and_the_csv_says_so(tmp
         assert (verdict.kind == "unknown") == (verdict.energy < threshold)
         if verdict.kind == "unknown":
             assert UNKNOWN_WORDS in verdict.words()
+
+
+@pytest.mark.slow
+def test_an_ensemble_run_averages_its_members_calibrated_probabilities(tmp_path):
+    from ftui.results.ensemble import make_ensemble
+    from ftui.results.explain import explain
+
+    runs = [make_quick_run(tmp_path, backbone=b, per_class=20) for b in ("resnet18", "mobilenet_v3_small")]
+    _sharpen_head(runs[0], 8.0)
+    for run_dir in runs:
+        calibrate_and_evaluate(run_dir)  # each member gets its own temperature
+    report = make_ensemble(runs, tmp_path / "ens")
+    ens = Predictor(tmp_path / "ens")
+    members = [Predictor(r) for r in runs]
+    assert {m.trust.temperature for m in members} != {1.0}
+    paths = [it.path for it in calibrate_and_evaluate(runs[0]).items[:6]]
+    mean = torch.stack([m.probabilities(paths) for m in members]).mean(0)
+    assert torch.allclose(ens.probabilities(paths), mean, atol=1e-5)
+    assert ens.trust.temperature == 1.0 and ens.trust.energy_threshold is not None
+    energy = torch.stack([energy_score(m.logits(paths)) for m in members]).mean(0)
+    assert torch.allclose(energy_score(ens.logits(paths)), energy, atol=1e-4)
+    ev = json.loads((tmp_path / "ens" / "evaluation.json").read_text())
+    assert ev["ensemble"]["n"] == ev["num_items"] and len(ev["ensemble"]["members"]) == 2
+    assert report["gain"] == pytest.approx(ev["accuracy"] - report["best_member_accuracy"], abs=1e-9)
+    assert explain(ens, paths[0]).heatmap.shape == (32, 32)  # Grad-CAM of the first member's map
+
+
+@pytest.mark.slow
+def test_evaluate_ood_cli_saves_auroc_and_fpr95_for_energy_and_msp(tmp_path, capsys):
+    from ftui.cli import main
+
+    run_dir = make_quick_run(tmp_path, per_class=20)
+    (run_dir / "evaluation.json").write_text(json.dumps(calibrate_and_evaluate(run_dir).to_dict()))
+    for i in range(6):
+        write_class_image(tmp_path / "elsewhere" / "any" / f"{i}.png", (128, 128, 128), seed=900 + i)
+    assert main(["evaluate", str(run_dir), "--ood", str(tmp_path / "elsewhere"), "--device", "cpu"]) == 0
+    assert "energy AUROC" in capsys.readouterr().out
+    ood = json.loads((run_dir / "evaluation.json").read_text())["ood"]
+    assert ood["method"] == "energy" and ood["num_out"] == 6 and 0 <= ood["auroc"] <= 1 and 0 <= ood["fpr95"] <= 1
+    assert ood["auroc"] == ood["energy"]["auroc"] and "msp" in ood
+
+
+def test_tta_averages_the_logits_of_flip_and_four_corner_crops(tmp_path):
+    from ftui.results.predict import tta_views
+
+    run_dir = make_quick_run(tmp_path)
+    plain, tta = Predictor(run_dir), Predictor(run_dir, tta=True)
+    paths = [str(p) for p in sorted((tmp_path / "colours" / "red").iterdir())[:3]]
+    batch = plain.tensors(paths)
+    views = tta_views(batch)
+    assert len(views) == 6 and torch.equal(views[1], batch.flip(-1))
+    with torch.inference_mode():
+        expected = torch.stack([plain.model(v) for v in views]).mean(0)
+    assert torch.allclose(tta.logits(paths), expected, atol=1e-5)
+    assert not torch.allclose(tta.logits(paths), plain.logits(paths), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_model_card_and_evaluate_step_show_calibration_and_the_uploaded_ood_score(tmp_path):
+    from ftui.results.modelcard import build_card, card_html
+    from ftui.results.reliability import reliability_html
+    from ftui.ui import AppContext, AppSettings
+    from ftui.ui.results_step import evaluation_of, with_ood
+
+    run_dir = make_quick_run(tmp_path, per_class=20)
+    evaluation = calibrate_and_evaluate(run_dir)
+    (run_dir / "evaluation.json").write_text(json.dumps(evaluation.to_dict()))
+    text = card_html(build_card(run_dir))
+    assert "Calibration: temperature" in text and "answered &quot;unknown&quot;" in text
+    assert text.count("<circle") == len(evaluation.calibration["reliability"]) + len(
+        evaluation.calibration["reliability_before"])
+    assert "AUROC: not measured" in text
+    ctx = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work"))
+    result = evaluation_of(ctx, run_dir.name, "val")
+    odd = [str(write_class_image(tmp_path / "odd" / f"{i}.png", (128, 128, 128), seed=i)) for i in range(4)]
+    shown = with_ood(ctx, run_dir.name, result, odd)
+    assert shown["ood"]["num_out"] == 4 and 0 <= shown["ood"]["auroc"] <= 1
+    assert "AUROC" in reliability_html(shown) and "not measured" not in reliability_html(shown)
+    assert with_ood(ctx, run_dir.name, result, None) is result

@@ -26,7 +26,7 @@ def calibrate_and_evaluate(run_dir: str | Path, dataset=None, device: str = "cpu
     if not single_label(run.config):
         return evaluation
     progress("calibrating")
-    trust = fit_trust(evaluation.logits, evaluation.targets)
+    trust = fit_trust(evaluation.logits, evaluation.targets, fit_t=not run.members)
     folder = RunFolder(run.path)
     update_checkpoint(folder.path / f"{run.checkpoint}.pt", trust=trust.to_meta())
     run.trust = trust

@@ -119,9 +119,11 @@ def evaluate(
     batch_size: int = 32,
     device: str = "cpu",
     ood: str | Path | None = None,
+    tta: bool = False,
 ) -> Evaluation:
     """Evaluate `run` on `split` of `dataset` (a Dataset, a data path, or None for the run's own data);
-    `ood`: a folder of images from none of the classes, scored for "none of these" (AUROC, FPR at 95% TPR)."""
+    `ood`: a folder of images from none of the classes, scored for "none of these" (AUROC, FPR at 95% TPR); tta: test-time
+    augmentation (flip + corner crops, ftui.results.predict.tta_views)."""
     from ftui.data.datasets import load_dataset
 
     # Loaded on the CPU; the Predictor moves the model to `device` ("auto": the GPU when there is one).
@@ -136,7 +138,7 @@ def evaluate(
     # Labels follow the dataset's class order; map them onto the run's by name.
     to_run = {i: run.classes.index(name) for i, name in enumerate(dataset.classes)}
     targets = torch.tensor([to_run[it.label] for it in items])
-    predictor = Predictor(run, device=device, batch_size=batch_size)
+    predictor = Predictor(run, device=device, batch_size=batch_size, tta=tta)
     evaluation = score(run, split, items, targets, predictor.logits([it.path for it in items]))
     if ood is not None:
         evaluation.ood = ood_scores(predictor, evaluation.logits, ood)

@@ -33,6 +33,8 @@ class LoadedRun:
     checkpoint: str = "best"
     # Temperature and abstain threshold fitted after training (ftui/results/trust.py); T = 1 for old runs.
     trust: Trust = field(default_factory=Trust)
+    # An ensemble's members as best.pt records them (run, path, backbone, temperature); [] for a plain run.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def eval_transform(self):
         """The eval pipeline (resize, center crop, normalise) this run was validated with."""
@@ -55,9 +57,14 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         raise RunError(f"{run_dir} has no checkpoint yet (no best.pt or last.pt): the run saved no epoch")
     ckpt = load_checkpoint(path)
     classes = list(ckpt["classes"])
-    model = build(ckpt["backbone"], len(classes), weights="none")
     try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        if ckpt.get("members"):  # an ensemble of runs (ftui/results/ensemble.py)
+            from ftui.results.ensemble import load_ensemble_model
+
+            model = load_ensemble_model(ckpt, len(classes))
+        else:
+            model = build(ckpt["backbone"], len(classes), weights="none")
+            model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
         raise RunError(f"{path} does not fit backbone {ckpt['backbone']}: {str(exc)[:300]}") from None
     model.to(device).eval()
@@ -66,4 +73,5 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         id=folder.id, path=folder.path, model=model, classes=classes, config=config,
         transform=transform, metrics=folder.metrics(), status=folder.read_status(),
         checkpoint=path.stem, trust=Trust.from_meta(ckpt.get("trust")),
+        members=list(ckpt.get("members") or []),
     )

@@ -36,7 +36,8 @@ class Predictor:
     device "auto" takes the GPU when there is one; there the model runs BatchNorm-folded, channels_last and
     under the card's autocast (the CPU path stays float32 as validated)."""
 
-    def __init__(self, run: LoadedRun | str | Path, device: str | torch.device = "cpu", batch_size: int = 32):
+    def __init__(self, run: LoadedRun | str | Path, device: str | torch.device = "cpu", batch_size: int = 32,
+                 tta: bool = False):
         self.device = _resolve(device)
         self.run = _as_run(run, "cpu" if self.device.type == "cuda" else self.device)
         self.model = self.run.model.to(self.device).eval()
@@ -50,6 +51,8 @@ class Predictor:
         self.classes = list(self.run.classes)
         self.transform = self.run.eval_transform()
         self.batch_size = batch_size
+        # Test-time augmentation: the logits averaged over TTA_VIEWS views of each image (tta_views).
+        self.tta = bool(tta)
 
     def _tensor(self, image: ImageLike) -> torch.Tensor:
         from PIL import ImageOps
@@ -93,6 +96,12 @@ class Predictor:
         return torch.cat(out)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.tta:
+            views = tta_views(batch)
+            return self._forward_once(torch.cat(views)).float().reshape(len(views), len(batch), -1).mean(0)
+        return self._forward_once(batch)
+
+    def _forward_once(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type != "cuda":
             return self.model(batch.to(self.device))
         from ftui import devices
@@ -142,6 +151,25 @@ class Predictor:
                 "verdict": v.label, "ood_score": round(v.energy, 4),
             })
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+TTA_CROP = 0.875  # the corner crops keep 87.5% of each side (the usual 224-of-256 ratio), then are resized back
+
+
+def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The validation view, its mirror image and four corner crops (zoomed back to size): 6 views.
+
+    A mirror changes the meaning of some images (digits, text); bench-trust measures what TTA gains or
+    costs on each set instead of assuming it helps."""
+    import torch.nn.functional as F
+
+    size = batch.shape[-1]
+    side = max(1, round(size * TTA_CROP))
+    views = [batch, batch.flip(-1)]
+    for top, left in ((0, 0), (0, size - side), (size - side, 0), (size - side, size - side)):
+        crop = batch[..., top:top + side, left:left + side]
+        views.append(F.interpolate(crop, size=batch.shape[-2:], mode="bilinear", align_corners=False))
+    return views
 
 
 def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:

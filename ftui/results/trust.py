@@ -131,12 +131,13 @@ def _crossfit_ece(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return expected_calibration_error(probs, targets)
 
 
-def fit_trust(logits: torch.Tensor, targets: torch.Tensor) -> Trust:
-    """Temperature, ECE before/after and the abstain thresholds from one run's val logits."""
+def fit_trust(logits: torch.Tensor, targets: torch.Tensor, fit_t: bool = True) -> Trust:
+    """Temperature, ECE before/after and the abstain thresholds from one run's val logits; fit_t=False keeps
+    T = 1 (an ensemble, whose members are calibrated already)."""
     logits, targets = logits.detach().float(), targets.detach().long()
     n = len(targets)
     trust = Trust(num_val=n, ece_before=expected_calibration_error(calibrated(logits, 1.0), targets))
-    if n >= MIN_FIT_IMAGES:
+    if n >= MIN_FIT_IMAGES and fit_t:
         trust.temperature = fit_temperature(logits, targets)
         trust.ece_after = _crossfit_ece(logits, targets)
     else:
