@@ -175,8 +175,8 @@ def _choice_column(ctx: AppContext) -> dict[str, Any]:
     c["weights"] = gr.Radio(WEIGHTS_CHOICES, value=default_weights_choice(start), label="Starting weights")
     c["note"] = gr.Markdown(weights_note(start), elem_classes="ftui-note")
     with gr.Group(visible=False) as c["file_group"]:
-        c["weights_file"] = gr.File(label="Upload a weights file (.pth / .pt, a state_dict)",
-                                    file_types=[".pth", ".pt", ".bin"], height=110)
+        c["weights_file"] = gr.File(label="Upload a weights file (.pth / .pt / .safetensors, a state_dict)",
+                                    file_types=[".pth", ".pt", ".bin", ".safetensors"], height=110)
         c["weights_path"] = gr.Textbox(label="...or a weights file on the server (under --data-root)",
                                        interactive=ctx.settings.data_root is not None)
     # Offline the button could only fail: the note already says where to put the file instead.
