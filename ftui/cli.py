@@ -31,7 +31,7 @@ EXIT_STOPPED = 130
 def _cmd_backbones(args: argparse.Namespace) -> int:
     from ftui.models.backbones import backbones_table
 
-    print(backbones_table(all=args.all).to_string(index=False))
+    print(backbones_table(all=args.all, timm_pattern=args.timm or "").to_string(index=False))
     return 0
 
 
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("backbones", help="list the backbone registry")
     p.add_argument("--all", action="store_true", help="every torchvision classification model")
+    p.add_argument("--timm", metavar="PATTERN", help="the timm classifiers matching PATTERN (e.g. 'resnet*'), "
+                   "usable as --backbone timm:<name>")
     p.set_defaults(func=_cmd_backbones)
     p = sub.add_parser("summary", help="print a dataset's class x split counts")
     p.add_argument("data")

@@ -283,7 +283,11 @@ def family_of(name: str) -> str:
 
 
 def family(name: str) -> Family:
-    """The record for the family of model `name`."""
+    """The record for the family of model `name` (a `timm:<model>` name gets its own, from timm's config)."""
+    if name.startswith("timm:"):
+        from ftui.models.timm_models import timm_family
+
+        return timm_family(name)
     return FAMILIES[family_of(name)]
 
 
@@ -293,6 +297,11 @@ def head_path(name: str) -> str:
 
 
 def check_name(name: str) -> None:
+    if name.startswith("timm:"):
+        from ftui.models.timm_models import architecture
+
+        architecture(name)
+        return
     known = tvm.list_models(module=torchvision.models)
     if name not in known:
         raise BackboneError(f"unknown backbone {name!r}. Choose one of: {', '.join(sorted(known))}")
@@ -300,5 +309,9 @@ def check_name(name: str) -> None:
 
 def default_weights(name: str) -> tvm.WeightsEnum:
     """torchvision's recommended ImageNet weights for `name`."""
+    if name.startswith("timm:"):
+        from ftui.models.timm_models import missing_weights_message
+
+        raise BackboneError(missing_weights_message(name))
     check_name(name)
     return tvm.get_model_weights(name).DEFAULT

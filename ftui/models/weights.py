@@ -229,6 +229,10 @@ def load_weights(model: nn.Module, name: str, source: str, progress: Progress | 
         _say(progress, 1.0, "random initialisation")
         return WeightsReport(source="none", message=f"{name}: random initialisation (no pretrained weights)")
     if source == "imagenet":
+        if name.startswith("timm:"):
+            from ftui.models.timm_models import missing_weights_message
+
+            raise WeightsError(missing_weights_message(name))
         path = download_imagenet(name, progress=progress)
         state = read_state_dict(path)
         report = load_state(model, name, state, f"torchvision ImageNet weights ({path.name})")
