@@ -93,7 +93,7 @@ def test_safetensors_round_trip_gives_equal_outputs_and_carries_the_metadata(run
     assert result.max_abs_diff == 0.0 and result.images_checked >= 2
     with safe_open(str(result.path), framework="pt") as handle:
         meta = json.loads(handle.metadata()["ftui"])
-        assert "fc.weight" in handle.keys()
+        assert "fc.weight" in list(handle.keys())
     assert meta["classes"] == ["blue", "green", "red"] and meta["task"] == "classification"
     assert meta["image_size"] == 32 and len(meta["mean"]) == 3 and meta["backbone"] == "resnet18"
     model, meta_back = load_safetensors(result.path)

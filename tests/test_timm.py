@@ -9,11 +9,11 @@ import torch
 
 pytest.importorskip("timm")
 
-from ftui.config import AugConfig, TrainConfig  # noqa: E402
-from ftui.models.backbones import backbone_info, build, build_with_report, layer_groups, split_model  # noqa: E402
-from ftui.models.weights import WeightsError  # noqa: E402
-from tests.conftest import make_class_folder  # noqa: E402
-from tests.run_fixtures import run_job  # noqa: E402
+from ftui.config import AugConfig, TrainConfig
+from ftui.models.backbones import backbone_info, build, build_with_report, layer_groups, split_model
+from ftui.models.weights import WeightsError
+from tests.conftest import make_class_folder
+from tests.run_fixtures import run_job
 
 
 @pytest.fixture

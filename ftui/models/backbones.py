@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 from torchvision import models as tvm
 
+from ftui.models import timm_models
 from ftui.models.families import (  # noqa: F401 - BackboneError, FAMILIES, family_of, default_weights: public here too
     FAMILIES,
     BackboneError,
@@ -28,7 +29,6 @@ from ftui.models.families import (  # noqa: F401 - BackboneError, FAMILIES, fami
     family_of,
     head_path,
 )
-from ftui.models import timm_models
 from ftui.models.weights import load_head_if_fits, load_weights
 
 # Small to large: what the UI offers first. Every other torchvision classifier stays reachable by name.

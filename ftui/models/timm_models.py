@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftui.models.families import BackboneError, Chain, Family
+from ftui.models.family_record import BackboneError, Chain, Family
 
 PREFIX = "timm:"
 # Smallest square input for the convolutional families (a 32 px image keeps >= 1 pixel at stride 32).
