@@ -128,9 +128,13 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
     from ftui.runs import RunStore
     from ftui.train.callbacks import PrintProgress
 
+    from ftui.train.trackers import make_trackers, parse_trackers
+
     device = dist.device.type
     printer = PrintProgress((lambda line: print(line, flush=True)) if dist.is_main else (lambda line: None))
-    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer],
+    trackers = make_trackers(parse_trackers(getattr(args, "log", "")), config.runs_dir,
+                             getattr(args, "tracking_uri", "") or "")
+    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer, *trackers],
               resume=resume)
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
     restore = _stop_on_signals(job)
@@ -284,6 +288,10 @@ def _add_train(sub) -> None:
     p.add_argument("--gpus", type=int, default=None,
                    help="N: DistributedDataParallel over N GPUs of this machine (torchrun); with --device cpu, "
                         "N CPU processes (gloo)")
+    p.add_argument("--log", default="", help="run trackers, comma-separated: tensorboard (event files in the run "
+                   "folder) | mlflow (a local MLflow store, sqlite in the runs folder)")
+    p.add_argument("--tracking-uri", dest="tracking_uri", default="",
+                   help="the MLflow tracking URI for --log mlflow (default sqlite:///RUNS_DIR/mlflow.db)")
     p.set_defaults(func=_cmd_train)
 
 
