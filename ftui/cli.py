@@ -127,7 +127,6 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
     from ftui.jobs import Job
     from ftui.runs import RunStore
     from ftui.train.callbacks import PrintProgress
-
     from ftui.train.trackers import make_trackers, parse_trackers
 
     device = dist.device.type
