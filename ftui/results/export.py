@@ -23,6 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,6 +52,7 @@ class ExportResult:
     max_abs_diff: float | None  # None when the check could not run (onnxruntime missing)
     images_checked: int
     note: str = ""
+    int8: Any = None  # an ftui.results.quantize.Int8Report for --int8
 
 
 def metadata(run: LoadedRun) -> dict:
@@ -184,12 +186,19 @@ def load_safetensors(path: str | Path) -> tuple[torch.nn.Module, dict]:
 _EXPORTERS = {"pt2": export_pt2, "onnx": export_onnx, "safetensors": export_safetensors}
 
 
-def export_run(run: LoadedRun | str | Path, fmt: str, out: str | Path | None = None) -> ExportResult:
-    """Export `run` as `fmt` to `out` (default `<run>/export/<run id>.<fmt>`) and check it; ExportError on mismatch."""
+def export_run(run: LoadedRun | str | Path, fmt: str, out: str | Path | None = None,
+               int8: bool = False) -> ExportResult:
+    """Export `run` as `fmt` to `out` (default `<run>/export/<run id>.<fmt>`) and check it; ExportError on mismatch.
+
+    int8=True (onnx only): the float file is written and checked as usual, then quantized into
+    `<run id>.int8.onnx` (or `out`) and gated on val accuracy (ftui/results/quantize.py)."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if int8 and fmt != "onnx":
+        raise ExportError("--int8 works with --format onnx only")
     run = run if isinstance(run, LoadedRun) else load_run(run)
-    path = Path(out) if out else run.path / "export" / f"{run.id}.{fmt}"
+    default = run.path / "export" / f"{run.id}.{fmt}"
+    path = default if int8 or not out else Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch, real = sample_batch(run)
     diff = _EXPORTERS[fmt](run, path, batch)
@@ -201,7 +210,15 @@ def export_run(run: LoadedRun | str | Path, fmt: str, out: str | Path | None = N
                           f"(> {PARITY_TOLERANCE:g}); the file at {path} should not be used")
     else:
         note = f"max abs logit difference {diff:.1e} on {checked_on}"
-    return ExportResult(path=path, format=fmt, max_abs_diff=diff, images_checked=real, note=note)
+    result = ExportResult(path=path, format=fmt, max_abs_diff=diff, images_checked=real, note=note)
+    if int8:
+        from ftui.results.quantize import quantize_onnx
+
+        target = Path(out) if out else run.path / "export" / f"{run.id}.int8.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result.int8 = quantize_onnx(run, path, target)
+        result.path, result.note = target, f"float export: {note}; {result.int8.describe()}"
+    return result
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -209,9 +226,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--format", choices=FORMATS, default="pt2", dest="format")
     parser.add_argument("--out", help="the file to write (default: RUN/export/<run id>.<format>)")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --format onnx: also an int8 model (static quantization calibrated on the run's "
+                             "train images), refused if it loses over 0.5 points of val accuracy")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    result = export_run(args.run_dir, args.format, args.out)
+    result = export_run(args.run_dir, args.format, args.out, int8=args.int8)
     print(f"wrote {result.path} ({result.note})")
     return 0
