@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench.speed", "speed benchmarks")
-    _add_lazy(sub, "export", "ftui.results.export", "export a run as a torch.export .pt2 or an .onnx file")
+    _add_lazy(sub, "export", "ftui.results.export", "export a run as .pt2, .onnx (optionally int8) or .safetensors")
+    _add_lazy(sub, "sweep", "ftui.bench.sweep", "an Optuna hyperparameter sweep: every trial is a run")
     _add_lazy(sub, "fix", "ftui.fix_cli", "relabel, remove or merge in a dataset folder (journaled)")
     p = sub.add_parser("undo", help="undo the newest fix in a dataset folder")
     from ftui.fix_cli import add_undo_arguments, run_undo
