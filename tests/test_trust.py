@@ -168,6 +168,10 @@ def test_an_ensemble_run_averages_its_members_calibrated_probabilities(tmp_path)
     assert ev["ensemble"]["n"] == ev["num_items"] and len(ev["ensemble"]["members"]) == 2
     assert report["gain"] == pytest.approx(ev["accuracy"] - report["best_member_accuracy"], abs=1e-9)
     assert explain(ens, paths[0]).heatmap.shape == (32, 32)  # Grad-CAM of the first member's map
+    from ftui.results.export import export_run
+
+    exported = export_run(ens.run, "onnx")  # the combined graph, checked against PyTorch on val images
+    assert exported.max_abs_diff is not None and exported.max_abs_diff <= 1e-4
 
 
 @pytest.mark.slow

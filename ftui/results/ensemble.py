@@ -15,15 +15,12 @@ on val like any run's.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from ftui.errors import FtuiError
+from ftui.models.ensemble import Ensemble
 from ftui.results.loading import LoadedRun, load_run
 
 ENSEMBLE = "ensemble"
@@ -32,26 +29,6 @@ MAX_MEMBERS = 8
 
 class EnsembleError(FtuiError):
     """Runs that cannot be combined (different classes or preprocessing, too few or too many)."""
-
-
-class Ensemble(nn.Module):
-    """Members' calibrated probabilities averaged, returned as logits (see the module docstring)."""
-
-    def __init__(self, members: list[nn.Module], temperatures: list[float]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.register_buffer("temperatures", torch.tensor([float(t) for t in temperatures]))
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        log_probs, energies = [], []
-        # The first member runs last: Grad-CAM explains the last spatial map of the forward pass, so the
-        # heat map is the first member's (the run the ensemble was named after).
-        for i in reversed(range(len(self.members))):
-            z = self.members[i](image).float()
-            log_probs.append(torch.log_softmax(z / self.temperatures[i], dim=1))
-            energies.append(torch.logsumexp(z, dim=1, keepdim=True))
-        mean_log_prob = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))
-        return mean_log_prob + torch.stack(energies).mean(0)
 
 
 def _same_preprocessing(runs: list[LoadedRun]) -> None:
@@ -83,16 +60,6 @@ def member_meta(run: LoadedRun) -> dict[str, Any]:
     """What best.pt records of each member, enough to rebuild it (its weights are in the state_dict)."""
     return {"run": run.id, "path": str(run.path), "backbone": run.config.backbone,
             "temperature": float(run.trust.temperature)}
-
-
-def load_ensemble_model(ckpt: dict[str, Any], num_classes: int) -> Ensemble:
-    """Rebuild the combined module from an ensemble best.pt (members' architectures, then all weights)."""
-    from ftui.models.backbones import build
-
-    members = [build(m["backbone"], num_classes, weights="none") for m in ckpt["members"]]
-    model = Ensemble(members, [m["temperature"] for m in ckpt["members"]])
-    model.load_state_dict(ckpt["state_dict"], strict=True)
-    return model
 
 
 def make_ensemble(run_dirs: list[str | Path], out: str | Path, device: str = "cpu") -> dict[str, Any]:

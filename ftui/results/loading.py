@@ -59,7 +59,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     classes = list(ckpt["classes"])
     try:
         if ckpt.get("members"):  # an ensemble of runs (ftui/results/ensemble.py)
-            from ftui.results.ensemble import load_ensemble_model
+            from ftui.models.ensemble import load_ensemble_model
 
             model = load_ensemble_model(ckpt, len(classes))
         else:
