@@ -13,7 +13,7 @@ from ftui.config import AugConfig, TrainConfig
 from ftui.data.datasets import load_dataset
 from ftui.models.backbones import build, layer_groups
 from ftui.runs import load_checkpoint
-from ftui.train.callbacks import Callback, CSVLogger, EarlyStopping, History, TrainingControl
+from ftui.train.callbacks import Callback, EarlyStopping, History, TrainingControl
 from ftui.train.recipes import class_weights, discriminative_scales, lr_multiplier, plan_phases
 from ftui.train.trainer import fit, seed_everything
 
@@ -92,7 +92,7 @@ def test_stop_mid_epoch_gives_stopped_with_metrics_and_last_checkpoint(class_fol
     run_dir = tmp_path / "run"
     steps_per_epoch = -(-len(dataset.split("train")) // 4)
     # Stop during the second epoch, after its first batch.
-    callbacks = [CSVLogger(run_dir / "metrics.csv"), StopAfter(stop, steps_per_epoch + 1)]
+    callbacks = [StopAfter(stop, steps_per_epoch + 1)]  # metrics.csv comes with the run folder
     result = fit(config, dataset, model, groups, callbacks, stop, run_dir=run_dir)
     assert result.status == "stopped"
     assert "stopped" in result.message
@@ -230,6 +230,20 @@ def test_class_weights_favour_the_rare_class():
     assert w[1] > w[0] and w[2] == 1.0
     # Averaged over the samples, the weight is 1: the loss keeps its scale.
     assert float((w[:2] * torch.tensor([30.0, 10.0])).sum() / 40) == pytest.approx(1.0)
+
+
+def test_fit_stops_early_from_the_config_alone(class_folder, tmp_path):
+    """early_stopping_patience is honoured by fit() itself (default_callbacks), not only by the job: with a
+    rate of zero val loss never improves after epoch 1, so patience 1 ends a 4-epoch run after epoch 2."""
+    config = tiny_config(class_folder, train_groups="all", recipe="plain", epochs=4, lr=1e-12,
+                         early_stopping_patience=1, head_alone=False)
+    dataset, model, groups = build_parts(config)
+    result = fit(config, dataset, model, groups, run_dir=tmp_path / "run")
+    assert result.status == "done" and result.epochs_done == 2, result.message
+    assert "early stopping" in result.message
+    assert list(pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"]) == [1, 2]
+    patient = fit(config.replace(early_stopping_patience=0), dataset, *build_parts(config)[1:])
+    assert patient.epochs_done == 4
 
 
 def test_early_stopping_asks_the_loop_to_stop_after_patience_epochs():

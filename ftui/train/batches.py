@@ -156,8 +156,9 @@ class ImageData:
     def sources(self, trainer, phase):
         """(module to train, train batches, val batches): the suffix on cached features when possible."""
         config, speed, notes = trainer.config, trainer.speed, trainer.notes
-        generator = torch.Generator().manual_seed(config.seed + len(notes) + 1)
-        train_images = self.images("train", speed, config.seed + len(notes) + 1)
+        # The trainer reseeds the shuffle generator every epoch from (seed, phase, epoch): nothing replays.
+        generator = torch.Generator().manual_seed(config.seed)
+        train_images = self.images("train", speed, config.seed + trainer.phase_index + 1)
         val_images = self.images("val", speed, config.seed)
         dist = trainer.dist if trainer.dist.enabled else None
         full = (trainer.model, ImageSource(train_images, config.batch_size, generator, dist),
@@ -361,7 +362,7 @@ class TensorData:
         return torch.bincount(self.train[1], minlength=len(self.classes)).tolist()
 
     def sources(self, trainer, phase):
-        generator = torch.Generator().manual_seed(trainer.config.seed + len(trainer.notes) + 1)
+        generator = torch.Generator().manual_seed(trainer.config.seed)  # reseeded per epoch by the trainer
         bs, device = trainer.config.batch_size, trainer.speed.device
         return (trainer.model, TensorSource(*self.train, bs, generator, device),
                 TensorSource(*self.val, bs, None, device))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from ftui.config import TrainConfig
 from ftui.errors import FtuiError
@@ -145,3 +146,10 @@ def class_weights(counts: Sequence[int]) -> torch.Tensor:
     weights = torch.ones_like(counts_t)
     weights[present] = counts_t[present].sum() / (present.sum() * counts_t[present])
     return weights
+
+
+def make_criteria(config: TrainConfig, class_weight: torch.Tensor | None) -> tuple[nn.Module, nn.Module]:
+    """(training loss, validation loss), both summed: the trainer divides by the whole batch's weight, so
+    micro-batches add up to the batch's mean loss. Validation is unweighted and unsmoothed (what is reported)."""
+    train = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=config.label_smoothing, reduction="sum")
+    return train, nn.CrossEntropyLoss(reduction="sum")

@@ -167,7 +167,7 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
         # How far the number could be off on this few images (95% Wilson interval).
         lo, hi = wilson_interval(round(best * snap["num_val"]), snap["num_val"])
         best_text += f" ({lo:.1%}–{hi:.1%} at 95%, {snap['num_val']} val images)"
-    if best_text and any(n.startswith("head alone") and "kept as best.pt" in n for n in snap.get("notes") or ()):
+    if best_text and (snap.get("head_alone") or {}).get("best_at_end"):
         best_text += ", the head trained alone (it beat every all-layer epoch on val)"
     took = format_duration(snap.get("elapsed_s"))
     if status == "done":
