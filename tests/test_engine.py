@@ -217,7 +217,7 @@ def test_schedulers_shape_the_learning_rate():
     base = TrainConfig(data="x", epochs=4)
     cosine = lr_multiplier(base.replace(scheduler="cosine"), steps_per_epoch=10, epochs=4)
     assert cosine(0) == pytest.approx(1.0) and cosine(20) == pytest.approx(0.5) and cosine(39) < 0.01
-    step = lr_multiplier(base.replace(scheduler="step", step_size=2, gamma=0.1), 10, 4)
+    step = lr_multiplier(base.replace(scheduler="step", lr_step_size=2, lr_gamma=0.1), 10, 4)
     assert step(19) == pytest.approx(1.0) and step(20) == pytest.approx(0.1)
     warm = lr_multiplier(base.replace(scheduler="none", warmup_epochs=1), 10, 4)
     assert warm(0) == pytest.approx(0.1) and warm(9) == pytest.approx(1.0) and warm(30) == 1.0

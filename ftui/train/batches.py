@@ -11,6 +11,7 @@ prefix once per image (ftui/train/featurecache.py) so only the suffix trains.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,7 +54,10 @@ class SpeedSettings:
         self.infer_amp = devices.amp_enabled(device, config.mixed_precision)
         self.use_amp = self.infer_amp and device.type == "cuda"
         self.channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
-        self.num_workers = config.num_workers
+        # A config written on a bigger machine still runs here: never more loader processes than cores.
+        cores = os.cpu_count() or 1
+        self.num_workers = min(config.num_workers, cores)
+        self.clamped_workers = config.num_workers if config.num_workers > cores else None
         self.batch_size = config.batch_size
         # CUDA: decoded images kept on the GPU and whole batches augmented there (ftui/data/gpudata.py).
         self.gpu_data = device.type == "cuda"
@@ -80,6 +84,9 @@ class SpeedSettings:
             parts.append("torch.compile")
         if self.world_size > 1:
             parts.append(f"DistributedDataParallel over {self.world_size} processes")
+        if self.clamped_workers is not None:
+            parts.append(f"{self.num_workers} loader processes (the config asks {self.clamped_workers}; "
+                         f"this machine has {self.num_workers} cores)")
         return "speed: " + ", ".join(parts)
 
 

@@ -97,7 +97,7 @@ def lr_multiplier(config: TrainConfig, steps_per_epoch: int, epochs: int) -> Cal
         if kind == "none":
             return 1.0
         if kind == "step":
-            return config.gamma ** ((step // steps_per_epoch) // config.step_size)
+            return config.lr_gamma ** ((step // steps_per_epoch) // config.lr_step_size)
         if kind == "cosine":
             t = (step - warm) / max(1, total - warm)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
