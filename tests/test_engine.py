@@ -177,6 +177,34 @@ def test_head_only_uses_the_feature_cache_and_says_so(class_folder):
     assert any("cached frozen-prefix features" in n for n in result.notes)
 
 
+class KeepSources(Callback):
+    def on_fit_end(self, info):
+        self.train_source = info["trainer"].train_source
+
+
+def test_a_cached_phase_trains_on_augmented_views_when_asked_and_says_when_it_does_not(class_folder):
+    """feature_cache_views=3 with augmentation on: view 0 holds the unaugmented images' features, views 1 and 2
+    augmented draws (they differ from view 0 and from each other); with 1 view the phase note says the Augment
+    step's settings do not reach the phase."""
+    aug = AugConfig(random_resized_crop=True, crop_scale_min=0.3, hflip=True, color_jitter=True)
+    config = tiny_config(class_folder, train_groups="head", epochs=3, feature_cache_views=3, aug=aug)
+    dataset, model, groups = build_parts(config)
+    kept = KeepSources()
+    result = fit(config, dataset, model, groups, [kept])
+    source = kept.train_source
+    assert result.status == "done" and source.views_stored == 3
+    n = source.num_items
+    rows = torch.arange(n)
+    views = [source.store.get(rows + v * n, torch.device("cpu")) for v in range(3)]
+    def differ(a, b):  # random-init features are tiny: compare relative to their scale
+        return float((a - b).abs().max()) > 1e-2 * float(a.abs().max())
+
+    assert differ(views[0], views[1]) and differ(views[1], views[2])
+    assert any("the unaugmented image and 2 augmented views" in note for note in result.notes)
+    single = fit(config.replace(feature_cache_views=1), *build_parts(config)[:1], *build_parts(config)[1:], [])
+    assert any("augmentation does not reach this phase" in note for note in single.notes)
+
+
 def test_feature_cache_over_its_cap_falls_back_to_the_full_model(class_folder):
     config = tiny_config(class_folder, train_groups="head", feature_cache_max_mb=0)
     dataset, model, groups = build_parts(config)

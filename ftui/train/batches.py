@@ -186,8 +186,10 @@ class ImageData:
             notes.append(f"phase {phase.name}: feature cache would need {store.planned_bytes / 2**20:.0f} MB, "
                          f"over {config.feature_cache_max_mb} MB, training the full model instead")
         else:
-            notes.append(f"phase {phase.name}: cached frozen-prefix features "
-                         f"({store.nbytes / 1e6:.1f} MB, {views} view(s), filled as training goes)")
+            seen = ("the unaugmented images: augmentation does not reach this phase (feature_cache_views > 1 "
+                    "adds augmented views)") if views == 1 else f"the unaugmented image and {views - 1} augmented views"
+            notes.append(f"phase {phase.name}: cached frozen-prefix features ({store.nbytes / 1e6:.1f} MB, filled "
+                         f"as training goes) of {seen}")
         # Over the cap nothing is stored and the prefix runs on every batch: the full model's computation.
         # With several processes each rank computes its share of a batch's features and all ranks store all
         # of them, so later epochs can hand any rank any item.
