@@ -233,7 +233,7 @@ def _print_evaluation(run_dir: str | None) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ftui.results.predict import Predictor
 
-    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size, tta=args.tta)
     table = predictor.predictions_table(args.images, top_k=args.top_k)
     sys.stdout.write(table.to_csv(index=False))
     return 0
@@ -243,12 +243,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ftui.results.evaluate import evaluate
 
     split = args.split or ("all" if args.data else "val")
-    result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device)
-    print(f"accuracy {result.accuracy_text()} on {split} images, [95% Wilson interval] (correct/total)")
+    result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device, ood=args.ood, tta=args.tta)
+    print(f"accuracy {result.accuracy_text()} on {split} images{' with TTA' if args.tta else ''}, "
+          "[95% Wilson interval] (correct/total)")
     print(result.per_class.to_string(index=False))
+    cal = result.calibration
+    if cal:
+        print(f"calibration: temperature {cal['temperature']:.3f}, ECE (15 bins) {cal['ece_before']:.2%} with T = 1, "
+              f"{cal['ece_after']:.2%} with T" + (f"; {cal['abstain_rate']:.1%} answered 'unknown'"
+                                                 if "abstain_rate" in cal else ""))
+    if result.ood:
+        _print_ood(result.ood)
+        _save_ood(args.run_dir, result.ood)
     for line in result.warnings:
         print(f"warning: {line}")
     return 0
+
+
+def _print_ood(ood: dict) -> None:
+    print(f"none of these ({ood['num_out']} images of {ood['folder']} vs {ood['num_in']} in-distribution): "
+          f"energy AUROC {ood['energy']['auroc']:.3f}, FPR at 95% TPR {ood['energy']['fpr95']:.3f}; "
+          f"MSP AUROC {ood['msp']['auroc']:.3f}, FPR at 95% TPR {ood['msp']['fpr95']:.3f}"
+          + (f"; the stored threshold answers 'unknown' for {ood['unknown_rate']:.1%} of them"
+             if "unknown_rate" in ood else ""))
+
+
+def _save_ood(run_dir: str, ood: dict) -> None:
+    """The OOD report into the run's evaluation.json ("ood"), so the model card can state it."""
+    import json
+    from pathlib import Path
+
+    from ftui.runs import write_json_atomic
+
+    path = Path(run_dir) / "evaluation.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        write_json_atomic(path, {**saved, "ood": ood})
 
 
 def _add_train(sub) -> None:
@@ -328,18 +358,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_summary)
     _add_train(sub)
-    p = sub.add_parser("predict", help="top-k predictions as CSV: path,label,probability,top_k")
+    p = sub.add_parser("predict", help="top-k predictions as CSV: path,label,probability,top_k,verdict,ood_score")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", dest="top_k", type=int, default=3)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average flip + 4 corner crops")
     p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("evaluate", help="accuracy and per-class table of a run")
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="another dataset to evaluate on (default: the run's val split)")
     p.add_argument("--split", choices=["train", "val", "test", "all"])
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
+    p.add_argument("--ood", metavar="DIR", help="a folder of images from none of the classes: AUROC and FPR at "
+                   "95%% TPR of the 'none of these' score (saved in evaluation.json)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average flip + 4 corner crops")
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench.speed", "speed benchmarks")
@@ -351,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_undo_arguments(p)
     p.set_defaults(func=run_undo)
     _add_lazy(sub, "compare", "ftui.results.compare", "compare two runs: curves, per-class deltas, flipped images")
+    _add_lazy(sub, "ensemble", "ftui.results.ensemble", "combine finished runs into one (averaged calibrated probabilities)")
+    _add_lazy(sub, "bench-trust", "ftui.bench.trust", "calibration, none-of-these, TTA and ensembles on a suite of sets")
     _add_lazy(sub, "make-variant", "ftui.data.variants", "a low-resolution / grayscale / rotated copy of a dataset")
     _add_lazy(sub, "bench-recipes", "ftui.bench.recipes", "the default recipe vs a linear probe and a hand fine-tune")
     return parser

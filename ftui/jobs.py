@@ -114,10 +114,9 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
         progress("evaluating")
         evaluation = None
         try:
-            from ftui.results.evaluate import evaluate
-            from ftui.results.loading import load_run
+            from ftui.results.calibrate import calibrate_and_evaluate
 
-            evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset, device=config.device)
+            evaluation = calibrate_and_evaluate(folder.path, dataset, config.device, progress)
             write_json_atomic(folder.evaluation_path, evaluation.to_dict())
         except Exception as exc:  # noqa: BLE001 - a failed evaluation must not fail a finished run
             log_failure(log, exc, "evaluation failed")
