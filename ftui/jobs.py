@@ -106,7 +106,8 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
     groups = layer_groups(model, config.backbone)
     progress("training")
     # metrics.csv, checkpoints and early stopping come with every run (ftui/train/defaults.py).
-    result = _fit(config, dataset, (model, groups), list(callbacks), stop_event, folder, progress, checkpoint)
+    listeners = list(callbacks)
+    result = _fit(config, dataset, (model, groups), listeners, stop_event, folder, progress, checkpoint)
     # What the weights file gave (every skipped or mismatched tensor): in the job's notes, the CLI prints it.
     if config.weights not in ("none", "imagenet") and weights_report.message and not resume:
         result.notes.insert(0, f"weights: {weights_report.message}")
