@@ -48,19 +48,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags that override a --config file only when given (their argparse default is None).
-_TRAIN_FLAGS = {
-    "backbone": "backbone", "weights": "weights", "train_groups": "train_groups", "epochs": "epochs",
-    "batch_size": "batch_size", "lr": "lr", "seed": "seed", "val_fraction": "val_fraction",
-    "optimizer": "optimizer", "scheduler": "scheduler", "device": "device", "image_size": "image_size",
-    "recipe": "recipe", "runs_dir": "runs_dir", "compile": "compile",
-}
-
-
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A TrainConfig from --config (if given) with the explicitly given flags on top; validated."""
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    changes = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    changes = {name: getattr(args, name) for name in args.config_fields if getattr(args, name) is not None}
     if args.data:
         changes["data"] = args.data
     if args.no_augment:
@@ -291,29 +282,15 @@ def _save_ood(run_dir: str, ood: dict) -> None:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a classifier and write a run folder")
+    p = sub.add_parser("train", help="train a classifier and write a run folder",
+                       description="Every TrainConfig field is a flag, in its group; a flag given overrides "
+                                   "--config.")
     p.add_argument("data", nargs="?", help="dataset folder, .zip or .csv (optional with --config)")
     p.add_argument("--config", help="a run.json TrainConfig; flags given here override it")
-    p.add_argument("--backbone")
-    p.add_argument("--weights", help="imagenet | none | path to a weights file")
-    p.add_argument("--train-groups", dest="train_groups", help="head | all | last:N | G1,G2")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--val-fraction", dest="val_fraction", type=float)
-    p.add_argument("--optimizer", help="sgd | adam | adamw")
-    p.add_argument("--scheduler", help="none | step | cosine | onecycle")
-    p.add_argument("--recipe", help="fine_tune | plain")
-    p.add_argument("--device", help="auto | cpu | cuda | mps")
-    p.add_argument("--image-size", dest="image_size", type=int)
-    p.add_argument("--runs-dir", dest="runs_dir", help="where runs/<id>/ go when --out is not given")
     p.add_argument("--out", help="the run folder to write (must be new or empty)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="carry on an interrupted or stopped run from its last.pt (its own config; other flags ignored)")
     p.add_argument("--no-augment", dest="no_augment", action="store_true", help="switch augmentation off")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="torch.compile the trained module (pays off on a GPU for longer runs)")
     p.add_argument("--gpus", type=int, default=None,
                    help="N: DistributedDataParallel over N GPUs of this machine (torchrun); with --device cpu, "
                         "N CPU processes (gloo)")
@@ -321,7 +298,32 @@ def _add_train(sub) -> None:
                    "folder) | mlflow (a local MLflow store, sqlite in the runs folder)")
     p.add_argument("--tracking-uri", dest="tracking_uri", default="",
                    help="the MLflow tracking URI for --log mlflow (default sqlite:///RUNS_DIR/mlflow.db)")
+    _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, grouped as the config is, help and range from the field's spec; a flag
+    given overrides --config (default None). Flags defined above by hand are left as they are."""
+    taken = set(p._option_string_actions)
+    added = []
+    for group, fields in TrainConfig.fields_by_group().items():
+        section = p.add_argument_group(f"{group} settings")
+        for f in fields:
+            flag = "--" + f.name.replace("_", "-")
+            if f.name in ("data", "aug") or flag in taken:
+                continue
+            kind = str(f.type)
+            options: dict[str, Any] = {"dest": f.name, "default": None, "help": TrainConfig.hint(f.name)}
+            if kind.startswith("bool"):
+                options["action"] = argparse.BooleanOptionalAction
+            else:
+                options["type"] = int if kind.startswith("int") else float if kind.startswith("float") else str
+                if f.metadata.get("choices"):
+                    options["choices"] = f.metadata["choices"]
+            section.add_argument(flag, **options)
+            added.append(f.name)
+    p.set_defaults(config_fields=added)
 
 
 def _add_lazy(sub, name: str, module: str, help_text: str) -> None:
