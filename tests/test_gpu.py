@@ -74,6 +74,21 @@ def test_cuda_settings_bf16_without_scaler_where_the_card_has_it_and_a_batch_fro
     assert devices.device_name(CUDA) == torch.cuda.get_device_name(CUDA)
 
 
+def test_configure_device_leaves_cudnn_autotuning_off_unless_asked_for(monkeypatch):
+    from ftui import devices
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        monkeypatch.delenv("FTUI_CUDNN_BENCHMARK", raising=False)
+        devices.configure_device(CUDA)
+        assert torch.backends.cudnn.benchmark is False and torch.backends.cuda.matmul.allow_tf32
+        monkeypatch.setenv("FTUI_CUDNN_BENCHMARK", "1")
+        devices.configure_device(CUDA)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def test_gpu_data_path_on_the_device_and_from_pinned_memory_gives_the_cpu_batches(tmp_path):
     from ftui.config import AugConfig
     from ftui.data import gpudata
