@@ -137,8 +137,18 @@ def test_train_predict_evaluate_and_lr_finder_on_cuda(tmp_path, capsys):
     from ftui.results.predict import Predictor
 
     cpu_probs = Predictor(run, device="cpu").probabilities(images)
-    gpu_probs = Predictor(run, device="cuda").probabilities(images)
+    gpu = Predictor(run, device="cuda")
+    gpu_probs = gpu.probabilities(images)
     assert torch.allclose(cpu_probs, gpu_probs, atol=0.05)  # bf16/fp16 autocast on the card
+    # One image: a CUDA graph replayed, the same numbers as the eager forward at that shape, captured once.
+    one = gpu._tensor(images[0])[None]
+    with torch.inference_mode():
+        eager = gpu._forward(one).float().cpu()
+    first, again = gpu.logits([images[0]]), gpu.logits([images[0]])
+    assert gpu._one.graph is not None and not gpu._one.failed
+    assert torch.allclose(first, eager, atol=1e-3) and torch.equal(first, again)
+    other = gpu.logits([images[1]])
+    assert not torch.equal(other, first) and torch.allclose(other, gpu.logits(images[:2])[1:], atol=0.05)
 
     from ftui.config import AugConfig, TrainConfig
     from ftui.train.lrfind import find_lr
