@@ -156,8 +156,11 @@ SCRATCH_SETTINGS = {"recipe": "plain", "bn_mode": "train"}
 def bench_config(o: BenchOptions) -> TrainConfig:
     """The training settings every engine run of the bench starts from (validated)."""
     scratch = SCRATCH_SETTINGS if o.weights == "none" else {}
+    # Every epoch runs (no early stopping, which fit() takes from the config): the bench times epochs and
+    # counts epochs to a target, as it always has.
     config = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
-                         batch_size=o.batch_size, image_size=o.image_size, device=o.device, **scratch)
+                         batch_size=o.batch_size, image_size=o.image_size, device=o.device,
+                         early_stopping_patience=0, **scratch)
     config.validate()
     return config
 
