@@ -88,7 +88,7 @@ def test_predictions_table_has_path_label_probability_top_k(trained):
     data, run_dir = trained
     paths = [str(p) for p in sorted(data.rglob("*.jpg"))[:2]]
     table = Predictor(run_dir).predictions_table(paths, top_k=2)
-    assert list(table.columns) == ["path", "label", "probability", "top_k"]
+    assert list(table.columns) == ["path", "label", "probability", "top_k", "verdict", "ood_score"]
     assert table["path"].tolist() == paths
     assert table.loc[0, "top_k"].startswith(table.loc[0, "label"] + ":")
 
