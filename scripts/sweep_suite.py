@@ -50,6 +50,13 @@ def main() -> int:
         records = sweep.run()
         best = sweep.best()
         default = records[0]
+        if best is None or default.state != "complete":
+            note = {"dataset": name, "trials": len(records), "states": [r.state for r in records],
+                    "default": (default.state, default.best_val_acc, default.note),
+                    "minutes": round((time.time() - started) / 60, 1),
+                    "result": "no comparison: the default trial did not complete within the budget"}
+            print(json.dumps(note), flush=True)
+            continue
         val = SHARED / "data" / name / "val"
         scores = {}
         for label, record in (("default", default), ("best", best)):
