@@ -24,12 +24,13 @@ def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
 def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext]:
     """The locked page and its context; writes `model_card.html` into the run folder on the way."""
     from ftui.results.modelcard import build_card, card_body, card_html
+    from ftui.runs import write_text_atomic
 
     run_dir = Path(run_dir).resolve()
     ctx = AppContext(demo_settings(run_dir, workdir))
     run_id = run_dir.name
     card = build_card(run_dir)
-    (run_dir / "model_card.html").write_text(card_html(card), encoding="utf-8")
+    write_text_atomic(run_dir / "model_card.html", card_html(card))
     with gr.Blocks(title=f"ftui demo · {run_id}", fill_width=False) as demo:
         gr.HTML(f"<div class='ftui-header'><div class='ftui-title'>{len(card.classes)}-class classifier "
                 f"<span>try it on your own images</span></div></div>", padding=False)

@@ -126,14 +126,14 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
                                 for i, (p, top) in enumerate(zip(paths[1:], results[1:]), start=1)]
         thumbs = [(picture or _thumb(p), f"{top[0][0]} ({top[0][1]:.0%})")
                   for picture, p, top in zip(pictures, paths, results)]
+        table["path"] = [Path(p).name for p in paths]
+        # A unique name written atomically: parallel calls never share (and truncate) one file.
+        out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
+        write_bytes_atomic(out, table.to_csv(index=False).encode())
     except ImageError as exc:
         return f"**Not an image we can read:** {exc}", *skip
     except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
         return f"**Could not predict:** {shown_message(log, exc, 'predict files')}", *skip
-    table["path"] = [Path(p).name for p in paths]
-    # A unique name written atomically: parallel calls never share (and truncate) one file.
-    out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
-    write_bytes_atomic(out, table.to_csv(index=False).encode())
     return ("", {name: prob for name, prob in results[0]}, verdict, overlay, thumbs, table,
             gr.update(value=download(out), visible=True),
             gr.update(value=download(named_checkpoint(model.run)), visible=True))
