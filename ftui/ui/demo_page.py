@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from ftui.ui.context import AppContext, AppSettings
-from ftui.ui.predict_step import OVERLAY, _thumb, predict_single, run_examples
+from ftui.ui.predict_step import LIVE_CONCURRENCY, OVERLAY, _thumb, predict_single, run_examples
 
 
 def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
@@ -73,7 +73,8 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
 
         upload.change(predict_image, upload, single, api_name="predict_image", concurrency_id="heavy")
         webcam.change(predict_image, webcam, single, api_visibility="private", concurrency_id="heavy")
-        live.stream(predict_image, live, single, stream_every=0.5, time_limit=120, concurrency_limit=4,
-                    api_visibility="private")
+        live.stream(predict_image, live, single, stream_every=0.5, time_limit=120,
+                    concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", api_name="predict_live",
+                    api_visibility="undocumented")
         examples.select(on_example, None, single, api_visibility="private", concurrency_id="heavy")
     return demo, ctx

@@ -22,6 +22,7 @@ MAX_PREDICT_FILES = 256
 EXPLAINED = 12  # images in one batch that get a Grad-CAM overlay (each costs a forward and a backward pass)
 OVERLAY = 256
 THUMB = 128
+LIVE_CONCURRENCY = 4
 PROGRESS = gr.Progress()
 _examples_cache = LRU(8)
 log = logging.getLogger(__name__)
@@ -287,8 +288,12 @@ def build(ctx: AppContext) -> PredictView:
     c["examples"].select(h.on_example, [run, top_k], single, concurrency_id="heavy", **private)
     c["webcam"].change(h.predict_image, [run, c["webcam"], top_k], single, api_name="predict_image",
                        concurrency_id="heavy")
+    # Live frames from every viewer share a queue of their own: at most LIVE_CONCURRENCY frames are worked on
+    # at once (Grad-CAM is a forward and a backward pass), later frames wait their turn instead of failing.
+    # Callable by API clients (undocumented) so load tests can drive it like a browser does.
     c["live"].stream(h.predict_image, [run, c["live"], top_k], single, stream_every=0.5, time_limit=120,
-                     concurrency_limit=4, **private)
+                     concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", api_name="predict_live",
+                     api_visibility="undocumented")
     c["pt2_button"].click(h.export_pt2, run, export_outputs, api_name="export_pt2", concurrency_id="heavy")
     c["onnx_button"].click(h.export_onnx, run, export_outputs, api_name="export_onnx", concurrency_id="heavy")
     run.change(h.on_run, run, [c["examples"], c["model_file"]], **private)
