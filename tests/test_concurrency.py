@@ -83,3 +83,39 @@ def test_parallel_live_frames_and_predictions_each_get_the_single_user_answer(tm
             checked = sum(f.result() for f in counted)
     assert failures == [], failures[:5]
     assert checked == (VIEWERS + 2) * FRAMES
+
+
+@pytest.mark.slow
+def test_concurrent_resumes_of_one_run_queue_one_job(tmp_path):
+    """Finding 11: three /resume_training calls at once for one stopped run; exactly one job comes of them."""
+    import json
+    import secrets
+    import time
+
+    from conftest import make_class_folder
+
+    make_class_folder(tmp_path / "data" / "colours", per_class=6, size=24)
+    owner = secrets.token_urlsafe(16)
+    config = {"backbone": "mobilenet_v3_small", "weights": "none", "train_groups": "all", "recipe": "plain",
+              "bn_mode": "train", "image_size": 32, "batch_size": 8, "epochs": 300, "feature_cache": False}
+    with running_app(tmp_path, data_root=tmp_path / "data") as (url, ctx):
+        c = gradio_client.Client(url, verbose=False)
+        c.predict(source_path="colours", val_fraction=0.25, api_name="/load_data")
+        job, error = c.predict(config=json.dumps(config), owner_token=owner, api_name="/start_training")
+        assert error == ""
+        deadline = time.monotonic() + 300
+        while c.predict(job=job, token=owner, api_name="/poll")[0]["epoch"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        run_id = c.predict(job=job, token=owner, api_name="/poll")[0]["run_id"]
+        assert c.predict(job=job, owner_token=owner, api_name="/stop") == ""
+        ctx.jobs.get(job).wait(120)
+        clients = [gradio_client.Client(url, verbose=False) for _ in range(3)]
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda cl: cl.predict(run_id=run_id, owner_token=owner,
+                                                          api_name="/resume_training"), clients))
+        started = [j for j, error in answers if error == ""]
+        refused = [error for _j, error in answers if error]
+        assert len(started) == 1, answers
+        assert len(refused) == 2 and all("already training or queued" in e for e in refused), refused
+        resumes = [j for j in ctx.jobs.jobs() if j.resume]
+        assert [j.id for j in resumes] == started
