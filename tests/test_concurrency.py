@@ -36,6 +36,7 @@ def answer(client, run_id: str, image: str) -> tuple[dict, np.ndarray]:
 def same(got: tuple[dict, np.ndarray], want: tuple[dict, np.ndarray]) -> bool:
     """The same label, probabilities and heat map as a single user gets (float noise aside)."""
     (label, overlay), (want_label, want_overlay) = got, want
+    label, want_label = label.get("value", label), want_label.get("value", want_label)  # plain, or an update
     return label["label"] == want_label["label"] and np.abs(overlay - want_overlay).mean() <= 1.0 and all(
         abs(a["confidence"] - b["confidence"]) <= 1e-4
         for a, b in zip(label["confidences"], want_label["confidences"]))

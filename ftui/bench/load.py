@@ -139,7 +139,10 @@ class User:
         except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the user
             self.tally.record(endpoint, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
             return
-        problem = check(result)
+        try:
+            problem = check(result)
+        except (KeyError, IndexError, TypeError) as exc:  # an answer of the wrong shape is an error too
+            problem = f"error: unexpected answer ({type(exc).__name__}: {exc})"
         self.tally.record(endpoint, time.perf_counter() - t0, error=problem if problem.startswith("error") else "",
                           wrong=problem == "wrong")
 
@@ -150,8 +153,8 @@ class User:
         def check(out) -> str:
             if out[0]:
                 return f"error: {out[0]}"
-            return "" if out[1]["label"] == want["label"] and abs(
-                out[1]["confidences"][0]["confidence"] - want["confidences"][0]["confidence"]) < 1e-4 else "wrong"
+            got = labels(out[1])
+            return "" if got[0][0] == want[0][0] and abs(got[0][1] - want[0][1]) < 1e-4 else "wrong"
         self.timed("predict_image", lambda: self.client.predict(
             run_id=self.plan["run"], image=self.gc.handle_file(image), k=3, api_name="/predict_image"), check)
 
@@ -165,7 +168,7 @@ class User:
             for frame, out in zip(frames, answers):
                 if out[0]:
                     return f"error: {out[0]}"
-                if out[1]["label"] != self.plan["answers"][frame]["label"]:
+                if labels(out[1])[0][0] != self.plan["answers"][frame][0][0]:
                     return "wrong"
             return "" if len(answers) == len(frames) else "wrong"
         self.timed("live_webcam (4 frames)", call, check)
@@ -188,7 +191,7 @@ class User:
         def check(out) -> str:
             if out[-1]:
                 return f"error: {out[-1]}"
-            return "" if "4 classes" in out[1] else "wrong"
+            return "" if "4 classes" in out[0] else "wrong"
         self.timed("upload_data", lambda: self.client.predict(
             files=[self.gc.handle_file(self.plan["zip"])], val_fraction=0.25, api_name="/upload_data"), check)
 
@@ -216,9 +219,10 @@ def prepare(url: str, data: Path, work: Path) -> dict:
     answers = {}
     for image in images:
         out = client.predict(run_id=run, image=gradio_client.handle_file(image), k=3, api_name="/predict_image")
-        answers[image] = out[1]
+        answers[image] = labels(out[1])
     evaluation = client.predict(run, "val", api_name="/evaluate")[1]
-    long_job, error = client.predict(config=json.dumps({**RUN_CONFIG, "epochs": 10000}), owner_token=token,
+    long_job, error = client.predict(config=json.dumps({**RUN_CONFIG, "epochs": 10000, "early_stopping_patience": 0}),
+                                     owner_token=token,
                                      api_name="/start_training")
     if error:
         raise SystemExit(f"could not start the long job: {error}")
@@ -226,6 +230,12 @@ def prepare(url: str, data: Path, work: Path) -> dict:
     return {"run": run, "images": images, "answers": answers, "evaluation": evaluation, "job": long_job,
             "token": token, "client": client, "train_dir": work / "runs" / snap["run_id"],
             "zip": upload_zip(data, work)}
+
+
+def labels(label_output) -> list[tuple[str, float]]:
+    """(label, probability) pairs, most likely first, from a gr.Label output (plain, or inside an update)."""
+    value = label_output.get("value", label_output) if isinstance(label_output, dict) else label_output
+    return [(c["label"], float(c["confidence"])) for c in value["confidences"]]
 
 
 def percentile(values: list[float], q: float) -> float:
