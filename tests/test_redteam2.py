@@ -92,3 +92,23 @@ def test_a_guessable_owner_token_is_refused_and_the_server_issues_128_bit_ones(a
     resumed = c.predict(run_id=_run.name, owner_token=guess, api_name="/resume_training")[1]
     assert "too short to be secret" in resumed, resumed
     assert all(owner != guess for owner in ctx.owners.values())
+
+
+# --- 7. the login throttle counts the TCP peer; a forged X-Forwarded-For does not dodge it --------------------
+def test_a_new_x_forwarded_for_per_request_does_not_reset_the_login_throttle(tmp_path):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    with running_app(tmp_path, auth=("admin", "right-password")) as (url, _ctx):
+        codes = []
+        for attempt in range(12):
+            data = urllib.parse.urlencode({"username": "admin", "password": f"wrong-{attempt}"}).encode()
+            request = urllib.request.Request(f"{url}login", data=data,
+                                             headers={"X-Forwarded-For": f"203.0.113.{attempt + 1}"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    codes.append(response.status)
+            except urllib.error.HTTPError as exc:
+                codes.append(exc.code)
+        assert codes[:10] == [400] * 10 and codes[10:] == [429, 429], codes
