@@ -274,6 +274,18 @@ def test_fit_stops_early_from_the_config_alone(class_folder, tmp_path):
     assert patient.epochs_done == 4
 
 
+def test_early_stopping_never_counts_an_epoch_whose_rate_is_still_rising():
+    """Warm-up epochs (the rate rises from one epoch's end to the next) are not a plateau; after the peak they
+    count. Worse val loss at epochs 2-4 under a rising rate, then two bad epochs after the peak: stop at 6."""
+    control = TrainingControl()
+    stopper = EarlyStopping(patience=2, monitor="val_loss")
+    stopper.on_fit_start({})
+    epochs = [(0.5, 1e-4), (0.9, 4e-4), (0.8, 8e-4), (0.7, 1e-3), (0.6, 9e-4), (0.55, 7e-4)]
+    for epoch, (loss, lr) in enumerate(epochs, start=1):
+        stopper.on_epoch_end({"val_loss": loss, "lr": lr, "control": control})
+        assert control.should_stop == (epoch == 6), epoch
+
+
 def test_early_stopping_asks_the_loop_to_stop_after_patience_epochs():
     control = TrainingControl()
     stopper = EarlyStopping(patience=2)

@@ -169,8 +169,10 @@ class CSVLogger(Callback):
 class EarlyStopping(Callback):
     """Stops the run when the monitored metric has not improved for `patience` epochs of the current phase.
 
-    Counting restarts with each phase: the fine-tune phase's first epochs (rates warming up) may not beat the
-    fitted head's val loss yet, and that is no plateau.
+    Counting restarts with each phase, and an epoch whose learning rate is still rising (a onecycle or linear
+    warm-up) is never counted as a bad one: while the rate climbs, val loss may not beat the fitted head's or
+    the first epoch's yet, and that is no plateau. (Counting through the warm-up stopped the from-scratch demo
+    recipe, 14 onecycle epochs, at epoch 4 of 14 with val accuracy 0.64 instead of 0.99.)
     """
 
     def __init__(self, patience: int, monitor: str = "val_acc", min_delta: float = 0.0) -> None:
@@ -183,22 +185,28 @@ class EarlyStopping(Callback):
         self.sign = -1.0 if "loss" in monitor else 1.0
         self.best = -math.inf
         self.bad_epochs = 0
+        self.last_lr: float | None = None
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
         self.best = -math.inf
         self.bad_epochs = 0
+        self.last_lr = None
 
     def on_phase_start(self, info: dict[str, Any]) -> None:
         self.on_fit_start(info)
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
-        value = info.get(self.monitor)
+        value, lr = info.get(self.monitor), info.get("lr")
+        warming_up = lr is not None and self.last_lr is not None and lr > self.last_lr
+        self.last_lr = lr if lr is not None else self.last_lr
         if value is None:
             return
         score = self.sign * float(value)
         if score > self.best + self.min_delta:
             self.best = score
             self.bad_epochs = 0
+            return
+        if warming_up:
             return
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience and info.get("control") is not None:
