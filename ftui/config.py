@@ -26,6 +26,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 BN_MODES = ("frozen", "train")
 RECIPES = ("fine_tune", "plain")
 HEAD_FITS = ("lbfgs", "sgd")
+TASK_NAMES = ("auto", "classification", "multilabel", "regression")
+REGRESSION_LOSSES = ("huber", "mse")
 
 # Bounds every run must respect, whoever sends the config (API, CLI, Python): (low, high) inclusive.
 INT_BOUNDS = {
@@ -204,6 +206,11 @@ class TrainConfig:
     compile: bool = False
     runs_dir: str = "runs"
     run_name: str = ""
+    # What the head predicts (ftui/data/tasks.py, ftui/train/tasks.py): "auto" (a CSV's columns decide; a
+    # folder is classification), "classification", "multilabel" or "regression". A run records the task
+    # it trained. Regression's loss on standardized targets: "huber" (robust to a few odd values) or "mse".
+    task: str = "auto"
+    regression_loss: str = "huber"
 
     @property
     def data_seed(self) -> int:
@@ -252,6 +259,10 @@ class TrainConfig:
             raise ConfigError(f"num_workers must be in [0, {cores}] (the CPU cores here), got {self.num_workers}")
         if len(self.run_name) > 100:
             raise ConfigError(f"run_name is too long ({len(self.run_name)} characters, at most 100)")
+        if self.task not in TASK_NAMES:
+            raise ConfigError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
+        if self.regression_loss not in REGRESSION_LOSSES:
+            raise ConfigError(f"regression_loss must be one of {REGRESSION_LOSSES}, got {self.regression_loss!r}")
         if self.head_fit not in HEAD_FITS:
             raise ConfigError(f"head_fit must be one of {HEAD_FITS}, got {self.head_fit!r}")
         spec = self.train_groups.strip()

@@ -55,7 +55,9 @@ def run_training(
     config.validate()
     progress("loading dataset")
     dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.data_seed,
-                           progress=lambda fraction, message="": progress(message or "loading dataset"))
+                           progress=lambda fraction, message="": progress(message or "loading dataset"),
+                           task=config.task)
+    config.task = dataset.task  # "auto" resolved: config.json records the task the run trains
     warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
     for line in warnings:
         progress(line)

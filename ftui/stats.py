@@ -30,3 +30,23 @@ def format_accuracy(correct: int, n: int) -> str:
     lo, hi = wilson_interval(correct, n)
     acc = correct / n if n else 0.0
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] ({correct}/{n})"
+
+
+def average_precision(scores, truth) -> float:
+    """Average precision of `scores` ranking the positives of `truth` (0/1): the precision at each positive's
+    rank, averaged over the positives, tied scores counted as one threshold (scikit-learn's
+    average_precision_score). NaN when there is no positive."""
+    import numpy as np
+
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=np.float64) > 0.5
+    positives = truth.sum()
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    scores, truth = scores[order], truth[order]
+    # The last index of each run of equal scores: one threshold per distinct score.
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    found = np.cumsum(truth)[last]
+    precision = found / (last + 1)
+    recall_step = np.diff(np.r_[0, found]) / positives
+    return float((recall_step * precision).sum())

@@ -255,13 +255,16 @@ MIN_VAL_PER_CLASS = 5
 def class_size_warnings(dataset: Dataset) -> list[str]:
     """Refuse a class with fewer than 2 images in all (nothing to both train and check on); warn, one line
     per class, when a class has fewer than MIN_VAL_PER_CLASS val images (its accuracy means little)."""
+    if dataset.task == tasks.REGRESSION:  # the values were checked when read (2+ distinct, all finite)
+        return []
+    word, metric = ("label", "average precision") if dataset.task == tasks.MULTILABEL else ("class", "accuracy")
     totals = [sum(dataset.class_counts(s)[i] for s in dataset.splits) for i in range(len(dataset.classes))]
     tiny = [f"{name} ({n})" for name, n in zip(dataset.classes, totals) if n < 2]
     if tiny:
-        raise DatasetError(f"class {', '.join(tiny)} has fewer than 2 images: a class needs at least one image to "
-                           "train on and one to check on. Add images to it or remove the class.")
+        raise DatasetError(f"{word} {', '.join(tiny)} has fewer than 2 images: a {word} needs at least one image "
+                           f"to train on and one to check on. Add images to it or remove the {word}.")
     val = dataset.class_counts("val")
-    return [f"warning: class {name!r} has only {n} val image{'s' if n != 1 else ''}: its accuracy is not "
+    return [f"warning: {word} {name!r} has only {n} val image{'s' if n != 1 else ''}: its {metric} is not "
             f"reliable (fewer than {MIN_VAL_PER_CLASS}); add images or raise the val fraction"
             for name, n in zip(dataset.classes, val) if n < MIN_VAL_PER_CLASS]
 

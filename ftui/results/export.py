@@ -54,7 +54,21 @@ def metadata(run: LoadedRun) -> dict:
     return {"run": run.id, "backbone": run.config.backbone, "classes": list(run.classes),
             "input": "float32 (N, 3, image_size, image_size), RGB scaled to 0..1, then (x - mean) / std",
             "image_size": int(t["image_size"]), "resize_size": int(t["resize_size"]),
-            "mean": [float(v) for v in t["mean"]], "std": [float(v) for v in t["std"]]}
+            "mean": [float(v) for v in t["mean"]], "std": [float(v) for v in t["std"]], **_task_outputs(run)}
+
+
+def _task_outputs(run: LoadedRun) -> dict:
+    """How to read the logits: softmax (classification), sigmoid per label with its threshold (multilabel), or
+    logits * target_std + target_mean in the user's units (regression)."""
+    if run.kind == "regression":
+        return {"task": "regression", "outputs": "value = logits * target_std + target_mean",
+                "target_mean": [float(v) for v in run.task.mean], "target_std": [float(v) for v in run.task.std]}
+    if run.kind == "multilabel":
+        from ftui.results.predict import Predictor
+
+        return {"task": "multilabel", "outputs": "probability = sigmoid(logits); a label is on at its threshold",
+                "thresholds": Predictor(run).thresholds()}
+    return {"task": "classification", "outputs": "probabilities = softmax(logits)"}
 
 
 def val_images(run: LoadedRun, limit: int = PARITY_IMAGES) -> list[str]:

@@ -14,6 +14,7 @@ from ftui.config import ConfigError, TrainConfig
 from ftui.data.augment import eval_transform
 from ftui.models.backbones import build
 from ftui.runs import RunError, RunFolder, load_checkpoint
+from ftui.train.tasks import CLASSIFICATION, Task, make_task
 
 
 @dataclass
@@ -30,6 +31,12 @@ class LoadedRun:
     metrics: pd.DataFrame
     status: dict[str, Any] = field(default_factory=dict)
     checkpoint: str = "best"
+    # What the head predicts and how its outputs read (ftui/train/tasks.py; classification for older runs).
+    task: Task | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind if self.task is not None else CLASSIFICATION
 
     def eval_transform(self):
         """The eval pipeline (resize, center crop, normalise) this run was validated with."""
@@ -62,5 +69,5 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     return LoadedRun(
         id=folder.id, path=folder.path, model=model, classes=classes, config=config,
         transform=transform, metrics=folder.metrics(), status=folder.read_status(),
-        checkpoint=path.stem,
+        checkpoint=path.stem, task=make_task(ckpt),
     )

@@ -104,6 +104,28 @@ class Predictor:
         """Softmax probabilities, one row per image, columns in `classes` order."""
         return torch.softmax(self.logits(images), dim=1)
 
+    @property
+    def kind(self) -> str:
+        return self.run.kind
+
+    def outputs(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """What the run's task reads from the model (ftui/train/tasks.py): class probabilities, per-label
+        probabilities (multilabel) or values in the user's units (regression); one row per image."""
+        logits = self.logits(images)
+        return self.run.task.outputs(logits) if self.run.task is not None else torch.softmax(logits, dim=1)
+
+    def thresholds(self) -> list[float]:
+        """Multilabel: each label's threshold chosen on val (the run's evaluation.json), else 0.5."""
+        import json
+
+        saved = self.run.path / "evaluation.json"
+        try:
+            data = json.loads(saved.read_text()) if saved.is_file() else {}
+        except (OSError, ValueError):
+            data = {}
+        found = data.get("thresholds") if data.get("split") == "val" else None
+        return [float(t) for t in found] if found and len(found) == len(self.classes) else [0.5] * len(self.classes)
+
     def predict(self, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
         """For each image the top-k (label, probability) pairs, most likely first."""
         if top_k < 1:
@@ -116,8 +138,28 @@ class Predictor:
             for row_v, row_i in zip(values, indices)
         ]
 
+    def _task_table(self, images: Sequence[ImageLike]) -> pd.DataFrame:
+        outputs = self.outputs(images).double().numpy()
+        paths = [getattr(im, "filename", "") if isinstance(im, Image.Image) else str(im) for im in images]
+        table = pd.DataFrame({"path": paths})
+        if self.kind == "regression":
+            for k, name in enumerate(self.classes):
+                table[name] = outputs[:, k].round(6)
+            return table
+        cuts = self.thresholds()
+        table["labels"] = [";".join(n for n, p, t in zip(self.classes, row, cuts) if p >= t) for row in outputs]
+        for k, name in enumerate(self.classes):
+            table[f"p_{name}"] = outputs[:, k].round(6)
+        for k, name in enumerate(self.classes):
+            table[f"threshold_{name}"] = cuts[k]
+        return table
+
     def predictions_table(self, images: Sequence[ImageLike], top_k: int = 3) -> pd.DataFrame:
-        """DataFrame(path, label, probability, top_k) with top_k as 'label:prob;label:prob'."""
+        """DataFrame(path, label, probability, top_k) with top_k as 'label:prob;label:prob'. Multilabel: path,
+        labels (those at or above their threshold, ';'-separated), then a probability column per label;
+        regression: path and a column per value, in the user's units."""
+        if self.kind != "classification":
+            return self._task_table(images)
         results = self.predict(images, top_k)
         rows = []
         for image, top in zip(images, results):
@@ -138,7 +180,7 @@ def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:
 
     try:
         dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction,
-                               seed=run.config.data_seed)
+                               seed=run.config.data_seed, task=run.config.task)
     except (ValueError, OSError) as exc:
         logging.getLogger(__name__).warning("cannot reload %s for examples: %s", run.config.data, exc)
         return []

@@ -49,13 +49,19 @@ def reads_cached_features(train_source, val_source) -> bool:
 
 def train_head_alone(head: nn.Module, train_source, config, stop_requested: Callable[[], bool],
                      val_scores: Callable[[nn.Module], tuple[float, float]],
-                     class_weight: torch.Tensor | None = None) -> HeadAloneResult | None:
+                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                     ) -> HeadAloneResult | None:
     """Train a copy of `head` for `config.epochs` epochs (the run's optimizer at config.lr, cosine to zero:
     the old head-only default) on the cached train features, scoring each epoch with `val_scores` (val loss,
     val accuracy); `head` is left as it was.
 
-    Returns the best epoch by val accuracy, or None when stopped. `stop_requested()` is checked per batch.
+    Returns the best epoch by val accuracy (the task's score), or None when stopped. `loss_fn(logits, y)` is
+    the batch's mean training loss (the task's; default plain cross-entropy). `stop_requested()` is checked
+    per batch.
     """
+    if loss_fn is None:
+        def loss_fn(logits, y):
+            return nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
     candidate = copy.deepcopy(head)
     params = [p for p in candidate.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, [{"params": params, "lr": config.lr}])
@@ -69,8 +75,7 @@ def train_head_alone(head: nn.Module, train_source, config, stop_requested: Call
                 if stop_requested():
                     return None
                 optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(candidate(x).float(), y, weight=class_weight,
-                                                   label_smoothing=config.label_smoothing)
+                loss = loss_fn(candidate(x).float(), y)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()

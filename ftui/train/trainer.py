@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import random
 import threading
 import time
@@ -63,6 +64,7 @@ from ftui.train.headalone import HeadAloneResult, reads_cached_features, train_h
 from ftui.train.headfit import fit_head
 from ftui.train.recipes import Phase, class_weights, lr_multiplier, make_optimizer, param_groups, plan_phases
 from ftui.train.resume import checkpoint_state, rng_state, set_rng_state
+from ftui.train.tasks import CLASSIFICATION, make_task
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,7 @@ class Trainer:
         seconds = time.perf_counter() - t0
         self.epoch_seconds.append(seconds)
         self.result.epochs_done = epoch
-        improved = val_acc is not None and val_acc > (self.result.best_val_acc or -1.0)
+        improved = val_acc is not None and val_acc > self._best_score()
         if improved:
             self.result.best_val_acc, self.result.best_epoch = val_acc, epoch
         recent = self.epoch_seconds[-3:]
@@ -226,6 +228,10 @@ class Trainer:
         if self.dist.enabled and self.dist.any(self.control.should_stop) and not self.control.should_stop:
             self.control.request_stop("stopped on rank 0")
 
+    def _best_score(self) -> float:
+        """The best val score so far (-inf before any): regression's score, -MAE, is below zero."""
+        return -math.inf if self.result.best_val_acc is None else self.result.best_val_acc
+
     def _head_alone_due(self) -> bool:
         """The last epoch of an SGD head phase with a later phase, on cached features, in one process."""
         phase, index = self.phase, self.phase_index
@@ -240,10 +246,10 @@ class Trainer:
         self._say("training the head alone on the cached features")
         head, t0 = _unwrapped(self.forward), time.perf_counter()
         found = train_head_alone(head, self.train_source, self.config, self._stop_requested, self._head_val_scores,
-                                 self.class_weight)
+                                 self.task.mean_loss)
         if found is None:
             return
-        kept = found.val_acc > (self.result.best_val_acc or -1.0)
+        kept = found.val_acc > self._best_score()
         self.head_alone = (found, self.epoch if kept else None, time.perf_counter() - t0)
         self._say(f"head alone: best val acc {found.val_acc:.4f}" + (" (best.pt so far)" if kept else ""))
         if not kept:
@@ -258,10 +264,12 @@ class Trainer:
             self._save_checkpoints(val_acc, improved=False)  # last.pt's resume state: the new best val acc
 
     def _head_val_scores(self, head: nn.Module) -> tuple[float, float]:
-        """(val loss, val accuracy) of a head on the cached val features, in float32 (the head is tiny)."""
-        total_loss, correct, seen = _evaluate(head, self.val_source, self.val_criterion, self.speed.device,
-                                              use_amp=False, channels_last=False)
-        return total_loss / max(seen, 1), correct / max(seen, 1)
+        """(val loss, val score) of a head on the cached val features, in float32 (the head is tiny)."""
+        meter = self.task.meter()
+        total_loss = _evaluate(head, self.val_source, self.val_criterion, self.speed.device, meter,
+                               use_amp=False, channels_last=False)
+        score, seen = meter.result(self.dist)
+        return total_loss / max(seen, 1), score
 
     def _head_alone_summary(self) -> str:
         """The run's note on the head alone: its val accuracy, its cost, and whether best.pt is still it."""
@@ -276,13 +284,15 @@ class Trainer:
 
     def _train_epoch(self) -> tuple[float, float]:
         """on_epoch_start, then the training batches; checks the stop flags before every batch."""
-        self._sums = [0.0, 0, 0]  # loss x images, correct, images
+        self._sums = [0.0, 0, 0]  # loss x images, (unused), images
+        self._meter = self.task.meter()  # the task's train metric (accuracy, mAP, -MAE)
         self._t_prev = time.perf_counter()
         try:
             self._event("on_epoch_start", {"epoch": self.epoch, "epochs": self.config.epochs,
                                            "phase": self.phase.name})
             # Several processes would each fit their own shard's head: they step by SGD instead.
-            head = self._linear_head() if self.phase.solver == "lbfgs" and not self.dist.enabled else None
+            head = (self._linear_head() if self.phase.solver == "lbfgs" and not self.dist.enabled
+                    and self.task.kind == CLASSIFICATION else None)
             if head is not None:
                 return self._fit_head(head)
             for index, (x, y) in enumerate(self.train_source.batches(), start=1):
@@ -301,8 +311,8 @@ class Trainer:
             pass
         if self._stop_requested():
             raise StopRequested()
-        loss_sum, correct, seen = self._sums
-        return loss_sum / max(seen, 1), correct / max(seen, 1)
+        loss_sum, _, seen = self._sums
+        return loss_sum / max(seen, 1), self._meter.result(self.dist)[0]
 
     def _linear_head(self) -> nn.Linear | None:
         """The model's final Linear layer, or None (a conv head, a model ftui did not build): SGD then."""
@@ -350,7 +360,7 @@ class Trainer:
         x, y, speed = self.xb, self.yb, self.speed
         self.optimizer.zero_grad(set_to_none=True)
         norm, scale = self._batch_norm(y)
-        loss_value, batch_correct = 0.0, 0
+        loss_value = 0.0
         pieces = list(zip(x.split(speed.micro_batch), y.split(speed.micro_batch)))
         # Gradient accumulation over micro-batches: the summed loss / the batch's weight is the batch's mean.
         for k, (xm, ym) in enumerate(pieces):
@@ -366,16 +376,16 @@ class Trainer:
                                         f"lower the learning rate (now {self.config.lr:g})")
                 self.scaler.scale(loss * scale).backward()
             loss_value += float(loss.detach())
-            batch_correct += int((logits.detach().argmax(1) == ym).sum())
+            self._meter.add(logits.detach(), ym)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         n = int((y != IGNORE).sum()) if self.dist.enabled else int(y.shape[0])
         if self.dist.enabled:
             # Events report the global batch, as one process would.
-            loss_value, batch_correct, n = self.dist.sum([loss_value, batch_correct, n])
-            batch_correct, n = int(batch_correct), int(n)
-        self._sums = [self._sums[0] + loss_value * n, self._sums[1] + batch_correct, self._sums[2] + n]
+            loss_value, n = self.dist.sum([loss_value, n])
+            n = int(n)
+        self._sums = [self._sums[0] + loss_value * n, 0, self._sums[2] + n]
         now = time.perf_counter()
         images_per_s = n / max(now - self._t_prev, 1e-9)
         self._t_prev = now
@@ -393,11 +403,11 @@ class Trainer:
             self._event("on_validate_start", {"epoch": self.epoch})
         except CancelValidate:
             return None, None
-        speed = self.speed
-        sums = _evaluate(_unwrapped(self.forward), self.val_source, self.val_criterion, speed.device,
-                         speed.infer_amp, speed.channels_last)
-        total_loss, correct, seen = self.dist.sum(sums)  # over every rank's share of the split
-        val_loss, val_acc = total_loss / max(seen, 1), correct / max(seen, 1)
+        speed, meter = self.speed, self.task.meter()
+        total_loss = _evaluate(_unwrapped(self.forward), self.val_source, self.val_criterion, speed.device, meter,
+                               speed.infer_amp, speed.channels_last)
+        val_acc, seen = meter.result(self.dist)  # over every rank's share of the split: the task's score
+        val_loss = self.dist.sum([total_loss])[0] / max(seen, 1)
         self._event("on_validate_end", {"epoch": self.epoch, "val_loss": val_loss, "val_acc": val_acc})
         return val_loss, val_acc
 
@@ -433,12 +443,14 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.notes.append(self.speed.describe())
         self.class_weight = None
-        if config.class_weighted_loss:
+        kind = self.data.meta.get("task", CLASSIFICATION)
+        if config.class_weighted_loss and kind == CLASSIFICATION:  # multilabel weighs by pos_weight instead
             self.class_weight = class_weights(self.data.train_class_counts()).to(device)
-        # Summed, then divided by the whole batch's weight: micro-batches then add up to the batch's mean loss.
-        self.criterion = nn.CrossEntropyLoss(weight=self.class_weight, label_smoothing=config.label_smoothing,
-                                             reduction="sum")
-        self.val_criterion = nn.CrossEntropyLoss(reduction="sum")
+        # The task (ftui/train/tasks.py) owns loss, metric and outputs. The loss is summed, then divided by the
+        # whole batch's weight: micro-batches then add up to the batch's mean loss.
+        self.task = make_task(self.data.meta, getattr(self.data, "targets", None), config, self.class_weight)
+        self.task.to(device)
+        self.criterion, self.val_criterion = self.task.criterion(), self.task.val_criterion()
         if self._resume is not None:
             set_rng_state(self._resume["rng"])
 
@@ -485,6 +497,7 @@ class Trainer:
         return {
             "epochs": self.config.epochs, "device": str(self.speed.device), "amp": self.speed.use_amp,
             "classes": list(self.data.meta["classes"]), "num_train": self.data.num_train,
+            "task": self.task.kind, "metric": self.task.metric_name,
             "num_val": self.data.num_val,
             "phases": [{"name": p.name, "epochs": p.epochs, "trainable": p.trainable} for p in self.phases],
             "config": self.config.to_dict(), "notes": list(self.notes),
@@ -566,8 +579,8 @@ def _unwrapped(module: nn.Module) -> nn.Module:
 
 
 @torch.inference_mode()
-def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: bool) -> list[float]:
-    """[summed loss, correct, seen] over `source` with the module in eval mode (padding labels skipped)."""
+def _evaluate(forward, source, criterion, device, meter, use_amp: bool, channels_last: bool) -> float:
+    """The summed loss over `source` with the module in eval mode; `meter` (the task's) sees every batch."""
     was_training = forward.training
     forward.eval()
     # A BatchNorm-folded copy of the module as it is now: same outputs, faster on CPU. On a GPU, cuDNN's
@@ -575,7 +588,7 @@ def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: 
     fast = fuse_for_inference(forward) if device.type != "cuda" else forward
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss = 0.0
     try:
         for x, y in source.batches():
             if channels_last and x.dim() == 4:
@@ -583,11 +596,10 @@ def _evaluate(forward, source, criterion, device, use_amp: bool, channels_last: 
             with devices.autocast(device, use_amp):
                 logits = fast(x).float()
             total_loss += float(criterion(logits, y))
-            correct += int((logits.argmax(1) == y).sum())
-            seen += int((y != IGNORE).sum())
+            meter.add(logits, y)
     finally:
         forward.train(was_training)
-    return [total_loss, correct, seen]
+    return total_loss
 
 
 def describe_exception(exc: BaseException, config: TrainConfig, log_path: str | Path | None = None) -> str:
