@@ -89,3 +89,24 @@ def test_a_stopped_run_resumes(task, tmp_path, capsys):
     metrics = pd.read_csv(tmp_path / "part" / "metrics.csv")
     assert metrics["epoch"].tolist() == [1, 2, 3]
     assert json.loads((tmp_path / "part" / "evaluation.json").read_text())["task"] == task
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_two_gloo_processes_match_one_process(task, tmp_path, capsys):
+    # As tests/test_ddp.py for classification: padding rows of a short share add no loss, the val mAP is
+    # computed over every rank's rows gathered, and the weights equal one process's.
+    csv = MAKERS[task](tmp_path / "data", n=30)
+    flags = ["--backbone", "resnet18", "--weights", "none", "--train-groups", "all", "--recipe", "plain",
+             "--optimizer", "sgd", "--lr", "0.01", "--scheduler", "none", "--epochs", "2", "--batch-size", "6",
+             "--image-size", "32", "--no-augment", "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]
+    assert main(["train", str(csv), *flags, "--out", str(tmp_path / "ddp"), "--gpus", "2"]) == 0
+    assert main(["train", str(csv), *flags, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    for key, value in b["state_dict"].items():
+        assert torch.allclose(a["state_dict"][key].float(), value.float(), atol=1e-4, rtol=1e-3), key
+    ddp = pd.read_csv(tmp_path / "ddp" / "metrics.csv")
+    one = pd.read_csv(tmp_path / "one" / "metrics.csv")
+    assert ddp["val_acc"].tolist() == pytest.approx(one["val_acc"].tolist(), abs=1e-3)
