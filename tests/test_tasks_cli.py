@@ -65,6 +65,16 @@ def test_train_evaluate_predict_export(task, tmp_path, capsys):
         assert {"labels", "p_red", "p_green", "p_blue", "threshold_red"} <= set(table.columns)
         assert table["p_red"].between(0, 1).all()
 
+    from ftui.results.predict import Predictor
+
+    top = Predictor(run).predict(images, top_k=3)
+    if task == "regression":  # the value itself, as the CSV gives it
+        assert [t[0][0] for t in top] == ["value"] * 3
+        assert [t[0][1] for t in top] == pytest.approx(table["value"].tolist(), abs=1e-5)
+    else:  # each label's own probability (they need not sum to 1)
+        assert {name for name, _ in top[0]} == {"red", "green", "blue"}
+        assert dict(top[0])["red"] == pytest.approx(table["p_red"][0], abs=1e-5)
+
     result = export_run(run, "pt2")
     assert result.images_checked >= 2 and result.max_abs_diff <= 1e-4
     extra = {"ftui.json": ""}

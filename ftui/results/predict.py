@@ -127,11 +127,14 @@ class Predictor:
         return [float(t) for t in found] if found and len(found) == len(self.classes) else [0.5] * len(self.classes)
 
     def predict(self, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
-        """For each image the top-k (label, probability) pairs, most likely first."""
+        """For each image the top-k (label, probability) pairs, most likely first. Multilabel: each label's own
+        (sigmoid) probability; regression: (value name, value in the user's units) for each output."""
         if top_k < 1:
             raise PredictError(f"top_k must be >= 1, got {top_k}")
         k = min(top_k, len(self.classes))
-        probs = self.probabilities(images)
+        probs = self.outputs(images)
+        if self.kind == "regression":
+            return [[(name, float(v)) for name, v in zip(self.classes, row)] for row in probs]
         values, indices = probs.topk(k, dim=1)
         return [
             [(self.classes[int(i)], float(v)) for v, i in zip(row_v, row_i)]
