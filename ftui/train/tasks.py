@@ -15,6 +15,7 @@ IGNORE and add nothing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,12 @@ def metric_value(task: str, score: float | None) -> float | None:
     if score is None:
         return None
     return -score if task == REGRESSION else score
+
+
+def best_score(trainer) -> float:
+    """A trainer's best val score so far (-inf before any): regression's score, -MAE, is below zero."""
+    best = trainer.result.best_val_acc
+    return -math.inf if best is None else best
 
 
 def target_meta(kind: str, targets: torch.Tensor | None) -> dict[str, Any]:
