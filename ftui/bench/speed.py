@@ -147,6 +147,24 @@ class BenchOptions:
     tutorial_workers: int = 2
 
 
+# Random weights train as the app's from-scratch preset does: every layer from the first epoch, BatchNorm
+# learning its statistics. The pretrained recipe (head first, frozen statistics) kept a random init's
+# statistics: resnet50 from scratch predicted one class on an H200 (val 0.542 = the larger class, every mode).
+SCRATCH_SETTINGS = {"recipe": "plain", "bn_mode": "train"}
+
+
+def bench_config(o: BenchOptions) -> TrainConfig:
+    """The training settings every engine run of the bench starts from (validated)."""
+    scratch = SCRATCH_SETTINGS if o.weights == "none" else {}
+    # Every epoch runs (no early stopping, which fit() takes from the config): the bench times epochs and
+    # counts epochs to a target, as it always has.
+    config = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
+                         batch_size=o.batch_size, image_size=o.image_size, device=o.device,
+                         early_stopping_patience=0, **scratch)
+    config.validate()
+    return config
+
+
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
     bench = _Bench(options, log)
@@ -174,12 +192,7 @@ class _Bench:
 
         o = options
         self.options, self.log = o, log
-        # Every epoch runs (no early stopping, which fit() now takes from the config): the bench times epochs
-        # and counts epochs to a target, as it always has.
-        self.base = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
-                                batch_size=o.batch_size, image_size=o.image_size, device=o.device,
-                                early_stopping_patience=0)
-        self.base.validate()
+        self.base = bench_config(o)
         self.out: dict[str, Any] = {"backbone": o.backbone, "epochs": o.epochs, "batch_size": o.batch_size}
         # 1. Train clicked: dataset scan, weights from disk, head-only fit up to its first reported metric.
         self.start = time.perf_counter()
@@ -234,6 +247,9 @@ class _Bench:
             "head_only_best_acc": head_fit.best, "head_only_wall_seconds": head_fit.wall,  # type: ignore[attr-defined]
         })
         self.out["notes"] = list(head_fit.notes)  # type: ignore[attr-defined]
+        if self.options.weights == "none":
+            self.out["notes"].append("weights none: every run trains as from scratch (recipe plain, BatchNorm "
+                                     "statistics learned)")
 
     def inference_and_pipeline(self) -> None:
         from ftui.bench.pipeline import measure_pipeline
@@ -256,14 +272,16 @@ class _Bench:
     def all_layers(self) -> None:
         self.log("engine: all layers")
         full = self.engine_run(self.base.replace(train_groups="all"))
-        train_s, val_s = full.train_val_seconds("fine_tune")
-        n_ft = sum(1 for e in full.epochs if e["phase"] == "fine_tune")
+        # The epochs that train every layer: the fine-tune phase, or the whole run from scratch (recipe plain).
+        phase = "fine_tune" if any(e["phase"] == "fine_tune" for e in full.epochs) else "train"
+        train_s, val_s = full.train_val_seconds(phase)
+        n_ft = sum(1 for e in full.epochs if e["phase"] == phase)
         n_train, n_val = len(self.dataset.split("train")), len(self.dataset.split("val"))
         self.out.update({
             "all_layers_seconds_to_090": full.seconds_to(0.90), "all_layers_seconds_to_095": full.seconds_to(0.95),
             "all_layers_epochs_to_095": full.epochs_to(0.95), "all_layers_best_acc": full.best,
             "all_layers_wall_seconds": full.wall,  # type: ignore[attr-defined]
-            "engine_epoch_seconds": full.mean_epoch_seconds("fine_tune"),
+            "engine_epoch_seconds": full.mean_epoch_seconds(phase),
             "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
             "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
         })
