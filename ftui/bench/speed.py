@@ -204,6 +204,8 @@ class BenchOptions:
     image_size: int | None = None
     device: str = "auto"
     tutorial_workers: int = 2
+    # False: the tutorial's rows are left out (its all-layers loop is most of the bench's time on a busy CPU).
+    tutorial: bool = True
 
 
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -214,8 +216,15 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: N
     bench.inference_and_pipeline()
     bench.all_layers()
     bench.compute_limit()
+    o = bench.out
+    log(f"training {_fmt(o['engine_vs_compute_limit'])}x the compute limit ({_fmt(o['engine_train_images_per_s'])} "
+        f"vs {_fmt(o['compute_limit_train_images_per_s'])} img/s), inference {_fmt(o['engine_infer_vs_compute_limit'])}x")
     bench.partial_freeze()
-    bench.tutorial()
+    if options.tutorial:
+        bench.tutorial()
+    else:
+        bench.out["notes"].append("tutorial rows skipped: --skip-tutorial")
+        bench.out["tutorial_epoch_seconds"] = None
     out = bench.out
     out["engine_vs_tutorial_epoch"] = _ratio(out["engine_epoch_seconds"], out["tutorial_epoch_seconds"])
     out["peak_rss_mb"] = _peak_rss_mb()
@@ -507,6 +516,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tutorial-workers", dest="tutorial_workers", type=int, default=2,
                         help="DataLoader workers of the tutorial's loop (it publishes 4; 2 fits 2 cores)")
+    parser.add_argument("--skip-tutorial", dest="skip_tutorial", action="store_true",
+                        help="leave out the tutorial loop's rows (the slowest part on a busy machine)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
@@ -515,7 +526,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():
         raise BenchError(f"dataset not found: {args.data}")
     options = BenchOptions(args.data, args.backbone, args.weights, args.epochs, args.batch_size, args.image_size,
-                           args.device, args.tutorial_workers)
+                           args.device, args.tutorial_workers, not args.skip_tutorial)
     results = run_bench(options, log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 0
