@@ -87,17 +87,17 @@ class _Timeline(Callback):
 
 
 class _LimitProbe(Callback):
-    """The compute limit's training steps (ftui/bench/reference.py, unchanged) sampled after every epoch of one
-    phase, on a separate copy of the model, with the timeline's clock stopped meanwhile.
+    """The compute limit's training steps (ftui/bench/reference.py, unchanged) sampled after every epoch of the
+    phases that train every layer, on a separate copy of the model, with the timeline's clock stopped meanwhile.
 
     On a shared machine the load moves within a minute; one limit reading taken after the engine's run
     compared the engine with another machine state (0.59x to 3.2x for the same code, README). Sampling between
     the engine's epochs puts both under the same load; the limit is all probes' images over their seconds.
     """
 
-    def __init__(self, model: torch.nn.Module, phase: str, timeline: _Timeline, settings: dict[str, Any],
-                 steps: int = 3) -> None:
-        self.model, self.phase, self.timeline, self.settings, self.steps = model, phase, timeline, settings, steps
+    def __init__(self, model: torch.nn.Module, phases: tuple[str, ...], timeline: _Timeline,
+                 settings: dict[str, Any], steps: int = 3) -> None:
+        self.model, self.phases, self.timeline, self.settings, self.steps = model, phases, timeline, settings, steps
         self.images, self.seconds = 0, 0.0
         self.samples: list[float] = []
         # Inference is probed on a BatchNorm-folded copy, as the engine validates.
@@ -108,7 +108,7 @@ class _LimitProbe(Callback):
         self.infer_samples: list[float] = []
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
-        if info["phase"] != self.phase:
+        if info["phase"] not in self.phases:
             return
         self.run()
 
@@ -208,6 +208,24 @@ class BenchOptions:
     tutorial: bool = True
 
 
+# Random weights train as the app's from-scratch preset does: every layer from the first epoch, BatchNorm
+# learning its statistics. The pretrained recipe (head first, frozen statistics) kept a random init's
+# statistics: resnet50 from scratch predicted one class on an H200 (val 0.542 = the larger class, every mode).
+SCRATCH_SETTINGS = {"recipe": "plain", "bn_mode": "train"}
+
+
+def bench_config(o: BenchOptions) -> TrainConfig:
+    """The training settings every engine run of the bench starts from (validated)."""
+    scratch = SCRATCH_SETTINGS if o.weights == "none" else {}
+    # Every epoch runs (no early stopping, which fit() takes from the config): the bench times epochs and
+    # counts epochs to a target, as it always has.
+    config = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
+                         batch_size=o.batch_size, image_size=o.image_size, device=o.device,
+                         early_stopping_patience=0, **scratch)
+    config.validate()
+    return config
+
+
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
     load_before = list(os.getloadavg())
@@ -245,9 +263,7 @@ class _Bench:
 
         o = options
         self.options, self.log = o, log
-        self.base = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
-                                batch_size=o.batch_size, image_size=o.image_size, device=o.device)
-        self.base.validate()
+        self.base = bench_config(o)
         self.out: dict[str, Any] = {"backbone": o.backbone, "epochs": o.epochs, "batch_size": o.batch_size}
         # 1. Train clicked: dataset scan, weights from disk, head-only fit up to its first reported metric.
         self.start = time.perf_counter()
@@ -271,18 +287,18 @@ class _Bench:
         return self.model0.train()
 
     def engine_run(self, config: TrainConfig, t0: float | None = None, run_dir: Path | None = None,
-                   probe_phase: str | None = None) -> _Timeline:
-        """One engine fit from the pristine weights; with `probe_phase`, compute-limit probes after each of
-        that phase's epochs (self.probe), left out of every time the timeline reports."""
+                   probe_phases: tuple[str, ...] = ()) -> _Timeline:
+        """One engine fit from the pristine weights; with `probe_phases`, compute-limit probes after each of
+        those phases' epochs (self.probe), left out of every time the timeline reports."""
         from ftui.models.backbones import layer_groups
         from ftui.train.trainer import fit
 
-        probe_model = copy.deepcopy(self.fresh()) if probe_phase else None
+        probe_model = copy.deepcopy(self.fresh()) if probe_phases else None
         model = self.fresh()
         timeline = _Timeline(t0 if t0 is not None else time.perf_counter())
         callbacks: list[Callback] = [timeline]
         if probe_model is not None:
-            self.probe = _LimitProbe(probe_model.to(self.dev), probe_phase, timeline, self.limit_settings())
+            self.probe = _LimitProbe(probe_model.to(self.dev), probe_phases, timeline, self.limit_settings())
             callbacks.append(self.probe)
         fit_start = time.perf_counter()
         result = fit(config, self.dataset, model, layer_groups(model, self.options.backbone), callbacks,
@@ -322,6 +338,9 @@ class _Bench:
             "head_only_best_acc": head_fit.best, "head_only_wall_seconds": head_fit.wall,  # type: ignore[attr-defined]
         })
         self.out["notes"] = list(head_fit.notes)  # type: ignore[attr-defined]
+        if self.options.weights == "none":
+            self.out["notes"].append("weights none: every run trains as from scratch (recipe plain, BatchNorm "
+                                     "statistics learned)")
 
     def inference_and_pipeline(self) -> None:
         from ftui.bench.pipeline import measure_pipeline
@@ -343,9 +362,11 @@ class _Bench:
 
     def all_layers(self) -> None:
         self.log("engine: all layers")
-        full = self.engine_run(self.base.replace(train_groups="all"), probe_phase="fine_tune")
-        train_s, val_s = full.train_val_seconds("fine_tune")
-        n_ft = sum(1 for e in full.epochs if e["phase"] == "fine_tune")
+        full = self.engine_run(self.base.replace(train_groups="all"), probe_phases=("fine_tune", "train"))
+        # The epochs that train every layer: the fine-tune phase, or the whole run from scratch (recipe plain).
+        phase = "fine_tune" if any(e["phase"] == "fine_tune" for e in full.epochs) else "train"
+        train_s, val_s = full.train_val_seconds(phase)
+        n_ft = sum(1 for e in full.epochs if e["phase"] == phase)
         n_train, n_val = len(self.dataset.split("train")), len(self.dataset.split("val"))
         self.out.update({
             "all_layers_seconds_to_090": full.seconds_to(0.90), "all_layers_seconds_to_095": full.seconds_to(0.95),
@@ -354,7 +375,7 @@ class _Bench:
             # What the run keeps as best.pt: an all-layer epoch, or the head trained alone when it scored higher.
             "all_layers_kept_acc": full.result.best_val_acc,  # type: ignore[attr-defined]
             "all_layers_kept_epoch": full.result.best_epoch,  # type: ignore[attr-defined]
-            "engine_epoch_seconds": full.mean_epoch_seconds("fine_tune"),
+            "engine_epoch_seconds": full.mean_epoch_seconds(phase),
             "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
             "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
         })

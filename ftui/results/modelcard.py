@@ -15,6 +15,8 @@ from ftui.results.loading import LoadedRun, load_run
 from ftui.stats import wilson_interval
 
 SAMPLES = 8
+CALIBRATION_KEYS = ("temperature", "ece_before", "ece_after", "reliability", "reliability_before", "abstain_rate",
+                    "ood")
 CONFUSIONS = 3
 
 
@@ -31,6 +33,9 @@ class ModelCard:
     interval: tuple[float, float] | None
     confusions: list[tuple[str, str, int, int]] = field(default_factory=list)  # true, predicted, count, of
     samples: list[dict] = field(default_factory=list)  # path, true, predicted, probability
+    # The val evaluation's calibration keys (temperature, ece_before/after, reliability, abstain_rate, ood).
+    calibration: dict = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)  # an ensemble's member runs (backbone of each)
 
 
 def _evaluation(run: LoadedRun) -> dict | None:
@@ -65,6 +70,8 @@ def build_card(run: LoadedRun | str | Path) -> ModelCard:
         pairs = [(result["classes"][t], result["classes"][p], n, sum(row))
                  for t, row in enumerate(matrix) for p, n in enumerate(row) if t != p and n > 0]
         card.confusions = sorted(pairs, key=lambda x: -x[2])[:CONFUSIONS]
+        card.calibration = {k: result[k] for k in CALIBRATION_KEYS if k in result}
+    card.members = [f"{m['run']} ({m['backbone']})" for m in run.members]
     picked = val_examples(run, SAMPLES)
     if picked:
         top = Predictor(run).predict([p for p, _ in picked], top_k=1)
@@ -95,6 +102,10 @@ def card_body(card: ModelCard) -> str:
                f"(95% interval {low:.1%} to {high:.1%})")
     else:
         acc = "not measured (the run's val images could not be read)"
+    from ftui.results.reliability import reliability_html
+
+    members = (f"<p>An ensemble averaging the calibrated probabilities of: {e(', '.join(card.members))}.</p>"
+               if card.members else "")
     confusions = "".join(f"<li>{e(t)} taken for {e(p)}: {n} of {of}</li>" for t, p, n, of in card.confusions)
     samples = "".join(
         f"<figure><img src='{_data_uri(s['path'])}' alt='{e(s['true'])}'><figcaption>"
@@ -104,7 +115,7 @@ def card_body(card: ModelCard) -> str:
         f"<div class='ftui-modelcard'><h2>Model card: {e(card.run_id)}</h2>"
         f"<p>{e(card.backbone)} at {card.image_size} px, {len(card.classes)} classes: "
         f"{e(', '.join(card.classes))}.</p>"
-        f"<p>Validation accuracy: {acc}.</p>"
+        f"<p>Validation accuracy: {acc}.</p>{members}{reliability_html(card.calibration)}"
         f"<h3>Main confusions</h3><ul>{confusions or '<li>none on the val images</li>'}</ul>"
         f"<h3>Sample predictions (val images)</h3><div class='ftui-samples'>{samples or 'none'}</div>"
         "<p class='ftui-note'>Val images were held out from training but come from the same collection; "

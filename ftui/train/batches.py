@@ -11,6 +11,7 @@ prefix once per image (ftui/train/featurecache.py) so only the suffix trains.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,7 +54,10 @@ class SpeedSettings:
         self.infer_amp = devices.amp_enabled(device, config.mixed_precision)
         self.use_amp = self.infer_amp and device.type == "cuda"
         self.channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
-        self.num_workers = config.num_workers
+        # A config written on a bigger machine still runs here: never more loader processes than cores.
+        cores = os.cpu_count() or 1
+        self.num_workers = min(config.num_workers, cores)
+        self.clamped_workers = config.num_workers if config.num_workers > cores else None
         self.batch_size = config.batch_size
         # CUDA: decoded images kept on the GPU and whole batches augmented there (ftui/data/gpudata.py).
         self.gpu_data = device.type == "cuda"
@@ -80,6 +84,9 @@ class SpeedSettings:
             parts.append("torch.compile")
         if self.world_size > 1:
             parts.append(f"DistributedDataParallel over {self.world_size} processes")
+        if self.clamped_workers is not None:
+            parts.append(f"{self.num_workers} loader processes (the config asks {self.clamped_workers}; "
+                         f"this machine has {self.num_workers} cores)")
         return "speed: " + ", ".join(parts)
 
 
@@ -156,11 +163,12 @@ class ImageData:
     def sources(self, trainer, phase):
         """(module to train, train batches, val batches): the suffix on cached features when possible."""
         config, speed, notes = trainer.config, trainer.speed, trainer.notes
-        generator = torch.Generator().manual_seed(config.seed + len(notes) + 1)
-        train_images = self.images("train", speed, config.seed + len(notes) + 1)
+        # The trainer reseeds the shuffle generator every epoch from (seed, phase, epoch): nothing replays.
+        generator = torch.Generator().manual_seed(config.seed)
+        train_images = self.images("train", speed, config.seed + trainer.phase_index + 1)
         val_images = self.images("val", speed, config.seed)
         dist = trainer.dist if trainer.dist.enabled else None
-        full = (trainer.model, ImageSource(train_images, config.batch_size, generator, dist),
+        full = (trainer.model, ImageSource(train_images, config.batch_size, generator, dist, fill_last=speed.gpu_data),
                 ImageSource(val_images, config.batch_size, None, dist))
         if not config.feature_cache:
             return full
@@ -178,8 +186,10 @@ class ImageData:
             notes.append(f"phase {phase.name}: feature cache would need {store.planned_bytes / 2**20:.0f} MB, "
                          f"over {config.feature_cache_max_mb} MB, training the full model instead")
         else:
-            notes.append(f"phase {phase.name}: cached frozen-prefix features "
-                         f"({store.nbytes / 1e6:.1f} MB, {views} view(s), filled as training goes)")
+            seen = ("the unaugmented images: augmentation does not reach this phase (feature_cache_views > 1 "
+                    "adds augmented views)") if views == 1 else f"the unaugmented image and {views - 1} augmented views"
+            notes.append(f"phase {phase.name}: cached frozen-prefix features ({store.nbytes / 1e6:.1f} MB, filled "
+                         f"as training goes) of {seen}")
         # Over the cap nothing is stored and the prefix runs on every batch: the full model's computation.
         # With several processes each rank computes its share of a batch's features and all ranks store all
         # of them, so later epochs can hand any rank any item.
@@ -267,9 +277,12 @@ class ImageSource:
     yields its equal share, short shares padded with label IGNORE (no loss, no gradient, not counted).
     """
 
-    def __init__(self, images: ImageBatches, batch_size: int, generator: torch.Generator | None, dist=None):
+    def __init__(self, images: ImageBatches, batch_size: int, generator: torch.Generator | None, dist=None,
+                 fill_last: bool = False):
         # A generator means training: shuffled, augmented view.
         self.images, self.batch_size, self.generator, self.dist = images, batch_size, generator, dist
+        # Training on CUDA: the last batch is filled up to batch_size (see fill_last_batch).
+        self.fill_last = fill_last
         if dist is not None:
             # The images are fetched per rank: this rank's share of each global batch at a time.
             self.images.batch_size = -(-batch_size // dist.world_size)
@@ -282,6 +295,8 @@ class ImageSource:
         shuffle = self.generator is not None
         order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
         if self.dist is None:
+            if shuffle and self.fill_last:
+                order = fill_last_batch(order, self.batch_size, self.generator)
             return self.images(1 if shuffle else 0, order)
         return self._shard(1 if shuffle else 0, order)
 
@@ -290,6 +305,20 @@ class ImageSource:
         local = torch.cat([part for part, _ in parts])
         for (x, y), (_, pad) in zip(self.images(view, local), parts):
             yield x, y.masked_fill(pad.to(y.device), IGNORE)
+
+
+def fill_last_batch(order: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """`order` with distinct items of this pass appended (drawn at random) so that every batch is full.
+
+    Why: on CUDA the first step at each new batch shape is slow (cuDNN 9.19 on an H200 built its plans for
+    mobilenet_v2 in 12.2 s, docs/gpu.md); a ragged last batch is a second shape every run. A few images
+    then train twice in the epoch (under one batch), as DistributedSampler pads. A pass shorter than one
+    batch has a single shape already and is left as it is."""
+    short = -len(order) % batch_size
+    if short == 0 or len(order) < batch_size:
+        return order
+    extra = torch.randperm(len(order), generator=generator)[:short]
+    return torch.cat([order, order[extra]])
 
 
 class _ReadErrors:
@@ -361,7 +390,7 @@ class TensorData:
         return torch.bincount(self.train[1], minlength=len(self.classes)).tolist()
 
     def sources(self, trainer, phase):
-        generator = torch.Generator().manual_seed(trainer.config.seed + len(trainer.notes) + 1)
+        generator = torch.Generator().manual_seed(trainer.config.seed)  # reseeded per epoch by the trainer
         bs, device = trainer.config.batch_size, trainer.speed.device
         return (trainer.model, TensorSource(*self.train, bs, generator, device),
                 TensorSource(*self.val, bs, None, device))
