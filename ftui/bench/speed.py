@@ -113,9 +113,15 @@ class _LimitProbe(Callback):
         self.run()
 
     def run(self) -> None:
+        begin = time.perf_counter()
+        # The probe's random tensors must not move the engine's random stream (its shuffles and augmentations).
+        with torch.random.fork_rng(devices=[]):
+            self._measure()
+        self.timeline.exclude(time.perf_counter() - begin)
+
+    def _measure(self) -> None:
         from ftui.bench.reference import compute_limit
 
-        begin = time.perf_counter()
         s = self.settings
         rate = compute_limit(self.model, s["micro"], s["size"], steps=self.steps, channels_last=s["channels_last"],
                              autocast_dtype=s["train_dtype"], infer=False)["train_images_per_s"]
@@ -127,7 +133,6 @@ class _LimitProbe(Callback):
         self.infer_samples.append(rate)
         self.infer_images += self.steps * s["batch"]
         self.infer_seconds += self.steps * s["batch"] / rate
-        self.timeline.exclude(time.perf_counter() - begin)
 
     @property
     def images_per_s(self) -> float | None:
