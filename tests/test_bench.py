@@ -69,3 +69,16 @@ def test_random_weights_bench_as_from_scratch_and_pretrained_ones_with_the_defau
     assert (scratch.recipe, scratch.bn_mode) == ("plain", "train")
     pretrained = bench_config(BenchOptions("data", backbone="resnet50", weights="imagenet", batch_size=64))
     assert (pretrained.recipe, pretrained.bn_mode, pretrained.batch_size) == ("fine_tune", "frozen", 64)
+
+
+def test_warm_epochs_leave_out_the_first_epoch_of_the_phase():
+    from ftui.bench.speed import _Timeline
+
+    tl = _Timeline(start=0.0)
+    # Two epochs of one phase: batches end at 10 s and 11 s, epochs (after validation) at 10.5 s and 11.5 s.
+    for epoch, batch_at, end_at in ((1, 10.0, 10.5), (2, 11.0, 11.5)):
+        tl.last_batch[epoch] = batch_at
+        tl.epochs.append({"epoch": epoch, "phase": "fine_tune", "val_acc": 0.5, "seconds": 1.0, "at": end_at})
+    assert tl.train_val_seconds("fine_tune") == (10.0 + 0.5, 1.0)
+    assert tl.train_val_seconds("fine_tune", skip=1) == (0.5, 0.5)
+    assert tl.train_val_seconds("fine_tune", skip=2) == (0.0, 0.0)

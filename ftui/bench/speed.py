@@ -74,11 +74,16 @@ class _Timeline(Callback):
         values = [e["seconds"] for e in self.epochs if phase is None or e["phase"] == phase]
         return statistics.fmean(values) if values else None
 
-    def train_val_seconds(self, phase: str) -> tuple[float, float]:
-        """(training, validation) seconds summed over the epochs of `phase` (from the batch timestamps)."""
+    def train_val_seconds(self, phase: str, skip: int = 0) -> tuple[float, float]:
+        """(training, validation) seconds summed over the epochs of `phase` (from the batch timestamps),
+        leaving out its first `skip` epochs."""
         train = val = 0.0
+        seen = 0
         for prev, e in zip([None, *self.epochs], self.epochs):
             if e["phase"] != phase or e["epoch"] not in self.last_batch:
+                continue
+            seen += 1
+            if seen <= skip:
                 continue
             begin = prev["at"] if prev else 0.0
             train += self.last_batch[e["epoch"]] - begin
@@ -384,6 +389,10 @@ class _Bench:
             "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
             "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
         })
+        # The same without the phase's first epoch: on a GPU that epoch pays one-time costs (cuDNN builds its
+        # plans at every new batch shape, docs/gpu.md) that a short run's figure above is made of.
+        warm_s, _ = full.train_val_seconds(phase, skip=1)
+        self.out["engine_warm_train_images_per_s"] = n_train * (n_ft - 1) / warm_s if n_ft > 1 and warm_s else None
 
     def compute_limit(self) -> None:
         """The limits the engine is compared with: the probes taken between its all-layer epochs, and (for the
@@ -417,6 +426,7 @@ class _Bench:
             "infer_precision": str(s["infer_dtype"] or "float32"),
         })
         out["engine_vs_compute_limit"] = _ratio(out["engine_train_images_per_s"], train)
+        out["engine_warm_vs_compute_limit"] = _ratio(out.get("engine_warm_train_images_per_s"), train)
         out["engine_infer_vs_compute_limit"] = _ratio(out["engine_infer_images_per_s"], infer)
 
     def partial_freeze(self) -> None:
@@ -476,6 +486,8 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = [
         ("training img/s vs compute limit", _fmt(g("engine_train_images_per_s")),
          _fmt(g("compute_limit_train_images_per_s")), _fmt(g("engine_vs_compute_limit"))),
+        ("training img/s vs compute limit, warm epochs", _fmt(g("engine_warm_train_images_per_s")),
+         _fmt(g("compute_limit_train_images_per_s")), _fmt(g("engine_warm_vs_compute_limit"))),
         ("inference img/s vs compute limit", _fmt(g("engine_infer_images_per_s")),
          _fmt(g("compute_limit_infer_images_per_s")), _fmt(g("engine_infer_vs_compute_limit"))),
         ("head only: s to 0.95 vs one inference pass", _fmt(g("head_only_seconds_to_095"), "s?"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from ftui.ui.context import AppContext, AppSettings
-from ftui.ui.predict_step import OVERLAY, _thumb, predict_single, run_examples
+from ftui.ui.predict_step import LIVE_CONCURRENCY, OVERLAY, _thumb, predict_single, run_examples
 
 
 def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
@@ -24,12 +24,13 @@ def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
 def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext]:
     """The locked page and its context; writes `model_card.html` into the run folder on the way."""
     from ftui.results.modelcard import build_card, card_body, card_html
+    from ftui.runs import write_text_atomic
 
     run_dir = Path(run_dir).resolve()
     ctx = AppContext(demo_settings(run_dir, workdir))
     run_id = run_dir.name
     card = build_card(run_dir)
-    (run_dir / "model_card.html").write_text(card_html(card), encoding="utf-8")
+    write_text_atomic(run_dir / "model_card.html", card_html(card))
     with gr.Blocks(title=f"ftui demo · {run_id}", fill_width=False) as demo:
         gr.HTML(f"<div class='ftui-header'><div class='ftui-title'>{len(card.classes)}-class classifier "
                 f"<span>try it on your own images</span></div></div>", padding=False)
@@ -72,7 +73,8 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
 
         upload.change(predict_image, upload, single, api_name="predict_image", concurrency_id="heavy")
         webcam.change(predict_image, webcam, single, api_visibility="private", concurrency_id="heavy")
-        live.stream(predict_image, live, single, stream_every=0.5, time_limit=120, concurrency_limit=4,
-                    api_visibility="private")
+        live.stream(predict_image, live, single, stream_every=0.5, time_limit=120,
+                    concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", api_name="predict_live",
+                    api_visibility="undocumented")
         examples.select(on_example, None, single, api_visibility="private", concurrency_id="heavy")
     return demo, ctx
