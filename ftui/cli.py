@@ -480,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lazy(sub, "make-variant", "ftui.data.variants", "a low-resolution / grayscale / rotated copy of a dataset")
     _add_lazy(sub, "bench-recipes", "ftui.bench.recipes", "the default recipe vs a linear probe and a hand fine-tune")
     _add_lazy(sub, "bench-tasks", "ftui.bench.tasks", "multilabel and regression: the default vs a hand fine-tune")
+    _add_lazy(sub, "bench-history", "ftui.bench.history", "append bench results, render docs/bench-history.md")
     return parser
 
 

@@ -151,8 +151,11 @@ def compute_limit(
     train_params: list[nn.Parameter] | None = None,
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    infer: bool = True,
 ) -> dict[str, float]:
-    """Images/s of forward+backward+step and of inference on synthetic tensors: no data loading at all."""
+    """Images/s of forward+backward+step and of inference on synthetic tensors: no data loading at all.
+
+    `infer=False` measures the training steps alone (the bench samples them between the engine's epochs)."""
     device = next(model.parameters()).device
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 2, (batch_size,), device=device)
@@ -182,7 +185,8 @@ def compute_limit(
 
     out = {}
     modes = [("train", train_step, "train")] if optimizer is not None else []
-    for name, step, mode in [*modes, ("infer", infer_step, "eval")]:
+    infer_modes = [("infer", infer_step, "eval")] if infer or optimizer is None else []
+    for name, step, mode in [*modes, *infer_modes]:
         model.train(mode == "train")
         # BatchNorm in eval for training too: what the engine does with frozen BN statistics.
         for m in model.modules():
