@@ -30,3 +30,8 @@ def format_accuracy(correct: int, n: int) -> str:
     lo, hi = wilson_interval(correct, n)
     acc = correct / n if n else 0.0
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] ({correct}/{n})"
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 image', '2 images', '0 images': a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"

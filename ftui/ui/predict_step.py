@@ -155,12 +155,6 @@ def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
             gr.update(value=download(result.path), visible=True, label=f"Download {result.path.name}"))
 
 
-def onnx_available() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript"))
-
-
 def _controls_column(ctx: AppContext) -> dict[str, Any]:
     """The left column: run picker, image sources, examples, top k and the model downloads."""
     from ftui.ui.results_step import run_choices
@@ -193,8 +187,8 @@ def _controls_column(ctx: AppContext) -> dict[str, Any]:
                                             elem_id="ftui-download-pt")
         with gr.Row():
             c["pt2_button"] = gr.Button("Export .pt2", size="sm", elem_id="ftui-export-pt2")
-            c["onnx_button"] = gr.Button("Export .onnx", size="sm", visible=onnx_available(),
-                                         elem_id="ftui-export-onnx")
+            # Always shown: when the onnx packages are missing, pressing it says which and how to install.
+            c["onnx_button"] = gr.Button("Export .onnx", size="sm", elem_id="ftui-export-onnx")
         c["export_note"] = gr.Markdown(elem_classes="ftui-note")
         c["export_file"] = gr.DownloadButton("Download", visible=False, elem_id="ftui-export-file")
     return c
