@@ -6,10 +6,10 @@ class it suggests)."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import gradio as gr
+import tomllib
 from test_doctor import COLOUR_FEATURES, plant_problems
 
 from ftui.doctor import check
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _readme_commands() -> list[str]:
-    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
 
 
 # --- item 1: the README's first command installs every feature -------------------------------------------
@@ -93,7 +93,7 @@ def test_move_to_class_starts_on_the_suggested_class(tmp_path):
     suggested = suggestions_of(report)
     assert suggested[str(planted["mislabeled"])] == "red"
     # The app's handler returns the same map beside the gallery's paths.
-    *_, paths, from_handler = run_check(str(tmp_path / "planted"), False, "mobilenet_v3_small", None)
+    *_, _paths, from_handler = run_check(str(tmp_path / "planted"), False, "mobilenet_v3_small", None)
     assert from_handler == {}  # label check off: nothing suggested, nothing prefilled
     ctx = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=tmp_path))
     h = _Handlers(ctx, data_outputs=[None] * 6)
