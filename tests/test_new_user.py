@@ -103,3 +103,18 @@ def test_move_to_class_starts_on_the_suggested_class(tmp_path):
     assert target["value"] == "red" and "red" in target["choices"]
     _path, _rel, target = h.on_select(shown, {}, str(tmp_path / "planted"), 0.2, evt)
     assert target["value"] is None
+
+
+# --- item 12: the README is a guide -----------------------------------------------------------------------
+def test_readme_is_a_short_guide_whose_links_all_resolve():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) < 15_000, len(text.encode())
+    for section in ("## Two commands", "## A tour", "## Command line", "## Python", "## Limits"):
+        assert section in text, section
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert any(t.startswith("docs/") for t in targets) and any(t.endswith(".png") for t in targets)
+    missing = [t for t in targets if not (ROOT / t).exists()]
+    assert not missing, missing
+    for doc in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / target).exists(), (doc.name, target)
