@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import gradio as gr
+import pytest
 import tomllib
 from test_doctor import COLOUR_FEATURES, plant_problems
 
@@ -118,3 +119,80 @@ def test_readme_is_a_short_guide_whose_links_all_resolve():
     for doc in (ROOT / "docs").glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
             assert (doc.parent / target).exists(), (doc.name, target)
+
+
+# --- item 5: early stopping is said, with the epoch it kept -----------------------------------------------
+def _swapped_labels(root: Path) -> Path:
+    """train/ and val/ with the labels swapped: every epoch that fits train makes val worse, so early stopping
+    must end the run (deterministically) and keep the first epoch."""
+    from conftest import write_class_image
+
+    for split, names in (("train", ("a", "b")), ("val", ("b", "a"))):
+        for name, colour in zip(names, ((220, 40, 40), (40, 40, 220))):
+            for i in range(8 if split == "train" else 4):
+                write_class_image(root / split / name / f"{i}.png", colour, seed=i + (50 if split == "val" else 0),
+                                  size=32)
+    return root
+
+
+@pytest.mark.slow
+def test_early_stop_is_said_on_the_cli_the_run_table_and_the_card(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    data = _swapped_labels(tmp_path / "swapped")
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"image_size": 32, "recipe": "plain", "early_stopping_patience": 2,
+                                  "lr": 0.01, "aug": {"hflip": False}}))
+    out = tmp_path / "runs" / "early"
+    proc = subprocess.run([sys.executable, "-m", "ftui", "train", str(data), "--backbone", "resnet18",
+                           "--weights", "none", "--epochs", "10", "--batch-size", "8", "--device", "cpu",
+                           "--config", str(config), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = pd.read_csv(out / "metrics.csv")
+    last, kept = int(metrics["epoch"].iloc[-1]), int(metrics["epoch"][metrics["val_acc"].idxmax()])
+    assert last < 10
+    said = f"stopped early at epoch {last}: val loss did not improve for 2 epochs; kept epoch {kept}"
+    assert said in proc.stdout, proc.stdout
+    from ftui.results.modelcard import build_card, card_body
+    from ftui.ui.train_step import runs_frame
+
+    ctx = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=tmp_path))
+    assert list(runs_frame(ctx)["status"]) == [f"stopped early at epoch {last}; kept epoch {kept}"]
+    assert said in card_body(build_card(out))
+
+
+# --- items 3 and 11: the card tells the truth and carries the owner's name --------------------------------
+def test_card_samples_represent_the_val_accuracy_and_show_the_truth():
+    from ftui.results.modelcard import representative_samples, truth_caption
+
+    rows = [{"path": f"{i}", "true": "daisy" if i % 2 else "rose",
+             "predicted": ("daisy" if i % 2 else "rose") if i < 20 else "tulip", "probability": 0.6}
+            for i in range(30)]  # 20 of 30 right: a 67% model
+    picked = representative_samples(rows, 20 / 30, limit=8)
+    assert len(picked) == 8 and sum(r["true"] == r["predicted"] for r in picked) == 5  # round(0.667 * 8)
+    assert {r["true"] for r in picked} == {"daisy", "rose"}
+    assert truth_caption(picked[-1]) == f"✗ true: {picked[-1]['true']}, predicted: tulip"
+    assert truth_caption(picked[0]).startswith("✓ true: ")
+
+
+def test_card_is_titled_by_the_owner_not_by_the_run_id(tmp_path):
+    from run_fixtures import make_quick_run
+
+    from ftui.results.modelcard import build_card, card_body, card_html, write_card_text
+
+    run_dir = make_quick_run(tmp_path, image_size=32)
+    card = build_card(run_dir)
+    assert card.heading == "Tells apart blue, green and red"
+    assert f"<h2>{card.heading}</h2>" in card_body(card) and "-class classifier" not in card_body(card)
+    write_card_text(run_dir, "Colour sorter", "Sorts <b>paint</b> swatches.")
+    card = build_card(run_dir)
+    body = card_body(card)
+    assert "<h2>Colour sorter</h2>" in body and "Sorts &lt;b&gt;paint&lt;/b&gt; swatches." in body
+    assert "<title>Model card: Colour sorter</title>" in card_html(card)
+    # Every sample says the truth and the answer.
+    assert body.count("true: ") == len(card.samples) == 3

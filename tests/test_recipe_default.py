@@ -74,7 +74,7 @@ def test_early_stopping_counts_val_loss_within_a_phase_only():
         stopper.on_epoch_end({"val_loss": loss, "control": control})
     assert not control.should_stop
     stopper.on_epoch_end({"val_loss": 0.41, "control": control})
-    assert control.should_stop and "val_loss did not improve for 2 epochs" in control.stop_reason
+    assert control.should_stop and "val loss did not improve for 2 epochs" in control.stop_reason
 
 
 def _head_alone_wins(tmp_path):

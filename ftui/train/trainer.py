@@ -215,7 +215,7 @@ class Trainer:
             "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
             "lr": self.optimizer.param_groups[-1]["lr"], "seconds": seconds,
             "eta_s": (self.config.epochs - epoch) * sum(recent) / len(recent),
-            "best_val_acc": self.result.best_val_acc,
+            "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch,
         })
         # After on_epoch_end: the epoch's metrics row is on disk before its checkpoints (a full disk or a
         # crash while saving never leaves a best.pt whose epoch metrics.csv does not list).
@@ -395,7 +395,7 @@ class Trainer:
             return None, None
         speed = self.speed
         sums = _evaluate(_unwrapped(self.forward), self.val_source, self.val_criterion, speed.device,
-                         speed.infer_amp, speed.channels_last)
+                         speed.val_amp, speed.channels_last)
         total_loss, correct, seen = self.dist.sum(sums)  # over every rank's share of the split
         val_loss, val_acc = total_loss / max(seen, 1), correct / max(seen, 1)
         self._event("on_validate_end", {"epoch": self.epoch, "val_loss": val_loss, "val_acc": val_acc})

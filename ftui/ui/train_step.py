@@ -20,6 +20,7 @@ import pandas as pd
 from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainConfig
 from ftui.errors import shown_message
 from ftui.stats import wilson_interval
+from ftui.train.callbacks import EARLY
 from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_chart, progress_html
 from ftui.ui.context import AppContext
 from ftui.ui.data_step import SPLIT_SEED
@@ -171,7 +172,8 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
         best_text += ", the head trained alone (it beat every all-layer epoch on val)"
     took = format_duration(snap.get("elapsed_s"))
     if status == "done":
-        return f"{badge('done', 'Finished')} {name} in {took}{best_text} · run `{snap.get('run_id')}`{who}"
+        early = f" · {snap['message']}" if str(snap.get("message") or "").startswith(EARLY) else ""
+        return f"{badge('done', 'Finished')} {name} in {took}{early}{best_text} · run `{snap.get('run_id')}`{who}"
     if status == "stopped":
         return f"{badge('stopped', 'Stopped')} {name} after {took}{best_text}{who}"
     return f"{badge('failed', 'Failed')}{who} {snap.get('error') or snap.get('message')}"
@@ -228,12 +230,28 @@ def clear_view(config: str) -> tuple:
 
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
-    """Past runs, newest first, for the runs table."""
+    """Past runs, newest first, for the runs table; a run that stopped early says so and which epoch it kept."""
     table = ctx.store.list_runs()
+    if not table.empty:
+        table["status"] = [_status_words(ctx, run_id, status) for run_id, status in zip(table["id"], table["status"])]
     if "best_val_acc" in table:
         table["best_val_acc"] = table["best_val_acc"].map(
             lambda v: f"{v:.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else "")
     return table
+
+
+def _status_words(ctx: AppContext, run_id: str, status: str) -> str:
+    """"done", or "stopped early at epoch 5; kept epoch 2" from the run's status.json message."""
+    if status != "done":
+        return status
+    try:
+        message = str(ctx.store.folder(run_id).read_status().get("message") or "")
+    except (OSError, ValueError):
+        return status
+    if not message.startswith(EARLY):
+        return status
+    head, _, kept = message.partition(";")
+    return head.split(":")[0] + (f";{kept}" if kept else "")
 
 
 # The form's TrainConfig fields converted by their default's type; image_size's default (None) is an int too.
