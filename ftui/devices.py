@@ -206,11 +206,17 @@ def micro_batch_size(device: torch.device, batch_size: int) -> int:
     return min(batch_size, CPU_MAX_MICRO_BATCH) if device.type == "cpu" else batch_size
 
 
+def cudnn_benchmark_enabled() -> bool:
+    """Whether cuDNN times its algorithms for every new input shape (torch.backends.cudnn.benchmark).
+    FTUI_CUDNN_BENCHMARK=0 or 1 chooses; the default is on (under measurement: docs/gpu.md)."""
+    return os.environ.get("FTUI_CUDNN_BENCHMARK", "1").strip() != "0"
+
+
 def configure_device(device: torch.device) -> None:
     """Process-wide speed switches for `device`: cuDNN autotuning and TF32 on CUDA, flushed denormals on CPU."""
     if device.type == "cuda":
         # Fixed input shapes in training: let cuDNN time its algorithms once and keep the fastest.
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark_enabled()
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     elif device.type == "cpu":
