@@ -196,3 +196,29 @@ def test_card_is_titled_by_the_owner_not_by_the_run_id(tmp_path):
     assert "<title>Model card: Colour sorter</title>" in card_html(card)
     # Every sample says the truth and the answer.
     assert body.count("true: ") == len(card.samples) == 3
+
+
+# --- item 2: Evaluate says why it shows fewer images than mistakes ----------------------------------------
+def test_evaluate_says_why_misclassified_images_are_not_shown(tmp_path):
+    from conftest import make_class_folder
+
+    from ftui.ui.results_step import evaluation_outputs
+
+    data = make_class_folder(tmp_path / "colours", per_class=4)
+    ctx = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=data))
+    paths = sorted(str(p) for p in data.rglob("*.jpg"))
+    result = {"split": "val", "accuracy": 0.0, "num_items": 12, "classes": ["blue", "green", "red"],
+              "confusion": [[0, 4, 0], [0, 0, 4], [4, 0, 0]],
+              "per_class": [{"class": c, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 4}
+                            for c in ("blue", "green", "red")],
+              "mistakes": [{"path": p, "true": "red", "predicted": "blue", "confidence": 0.5, "loss": 1.0}
+                           for p in paths]}
+    summary, *_ = evaluation_outputs(ctx, result)
+    assert "12 misclassified (12 of 12 shown below, worst first)" in summary
+    for p in paths[:5]:
+        Path(p).unlink()  # the run's data folder changed since it trained
+    summary, *_ = evaluation_outputs(ctx, result)
+    assert "(7 of 12 shown below, worst first: 5 no longer on the server" in summary
+    other = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=None))
+    summary, *_ = evaluation_outputs(other, result, session="someone-else")
+    assert "0 of 12 shown" in summary and "another browser uploaded" in summary

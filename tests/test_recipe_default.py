@@ -31,7 +31,7 @@ def test_default_is_a_head_epoch_then_all_layers_from_1e5_to_1e3():
     assert (fitted.epochs, fitted.solver) == (1, "lbfgs") and body_after_fit.lr_scale == body.lr_scale
     # "Head only" stays available, and the app preselects the default for pretrained weights.
     assert [p.name for p in plan_phases(config.replace(train_groups="head"), names, ["head"])] == ["head"]
-    assert PRETRAINED.groups == "all" and "bench-recipes" in PRETRAINED.hint
+    assert PRETRAINED.groups == "all" and "fine-tuned" in PRETRAINED.hint
 
 
 class _Events(Callback):

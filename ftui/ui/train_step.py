@@ -304,6 +304,13 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
     d, start = TrainConfig(), preset_for(model.weights.value)
     c: dict[str, Any] = {}
     c["hint"] = gr.HTML(preset_hint(model.weights.value, model.backbone.value), elem_id="ftui-preset-hint")
+    # Train and its status on the first screen (at 1400x900 they were below the fold, so pressing Train
+    # showed nothing happening): buttons first, the settings under them.
+    with gr.Row():
+        c["train_button"] = gr.Button("Train", variant="primary", elem_id="ftui-train")
+        c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
+        c["resume_button"] = gr.Button("Resume opened run", elem_id="ftui-resume")
+    c["error"] = gr.Markdown(elem_classes="ftui-error")
     with gr.Group():
         with gr.Row():
             c["epochs"] = gr.Number(start.epochs, precision=0, minimum=1, label="Epochs",
@@ -341,11 +348,6 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
             c["mixed_precision"] = gr.Checkbox(d.mixed_precision, label="Mixed precision (GPU)")
             c["feature_cache"] = gr.Checkbox(d.feature_cache, label="Cache frozen features")
     c["run_name"] = gr.Textbox(label="Run name (optional)", max_length=40)
-    with gr.Row():
-        c["train_button"] = gr.Button("Train", variant="primary", elem_id="ftui-train")
-        c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
-        c["resume_button"] = gr.Button("Resume opened run", elem_id="ftui-resume")
-    c["error"] = gr.Markdown(elem_classes="ftui-error")
     with gr.Accordion("Learning-rate finder", open=False):
         gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
                     "suggestion goes into the learning-rate box.", elem_classes="ftui-help")
@@ -477,7 +479,8 @@ class _Handlers:
                     *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), ["none"])
         snap = target.snapshot()
         batches, epochs_frame = target.batch_history(), target.history()
-        key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position")]
+        key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position"),
+               snap.get("run_id")]
         if seen == key:
             return tuple([gr.skip()] * 9) + (seen,)
         mine = self.ctx.owners.get(job, "") == (owner_token or "")
@@ -486,12 +489,14 @@ class _Handlers:
         fraction = fraction_done(snap)
         active = snap["status"] not in FINISHED
         finished_now = not active and (not seen or seen[0] != job or seen[1] not in FINISHED)
+        # The runs table lists the running run as soon as its folder exists, not only once it has finished.
+        folder_now = bool(snap.get("run_id")) and (not seen or seen[0] != job or seen[-1] != snap.get("run_id"))
         return (
             snap, status_markdown(snap, mine, images_per_second(batches)),
             progress_html(fraction, progress_caption(snap, fraction)),
             loss_chart(batches), *epoch_charts(epochs_frame),
             gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
-            runs_frame(self.ctx) if finished_now else gr.skip(), key,
+            runs_frame(self.ctx) if finished_now or folder_now else gr.skip(), key,
         )
 
     def attach(self, owner_token: str | None):
@@ -525,8 +530,8 @@ class _Handlers:
 def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: gr.Textbox,
           model: ModelView) -> TrainView:
     """Lay out the Train step and wire Train, Stop, the poll timer and the runs table."""
-    gr.Markdown("Training runs on the server in the background: you can close or reload this page and come "
-                "back. The defaults suit most small datasets.", elem_classes="ftui-help")
+    gr.Markdown("Press **Train**: the defaults suit most small datasets. Training runs on the server, so you "
+                "can reload or close this page and come back.", elem_classes="ftui-help")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             c = _settings_column(ctx, model)
