@@ -31,7 +31,7 @@ EXIT_STOPPED = 130
 def _cmd_backbones(args: argparse.Namespace) -> int:
     from ftui.models.backbones import backbones_table
 
-    print(backbones_table(all=args.all).to_string(index=False))
+    print(backbones_table(all=args.all, timm_pattern=args.timm or "").to_string(index=False))
     return 0
 
 
@@ -127,10 +127,13 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
     from ftui.jobs import Job
     from ftui.runs import RunStore
     from ftui.train.callbacks import PrintProgress
+    from ftui.train.trackers import make_trackers, parse_trackers
 
     device = dist.device.type
     printer = PrintProgress((lambda line: print(line, flush=True)) if dist.is_main else (lambda line: None))
-    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer],
+    trackers = make_trackers(parse_trackers(getattr(args, "log", "")), config.runs_dir,
+                             getattr(args, "tracking_uri", "") or "")
+    job = Job(config, RunStore(config.runs_dir), device=device, run_dir=args.out, callbacks=[printer, *trackers],
               resume=resume)
     thread = threading.Thread(target=job.run, name="ftui-train", daemon=True)
     restore = _stop_on_signals(job)
@@ -286,6 +289,10 @@ def _add_train(sub) -> None:
     p.add_argument("--gpus", type=int, default=None,
                    help="N: DistributedDataParallel over N GPUs of this machine (torchrun); with --device cpu, "
                         "N CPU processes (gloo)")
+    p.add_argument("--log", default="", help="run trackers, comma-separated: tensorboard (event files in the run "
+                   "folder) | mlflow (a local MLflow store, sqlite in the runs folder)")
+    p.add_argument("--tracking-uri", dest="tracking_uri", default="",
+                   help="the MLflow tracking URI for --log mlflow (default sqlite:///RUNS_DIR/mlflow.db)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -312,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("backbones", help="list the backbone registry")
     p.add_argument("--all", action="store_true", help="every torchvision classification model")
+    p.add_argument("--timm", metavar="PATTERN", help="the timm classifiers matching PATTERN (e.g. 'resnet*'), "
+                   "usable as --backbone timm:<name>")
     p.set_defaults(func=_cmd_backbones)
     p = sub.add_parser("summary", help="print a dataset's class x split counts")
     p.add_argument("data")
@@ -334,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench.speed", "speed benchmarks")
-    _add_lazy(sub, "export", "ftui.results.export", "export a run as a torch.export .pt2 or an .onnx file")
+    _add_lazy(sub, "export", "ftui.results.export", "export a run as .pt2, .onnx (optionally int8) or .safetensors")
+    _add_lazy(sub, "sweep", "ftui.bench.sweep", "an Optuna hyperparameter sweep: every trial is a run")
     _add_lazy(sub, "fix", "ftui.fix_cli", "relabel, remove or merge in a dataset folder (journaled)")
     p = sub.add_parser("undo", help="undo the newest fix in a dataset folder")
     from ftui.fix_cli import add_undo_arguments, run_undo

@@ -112,6 +112,7 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
         result.notes.insert(0, f"weights: {weights_report.message}")
     if result.status == "done":
         progress("evaluating")
+        evaluation = None
         try:
             from ftui.results.evaluate import evaluate
             from ftui.results.loading import load_run
@@ -121,6 +122,11 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
         except Exception as exc:  # noqa: BLE001 - a failed evaluation must not fail a finished run
             log_failure(log, exc, "evaluation failed")
             result.notes.append(f"evaluation failed: {describe_exception(exc, config, folder.path / LOG_NAME)}")
+        # Run trackers (ftui/train/trackers.py) log the confusion matrix and close their run.
+        for listener in listeners:
+            if hasattr(listener, "on_evaluation"):
+                listener.on_evaluation(evaluation)
+    result.notes += [note for listener in listeners for note in getattr(listener, "tracker_notes", [])]
     return result
 
 

@@ -22,7 +22,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_unknown_format_is_refused(run_dir):
-    with pytest.raises(ExportError, match="pt2, onnx"):
+    with pytest.raises(ExportError, match="pt2, onnx, safetensors"):
         export_run(run_dir, "torchscript")
 
 
@@ -82,3 +82,45 @@ def test_onnx_matches_pytorch_on_the_val_images_in_onnxruntime(run_dir):
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["classes"]) == ["blue", "green", "red"]
     assert not list(result.path.parent.glob("*.data")), "weights must be inside the one .onnx file"
+
+
+def test_safetensors_round_trip_gives_equal_outputs_and_carries_the_metadata(run_dir, tmp_path):
+    from safetensors import safe_open
+
+    from ftui.results.export import load_safetensors
+
+    result = export_run(run_dir, "safetensors", tmp_path / "model.safetensors")
+    assert result.max_abs_diff == 0.0 and result.images_checked >= 2
+    with safe_open(str(result.path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["ftui"])
+        assert "fc.weight" in list(handle.keys())
+    assert meta["classes"] == ["blue", "green", "red"] and meta["task"] == "classification"
+    assert meta["image_size"] == 32 and len(meta["mean"]) == 3 and meta["backbone"] == "resnet18"
+    model, meta_back = load_safetensors(result.path)
+    assert meta_back == meta
+    images = val_images(load_run(run_dir))[:4]
+    predictor = Predictor(run_dir)
+    with torch.no_grad():
+        got = model(predictor.tensors(images))
+    assert torch.equal(got, predictor.logits(images))
+
+
+def test_a_safetensors_export_starts_a_new_run_as_its_weights_file(run_dir, tmp_path):
+    from ftui.models.backbones import build_with_report
+
+    path = export_run(run_dir, "safetensors", tmp_path / "model.safetensors").path
+    model, report = build_with_report("resnet18", 3, weights=str(path))
+    # Same classes: the head comes from the file too, so the new model computes what the run's model did.
+    assert not report.missing and not report.mismatched and report.message.endswith("(same classes)")
+    expected = load_run(run_dir).model
+    for key, value in expected.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_corrupt_safetensors_file_is_refused_with_a_plain_message(tmp_path):
+    from ftui.models.weights import WeightsError, read_state_dict
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        read_state_dict(bad)

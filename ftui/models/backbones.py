@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 from torchvision import models as tvm
 
+from ftui.models import timm_models
 from ftui.models.families import (  # noqa: F401 - BackboneError, FAMILIES, family_of, default_weights: public here too
     FAMILIES,
     BackboneError,
@@ -90,11 +91,13 @@ def _unique_params(modules: list[nn.Module]) -> list[nn.Parameter]:
 # --- registry ---------------------------------------------------------------------------------------
 
 
-def list_backbones(all: bool = False) -> list[str]:
-    """The curated shortlist, or every torchvision classification model with `all=True`."""
+def list_backbones(all: bool = False, timm: bool = False) -> list[str]:
+    """The curated shortlist, or every torchvision classifier with all=True, followed by every timm one
+    (`timm:<name>`) with timm=True as well (the app's "all models" list)."""
     if not all:
         return list(SHORTLIST)
-    return sorted(tvm.list_models(module=torchvision.models))
+    names = sorted(tvm.list_models(module=torchvision.models))
+    return names + timm_models.list_timm() if timm else names
 
 
 def weights_path(name: str) -> Path:
@@ -105,6 +108,8 @@ def weights_path(name: str) -> Path:
 
 def backbone_info(name: str) -> BackboneInfo:
     """Facts about one backbone, cheaply: no model is built and nothing is downloaded."""
+    if timm_models.is_timm(name):
+        return _timm_info(name)
     weights = default_weights(name)
     fam = family(name)
     preset = weights.transforms()
@@ -127,10 +132,24 @@ def backbone_info(name: str) -> BackboneInfo:
     )
 
 
-def backbones_table(all: bool = False) -> pd.DataFrame:
-    """One row per backbone: parameters (millions), input size, ImageNet top-1, weights cached."""
+def _timm_info(name: str) -> BackboneInfo:
+    """A timm model's facts from its pretrained config; its weights are never in a cache ftui fills."""
+    pre = timm_models.preprocessing(name)
+    return BackboneInfo(
+        name=name, family=family(name).name, num_params=timm_models.num_params(name),
+        input_size=pre["input_size"], resize_size=pre["resize_size"], mean=pre["mean"], std=pre["std"],
+        imagenet_acc1=None, weights_cached=False, weights_file=None,
+        min_input_size=family(name).min_input, fixed_input_size=pre["fixed_input_size"],
+    )
+
+
+def backbones_table(all: bool = False, timm_pattern: str = "") -> pd.DataFrame:
+    """One row per backbone: parameters (millions), input size, ImageNet top-1, weights cached.
+
+    The shortlist, or every torchvision model (all=True), or the timm models matching `timm_pattern`."""
     rows = []
-    for name in list_backbones(all=all):
+    names = timm_models.list_timm(timm_pattern) if timm_pattern else list_backbones(all=all)
+    for name in names:
         info = backbone_info(name)
         rows.append({
             "backbone": name,
@@ -148,7 +167,10 @@ def backbones_table(all: bool = False) -> pd.DataFrame:
 
 
 def stock_model(name: str, pretrained: bool) -> nn.Module:
-    """torchvision's 1000-class model with random weights, shaped so published weights load strictly."""
+    """torchvision's (or timm's) 1000-class model with random weights, shaped so published weights load
+    strictly."""
+    if timm_models.is_timm(name):
+        return timm_models.stock_model(name)
     check_name(name)
     return tvm.get_model(name, weights=None, **family(name).build_options(name, pretrained))
 
@@ -162,6 +184,9 @@ def replace_head(model: nn.Module, name: str, num_classes: int) -> nn.Module:
     """Swap the final layer for a fresh one with `num_classes` outputs; drop auxiliary heads."""
     if num_classes < 1:
         raise BackboneError(f"num_classes must be >= 1, got {num_classes}")
+    if timm_models.is_timm(name):
+        timm_models.replace_head(model, name, num_classes)
+        return model
     path = head_path(name)
     old = model.get_submodule(path)
     if isinstance(old, nn.Conv2d):  # squeezenet classifies with a 1x1 convolution

@@ -8,41 +8,12 @@ record to `FAMILIES`; nothing else in ftui lists families.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import torch
 import torchvision
 from torch import nn
 from torchvision import models as tvm
 
-from ftui.errors import FtuiError
-
-
-class BackboneError(FtuiError):
-    """An unknown backbone name or a model ftui cannot adapt; the message lists what is possible."""
-
-
-# Each family's eval-mode forward written as a chain: running the modules in order computes model(x).
-# Each entry is (group label, module); label None means "same group as the entry before" (pooling,
-# flatten, dropout). Layer groups and the frozen-prefix split both come from this one description.
-Chain = list[tuple[str | None, nn.Module]]
-
-
-@dataclass(frozen=True)
-class Family:
-    """What ftui needs to know about one family of torchvision classifiers."""
-
-    name: str  # the prefix of its model names
-    head_path: str  # dotted path of the final classification layer in the stock model
-    chain: Callable[[nn.Module], Chain]  # the eval-mode forward as labelled modules
-    # Smallest square input every stage keeps >= 1 pixel for (measured).
-    min_input: int = 32
-    # True where only the weights' input size works (ViT's position embedding, MaxViT's attention grid).
-    fixed_input: bool = False
-    # Keyword arguments for torchvision's builder: (model name, pretrained) -> kwargs.
-    build_options: Callable[[str, bool], dict] = field(default=lambda name, pretrained: {})
-
+from ftui.models.family_record import BackboneError, Chain, Family
 
 # --- modules the chains need -----------------------------------------------------------------------
 
@@ -283,7 +254,11 @@ def family_of(name: str) -> str:
 
 
 def family(name: str) -> Family:
-    """The record for the family of model `name`."""
+    """The record for the family of model `name` (a `timm:<model>` name gets its own, from timm's config)."""
+    if name.startswith("timm:"):
+        from ftui.models.timm_models import timm_family
+
+        return timm_family(name)
     return FAMILIES[family_of(name)]
 
 
@@ -293,6 +268,11 @@ def head_path(name: str) -> str:
 
 
 def check_name(name: str) -> None:
+    if name.startswith("timm:"):
+        from ftui.models.timm_models import architecture
+
+        architecture(name)
+        return
     known = tvm.list_models(module=torchvision.models)
     if name not in known:
         raise BackboneError(f"unknown backbone {name!r}. Choose one of: {', '.join(sorted(known))}")
@@ -300,5 +280,9 @@ def check_name(name: str) -> None:
 
 def default_weights(name: str) -> tvm.WeightsEnum:
     """torchvision's recommended ImageNet weights for `name`."""
+    if name.startswith("timm:"):
+        from ftui.models.timm_models import missing_weights_message
+
+        raise BackboneError(missing_weights_message(name))
     check_name(name)
     return tvm.get_model_weights(name).DEFAULT

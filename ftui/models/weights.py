@@ -1,6 +1,7 @@
 """Weight sources for a stock torchvision model: published ImageNet weights, a local file, or random init.
 
-Every file is read with `torch.load(..., weights_only=True)`: a weights file never runs code.
+Every file is read with `torch.load(..., weights_only=True)` or, for `.safetensors` (timm and Hugging Face
+checkpoints, ftui's own safetensors export), with `safetensors.torch.load_file`: a weights file never runs code.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        return _normalise_keys(read_safetensors(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same plain message
@@ -128,6 +131,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise WeightsError(f"{path} holds a dict but no tensors in it")
     return _normalise_keys(tensors)
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file (a flat name -> tensor table: nothing in it can run)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
+    if not tensors:
+        raise WeightsError(f"{path} holds no tensors")
+    return tensors
 
 
 def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -212,6 +229,10 @@ def load_weights(model: nn.Module, name: str, source: str, progress: Progress | 
         _say(progress, 1.0, "random initialisation")
         return WeightsReport(source="none", message=f"{name}: random initialisation (no pretrained weights)")
     if source == "imagenet":
+        if name.startswith("timm:"):
+            from ftui.models.timm_models import missing_weights_message
+
+            raise WeightsError(missing_weights_message(name))
         path = download_imagenet(name, progress=progress)
         state = read_state_dict(path)
         report = load_state(model, name, state, f"torchvision ImageNet weights ({path.name})")

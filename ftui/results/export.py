@@ -1,4 +1,5 @@
-"""Export a trained run as a file that loads without ftui: a torch.export program (.pt2) or ONNX (.onnx).
+"""Export a trained run as a file that loads without ftui: a torch.export program (.pt2), ONNX (.onnx) or
+the weights as .safetensors (with the run's metadata in the file's header).
 
 Both take a float batch `image` of shape (N, 3, H, W), already resized, center-cropped and normalised
 the way the run was validated (the sizes, mean and std travel inside the file as metadata), and return
@@ -6,7 +7,11 @@ the way the run was validated (the sizes, mean and std travel inside the file as
 on the run's own val images: the largest absolute logit difference is measured and must be <= 1e-4.
 The plain checkpoint (best.pt, `torch.load(weights_only=True)`) stays as it is.
 
-CLI: `python -m ftui export RUN_DIR --format pt2|onnx [--out FILE]`.
+A .safetensors export holds only tensors (the state_dict of the run's torchvision/timm model) plus string
+metadata: `ftui` (the JSON of `metadata()`: classes, preprocessing, task, backbone). `load_safetensors`
+rebuilds the model from it; `--weights FILE.safetensors` starts a new run from it.
+
+CLI: `python -m ftui export RUN_DIR --format pt2|onnx|safetensors [--out FILE]`.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ftui.errors import FtuiError
 from ftui.results.loading import LoadedRun, load_run
 
-FORMATS = ("pt2", "onnx")
+FORMATS = ("pt2", "onnx", "safetensors")
 PARITY_TOLERANCE = 1e-4
 # Enough val images to catch a wrong export, few enough to check in a second or two on a CPU.
 PARITY_IMAGES = 16
@@ -46,12 +52,14 @@ class ExportResult:
     max_abs_diff: float | None  # None when the check could not run (onnxruntime missing)
     images_checked: int
     note: str = ""
+    int8: Any = None  # an ftui.results.quantize.Int8Report for --int8
 
 
 def metadata(run: LoadedRun) -> dict:
     """What a user of the exported file needs: classes and the preprocessing the run was validated with."""
     t = run.transform
-    return {"run": run.id, "backbone": run.config.backbone, "classes": list(run.classes),
+    return {"run": run.id, "backbone": run.config.backbone, "task": getattr(run.config, "task", "classification"),
+            "classes": list(run.classes),
             "input": "float32 (N, 3, image_size, image_size), RGB scaled to 0..1, then (x - mean) / std",
             "image_size": int(t["image_size"]), "resize_size": int(t["resize_size"]),
             "mean": [float(v) for v in t["mean"]], "std": [float(v) for v in t["std"]]}
@@ -144,15 +152,57 @@ def export_onnx(run: LoadedRun, path: Path, batch: torch.Tensor) -> float | None
         return float((torch.from_numpy(got) - model(batch)).abs().max())
 
 
-def export_run(run: LoadedRun | str | Path, fmt: str, out: str | Path | None = None) -> ExportResult:
-    """Export `run` as `fmt` to `out` (default `<run>/export/<run id>.<fmt>`) and check it; ExportError on mismatch."""
+def export_safetensors(run: LoadedRun, path: Path, batch: torch.Tensor) -> float:
+    """The state_dict as .safetensors with the metadata; reloaded into a fresh model, max abs diff on `batch`."""
+    from safetensors.torch import save
+
+    from ftui.runs import write_bytes_atomic
+
+    model = run.model.float().eval()
+    # Copies: safetensors refuses tensors that share memory, and a copy never does.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    write_bytes_atomic(path, save(state, metadata={"ftui": json.dumps(metadata(run)), "format": "pt"}))
+    loaded, _meta = load_safetensors(path)
+    with torch.no_grad():
+        return float((loaded(batch) - model(batch)).abs().max())
+
+
+def load_safetensors(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The eval-mode model and metadata of an ftui .safetensors export (nothing in the file can run code)."""
+    from safetensors import safe_open
+
+    from ftui.models.backbones import build
+    from ftui.models.weights import read_safetensors
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    if "ftui" not in header:
+        raise ExportError(f"{path} has no ftui metadata: use it as a weights file (--weights) instead")
+    meta = json.loads(header["ftui"])
+    model = build(meta["backbone"], len(meta["classes"]), weights="none")
+    model.load_state_dict(read_safetensors(path), strict=True)
+    return model.eval(), meta
+
+
+_EXPORTERS = {"pt2": export_pt2, "onnx": export_onnx, "safetensors": export_safetensors}
+
+
+def export_run(run: LoadedRun | str | Path, fmt: str, out: str | Path | None = None,
+               int8: bool = False) -> ExportResult:
+    """Export `run` as `fmt` to `out` (default `<run>/export/<run id>.<fmt>`) and check it; ExportError on mismatch.
+
+    int8=True (onnx only): the float file is written and checked as usual, then quantized into
+    `<run id>.int8.onnx` (or `out`) and gated on val accuracy (ftui/results/quantize.py)."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if int8 and fmt != "onnx":
+        raise ExportError("--int8 works with --format onnx only")
     run = run if isinstance(run, LoadedRun) else load_run(run)
-    path = Path(out) if out else run.path / "export" / f"{run.id}.{fmt}"
+    default = run.path / "export" / f"{run.id}.{fmt}"
+    path = default if int8 or not out else Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     batch, real = sample_batch(run)
-    diff = (export_pt2 if fmt == "pt2" else export_onnx)(run, path, batch)
+    diff = _EXPORTERS[fmt](run, path, batch)
     checked_on = f"{real} val images" if real else "random inputs (the run's images could not be read)"
     if diff is None:
         note = "not checked: install onnxruntime to compare it with PyTorch"
@@ -161,17 +211,28 @@ def export_run(run: LoadedRun | str | Path, fmt: str, out: str | Path | None = N
                           f"(> {PARITY_TOLERANCE:g}); the file at {path} should not be used")
     else:
         note = f"max abs logit difference {diff:.1e} on {checked_on}"
-    return ExportResult(path=path, format=fmt, max_abs_diff=diff, images_checked=real, note=note)
+    result = ExportResult(path=path, format=fmt, max_abs_diff=diff, images_checked=real, note=note)
+    if int8:
+        from ftui.results.quantize import quantize_onnx
+
+        target = Path(out) if out else run.path / "export" / f"{run.id}.int8.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result.int8 = quantize_onnx(run, path, target)
+        result.path, result.note = target, f"float export: {note}; {result.int8.describe()}"
+    return result
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """`ftui export RUN --format pt2|onnx [--out FILE]`."""
+    """`ftui export RUN --format pt2|onnx|safetensors [--out FILE]`."""
     parser.add_argument("run_dir")
     parser.add_argument("--format", choices=FORMATS, default="pt2", dest="format")
     parser.add_argument("--out", help="the file to write (default: RUN/export/<run id>.<format>)")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --format onnx: also an int8 model (static quantization calibrated on the run's "
+                             "train images), refused if it loses over 0.5 points of val accuracy")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    result = export_run(args.run_dir, args.format, args.out)
+    result = export_run(args.run_dir, args.format, args.out, int8=args.int8)
     print(f"wrote {result.path} ({result.note})")
     return 0

@@ -124,8 +124,9 @@ def restore(ctx: AppContext, targets: Targets, owner_token: str | None, source: 
         ctx.grants.grant(session, values["weights_file"])
     updates.update({component: values[name] for name, component in targets.form.items()
                     if name in values and name not in ("data", "groups")})
-    if config.backbone not in list_backbones():  # picked from "All torchvision models"
-        updates[targets.form["backbone"]] = gr.update(choices=list_backbones(all=True), value=config.backbone)
+    if config.backbone not in list_backbones():  # picked from "All models"
+        updates[targets.form["backbone"]] = gr.update(choices=list_backbones(all=True, timm=True),
+                                                      value=config.backbone)
     # Same labels as the Model step's list ("layer4  ·  8.4M").
     labels = [(f"{g}  ·  {format_count(n)}", g) for g, n in groups]
     updates[targets.form["groups"]] = gr.update(choices=labels, value=values["groups"])

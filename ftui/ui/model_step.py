@@ -87,6 +87,10 @@ def weights_note(backbone: str) -> str:
     """Say plainly whether ImageNet weights are available, and what happens when they are not."""
     from ftui.models.backbones import backbone_info
 
+    if backbone.startswith("timm:"):
+        from ftui.models.timm_models import missing_weights_message
+
+        return missing_weights_message(backbone) + "."
     info = backbone_info(backbone)
     if info.weights_cached:
         return f"ImageNet weights for {backbone} are on this machine ({info.weights_file})."
@@ -135,6 +139,8 @@ def default_weights_choice(backbone: str) -> str:
     """ImageNet when it can be had, random init otherwise, so Train always works."""
     from ftui.models.backbones import backbone_info
 
+    if backbone.startswith("timm:"):  # ftui never downloads timm weights: a file, or random init
+        return WEIGHTS_NONE
     return WEIGHTS_IMAGENET if backbone_info(backbone).weights_cached or online() else WEIGHTS_NONE
 
 
@@ -167,7 +173,7 @@ def _choice_column(ctx: AppContext) -> dict[str, Any]:
     c: dict[str, Any] = {}
     with gr.Row():
         c["backbone"] = gr.Dropdown(list_backbones(), value=start, label="Backbone", scale=3)
-        c["show_all"] = gr.Checkbox(label="All torchvision models", value=False, scale=1)
+        c["show_all"] = gr.Checkbox(label="All models (torchvision + timm)", value=False, scale=1)
     c["info"] = gr.Markdown(info_markdown(start), elem_classes="ftui-card")
     c["image_size"] = gr.Slider(first.min_input_size, 512, value=ctx.settings.demo_image_size, step=8,
                                 label="Input resolution (px)", elem_id="ftui-image-size",
@@ -175,8 +181,8 @@ def _choice_column(ctx: AppContext) -> dict[str, Any]:
     c["weights"] = gr.Radio(WEIGHTS_CHOICES, value=default_weights_choice(start), label="Starting weights")
     c["note"] = gr.Markdown(weights_note(start), elem_classes="ftui-note")
     with gr.Group(visible=False) as c["file_group"]:
-        c["weights_file"] = gr.File(label="Upload a weights file (.pth / .pt, a state_dict)",
-                                    file_types=[".pth", ".pt", ".bin"], height=110)
+        c["weights_file"] = gr.File(label="Upload a weights file (.pth / .pt / .safetensors, a state_dict)",
+                                    file_types=[".pth", ".pt", ".bin", ".safetensors"], height=110)
         c["weights_path"] = gr.Textbox(label="...or a weights file on the server (under --data-root)",
                                        interactive=ctx.settings.data_root is not None)
     # Offline the button could only fail: the note already says where to put the file instead.
@@ -295,7 +301,7 @@ class _Handlers:
     def on_show_all(self, everything: bool, name: str):
         from ftui.models.backbones import list_backbones
 
-        return gr.update(choices=list_backbones(all=everything), value=name)
+        return gr.update(choices=list_backbones(all=everything, timm=everything), value=name)
 
     def download_weights(self, name: str, progress=PROGRESS):
         from ftui.models.weights import download_imagenet
