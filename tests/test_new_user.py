@@ -222,3 +222,25 @@ def test_evaluate_says_why_misclassified_images_are_not_shown(tmp_path):
     other = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=None))
     summary, *_ = evaluation_outputs(other, result, session="someone-else")
     assert "0 of 12 shown" in summary and "another browser uploaded" in summary
+
+
+# --- item 4: progress and time left weighted by what each epoch costs ---------------------------------------
+def test_progress_and_eta_weigh_a_cheap_cached_head_epoch_lightly():
+    import pandas as pd
+
+    from ftui.config import TrainConfig
+    from ftui.ui.eta import epoch_kinds, progress_and_eta
+
+    kinds = epoch_kinds(TrainConfig(epochs=5))  # the default fine-tune: one head epoch, then all layers
+    assert kinds == ["head_first", "full", "full", "full", "full"]
+    assert epoch_kinds(TrainConfig(epochs=5, train_groups="head")) == ["head_first"] + ["head_cached"] * 4
+    head_done = pd.DataFrame({"epoch": [1], "phase": ["head"], "seconds": [4.5]})
+    # The moment: 7 s in, the head epoch (4.5 s) done, a tenth of the first all-layer epoch.
+    snap = {"status": "running", "epoch": 2, "step": 1, "steps_per_epoch": 10, "epochs": 5, "elapsed_s": 7.0}
+    fraction, eta = progress_and_eta(snap, kinds, head_done)
+    assert fraction < 0.12 and eta > 50  # was 22% and "18 s left" by counting epochs
+    # Once an all-layer epoch is measured, the time left is what the remaining ones take.
+    two_done = pd.DataFrame({"epoch": [1, 2], "phase": ["head", "fine_tune"], "seconds": [4.5, 20.0]})
+    snap = {**snap, "epoch": 3, "step": 0, "elapsed_s": 24.5}
+    fraction, eta = progress_and_eta(snap, kinds, two_done)
+    assert eta == pytest.approx(60.0) and fraction == pytest.approx(24.5 / 84.5)

@@ -24,6 +24,7 @@ from ftui.train.callbacks import EARLY
 from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_chart, progress_html
 from ftui.ui.context import AppContext
 from ftui.ui.data_step import SPLIT_SEED
+from ftui.ui.eta import epoch_kinds, progress_and_eta
 from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
@@ -108,17 +109,6 @@ def apply_preset(weights_choice: str, backbone: str, restored: dict | None = Non
     return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs, hint)
 
 
-def fraction_done(snap: dict[str, Any]) -> float:
-    """How far the job is, 0..1, from epoch and step counters."""
-    if snap.get("status") == "done":
-        return 1.0
-    epochs, spe = snap.get("epochs") or 0, snap.get("steps_per_epoch") or 0
-    epoch, step = snap.get("epoch") or 0, snap.get("step") or 0
-    if not epochs or not spe or not epoch:
-        return 0.0
-    return max(0.0, min(1.0, ((epoch - 1) + step / spe) / epochs))
-
-
 def eta_seconds(snap: dict[str, Any], fraction: float) -> float | None:
     """The engine's ETA after an epoch, else extrapolated from the elapsed time."""
     if snap.get("eta_s") is not None and snap.get("step") == snap.get("steps_per_epoch"):
@@ -179,11 +169,11 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
     return f"{badge('failed', 'Failed')}{who} {snap.get('error') or snap.get('message')}"
 
 
-def progress_caption(snap: dict[str, Any], fraction: float) -> str:
+def progress_caption(snap: dict[str, Any], fraction: float, eta: float | None = None) -> str:
     """"42% · 0 min 21 s elapsed · about 14 s left"."""
     parts = [f"{fraction:.0%}", f"{format_duration(snap.get('elapsed_s'))} elapsed"]
     if snap.get("status") in ("running", "stopping"):
-        eta = eta_seconds(snap, fraction)
+        eta = eta if eta is not None else eta_seconds(snap, fraction)
         if eta is not None:
             parts.append(f"about {format_duration(eta)} left")
         if snap.get("message") and not snap.get("steps_per_epoch"):
@@ -486,14 +476,15 @@ class _Handlers:
         mine = self.ctx.owners.get(job, "") == (owner_token or "")
         if not mine:
             snap = public_snapshot(snap)  # no server paths, notes or error details for other clients
-        fraction = fraction_done(snap)
+        # Weighted by what each epoch costs (a cached head epoch is cheap): ftui/ui/eta.py.
+        fraction, eta = progress_and_eta(snap, epoch_kinds(target.config), epochs_frame)
         active = snap["status"] not in FINISHED
         finished_now = not active and (not seen or seen[0] != job or seen[1] not in FINISHED)
         # The runs table lists the running run as soon as its folder exists, not only once it has finished.
         folder_now = bool(snap.get("run_id")) and (not seen or seen[0] != job or seen[-1] != snap.get("run_id"))
         return (
             snap, status_markdown(snap, mine, images_per_second(batches)),
-            progress_html(fraction, progress_caption(snap, fraction)),
+            progress_html(fraction, progress_caption(snap, fraction, eta)),
             loss_chart(batches), *epoch_charts(epochs_frame),
             gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
             runs_frame(self.ctx) if finished_now or folder_now else gr.skip(), key,
