@@ -77,7 +77,8 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
             return (gr.update(choices=choices, value=value), gr.update(choices=choices, value=value),
                     gr.update(choices=choices), gr.update(choices=choices))
 
-        show_examples = (predict.on_run, predict_run, predict.run_outputs)
+        # The owner token too: after a restart a browser's runs are still its own (their data is granted again).
+        show_examples = (predict.on_run, [predict_run, train.owner], predict.run_outputs)
         evaluated = {**private, "concurrency_id": "heavy"}
         pickers = [eval_run, predict_run, compare_a, compare_b]
         train.runs_table.change(opened_on, [train.runs_table, train.owner], pickers, **private).then(
@@ -97,6 +98,8 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
         targets = form_restore.Targets(train.form, dict(zip(augment_step.FIELDS, aug.controls)),
                                        data.load_outputs[:6], model.restored)
         form_restore.wire_restore(ctx, loaded, targets, train.owner, data.source)
+        use_button, use_note = train.use_run
+        form_restore.wire_use_run(ctx, use_button, train.opened_run, use_note, targets, train.owner, data.source)
         demo.load(lambda v: v, model.image_size, image_size_proxy, **private)
         demo.load(aug.on_load, aug.load_inputs, aug.load_outputs, **private)
     return demo, ctx

@@ -265,12 +265,13 @@ class _Handlers:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    def on_run(self, run_id: str, request: gr.Request):
+    def on_run(self, run_id: str, owner_token: str | None = None, request: gr.Request = None):
         """The run's own val images as examples and its checkpoint download."""
         from ftui.results.export import named_checkpoint
 
         if not run_id:
             return gr.update(value=[]), gr.update(visible=False)
+        self.ctx.grant_owners_run(run_id, owner_token, session_of(request))
         try:
             items = example_items(self.ctx, run_id, session_of(request))
             checkpoint = gr.update(value=download(named_checkpoint(run_folder_path(self.ctx, run_id))),

@@ -50,6 +50,7 @@ class TrainView:
     poll_outputs: list
     attach: Any
     form: dict  # TrainConfig field (or Model/Augment control) name -> component, for form_restore
+    use_run: tuple = ()  # ("Use this run's data and settings" button, its note), wired by the layout
 
 
 def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_path: str,
@@ -531,11 +532,14 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     gr.Markdown("### Runs")
     runs_table = gr.Dataframe(runs_frame(ctx), interactive=False, max_height=260, elem_id="ftui-runs",
                               label="Past runs (click a row to open it in Evaluate and Predict)")
+    with gr.Row():
+        use_run = gr.Button("Use this run's data and settings", size="sm", scale=0, elem_id="ftui-use-run")
+        use_note = gr.Markdown(elem_id="ftui-use-run-note")
     opened_run = gr.Textbox(visible=False)
     job_id = gr.Textbox(visible=False, elem_id="ftui-job-id")
     # Rendered by the layout outside the tabs: a BrowserState inside a tab never reaches localStorage (a
     # reload then lost the owner token and Stop).
-    owner = gr.BrowserState("", storage_key="ftui-owner", render=False)
+    owner = gr.BrowserState("", storage_key="ftui-owner", secret=ctx.browser_secret(), render=False)
     config_json = gr.Textbox(visible=False)
     last_seen = gr.State(None)
     timer = gr.Timer(1.0)
@@ -576,4 +580,4 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     opened_run.change(h.show_run, opened_run, [c["status"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"]],
                       **private)
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
-                     poll_outputs=poll_outputs, attach=h.attach, form=form)
+                     poll_outputs=poll_outputs, attach=h.attach, form=form, use_run=(use_run, use_note))
