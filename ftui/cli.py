@@ -48,19 +48,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags that override a --config file only when given (their argparse default is None).
-_TRAIN_FLAGS = {
-    "backbone": "backbone", "weights": "weights", "train_groups": "train_groups", "epochs": "epochs",
-    "batch_size": "batch_size", "lr": "lr", "seed": "seed", "val_fraction": "val_fraction",
-    "optimizer": "optimizer", "scheduler": "scheduler", "device": "device", "image_size": "image_size",
-    "recipe": "recipe", "runs_dir": "runs_dir", "compile": "compile",
-}
-
-
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A TrainConfig from --config (if given) with the explicitly given flags on top; validated."""
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    changes = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    changes = {name: getattr(args, name) for name in args.config_fields if getattr(args, name) is not None}
     if args.data:
         changes["data"] = args.data
     if args.no_augment:
@@ -244,7 +235,7 @@ def _print_evaluation(run_dir: str | None) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ftui.results.predict import Predictor
 
-    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size, tta=args.tta)
     table = predictor.predictions_table(args.images, top_k=args.top_k)
     sys.stdout.write(table.to_csv(index=False))
     return 0
@@ -254,38 +245,54 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ftui.results.evaluate import evaluate
 
     split = args.split or ("all" if args.data else "val")
-    result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device)
-    print(f"accuracy {result.accuracy_text()} on {split} images, [95% Wilson interval] (correct/total)")
+    result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device, ood=args.ood, tta=args.tta)
+    print(f"accuracy {result.accuracy_text()} on {split} images{' with TTA' if args.tta else ''}, "
+          "[95% Wilson interval] (correct/total)")
     print(result.per_class.to_string(index=False))
+    cal = result.calibration
+    if cal:
+        print(f"calibration: temperature {cal['temperature']:.3f}, ECE (15 bins) {cal['ece_before']:.2%} with T = 1, "
+              f"{cal['ece_after']:.2%} with T" + (f"; {cal['abstain_rate']:.1%} answered 'unknown'"
+                                                 if "abstain_rate" in cal else ""))
+    if result.ood:
+        _print_ood(result.ood)
+        _save_ood(args.run_dir, result.ood)
     for line in result.warnings:
         print(f"warning: {line}")
     return 0
 
 
+def _print_ood(ood: dict) -> None:
+    print(f"none of these ({ood['num_out']} images of {ood['folder']} vs {ood['num_in']} in-distribution): "
+          f"energy AUROC {ood['energy']['auroc']:.3f}, FPR at 95% TPR {ood['energy']['fpr95']:.3f}; "
+          f"MSP AUROC {ood['msp']['auroc']:.3f}, FPR at 95% TPR {ood['msp']['fpr95']:.3f}"
+          + (f"; the stored threshold answers 'unknown' for {ood['unknown_rate']:.1%} of them"
+             if "unknown_rate" in ood else ""))
+
+
+def _save_ood(run_dir: str, ood: dict) -> None:
+    """The OOD report into the run's evaluation.json ("ood"), so the model card can state it."""
+    import json
+    from pathlib import Path
+
+    from ftui.runs import write_json_atomic
+
+    path = Path(run_dir) / "evaluation.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        write_json_atomic(path, {**saved, "ood": ood})
+
+
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a classifier and write a run folder")
+    p = sub.add_parser("train", help="train a classifier and write a run folder",
+                       description="Every TrainConfig field is a flag, in its group; a flag given overrides "
+                                   "--config.")
     p.add_argument("data", nargs="?", help="dataset folder, .zip or .csv (optional with --config)")
     p.add_argument("--config", help="a run.json TrainConfig; flags given here override it")
-    p.add_argument("--backbone")
-    p.add_argument("--weights", help="imagenet | none | path to a weights file")
-    p.add_argument("--train-groups", dest="train_groups", help="head | all | last:N | G1,G2")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--val-fraction", dest="val_fraction", type=float)
-    p.add_argument("--optimizer", help="sgd | adam | adamw")
-    p.add_argument("--scheduler", help="none | step | cosine | onecycle")
-    p.add_argument("--recipe", help="fine_tune | plain")
-    p.add_argument("--device", help="auto | cpu | cuda | mps")
-    p.add_argument("--image-size", dest="image_size", type=int)
-    p.add_argument("--runs-dir", dest="runs_dir", help="where runs/<id>/ go when --out is not given")
     p.add_argument("--out", help="the run folder to write (must be new or empty)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="carry on an interrupted or stopped run from its last.pt (its own config; other flags ignored)")
     p.add_argument("--no-augment", dest="no_augment", action="store_true", help="switch augmentation off")
-    p.add_argument("--compile", dest="compile", action="store_true", default=None,
-                   help="torch.compile the trained module (pays off on a GPU for longer runs)")
     p.add_argument("--gpus", type=int, default=None,
                    help="N: DistributedDataParallel over N GPUs of this machine (torchrun); with --device cpu, "
                         "N CPU processes (gloo)")
@@ -293,7 +300,32 @@ def _add_train(sub) -> None:
                    "folder) | mlflow (a local MLflow store, sqlite in the runs folder)")
     p.add_argument("--tracking-uri", dest="tracking_uri", default="",
                    help="the MLflow tracking URI for --log mlflow (default sqlite:///RUNS_DIR/mlflow.db)")
+    _add_config_flags(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, grouped as the config is, help and range from the field's spec; a flag
+    given overrides --config (default None). Flags defined above by hand are left as they are."""
+    taken = set(p._option_string_actions)
+    added = []
+    for group, fields in TrainConfig.fields_by_group().items():
+        section = p.add_argument_group(f"{group} settings")
+        for f in fields:
+            flag = "--" + f.name.replace("_", "-")
+            if f.name in ("data", "aug") or flag in taken:
+                continue
+            kind = str(f.type)
+            options: dict[str, Any] = {"dest": f.name, "default": None, "help": TrainConfig.hint(f.name)}
+            if kind.startswith("bool"):
+                options["action"] = argparse.BooleanOptionalAction
+            else:
+                options["type"] = int if kind.startswith("int") else float if kind.startswith("float") else str
+                if f.metadata.get("choices"):
+                    options["choices"] = f.metadata["choices"]
+            section.add_argument(flag, **options)
+            added.append(f.name)
+    p.set_defaults(config_fields=added)
 
 
 def _add_lazy(sub, name: str, module: str, help_text: str) -> None:
@@ -328,18 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_summary)
     _add_train(sub)
-    p = sub.add_parser("predict", help="top-k predictions as CSV: path,label,probability,top_k")
+    p = sub.add_parser("predict", help="top-k predictions as CSV: path,label,probability,top_k,verdict,ood_score")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", dest="top_k", type=int, default=3)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average flip + 4 corner crops")
     p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("evaluate", help="accuracy and per-class table of a run")
     p.add_argument("run_dir")
     p.add_argument("data", nargs="?", help="another dataset to evaluate on (default: the run's val split)")
     p.add_argument("--split", choices=["train", "val", "test", "all"])
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda | mps")
+    p.add_argument("--ood", metavar="DIR", help="a folder of images from none of the classes: AUROC and FPR at "
+                   "95%% TPR of the 'none of these' score (saved in evaluation.json)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average flip + 4 corner crops")
     p.set_defaults(func=_cmd_evaluate)
     _add_lazy(sub, "check", "ftui.doctor", "dataset health check")
     _add_lazy(sub, "bench", "ftui.bench.speed", "speed benchmarks")
@@ -351,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_undo_arguments(p)
     p.set_defaults(func=run_undo)
     _add_lazy(sub, "compare", "ftui.results.compare", "compare two runs: curves, per-class deltas, flipped images")
+    _add_lazy(sub, "ensemble", "ftui.results.ensemble", "combine finished runs into one (averaged calibrated probabilities)")
+    _add_lazy(sub, "bench-trust", "ftui.bench.trust", "calibration, none-of-these, TTA and ensembles on a suite of sets")
     _add_lazy(sub, "make-variant", "ftui.data.variants", "a low-resolution / grayscale / rotated copy of a dataset")
     _add_lazy(sub, "bench-recipes", "ftui.bench.recipes", "the default recipe vs a linear probe and a hand fine-tune")
     return parser

@@ -316,3 +316,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, (RuntimeError, MemoryError)) and (
         "out of memory" in text or isinstance(exc, MemoryError)
     )
+
+
+def setup_device(preference: str) -> torch.device:
+    """The device a run trains on, with this process's threads and flags set for it."""
+    device = pick_device(preference)
+    configure_threads()
+    if device.type == "cpu":
+        # Denormal floats are 10-100x slower on x86; flushing them to zero changes nothing measurable.
+        torch.set_flush_denormal(True)
+    configure_device(device)
+    return device

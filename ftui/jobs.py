@@ -23,8 +23,9 @@ from ftui import devices
 from ftui.config import TrainConfig
 from ftui.errors import LOG_NAME, FtuiError, is_user_error, log_failure, run_log
 from ftui.runs import RunFolder, RunStore, write_json_atomic
-from ftui.train.callbacks import Callback, CSVLogger, EarlyStopping, History
-from ftui.train.trainer import FitResult, describe_exception, fit, seed_everything
+from ftui.train.callbacks import Callback, History
+from ftui.train.failures import describe_exception
+from ftui.train.trainer import FitResult, fit, seed_everything
 
 STATUSES = ("queued", "running", "stopping", "done", "stopped", "failed")
 FINISHED = ("done", "stopped", "failed")
@@ -83,6 +84,7 @@ def run_training(
             status=result.status, message=result.message, best_val_acc=result.best_val_acc,
             best_epoch=result.best_epoch, epochs_done=result.epochs_done, seconds=round(time.time() - started, 2),
             ended=time.strftime("%Y-%m-%d %H:%M:%S"), notes=result.notes,
+            head_alone=result.head_alone.to_dict() if result.head_alone is not None else None,
         )
         log.info("run %s %s: %s", folder.id, result.status, result.message)
     return result, folder
@@ -102,10 +104,9 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
         config.backbone, len(dataset.classes), weights="none" if resume else config.weights,
         progress=lambda fraction, message="": progress(message or f"weights {fraction:.0%}"))
     groups = layer_groups(model, config.backbone)
-    listeners = [*callbacks, CSVLogger(folder.metrics_path)]
-    if config.early_stopping_patience:
-        listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
     progress("training")
+    # metrics.csv, checkpoints and early stopping come with every run (ftui/train/defaults.py).
+    listeners = list(callbacks)
     result = _fit(config, dataset, (model, groups), listeners, stop_event, folder, progress, checkpoint)
     # What the weights file gave (every skipped or mismatched tensor): in the job's notes, the CLI prints it.
     if config.weights not in ("none", "imagenet") and weights_report.message and not resume:
@@ -114,10 +115,9 @@ def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint
         progress("evaluating")
         evaluation = None
         try:
-            from ftui.results.evaluate import evaluate
-            from ftui.results.loading import load_run
+            from ftui.results.calibrate import calibrate_and_evaluate
 
-            evaluation = evaluate(load_run(folder.path), split="val", dataset=dataset, device=config.device)
+            evaluation = calibrate_and_evaluate(folder.path, dataset, config.device, progress)
             write_json_atomic(folder.evaluation_path, evaluation.to_dict())
         except Exception as exc:  # noqa: BLE001 - a failed evaluation must not fail a finished run
             log_failure(log, exc, "evaluation failed")
@@ -160,8 +160,8 @@ def _fit(config: TrainConfig, dataset, parts: tuple, listeners: list, stop_event
     from ftui.train.resume import trainer_state
     from ftui.train.trainer import Trainer
 
-    trainer = Trainer(config, model, groups, ImageData(dataset), listeners, run_dir=folder.path)
-    trainer.stop_event, trainer.progress = stop_event, progress
+    trainer = Trainer(config, model, groups, ImageData(dataset), listeners, run_dir=folder.path,
+                      stop_event=stop_event, progress=progress)
     trainer.load_state_dict(trainer_state(checkpoint))
     return trainer.fit()
 
@@ -191,8 +191,10 @@ class _Tracker(Callback):
                          phase=info["phase"], images_per_s=info["images_per_s"])
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
+        # val_acc is None when a listener cancelled the epoch's validation (CancelValidate).
+        val = "skipped" if info["val_acc"] is None else f"{info['val_acc']:.3f}"
         self.job._update(epoch=info["epoch"], eta_s=info["eta_s"], best_val_acc=info["best_val_acc"],
-                         message=f"epoch {info['epoch']}/{info['epochs']} val_acc {info['val_acc']:.3f}")
+                         message=f"epoch {info['epoch']}/{info['epochs']} val_acc {val}")
 
 
 class Job:
@@ -225,6 +227,7 @@ class Job:
             "status": "queued", "run_id": None, "run_dir": None, "epoch": 0, "epochs": config.epochs,
             "step": 0, "steps_per_epoch": None, "phase": None, "images_per_s": None, "eta_s": None,
             "message": "queued", "error": None, "queue_position": None, "best_val_acc": None, "num_val": None, "notes": [],
+            "head_alone": None,
             "internal_error": False,  # failed on a bug or the environment, not on the user's input
         }
 
@@ -331,6 +334,7 @@ class Job:
         self.result = result
         with self._lock:
             self._state["notes"] = list(result.notes)
+            self._state["head_alone"] = result.head_alone.to_dict() if result.head_alone is not None else None
             self._state["best_val_acc"] = result.best_val_acc
         self._finish(result.status, result.message, error=result.error)
 

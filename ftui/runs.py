@@ -141,6 +141,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def update_checkpoint(path: str | Path, **meta: Any) -> None:
+    """Add or replace plain metadata in a checkpoint (e.g. the fitted temperature), written atomically."""
+    ckpt = load_checkpoint(path)
+    ckpt.update(meta)
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    _atomic_write(Path(path), lambda f: f.write(buffer.getbuffer()))
+
+
 @dataclass
 class RunFolder:
     """One run's folder and the small files in it."""

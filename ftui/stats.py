@@ -35,3 +35,17 @@ def format_accuracy(correct: int, n: int) -> str:
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """'1 image', '2 images', '0 images': a count with its noun in the right number."""
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def paired_gain_interval(wrong_to_right: int, right_to_wrong: int, n: int, z: float = Z95) -> tuple[float, float, float]:
+    """(gain, low, high): accuracy gain of B over A on the same n images and its 95% interval.
+
+    Only the images that flipped carry the difference: gain = (w2r - r2w) / n with the paired (McNemar-style)
+    standard error sqrt(w2r + r2w - (w2r - r2w)^2 / n) / n, so 3 fixed and 1 broken out of 150 is not
+    "+1.3 points" but "+1.3 [-1.3, +4.0]"."""
+    if n <= 0:
+        return 0.0, 0.0, 0.0
+    diff = wrong_to_right - right_to_wrong
+    gain = diff / n
+    se = math.sqrt(max(wrong_to_right + right_to_wrong - diff * diff / n, 0.0)) / n
+    return gain, gain - z * se, gain + z * se

@@ -29,6 +29,24 @@ FAKE_CAMERA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-st
 READY = "#ftui-data-status:has-text('Dataset ready')"
 
 
+def fake_camera_file(image, path: Path, frames: int = 10) -> Path:
+    """`image` (PIL) as a Y4M video (YUV 4:2:0, full range) for --use-file-for-fake-video-capture: the fake
+    webcam then shows this picture instead of Chromium's test pattern."""
+    w, h = (image.width // 2) * 2, (image.height // 2) * 2
+    y, cb, cr = image.convert("RGB").resize((w, h)).convert("YCbCr").split()
+    half = (w // 2, h // 2)
+    planes = y.tobytes() + cb.resize(half).tobytes() + cr.resize(half).tobytes()
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        f.writelines(b"FRAME\n" + planes for _ in range(frames))
+    return path
+
+
+def camera_showing(path: Path) -> tuple[str, ...]:
+    """Chromium flags for a fake webcam that plays `path` (a .y4m from fake_camera_file)."""
+    return (*FAKE_CAMERA, f"--use-file-for-fake-video-capture={path}")
+
+
 @contextmanager
 def chromium(*extra_args: str) -> Iterator:
     """Headless Chromium (ARGS plus `extra_args`), closed afterwards."""

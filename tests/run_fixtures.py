@@ -17,7 +17,7 @@ from tests.conftest import make_class_folder
 
 
 def make_quick_run(root: Path, backbone: str = "resnet18", image_size: int = 32, per_class: int = 6,
-                   classes: list[str] | None = None) -> Path:
+                   classes: list[str] | None = None, seed: int = 0) -> Path:
     """root/colours (3 classes, or `classes`) and root/runs/<id>/ with an untrained but real checkpoint;
     returns the run dir."""
     from ftui.models.backbones import backbone_info, build
@@ -28,7 +28,7 @@ def make_quick_run(root: Path, backbone: str = "resnet18", image_size: int = 32,
     folder = RunStore(root / "runs").create(config)
     classes = sorted(p.name for p in data.iterdir())
     folder.write_classes(classes)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build(backbone, len(classes), weights="none").eval()
     info = backbone_info(backbone)
     meta = {"classes": classes, "backbone": backbone, "num_classes": len(classes), "image_size": image_size,

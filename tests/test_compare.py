@@ -49,11 +49,13 @@ def test_comparison_matches_two_evaluations(two_runs):
     assert result.curves.query("run == 'A'")["epoch"].max() == 1
 
 
-@pytest.mark.slow
-def test_cli_compare_prints_json(two_runs, capsys):
+def test_cli_compare_prints_json(tmp_path, capsys):
+    """The CLI's output shape needs no learning: two real random-init checkpoints with different seeds."""
     from ftui.cli import main
+    from tests.run_fixtures import make_quick_run
 
-    _, run_a, run_b = two_runs
+    run_a = make_quick_run(tmp_path / "a", seed=0)
+    run_b = make_quick_run(tmp_path / "b", seed=1)
     assert main(["compare", str(run_a), str(run_b), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["num_items"] > 0 and {"per_class", "flipped"} <= set(out)

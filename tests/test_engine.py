@@ -13,7 +13,7 @@ from ftui.config import AugConfig, TrainConfig
 from ftui.data.datasets import load_dataset
 from ftui.models.backbones import build, layer_groups
 from ftui.runs import load_checkpoint
-from ftui.train.callbacks import Callback, CSVLogger, EarlyStopping, History, TrainingControl
+from ftui.train.callbacks import Callback, EarlyStopping, History, TrainingControl
 from ftui.train.recipes import class_weights, discriminative_scales, lr_multiplier, plan_phases
 from ftui.train.trainer import fit, seed_everything
 
@@ -92,7 +92,7 @@ def test_stop_mid_epoch_gives_stopped_with_metrics_and_last_checkpoint(class_fol
     run_dir = tmp_path / "run"
     steps_per_epoch = -(-len(dataset.split("train")) // 4)
     # Stop during the second epoch, after its first batch.
-    callbacks = [CSVLogger(run_dir / "metrics.csv"), StopAfter(stop, steps_per_epoch + 1)]
+    callbacks = [StopAfter(stop, steps_per_epoch + 1)]  # metrics.csv comes with the run folder
     result = fit(config, dataset, model, groups, callbacks, stop, run_dir=run_dir)
     assert result.status == "stopped"
     assert "stopped" in result.message
@@ -177,6 +177,34 @@ def test_head_only_uses_the_feature_cache_and_says_so(class_folder):
     assert any("cached frozen-prefix features" in n for n in result.notes)
 
 
+class KeepSources(Callback):
+    def on_fit_end(self, info):
+        self.train_source = info["trainer"].train_source
+
+
+def test_a_cached_phase_trains_on_augmented_views_when_asked_and_says_when_it_does_not(class_folder):
+    """feature_cache_views=3 with augmentation on: view 0 holds the unaugmented images' features, views 1 and 2
+    augmented draws (they differ from view 0 and from each other); with 1 view the phase note says the Augment
+    step's settings do not reach the phase."""
+    aug = AugConfig(random_resized_crop=True, crop_scale_min=0.3, hflip=True, color_jitter=True)
+    config = tiny_config(class_folder, train_groups="head", epochs=3, feature_cache_views=3, aug=aug)
+    dataset, model, groups = build_parts(config)
+    kept = KeepSources()
+    result = fit(config, dataset, model, groups, [kept])
+    source = kept.train_source
+    assert result.status == "done" and source.views_stored == 3
+    n = source.num_items
+    rows = torch.arange(n)
+    views = [source.store.get(rows + v * n, torch.device("cpu")) for v in range(3)]
+    def differ(a, b):  # random-init features are tiny: compare relative to their scale
+        return float((a - b).abs().max()) > 1e-2 * float(a.abs().max())
+
+    assert differ(views[0], views[1]) and differ(views[1], views[2])
+    assert any("the unaugmented image and 2 augmented views" in note for note in result.notes)
+    single = fit(config.replace(feature_cache_views=1), *build_parts(config)[:1], *build_parts(config)[1:], [])
+    assert any("augmentation does not reach this phase" in note for note in single.notes)
+
+
 def test_feature_cache_over_its_cap_falls_back_to_the_full_model(class_folder):
     config = tiny_config(class_folder, train_groups="head", feature_cache_max_mb=0)
     dataset, model, groups = build_parts(config)
@@ -217,7 +245,7 @@ def test_schedulers_shape_the_learning_rate():
     base = TrainConfig(data="x", epochs=4)
     cosine = lr_multiplier(base.replace(scheduler="cosine"), steps_per_epoch=10, epochs=4)
     assert cosine(0) == pytest.approx(1.0) and cosine(20) == pytest.approx(0.5) and cosine(39) < 0.01
-    step = lr_multiplier(base.replace(scheduler="step", step_size=2, gamma=0.1), 10, 4)
+    step = lr_multiplier(base.replace(scheduler="step", lr_step_size=2, lr_gamma=0.1), 10, 4)
     assert step(19) == pytest.approx(1.0) and step(20) == pytest.approx(0.1)
     warm = lr_multiplier(base.replace(scheduler="none", warmup_epochs=1), 10, 4)
     assert warm(0) == pytest.approx(0.1) and warm(9) == pytest.approx(1.0) and warm(30) == 1.0
@@ -230,6 +258,20 @@ def test_class_weights_favour_the_rare_class():
     assert w[1] > w[0] and w[2] == 1.0
     # Averaged over the samples, the weight is 1: the loss keeps its scale.
     assert float((w[:2] * torch.tensor([30.0, 10.0])).sum() / 40) == pytest.approx(1.0)
+
+
+def test_fit_stops_early_from_the_config_alone(class_folder, tmp_path):
+    """early_stopping_patience is honoured by fit() itself (default_callbacks), not only by the job: with a
+    rate of zero val loss never improves after epoch 1, so patience 1 ends a 4-epoch run after epoch 2."""
+    config = tiny_config(class_folder, train_groups="all", recipe="plain", epochs=4, lr=1e-12,
+                         early_stopping_patience=1, head_alone=False)
+    dataset, model, groups = build_parts(config)
+    result = fit(config, dataset, model, groups, run_dir=tmp_path / "run")
+    assert result.status == "done" and result.epochs_done == 2, result.message
+    assert "early stopping" in result.message
+    assert list(pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"]) == [1, 2]
+    patient = fit(config.replace(early_stopping_patience=0), dataset, *build_parts(config)[1:])
+    assert patient.epochs_done == 4
 
 
 def test_early_stopping_asks_the_loop_to_stop_after_patience_epochs():

@@ -142,7 +142,7 @@ def test_predict_step_shows_user_errors_and_hides_bugs_behind_internal_error(tmp
     def bug(self, images, top_k=5):
         deep_pandas_bug()
 
-    monkeypatch.setattr(ftui.results.predict.Predictor, "predict", bug)
+    monkeypatch.setattr(ftui.results.predict.Predictor, "verdicts", bug)
     with caplog.at_level(logging.ERROR, logger="ftui"):
         error, labels, _verdict, _overlay = predict_single(ctx, run_dir.name, str(image), 3)
     assert error == "**Could not predict:** internal error, details in the server log" and labels is None

@@ -1,4 +1,5 @@
-"""Evaluation and prediction on a really trained (tiny) run reloaded from disk."""
+"""Evaluation and prediction on a run reloaded from disk: a real (untrained) checkpoint for what needs no
+learning, a really trained tiny run where the answer must be right."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from ftui.results.loading import load_run
 from ftui.results.predict import PredictError, Predictor, predict
 from ftui.runs import RunStore
 from tests.conftest import make_class_folder
+from tests.run_fixtures import make_quick_run
 
-# Every test here uses one trained run (about a minute of training on 2 busy cores); the quick subset
-# keeps the CLI's train -> predict -> evaluate end to end (tests/test_cli.py).
-pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """A run folder with a real random-init resnet18 checkpoint over 3 x 8 colour images: (data, run dir)."""
+    root = tmp_path_factory.mktemp("quickrun")
+    run_dir = make_quick_run(root, per_class=8)
+    return root / "colours", run_dir
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,8 @@ def trained(tmp_path_factory):
     return data, job.run_dir
 
 
-def test_predict_on_a_reloaded_run_matches_the_in_memory_model(trained):
-    data, run_dir = trained
+def test_predict_on_a_reloaded_run_matches_the_in_memory_model(quick):
+    data, run_dir = quick
     run = load_run(run_dir)
     images = sorted(str(p) for p in data.rglob("*.jpg"))[:5]
     predictor = Predictor(run_dir)
@@ -52,12 +58,12 @@ def test_predict_on_a_reloaded_run_matches_the_in_memory_model(trained):
     assert [t[0][0] for t in top] == [run.classes[int(i)] for i in expected.argmax(1)]
 
 
-def test_predict_decodes_large_jpegs_exactly_as_the_training_cache_does(trained, tmp_path):
+def test_predict_decodes_large_jpegs_exactly_as_the_training_cache_does(quick, tmp_path):
     from ftui.data.imagecache import resize_for_cache
     from ftui.data.images import open_rgb
     from tests.conftest import CLASS_COLOURS, write_class_image
 
-    _, run_dir = trained
+    _, run_dir = quick
     run = load_run(run_dir)
     size = run.transform["resize_size"]
     # Big JPEGs: the cache decodes them at a reduced (draft) scale, which changes the pixels slightly.
@@ -73,8 +79,8 @@ def test_predict_decodes_large_jpegs_exactly_as_the_training_cache_does(trained,
     torch.testing.assert_close(Predictor(run_dir).probabilities(images), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_top_k_is_sorted_clipped_to_the_classes_and_accepts_pil_images(trained):
-    data, run_dir = trained
+def test_top_k_is_sorted_clipped_to_the_classes_and_accepts_pil_images(quick):
+    data, run_dir = quick
     image = Image.open(next(data.rglob("*.jpg")))
     (top,) = predict(run_dir, [image], top_k=10)
     assert len(top) == 3
@@ -84,17 +90,17 @@ def test_top_k_is_sorted_clipped_to_the_classes_and_accepts_pil_images(trained):
         predict(run_dir, [image], top_k=0)
 
 
-def test_predictions_table_has_path_label_probability_top_k(trained):
-    data, run_dir = trained
+def test_predictions_table_has_path_label_probability_top_k(quick):
+    data, run_dir = quick
     paths = [str(p) for p in sorted(data.rglob("*.jpg"))[:2]]
     table = Predictor(run_dir).predictions_table(paths, top_k=2)
-    assert list(table.columns) == ["path", "label", "probability", "top_k"]
+    assert list(table.columns) == ["path", "label", "probability", "top_k", "verdict", "ood_score"]
     assert table["path"].tolist() == paths
     assert table.loc[0, "top_k"].startswith(table.loc[0, "label"] + ":")
 
 
-def test_evaluate_reports_accuracy_per_class_confusion_and_sorted_mistakes(trained):
-    _, run_dir = trained
+def test_evaluate_reports_accuracy_per_class_confusion_and_sorted_mistakes(quick):
+    _, run_dir = quick
     result = evaluate(run_dir, split="all")
     confusion = torch.tensor(result.confusion)
     assert result.num_items == 24 and int(confusion.sum()) == 24
@@ -106,6 +112,7 @@ def test_evaluate_reports_accuracy_per_class_confusion_and_sorted_mistakes(train
     assert set(result.to_dict()) >= {"accuracy", "per_class", "confusion", "mistakes", "classes"}
 
 
+@pytest.mark.slow  # the run must really have learned the colours (about a minute of training)
 def test_a_misclassified_image_is_listed_with_its_loss(trained, tmp_path):
     _, run_dir = trained
     # A red image filed under "blue": the run will call it red.
@@ -119,8 +126,8 @@ def test_a_misclassified_image_is_listed_with_its_loss(trained, tmp_path):
     assert row["path"].endswith("odd.jpg") and row["true"] == "blue" and row["loss"] > 0
 
 
-def test_evaluating_unknown_classes_is_an_evaluate_error(trained, tmp_path):
-    _, run_dir = trained
+def test_evaluating_unknown_classes_is_an_evaluate_error(quick, tmp_path):
+    _, run_dir = quick
     make_class_folder(tmp_path / "other", per_class=3, classes=["red", "purple"])
     with pytest.raises(EvaluateError, match="purple"):
         evaluate(run_dir, split="all", dataset=tmp_path / "other")

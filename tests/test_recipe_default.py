@@ -111,6 +111,7 @@ def test_the_head_trained_alone_becomes_best_pt_when_val_prefers_it_and_changes_
     assert len(curve(folder)) == 5 and curve(folder) == curve(plain_folder)
     assert (kept.best_epoch, without.best_epoch) == (1, 3)  # the same epochs; best.pt is the head alone
     assert kept.best_val_acc == 1.0 and any("kept as best.pt (epoch 1)" in n for n in kept.notes)
+    assert kept.head_alone.best_at_end and kept.head_alone.kept_at_epoch == 1
     best = load_checkpoint(folder.best_path)
     assert best["head_alone"] is True and best["epoch"] == 1
     assert not load_checkpoint(plain_folder.best_path).get("head_alone")
@@ -120,13 +121,15 @@ def test_the_head_trained_alone_becomes_best_pt_when_val_prefers_it_and_changes_
 
 
 def test_the_finished_status_says_when_the_kept_model_is_the_head_alone():
+    """The status reads the job's structured head-alone outcome (FitResult.head_alone), not note text."""
+    from ftui.train.headalone import HeadAloneOutcome
     from ftui.ui.train_step import status_markdown
 
+    outcome = HeadAloneOutcome(val_acc=0.96, epoch=2, epochs=5, seconds=0.31, kept_at_epoch=1, best_at_end=True)
     snap = {"status": "done", "backbone": "mobilenet_v2", "best_val_acc": 0.96, "num_val": 153, "run_id": "r1",
-            "elapsed_s": 90.0, "notes": [("head alone (5 epochs on the cached features, 0.31 s): best val acc 0.9600 at its "
-                                         "epoch 2, kept as best.pt (epoch 1): no all-layer epoch beat it")]}
+            "elapsed_s": 90.0, "notes": [outcome.summary(best_epoch=1)], "head_alone": outcome.to_dict()}
     assert "the head trained alone" in status_markdown(snap, mine=True, ips=None)
-    snap["notes"] = [snap["notes"][0].split(", kept")[0] + ", best.pt until epoch 3 beat it"]
+    snap["head_alone"] = {**outcome.to_dict(), "best_at_end": False}  # a later epoch beat it
     assert "head trained alone" not in status_markdown(snap, mine=True, ips=None)
 
 

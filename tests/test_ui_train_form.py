@@ -20,7 +20,7 @@ def test_every_form_field_lands_in_its_config_field(tmp_path, class_folder):
     collect = collect_config_handler(demo)
     form = collect.__self__.form
     values = {component: component.value for component in form.values()}
-    changed = {"epochs": 7, "batch_size": 5, "lr": 0.0123, "optimizer": "sgd", "momentum": 0.8, "gamma": 0.5,
+    changed = {"epochs": 7, "batch_size": 5, "lr": 0.0123, "optimizer": "sgd", "momentum": 0.8, "lr_gamma": 0.5,
                "seed": 11, "early_stopping_patience": 2, "label_smoothing": 0.1, "class_weighted_loss": True,
                "run_name": "  mine  ", "val_fraction": 0.3, "data": str(class_folder)}
     for name, value in changed.items():
@@ -110,7 +110,7 @@ def test_a_config_restores_the_form_it_came_from(tmp_path, class_folder):
     form = collect.__self__.form
     names = [g for g, _ in structure(ctx, form["backbone"].value, 2)[0]]
     values = {component: component.value for component in form.values()}
-    changed = {"epochs": 7, "batch_size": 5, "lr": 0.0123, "optimizer": "sgd", "scheduler": "step", "gamma": 0.5,
+    changed = {"epochs": 7, "batch_size": 5, "lr": 0.0123, "optimizer": "sgd", "scheduler": "step", "lr_gamma": 0.5,
                "seed": 11, "label_smoothing": 0.1, "class_weighted_loss": True, "val_fraction": 0.3,
                "data": str(class_folder), "image_size": 96, "weights_choice": "Random init",
                "groups": names[-2:], "feature_cache": False, "bn_mode": "train", "recipe": "plain"}

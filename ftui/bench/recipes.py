@@ -62,15 +62,12 @@ def _engine_default(config: TrainConfig, dataset, model, backbone: str) -> dict[
     """The default recipe through the engine; the accuracy is that of the weights the run keeps (best.pt)."""
     from ftui.bench.speed import _Timeline
     from ftui.models.backbones import layer_groups
-    from ftui.train.callbacks import EarlyStopping
     from ftui.train.trainer import fit
 
     start = time.perf_counter()
     timeline = _Timeline(start)
-    listeners = [timeline]
-    if config.early_stopping_patience:  # as jobs.run_training adds it: what a user gets
-        listeners.append(EarlyStopping(config.early_stopping_patience, monitor="val_loss"))
-    result = fit(config, dataset, model, layer_groups(model, backbone), listeners, threading.Event())
+    # Early stopping, the head alone and the rest come from the config (default_callbacks): what a user gets.
+    result = fit(config, dataset, model, layer_groups(model, backbone), [timeline], threading.Event())
     if result.status != "done":
         raise BenchError(f"default recipe {result.status}: {result.message}")
     last_phase = timeline.epochs[-1]["phase"]

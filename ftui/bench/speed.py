@@ -174,8 +174,11 @@ class _Bench:
 
         o = options
         self.options, self.log = o, log
+        # Every epoch runs (no early stopping, which fit() now takes from the config): the bench times epochs
+        # and counts epochs to a target, as it always has.
         self.base = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
-                                batch_size=o.batch_size, image_size=o.image_size, device=o.device)
+                                batch_size=o.batch_size, image_size=o.image_size, device=o.device,
+                                early_stopping_patience=0)
         self.base.validate()
         self.out: dict[str, Any] = {"backbone": o.backbone, "epochs": o.epochs, "batch_size": o.batch_size}
         # 1. Train clicked: dataset scan, weights from disk, head-only fit up to its first reported metric.

@@ -35,14 +35,14 @@ from ftui.models.weights import load_head_if_fits, load_weights
 SHORTLIST: list[str] = [
     "mobilenet_v3_small",
     "mobilenet_v2",
-    "resnet18",
     "efficientnet_b0",
     "mobilenet_v3_large",
     "regnet_y_800mf",
-    "convnext_tiny",
-    "resnet50",
+    "resnet18",
     "efficientnet_v2_s",
+    "resnet50",
     "swin_t",
+    "convnext_tiny",
     "vit_b_16",
 ]
 

@@ -72,6 +72,21 @@ def curves(folders: dict[str, Any]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[["epoch", "run", "metric", "value"]]
 
 
+def flip_counts(true: list, predicted_a: list, predicted_b: list) -> dict[str, Any]:
+    """How B changed A's answers on the same images: right->wrong, wrong->right, the accuracy gain of B and
+    its paired 95% interval (ftui.stats.paired_gain_interval). Used for TTA (A: plain, B: with TTA) and
+    ensembles (A: the best member, B: the ensemble)."""
+    from ftui.stats import paired_gain_interval
+
+    right_a = [t == p for t, p in zip(true, predicted_a)]
+    right_b = [t == p for t, p in zip(true, predicted_b)]
+    fixed = sum(1 for a, b in zip(right_a, right_b) if b and not a)
+    broken = sum(1 for a, b in zip(right_a, right_b) if a and not b)
+    gain, low, high = paired_gain_interval(fixed, broken, len(true))
+    return {"n": len(true), "accuracy_a": sum(right_a) / max(len(true), 1), "accuracy_b": sum(right_b) / max(len(true), 1),
+            WRONG_TO_RIGHT: fixed, RIGHT_TO_WRONG: broken, "gain": gain, "gain_ci95": [low, high]}
+
+
 def _predict(run, paths: list[str], device: str) -> list[str]:
     from ftui.results.predict import Predictor
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,15 @@ class Evaluation:
     # probabilities in `classes` order (precision-recall curves), rounded to 4 decimals.
     predictions: pd.DataFrame | None = None
     probabilities: list[list[float]] | None = None
+    # Calibration (ftui/results/trust.py): the run's temperature, ECE (15 bins) with T = 1 and with T,
+    # the reliability diagram's bins (with T), the share the abstain threshold answers "unknown", and an
+    # "ood" report when a folder of none-of-these images was scored. {} for other tasks.
+    calibration: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] | None = None
+    # What the numbers came from (not written to JSON): raw logits, targets (run class index), items.
+    logits: torch.Tensor | None = field(default=None, repr=False)
+    targets: torch.Tensor | None = field(default=None, repr=False)
+    items: list | None = field(default=None, repr=False)
 
     @property
     def correct(self) -> int:
@@ -75,6 +84,7 @@ class Evaluation:
             "mistakes": self.mistakes.to_dict(orient="records"),
             "predictions": [] if self.predictions is None else self.predictions.to_dict(orient="records"),
             "probabilities": self.probabilities or [],
+            **self.calibration, **({"ood": self.ood} if self.ood else {}),
         }
 
 
@@ -108,8 +118,12 @@ def evaluate(
     dataset=None,
     batch_size: int = 32,
     device: str = "cpu",
+    ood: str | Path | None = None,
+    tta: bool = False,
 ) -> Evaluation:
-    """Evaluate `run` on `split` of `dataset` (a Dataset, a data path, or None for the run's own data)."""
+    """Evaluate `run` on `split` of `dataset` (a Dataset, a data path, or None for the run's own data);
+    `ood`: a folder of images from none of the classes, scored for "none of these" (AUROC, FPR at 95% TPR); tta: test-time
+    augmentation (flip + corner crops, ftui.results.predict.tta_views)."""
     from ftui.data.datasets import load_dataset
 
     # Loaded on the CPU; the Predictor moves the model to `device` ("auto": the GPU when there is one).
@@ -124,10 +138,20 @@ def evaluate(
     # Labels follow the dataset's class order; map them onto the run's by name.
     to_run = {i: run.classes.index(name) for i, name in enumerate(dataset.classes)}
     targets = torch.tensor([to_run[it.label] for it in items])
-    predictor = Predictor(run, device=device, batch_size=batch_size)
-    logits = predictor.logits([it.path for it in items])
+    predictor = Predictor(run, device=device, batch_size=batch_size, tta=tta)
+    evaluation = score(run, split, items, targets, predictor.logits([it.path for it in items]))
+    if ood is not None:
+        evaluation.ood = ood_scores(predictor, evaluation.logits, ood)
+    return evaluation
+
+
+def score(run: LoadedRun, split: str, items: list, targets: torch.Tensor, logits: torch.Tensor) -> Evaluation:
+    """The Evaluation of raw `logits` for `items` (true run-class indices `targets`), calibrated with the
+    run's temperature; the job calls it again after fitting one, without a second pass over the images."""
+    from ftui.results.trust import calibrated, single_label
+
     losses = F.cross_entropy(logits, targets, reduction="none")
-    probs = torch.softmax(logits, dim=1)
+    probs = calibrated(logits, run.trust.temperature)
     confidence, predicted = probs.max(dim=1)
     n = len(run.classes)
     confusion = torch.zeros(n, n, dtype=torch.long)
@@ -142,12 +166,67 @@ def evaluate(
                                 "true": [run.classes[int(t)] for t in targets],
                                 "predicted": [run.classes[int(p)] for p in predicted],
                                 "confidence": confidence.double().numpy().round(4)})
+    calibration: dict[str, Any] = {}
+    if single_label(run.config):
+        calibration = calibration_summary(run, logits, targets)
     return Evaluation(
         split=split, accuracy=float((predicted == targets).double().mean()), num_items=len(items),
         per_class=per_class_table(run.classes, confusion), confusion=confusion.tolist(),
         classes=list(run.classes), mistakes=mistakes, predictions=predictions,
-        probabilities=probs.double().numpy().round(4).tolist(),
+        probabilities=probs.double().numpy().round(4).tolist(), calibration=calibration,
+        logits=logits, targets=targets, items=items,
     )
+
+
+def calibration_summary(run: LoadedRun, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+    """evaluation.json's calibration keys for these logits under the run's stored temperature."""
+    from ftui.results.trust import ECE_BINS, calibrated, energy_score, expected_calibration_error, reliability
+
+    trust = run.trust
+    probs = calibrated(logits, trust.temperature)
+    summary = {
+        "temperature": round(trust.temperature, 4),
+        "ece_before": round(expected_calibration_error(calibrated(logits, 1.0), targets), 4),
+        "ece_after": round(expected_calibration_error(probs, targets), 4),
+        "ece_bins": ECE_BINS,
+        "reliability": reliability(probs, targets),
+        "reliability_before": reliability(calibrated(logits, 1.0), targets),
+        "energy_threshold": trust.energy_threshold,
+    }
+    if trust.energy_threshold is not None:
+        summary["abstain_rate"] = round(float((energy_score(logits) < trust.energy_threshold).double().mean()), 4)
+    return summary
+
+
+MAX_OOD_IMAGES = 5000
+
+
+def ood_images(folder: str | Path) -> list[str]:
+    """Every image file under `folder` (sorted; at most MAX_OOD_IMAGES, an EvaluateError when none)."""
+    from ftui.data.images import has_image_extension, is_ignored
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise EvaluateError(f"--ood {folder}: not a folder of images")
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and has_image_extension(p)
+                   and not any(is_ignored(part) for part in p.relative_to(root).parts))
+    if not paths:
+        raise EvaluateError(f"--ood {folder}: no images in it")
+    return paths[:MAX_OOD_IMAGES]
+
+
+def ood_scores(predictor: Predictor, inside_logits: torch.Tensor, folder: str | Path) -> dict[str, Any]:
+    """AUROC and FPR at 95% TPR of energy (used) and MSP, in-distribution = the evaluated images."""
+    from ftui.results.trust import energy_score, ood_report
+
+    paths = ood_images(folder)
+    outside = predictor.logits(paths)
+    report = ood_report(inside_logits, outside, predictor.trust.temperature)
+    report["folder"] = str(folder)
+    if predictor.trust.energy_threshold is not None:
+        report["unknown_rate"] = round(float((energy_score(outside) < predictor.trust.energy_threshold)
+                                             .double().mean()), 4)
+    return report
 
 
 MAX_CURVE_POINTS = 100

@@ -62,7 +62,12 @@ def metadata(run: LoadedRun) -> dict:
             "classes": list(run.classes),
             "input": "float32 (N, 3, image_size, image_size), RGB scaled to 0..1, then (x - mean) / std",
             "image_size": int(t["image_size"]), "resize_size": int(t["resize_size"]),
-            "mean": [float(v) for v in t["mean"]], "std": [float(v) for v in t["std"]]}
+            "mean": [float(v) for v in t["mean"]], "std": [float(v) for v in t["std"]],
+            # Calibration and "none of these" (ftui/results/trust.py), so a user of the file gets ftui's answers.
+            "temperature": float(run.trust.temperature), "abstain_below_energy": run.trust.energy_threshold,
+            "answers": "probabilities = softmax(logits / temperature); 'unknown' when logsumexp(logits) < "
+                       "abstain_below_energy; 'unsure' when the runner-up has at least half the top probability",
+            **({"members": [m["run"] for m in run.members]} if run.members else {})}
 
 
 def val_images(run: LoadedRun, limit: int = PARITY_IMAGES) -> list[str]:

@@ -13,6 +13,7 @@ from torch import nn
 from ftui.config import ConfigError, TrainConfig
 from ftui.data.augment import eval_transform
 from ftui.models.backbones import build
+from ftui.results.trust import Trust
 from ftui.runs import RunError, RunFolder, load_checkpoint
 
 
@@ -30,6 +31,10 @@ class LoadedRun:
     metrics: pd.DataFrame
     status: dict[str, Any] = field(default_factory=dict)
     checkpoint: str = "best"
+    # Temperature and abstain threshold fitted after training (ftui/results/trust.py); T = 1 for old runs.
+    trust: Trust = field(default_factory=Trust)
+    # An ensemble's members as best.pt records them (run, path, backbone, temperature); [] for a plain run.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def eval_transform(self):
         """The eval pipeline (resize, center crop, normalise) this run was validated with."""
@@ -52,9 +57,14 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         raise RunError(f"{run_dir} has no checkpoint yet (no best.pt or last.pt): the run saved no epoch")
     ckpt = load_checkpoint(path)
     classes = list(ckpt["classes"])
-    model = build(ckpt["backbone"], len(classes), weights="none")
     try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        if ckpt.get("members"):  # an ensemble of runs (ftui/results/ensemble.py)
+            from ftui.models.ensemble import load_ensemble_model
+
+            model = load_ensemble_model(ckpt, len(classes))
+        else:
+            model = build(ckpt["backbone"], len(classes), weights="none")
+            model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
         raise RunError(f"{path} does not fit backbone {ckpt['backbone']}: {str(exc)[:300]}") from None
     model.to(device).eval()
@@ -62,5 +72,6 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     return LoadedRun(
         id=folder.id, path=folder.path, model=model, classes=classes, config=config,
         transform=transform, metrics=folder.metrics(), status=folder.read_status(),
-        checkpoint=path.stem,
+        checkpoint=path.stem, trust=Trust.from_meta(ckpt.get("trust")),
+        members=list(ckpt.get("members") or []),
     )

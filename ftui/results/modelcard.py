@@ -15,6 +15,8 @@ from ftui.results.loading import LoadedRun, load_run
 from ftui.stats import wilson_interval
 
 SAMPLES = 8
+CALIBRATION_KEYS = ("temperature", "ece_before", "ece_after", "reliability", "reliability_before", "abstain_rate",
+                    "ood")
 CONFUSIONS = 3
 # The owner's name and description of the model, beside the run's other files (`app.py --demo RUN --title
 # ... --description ...` writes it).
@@ -39,6 +41,9 @@ class ModelCard:
     description: str = ""
     # How training ended when that is worth saying ("stopped early at epoch 5: ...; kept epoch 2").
     training_note: str = ""
+    # The val evaluation's calibration keys (temperature, ece_before/after, reliability, abstain_rate, ood).
+    calibration: dict = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)  # an ensemble's member runs (backbone of each)
 
     @property
     def heading(self) -> str:
@@ -136,9 +141,11 @@ def build_card(run: LoadedRun | str | Path) -> ModelCard:
         pairs = [(result["classes"][t], result["classes"][p], n, sum(row))
                  for t, row in enumerate(matrix) for p, n in enumerate(row) if t != p and n > 0]
         card.confusions = sorted(pairs, key=lambda x: -x[2])[:CONFUSIONS]
+        card.calibration = {k: result[k] for k in CALIBRATION_KEYS if k in result}
         rows = [{"path": p["path"], "true": p["true"], "predicted": p["predicted"], "probability": p["confidence"]}
                 for p in result.get("predictions") or []]
         card.samples = representative_samples(rows, result["accuracy"])
+    card.members = [f"{m['run']} ({m['backbone']})" for m in run.members]
     if card.samples:
         return card
     picked = val_examples(run, SAMPLES)
@@ -177,6 +184,10 @@ def card_body(card: ModelCard) -> str:
                f"(95% interval {low:.1%} to {high:.1%})")
     else:
         acc = "not measured (the run's val images could not be read)"
+    from ftui.results.reliability import reliability_html
+
+    members = (f"<p>An ensemble averaging the calibrated probabilities of: {e(', '.join(card.members))}.</p>"
+               if card.members else "")
     confusions = "".join(f"<li>{e(t)} taken for {e(p)}: {n} of {of}</li>" for t, p, n, of in card.confusions)
     samples = "".join(
         f"<figure class='{'ftui-right' if s['true'] == s['predicted'] else 'ftui-wrong'}'>"
@@ -189,7 +200,7 @@ def card_body(card: ModelCard) -> str:
         f"<div class='ftui-modelcard'><h2>{e(card.heading)}</h2>{description}"
         f"<p>{e(card.backbone)} at {card.image_size} px, {len(card.classes)} classes: "
         f"{e(', '.join(card.classes))}. <small>Run {e(card.run_id)}.</small></p>"
-        f"<p>Validation accuracy: {acc}.</p>{note}"
+        f"<p>Validation accuracy: {acc}.</p>{note}{members}{reliability_html(card.calibration)}"
         f"<h3>Main confusions</h3><ul>{confusions or '<li>none on the val images</li>'}</ul>"
         f"<h3>Sample predictions (val images, {right} of {len(card.samples)} right, as the accuracy)</h3>"
         f"<div class='ftui-samples'>{samples or 'none'}</div>"

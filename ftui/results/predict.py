@@ -13,6 +13,7 @@ from ftui.errors import FtuiError
 from ftui.results.loading import LoadedRun, load_run
 
 ImageLike = Image.Image | str | Path
+TABLE_COLUMNS = ["path", "label", "probability", "top_k", "verdict", "ood_score"]
 
 
 class PredictError(FtuiError):
@@ -35,7 +36,8 @@ class Predictor:
     device "auto" takes the GPU when there is one; there the model runs BatchNorm-folded, channels_last and
     under the card's autocast (the CPU path stays float32 as validated)."""
 
-    def __init__(self, run: LoadedRun | str | Path, device: str | torch.device = "cpu", batch_size: int = 32):
+    def __init__(self, run: LoadedRun | str | Path, device: str | torch.device = "cpu", batch_size: int = 32,
+                 tta: bool = False):
         self.device = _resolve(device)
         self.run = _as_run(run, "cpu" if self.device.type == "cuda" else self.device)
         self.model = self.run.model.to(self.device).eval()
@@ -50,6 +52,8 @@ class Predictor:
         self.classes = list(self.run.classes)
         self.transform = self.run.eval_transform()
         self.batch_size = batch_size
+        # Test-time augmentation: the logits averaged over TTA_VIEWS views of each image (tta_views).
+        self.tta = bool(tta)
 
     def _tensor(self, image: ImageLike) -> torch.Tensor:
         from PIL import ImageOps
@@ -93,6 +97,12 @@ class Predictor:
         return torch.cat(out)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.tta:
+            views = tta_views(batch)
+            return self._forward_once(torch.cat(views)).float().reshape(len(views), len(batch), -1).mean(0)
+        return self._forward_once(batch)
+
+    def _forward_once(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type != "cuda":
             return self.model(batch.to(self.device))
         from ftui import devices
@@ -101,33 +111,66 @@ class Predictor:
         with devices.autocast(self.device, self.amp):
             return self.model(x)
 
+    @property
+    def trust(self):
+        """The run's temperature and abstain threshold (T = 1 and no threshold for old runs)."""
+        return self.run.trust
+
     def probabilities(self, images: Sequence[ImageLike]) -> torch.Tensor:
-        """Softmax probabilities, one row per image, columns in `classes` order."""
-        return torch.softmax(self.logits(images), dim=1)
+        """Calibrated probabilities softmax(logits / T), one row per image, columns in `classes` order."""
+        from ftui.results.trust import calibrated
+
+        return calibrated(self.logits(images), self.trust.temperature)
 
     def predict(self, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
-        """For each image the top-k (label, probability) pairs, most likely first."""
+        """For each image the top-k (label, calibrated probability) pairs, most likely first."""
+        return [v.top for v in self.verdicts(images, top_k)]
+
+    def verdicts(self, images: Sequence[ImageLike], top_k: int = 3) -> list:
+        """For each image a `ftui.results.trust.Verdict`: top-k, energy score and class/unsure/unknown."""
+        from ftui.results.trust import Trust, calibrated, energy_score, judge, single_label
+
         if top_k < 1:
             raise PredictError(f"top_k must be >= 1, got {top_k}")
         k = min(top_k, len(self.classes))
-        probs = self.probabilities(images)
-        values, indices = probs.topk(k, dim=1)
-        return [
-            [(self.classes[int(i)], float(v)) for v, i in zip(row_v, row_i)]
-            for row_v, row_i in zip(values, indices)
-        ]
+        logits = self.logits(images)
+        probs, energy = calibrated(logits, self.trust.temperature), energy_score(logits)
+        # Other tasks (multi-label, regression) have no abstain threshold: never "unknown"/"unsure".
+        trust = self.trust if single_label(self.run.config) else Trust()
+        return [judge(p, self.classes, k, float(e), trust) for p, e in zip(probs, energy)]
 
-    def predictions_table(self, images: Sequence[ImageLike], top_k: int = 3) -> pd.DataFrame:
-        """DataFrame(path, label, probability, top_k) with top_k as 'label:prob;label:prob'."""
-        results = self.predict(images, top_k)
+    def predictions_table(self, images: Sequence[ImageLike], top_k: int = 3, verdicts: list | None = None) -> pd.DataFrame:
+        """DataFrame(path, label, probability, top_k, verdict, ood_score): top_k as 'label:prob;label:prob',
+        verdict the class, 'unknown' or 'unsure: A | B', ood_score the energy (low = unlike every class).
+        `verdicts`: this call's `verdicts(images, top_k)` when the caller has them (no second forward pass)."""
         rows = []
-        for image, top in zip(images, results):
+        for image, v in zip(images, verdicts if verdicts is not None else self.verdicts(images, top_k)):
             path = getattr(image, "filename", "") if isinstance(image, Image.Image) else str(image)
             rows.append({
-                "path": path, "label": top[0][0], "probability": round(top[0][1], 6),
-                "top_k": ";".join(f"{label}:{prob:.4f}" for label, prob in top),
+                "path": path, "label": v.top[0][0], "probability": round(v.top[0][1], 6),
+                "top_k": ";".join(f"{label}:{prob:.4f}" for label, prob in v.top),
+                "verdict": v.label, "ood_score": round(v.energy, 4),
             })
-        return pd.DataFrame(rows, columns=["path", "label", "probability", "top_k"])
+        return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+TTA_CROP = 0.875  # the corner crops keep 87.5% of each side (the usual 224-of-256 ratio), then are resized back
+
+
+def tta_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The validation view, its mirror image and four corner crops (zoomed back to size): 6 views.
+
+    A mirror changes the meaning of some images (digits, text); bench-trust measures what TTA gains or
+    costs on each set instead of assuming it helps."""
+    import torch.nn.functional as F
+
+    size = batch.shape[-1]
+    side = max(1, round(size * TTA_CROP))
+    views = [batch, batch.flip(-1)]
+    for top, left in ((0, 0), (0, size - side), (size - side, 0), (size - side, size - side)):
+        crop = batch[..., top:top + side, left:left + side]
+        views.append(F.interpolate(crop, size=batch.shape[-2:], mode="bilinear", align_corners=False))
+    return views
 
 
 def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ prefix once per image (ftui/train/featurecache.py) so only the suffix trains.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,7 +58,10 @@ class SpeedSettings:
         # float32 gave one model two accuracies (0.7038 reported, 0.707 evaluated, clothing_small head-only).
         self.val_amp = self.use_amp
         self.channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
-        self.num_workers = config.num_workers
+        # A config written on a bigger machine still runs here: never more loader processes than cores.
+        cores = os.cpu_count() or 1
+        self.num_workers = min(config.num_workers, cores)
+        self.clamped_workers = config.num_workers if config.num_workers > cores else None
         self.batch_size = config.batch_size
         # CUDA: decoded images kept on the GPU and whole batches augmented there (ftui/data/gpudata.py).
         self.gpu_data = device.type == "cuda"
@@ -84,6 +88,9 @@ class SpeedSettings:
             parts.append("torch.compile")
         if self.world_size > 1:
             parts.append(f"DistributedDataParallel over {self.world_size} processes")
+        if self.clamped_workers is not None:
+            parts.append(f"{self.num_workers} loader processes (the config asks {self.clamped_workers}; "
+                         f"this machine has {self.num_workers} cores)")
         return "speed: " + ", ".join(parts)
 
 
@@ -160,8 +167,9 @@ class ImageData:
     def sources(self, trainer, phase):
         """(module to train, train batches, val batches): the suffix on cached features when possible."""
         config, speed, notes = trainer.config, trainer.speed, trainer.notes
-        generator = torch.Generator().manual_seed(config.seed + len(notes) + 1)
-        train_images = self.images("train", speed, config.seed + len(notes) + 1)
+        # The trainer reseeds the shuffle generator every epoch from (seed, phase, epoch): nothing replays.
+        generator = torch.Generator().manual_seed(config.seed)
+        train_images = self.images("train", speed, config.seed + trainer.phase_index + 1)
         val_images = self.images("val", speed, config.seed)
         dist = trainer.dist if trainer.dist.enabled else None
         full = (trainer.model, ImageSource(train_images, config.batch_size, generator, dist),
@@ -182,8 +190,10 @@ class ImageData:
             notes.append(f"phase {phase.name}: feature cache would need {store.planned_bytes / 2**20:.0f} MB, "
                          f"over {config.feature_cache_max_mb} MB, training the full model instead")
         else:
-            notes.append(f"phase {phase.name}: cached frozen-prefix features "
-                         f"({store.nbytes / 1e6:.1f} MB, {views} view(s), filled as training goes)")
+            seen = ("the unaugmented images: augmentation does not reach this phase (feature_cache_views > 1 "
+                    "adds augmented views)") if views == 1 else f"the unaugmented image and {views - 1} augmented views"
+            notes.append(f"phase {phase.name}: cached frozen-prefix features ({store.nbytes / 1e6:.1f} MB, filled "
+                         f"as training goes) of {seen}")
         # Over the cap nothing is stored and the prefix runs on every batch: the full model's computation.
         # With several processes each rank computes its share of a batch's features and all ranks store all
         # of them, so later epochs can hand any rank any item.
@@ -367,7 +377,7 @@ class TensorData:
         return torch.bincount(self.train[1], minlength=len(self.classes)).tolist()
 
     def sources(self, trainer, phase):
-        generator = torch.Generator().manual_seed(trainer.config.seed + len(trainer.notes) + 1)
+        generator = torch.Generator().manual_seed(trainer.config.seed)  # reseeded per epoch by the trainer
         bs, device = trainer.config.batch_size, trainer.speed.device
         return (trainer.model, TensorSource(*self.train, bs, generator, device),
                 TensorSource(*self.val, bs, None, device))

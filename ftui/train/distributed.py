@@ -122,6 +122,30 @@ class Dist:
         """NCCL talks through CUDA tensors; gloo through CPU ones."""
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
+    # --- a training step ------------------------------------------------------------------------
+    def loss_norm(self, y: torch.Tensor, class_weight: torch.Tensor | None) -> tuple[torch.Tensor | float, float]:
+        """(what the summed loss divides by, gradient scale): the batch size or its labels' summed class
+        weights, over the whole global batch when several processes share it. DDP averages gradients over
+        the ranks, so each rank's part is scaled by the world size: the sum is one process's mean loss."""
+        if not self.enabled:  # no padding in one process: no mask (and no GPU sync for its size)
+            return (float(y.shape[0]) if class_weight is None else class_weight[y].sum()), 1.0
+        valid = y[y != IGNORE]
+        local = float(valid.shape[0]) if class_weight is None else float(class_weight[valid].sum())
+        return self.sum([local])[0], float(self.world_size)
+
+    def sync_gradients(self, forward: torch.nn.Module, last: bool):
+        """DDP's gradient all-reduce on the last micro-batch only (no_sync before it)."""
+        if self.enabled and not last and hasattr(forward, "no_sync"):
+            return forward.no_sync()
+        return contextlib.nullcontext()
+
+    def batch_totals(self, loss: float, correct: int, y: torch.Tensor) -> tuple[float, int, int]:
+        """(mean loss, correct, images) of the global batch from this rank's share (padding not counted)."""
+        if not self.enabled:
+            return loss, correct, int(y.shape[0])
+        loss, correct, n = self.sum([loss, correct, int((y != IGNORE).sum())])
+        return loss, int(correct), int(n)
+
     # --- model ---------------------------------------------------------------------------------
     def sync_batchnorm(self, model: torch.nn.Module, groups: list, bn_mode: str) -> tuple[list, str | None]:
         """With BatchNorm training over several CUDA processes, every BatchNorm becomes a SyncBatchNorm

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from ftui.train.callbacks import Callback
 from ftui.train.featurecache import CachedTrainFeatures, CachedValFeatures
 from ftui.train.recipes import make_optimizer
 from ftui.train.resume import rng_preserved
+from ftui.train.validation import evaluate_sums, unwrapped
 
 
 @dataclass
@@ -79,3 +83,89 @@ def train_head_alone(head: nn.Module, train_source, config, stop_requested: Call
                 best = HeadAloneResult(val_acc, val_loss, epoch, config.epochs,
                                        {k: v.detach().clone() for k, v in candidate.state_dict().items()})
     return best
+
+
+@dataclass
+class HeadAloneOutcome:
+    """What the run reports of the head alone (FitResult.head_alone, status.json): no note text to parse."""
+
+    val_acc: float
+    epoch: int  # its own best epoch, of `epochs`
+    epochs: int
+    seconds: float
+    kept_at_epoch: int | None  # the run's epoch at which it became best.pt, None when not kept
+    best_at_end: bool = False  # still best.pt when the run ended
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self, best_epoch: int | None) -> str:
+        """The run's note: its val accuracy, its cost, and whether best.pt is still it."""
+        text = (f"head alone ({self.epochs} epochs on the cached features, {self.seconds:.3f} s): best val acc "
+                f"{self.val_acc:.4f} at its epoch {self.epoch}")
+        if self.kept_at_epoch is None:
+            return text + ", not kept (the head phase's epoch was as good)"
+        if self.best_at_end:
+            return text + f", kept as best.pt (epoch {self.kept_at_epoch}): no all-layer epoch beat it"
+        return text + f", best.pt until epoch {best_epoch} beat it"
+
+
+class HeadAlone(Callback):
+    """At the end of an SGD head phase with a later phase, on cached features, in one process: train the head
+    alone (train_head_alone) and keep it as best.pt when it beats every epoch so far. The body goes on from
+    the head as it is (its epochs are the same as without this)."""
+
+    def __init__(self, checkpoint=None) -> None:
+        self.checkpoint = checkpoint  # the run's Checkpoint callback, None without a run folder
+
+    def on_epoch_end(self, info: dict[str, Any]) -> None:
+        trainer = info["trainer"]
+        if self._due(trainer):
+            self._train(trainer, info.get("val_acc"))
+
+    def on_fit_end(self, info: dict[str, Any]) -> None:
+        trainer = info["trainer"]
+        outcome = trainer.result.head_alone
+        if outcome is None:
+            return
+        best = (trainer.result.best_epoch, trainer.result.best_val_acc)
+        outcome.best_at_end = outcome.kept_at_epoch is not None and best == (outcome.kept_at_epoch, outcome.val_acc)
+        trainer.notes.append(outcome.summary(trainer.result.best_epoch))
+
+    @staticmethod
+    def _due(trainer) -> bool:
+        phase, index = trainer.phase, trainer.phase_index
+        last_of_phase = trainer.epoch == sum(p.epochs for p in trainer.phases[:index + 1])
+        return (phase.name == "head" and phase.solver == "sgd" and last_of_phase
+                and index + 1 < len(trainer.phases) and not trainer.dist.enabled
+                and not trainer.control.should_stop
+                and reads_cached_features(trainer.train_source, trainer.val_source))
+
+    def _train(self, trainer, val_acc: float | None) -> None:
+        trainer.say("training the head alone on the cached features")
+        head, t0 = unwrapped(trainer.forward), time.perf_counter()
+        found = train_head_alone(head, trainer.train_source, trainer.config, trainer.stop_requested,
+                                 lambda candidate: _val_scores(trainer, candidate), trainer.class_weight)
+        if found is None:
+            return
+        kept = found.val_acc > (trainer.result.best_val_acc or -1.0)
+        trainer.result.head_alone = HeadAloneOutcome(found.val_acc, found.epoch, found.epochs,
+                                                     time.perf_counter() - t0, trainer.epoch if kept else None)
+        trainer.say(f"head alone: best val acc {found.val_acc:.4f}" + (" (best.pt so far)" if kept else ""))
+        if not kept:
+            return
+        trainer.result.best_val_acc, trainer.result.best_epoch = found.val_acc, trainer.epoch
+        if self.checkpoint is not None:
+            live = copy.deepcopy(head.state_dict())
+            head.load_state_dict(found.state)
+            meta = {**self.checkpoint.meta(trainer, found.val_acc), "head_alone": True}
+            self.checkpoint.save_best(trainer.model, meta)
+            head.load_state_dict(live)
+            self.checkpoint.save_last(trainer, val_acc)  # last.pt's resume state: the new best val acc
+
+
+def _val_scores(trainer, head: nn.Module) -> tuple[float, float]:
+    """(val loss, val accuracy) of a head on the cached val features, in float32 (the head is tiny)."""
+    total_loss, correct, seen = evaluate_sums(head, trainer.val_source, trainer.val_criterion,
+                                              trainer.speed.device, use_amp=False, channels_last=False)
+    return total_loss / max(seen, 1), correct / max(seen, 1)

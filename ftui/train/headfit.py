@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ftui import devices
 from ftui.devices import single_torch_thread
+from ftui.models.backbones import BackboneError, classifier_head
+from ftui.train.callbacks import Callback, CancelEpoch
+from ftui.train.failures import StopRequested
 
 # Strengths of 0.5 * wd * ||W||^2 added to the mean cross-entropy, strongest first: each fit starts from the
 # previous solution (a regularisation path), which converges in a fraction of the iterations. Below 1e-4 the
@@ -85,3 +91,54 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, num_classes: int,
         best = weight_decays[len(weight_decays) // 2]
     w, b = fit_logistic(x, y, num_classes, best, init=path)
     return HeadFit(w, b, best, losses)
+
+
+class LbfgsHead(Callback):
+    """The recipe's head phase with head_fit="lbfgs": at the start of its epoch, the model's final Linear layer
+    is fitted to convergence on the features it sees (one pass over the train images, the frozen body's cached
+    features, then L-BFGS); the epoch's batches are skipped. A conv head or a model ftui did not build trains
+    by SGD instead, and so do several processes (each would fit its own shard's head)."""
+
+    def on_epoch_start(self, info: dict[str, Any]) -> None:
+        trainer = info["trainer"]
+        if trainer.phase.solver != "lbfgs" or trainer.dist.enabled:
+            return
+        try:
+            head = classifier_head(trainer.model, trainer.config.backbone)
+        except (BackboneError, AttributeError):
+            return
+        if isinstance(head, nn.Linear):
+            trainer.epoch_sums = _fit_in_place(trainer, head)
+            raise CancelEpoch()
+
+
+def _fit_in_place(trainer, head: nn.Linear) -> list[float]:
+    """Fit `head` on the features it receives; [train loss, train accuracy, 1] (the epoch's sums)."""
+    features, labels = [], []
+    hook = head.register_forward_pre_hook(lambda module, args: features.append(args[0].detach().float().cpu()))
+    trainer.say("fitting the head")
+    forward, speed = trainer.forward, trainer.speed
+    was_training = forward.training
+    forward.eval()
+    try:
+        with torch.no_grad():
+            for x, y in trainer.train_source.batches():
+                if trainer.stop_requested():
+                    raise StopRequested()
+                if speed.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with devices.autocast(speed.device, speed.use_amp):
+                    forward(x)
+                labels.append(y.cpu())
+    finally:
+        hook.remove()
+        forward.train(was_training)
+    x, y = torch.cat(features).flatten(1), torch.cat(labels)
+    fit = fit_head(x, y, trainer.data.meta["num_classes"], seed=trainer.config.seed)
+    with torch.no_grad():
+        head.weight.copy_(fit.weight.view_as(head.weight))
+        head.bias.copy_(fit.bias)
+    logits = x @ fit.weight.T + fit.bias
+    trainer.notes.append(f"head fitted to convergence by L-BFGS on {len(y)} images' features, weight decay "
+                         f"{fit.weight_decay:g} chosen on a held-out fold of train")
+    return [float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean()), 1]

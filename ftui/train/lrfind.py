@@ -170,9 +170,7 @@ def find_lr(
         model = build(config.backbone, len(dataset.classes), weights=config.weights)
     if groups is None:
         groups = layer_groups(model, config.backbone)
-    trainer = Trainer(config, model, groups, ImageData(dataset))
-    if stop_event is not None:
-        trainer.stop_event = stop_event
+    trainer = Trainer(config, model, groups, ImageData(dataset), stop_event=stop_event)
     try:
         table = lr_sweep(trainer, num_steps=num_steps, progress=say)
     finally:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from ftui.config import TrainConfig
 from ftui.errors import FtuiError
@@ -96,7 +97,7 @@ def lr_multiplier(config: TrainConfig, steps_per_epoch: int, epochs: int) -> Cal
         if kind == "none":
             return 1.0
         if kind == "step":
-            return config.gamma ** ((step // steps_per_epoch) // config.step_size)
+            return config.lr_gamma ** ((step // steps_per_epoch) // config.lr_step_size)
         if kind == "cosine":
             t = (step - warm) / max(1, total - warm)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
@@ -145,3 +146,10 @@ def class_weights(counts: Sequence[int]) -> torch.Tensor:
     weights = torch.ones_like(counts_t)
     weights[present] = counts_t[present].sum() / (present.sum() * counts_t[present])
     return weights
+
+
+def make_criteria(config: TrainConfig, class_weight: torch.Tensor | None) -> tuple[nn.Module, nn.Module]:
+    """(training loss, validation loss), both summed: the trainer divides by the whole batch's weight, so
+    micro-batches add up to the batch's mean loss. Validation is unweighted and unsmoothed (what is reported)."""
+    train = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=config.label_smoothing, reduction="sum")
+    return train, nn.CrossEntropyLoss(reduction="sum")

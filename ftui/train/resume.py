@@ -9,6 +9,7 @@ checkpoint back into what `Trainer.load_state_dict` takes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,24 @@ def rng_preserved(generator: torch.Generator | None = None) -> Iterator[None]:
         set_rng_state(state)
         if generator is not None:
             generator.set_state(own)
+
+
+def training_state(trainer) -> dict[str, Any]:
+    """What last.pt stores next to a trainer's weights for a resume (Trainer.state_dict without the model)."""
+    return {
+        "epoch": trainer.epoch, "phase_index": trainer.phase_index,
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()), "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(), "best_val_acc": trainer.result.best_val_acc,
+        "best_epoch": trainer.result.best_epoch, "global_step": trainer.global_step, "rng": rng_state(),
+    }
+
+
+def restore_phase(trainer, state: dict[str, Any] | None, index: int) -> None:
+    """The optimizer, scheduler and grad scaler of phase `index` as `state` saved them (a resume into it)."""
+    if state is not None and state.get("phase_index") == index:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.scaler.load_state_dict(state["scaler"])
 
 
 def checkpoint_state(state: dict[str, Any]) -> dict[str, Any]:

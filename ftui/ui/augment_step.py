@@ -60,6 +60,13 @@ class AugmentView:
     load_outputs: list
 
 
+# Said where the preview is: the phases on cached features (the fine-tune recipe's head phase, head-only and
+# last:N runs) see the unaugmented images with feature_cache_views=1 (ftui/bench/cacheviews.py, docs).
+CACHED_PHASE_NOTE = ("Every phase that trains through the images sees these draws. A phase that trains on cached "
+                     "features of frozen layers (the head phase of the fine-tune recipe, a head-only run) sees "
+                     "each image unaugmented, once: *Feature cache views* > 1 adds augmented views to it.")
+
+
 def aug_from_values(values: list) -> AugConfig:
     """AugConfig from the controls' values (in FIELDS order), validated."""
     aug = AugConfig(**dict(zip(FIELDS, values)))
@@ -123,6 +130,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
                 seed = gr.Number(value=0, precision=0, label="Seed")
             gallery = gr.Gallery(label="What training sees", columns=4, height=420, object_fit="contain",
                          elem_id="ftui-aug-gallery")
+            gr.Markdown(CACHED_PHASE_NOTE, elem_classes="ftui-help", elem_id="ftui-aug-cache-note")
             error = gr.Markdown(elem_classes="ftui-error")
     aug_json = gr.Textbox(json.dumps(dataclasses.asdict(defaults)), visible=False)
     ordered = [controls[name] for name in FIELDS]

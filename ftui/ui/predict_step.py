@@ -101,8 +101,9 @@ def predict_example(ctx: AppContext, run_id: str, index: int, k: int, session: s
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     path, true = picked[index]
     error, top, verdict, overlay = predict_single(ctx, run_id, path, k)
-    if top:
-        guess = max(top, key=top.get)
+    probs = top.get("value") if isinstance(top, dict) and "__type__" in top else top  # a gr.update or a dict
+    if probs:
+        guess = max(probs, key=probs.get)
         mark = "✓ right" if guess == true else f"✗ wrong: predicted **{guess}**"
         verdict = f"**True class: {true}** · {mark}\n\n{verdict}"
     return error, top, verdict, overlay
@@ -113,11 +114,26 @@ def download(path: Path) -> str:
     return private_download(path, gr.utils.get_upload_folder())
 
 
-def explain_one(model, image, top: list[tuple[str, float]]) -> tuple[str, Any]:
-    """The sentence for a prediction and its Grad-CAM overlay (None with a note when it cannot be drawn)."""
-    from ftui.results.explain import ExplainError, confidence_words, explain
+def verdict_text(verdict) -> str:
+    """The sentence for a prediction: "unknown: ..." below the run's abstain threshold, "unsure between A and
+    B" when the top two are close, else the calibrated confidence in words (ftui/results/trust.py)."""
+    from ftui.results.explain import confidence_words
 
-    words = confidence_words(top)
+    return verdict.words() or confidence_words(verdict.top if len(verdict.top) > 1 else verdict.pair)
+
+
+def label_value(verdict) -> dict:
+    """The Top predictions box: calibrated probabilities, titled with the verdict when it is not a class."""
+    title = {"unknown": "Closest classes (none fits: unknown)",
+             "unsure": "Top predictions (unsure)"}.get(verdict.kind, "Top predictions")
+    return gr.update(value={name: prob for name, prob in verdict.top}, label=title)
+
+
+def explain_one(model, image, verdict) -> tuple[str, Any]:
+    """The sentence for a prediction and its Grad-CAM overlay (None with a note when it cannot be drawn)."""
+    from ftui.results.explain import ExplainError, explain
+
+    words = verdict_text(verdict)
     try:
         overlay = explain(model, image, size=OVERLAY).overlay
     except ExplainError as exc:
@@ -137,13 +153,13 @@ def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
     try:
         k = number("k", k, 1, MAX_TOP_K)
         model = predictor(ctx, run_id)
-        (top,) = model.predict([image], top_k=k)
-        verdict, overlay = explain_one(model, image, top)
+        (verdict,) = model.verdicts([image], top_k=k)
+        words, overlay = explain_one(model, image, verdict)
     except ImageError as exc:
         return f"**Not an image we can read:** {exc}", None, "", None
     except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
         return f"**Could not predict:** {shown_message(log, exc, 'predict')}", None, "", None
-    return "", {name: prob for name, prob in top}, verdict, overlay
+    return "", label_value(verdict), words, overlay
 
 
 def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
@@ -166,13 +182,13 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
         progress(0.1, desc="Loading the model...")
         model = predictor(ctx, run_id)
         progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
-        results = model.predict(paths, top_k=int(k))
-        table = model.predictions_table(paths, top_k=int(k))
-        verdict, overlay = explain_one(model, paths[0], results[0])
-        pictures = [overlay] + [explain_one(model, p, top)[1] if i < EXPLAINED else None
-                                for i, (p, top) in enumerate(zip(paths[1:], results[1:]), start=1)]
-        thumbs = [(picture or _thumb(p), f"{top[0][0]} ({top[0][1]:.0%})")
-                  for picture, p, top in zip(pictures, paths, results)]
+        verdicts = model.verdicts(paths, top_k=int(k))
+        table = model.predictions_table(paths, top_k=int(k), verdicts=verdicts)
+        words, overlay = explain_one(model, paths[0], verdicts[0])
+        pictures = [overlay] + [explain_one(model, p, v)[1] if i < EXPLAINED else None
+                                for i, (p, v) in enumerate(zip(paths[1:], verdicts[1:]), start=1)]
+        thumbs = [(picture or _thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
+                  for picture, p, v in zip(pictures, paths, verdicts)]
     except ImageError as exc:
         return f"**Not an image we can read:** {exc}", *skip
     except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
@@ -181,7 +197,7 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
     # A unique name written atomically: parallel calls never share (and truncate) one file.
     out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
     write_bytes_atomic(out, table.to_csv(index=False).encode())
-    return ("", {name: prob for name, prob in results[0]}, verdict, overlay, thumbs, table,
+    return ("", label_value(verdicts[0]), words, overlay, thumbs, table,
             gr.update(value=download(out), visible=True),
             gr.update(value=download(named_checkpoint(model.run)), visible=True))
 

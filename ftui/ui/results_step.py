@@ -15,7 +15,7 @@ import pandas as pd
 from ftui.errors import shown_message
 from ftui.ui.charts import confusion_html
 from ftui.ui.context import AppContext
-from ftui.ui.guard import session_of
+from ftui.ui.guard import InputError, session_of
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,32 @@ def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> di
     return result
 
 
+MAX_OOD_FILES = 256
+
+
+def with_ood(ctx: AppContext, run_id: str, result: dict[str, Any], files: list[str] | None) -> dict[str, Any]:
+    """The evaluation with an "ood" report when images from none of the classes were uploaded: the run's
+    score on them against its score on the evaluated images (AUROC, FPR at 95% TPR; energy and MSP).
+    Shown to this user only: nothing is written into the run folder."""
+    from ftui.results.trust import energy_score, ood_report
+
+    paths = [str(f) for f in (files or [])]
+    if not paths or "temperature" not in result:
+        return result
+    if len(paths) > MAX_OOD_FILES:
+        raise InputError(f"none-of-these images: at most {MAX_OOD_FILES}, got {len(paths)}")
+    model = predictor(ctx, run_id)
+    inside = model.logits([p["path"] for p in result["predictions"]])
+    outside = model.logits(paths)
+    report = ood_report(inside, outside, model.trust.temperature)
+    if model.trust.energy_threshold is not None:
+        report["unknown_rate"] = float((energy_score(outside) < model.trust.energy_threshold).double().mean())
+    return {**result, "ood": report}
+
+
+
+
+
 @dataclass
 class EvaluateView:
     """The Evaluate step's run picker and (fn, inputs, outputs) that evaluates the picked run."""
@@ -270,6 +296,11 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
         table = gr.Dataframe(pd.DataFrame(columns=["class", "precision", "recall", "f1", "support"]),
                              label="Per class", interactive=False, scale=1, elem_id="ftui-eval-table")
         confusion = gr.HTML(label="Confusion matrix", js_on_load=CELL_CLICK, elem_id="ftui-confusion")
+    with gr.Accordion("Calibration and \"none of these\"", open=True), gr.Row(equal_height=False):
+        reliability = gr.HTML(elem_id="ftui-reliability")
+        ood_files = gr.File(label="Optional: images from none of these classes (scores how well the model "
+                            "says \"unknown\" to them)", file_count="multiple", file_types=["image"],
+                            height=140, elem_id="ftui-ood-files")
     with gr.Row(equal_height=False):
         pr_plot = gr.Plot(label="Precision-recall per class (one vs rest)", elem_id="ftui-pr-plot")
         with gr.Column():
@@ -293,18 +324,23 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
     if fix_hook is not None:
         fix_hook(gallery, shown_paths, data_source)
 
-    def evaluate(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
-        """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes of a run."""
+    def evaluate(run_id: str, split_name: str, none_of_these: list[str] | None = None,
+                 request: gr.Request = None, progress=PROGRESS):
+        """Accuracy, per-class precision/recall/F1, confusion matrix, the worst mistakes, the reliability
+        diagram and (with images from none of the classes) how well the run tells them apart."""
+        from ftui.results.reliability import reliability_html
+
         if not run_id:
-            return "**Pick a run first.**", *([gr.skip()] * 8)
+            return "**Pick a run first.**", *([gr.skip()] * 9)
         try:
-            result = evaluation_of(ctx, run_id, split_name, progress)
+            result = with_ood(ctx, run_id, evaluation_of(ctx, run_id, split_name, progress), none_of_these)
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
-            return f"**Could not evaluate:** {shown_message(log, exc, 'evaluate')}", *([gr.skip()] * 8)
+            return f"**Could not evaluate:** {shown_message(log, exc, 'evaluate')}", *([gr.skip()] * 9)
         shown_paths: list[str] = []
         parts = evaluation_outputs(ctx, result, session_of(request), None, shown_paths)
         picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
-        return "", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked
+        return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,
+                reliability_html(result))
 
     def show_cell(picked: dict | None, evt: gr.EventData, request: gr.Request = None):
         data = getattr(evt, "_data", None) or {}
@@ -319,8 +355,8 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
 
     confusion.click(show_cell, cells, [cell_title, cell_gallery], api_visibility="private")
     gallery.select(explain_mistake, [run, shown_paths], why, api_visibility="private", concurrency_id="heavy")
-    outputs = [error, summary, table, confusion, gallery, pr_plot, shown_paths, data_source, cells]
-    button.click(evaluate, [run, split], outputs, api_name="evaluate", concurrency_id="heavy")
+    outputs = [error, summary, table, confusion, gallery, pr_plot, shown_paths, data_source, cells, reliability]
+    button.click(evaluate, [run, split, ood_files], outputs, api_name="evaluate", concurrency_id="heavy")
     # A run picked here is evaluated at once; one set by the app (the run just trained, or the best) is too,
     # through `EvaluateView.on_run` chained after it (a value set by code does not always fire .change).
     run.input(evaluate, [run, split], outputs, api_visibility="private", concurrency_id="heavy")
@@ -329,6 +365,6 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
         """`evaluate` for a run the app opened; nothing (not "pick a run") when there is none yet."""
         if not run_id:
             return tuple(gr.skip() for _ in outputs)
-        return evaluate(run_id, split_name, request, progress)
+        return evaluate(run_id, split_name, None, request, progress)
 
     return EvaluateView(run=run, on_run=(evaluate_opened, [run, split], outputs))

@@ -159,7 +159,7 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
         # How far the number could be off on this few images (95% Wilson interval).
         lo, hi = wilson_interval(round(best * snap["num_val"]), snap["num_val"])
         best_text += f" ({lo:.1%}–{hi:.1%} at 95%, {snap['num_val']} val images)"
-    if best_text and any(n.startswith("head alone") and "kept as best.pt" in n for n in snap.get("notes") or ()):
+    if best_text and (snap.get("head_alone") or {}).get("best_at_end"):
         best_text += ", the head trained alone (it beat every all-layer epoch on val)"
     took = format_duration(snap.get("elapsed_s"))
     if status == "done":
@@ -324,8 +324,9 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
             c["label_smoothing"] = gr.Slider(0, 0.5, value=d.label_smoothing, step=0.05, label="Label smoothing")
         with gr.Row():
             c["momentum"] = gr.Number(d.momentum, label="Momentum (SGD)")
-            c["step_size"] = gr.Number(d.step_size, precision=0, minimum=1, label="Step size (step LR)")
-            c["gamma"] = gr.Number(d.gamma, label="Gamma (step LR)")
+            c["lr_step_size"] = gr.Number(d.lr_step_size, precision=0, minimum=1, label="Epochs between rate drops",
+                                          info=TrainConfig.hint("lr_step_size"))
+            c["lr_gamma"] = gr.Number(d.lr_gamma, label="Rate drop factor", info=TrainConfig.hint("lr_gamma"))
         with gr.Row():
             c["warmup_epochs"] = gr.Number(d.warmup_epochs, minimum=0, label="Warm-up epochs")
             c["early_stopping_patience"] = gr.Number(d.early_stopping_patience, precision=0, minimum=0,
@@ -545,7 +546,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     timer = gr.Timer(1.0)
 
     fields = ("epochs", "batch_size", "lr", "optimizer", "scheduler", "recipe", "freeze_epochs", "weight_decay",
-              "label_smoothing", "momentum", "step_size", "gamma", "warmup_epochs", "early_stopping_patience",
+              "label_smoothing", "momentum", "lr_step_size", "lr_gamma", "warmup_epochs", "early_stopping_patience",
               "seed", "bn_mode", "device", "class_weighted_loss", "mixed_precision", "feature_cache", "run_name")
     form = {name: c[name] for name in fields} | {
         "data": source, "val_fraction": val_fraction, "aug_json": aug_json, "backbone": model.backbone,
