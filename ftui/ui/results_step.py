@@ -278,6 +278,33 @@ class EvaluateView:
     on_run: tuple
 
 
+def _mistakes_row() -> tuple[gr.Gallery, gr.Image]:
+    """The misclassified photos themselves (a heat map alone hid what the image was): click one to enlarge it,
+    see where the model looked for its wrong answer beside it, and fix its label below."""
+    with gr.Row(equal_height=False):
+        gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence): click one", columns=5,
+                             height=420, object_fit="contain", allow_preview=True, scale=3,
+                             elem_id="ftui-eval-gallery")
+        with gr.Column(scale=1, min_width=220):
+            gr.Markdown("**Where the model looked** for its wrong answer (click an image)",
+                        elem_classes="ftui-image-title")
+            why = gr.Image(show_label=False, type="pil", height=256, width=256, interactive=False,
+                           elem_id="ftui-eval-why")
+    return gallery, why
+
+
+def _wire_explain(ctx: AppContext, gallery: gr.Gallery, run: gr.Dropdown, paths: gr.State, why: gr.Image) -> None:
+    """The heat map of the clicked mistake, computed on demand (one image, not every thumbnail)."""
+
+    def explain_mistake(run_id: str, shown: list[str], evt: gr.SelectData, request: gr.Request = None):
+        index = evt.index if isinstance(evt.index, int) else -1
+        if not run_id or not 0 <= index < len(shown or []) or not ctx.readable(shown[index], session_of(request)):
+            return None
+        return explained_thumb(predictor(ctx, run_id), shown[index], size=256)
+
+    gallery.select(explain_mistake, [run, paths], why, api_visibility="private", concurrency_id="heavy")
+
+
 def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
     """Lay out the Evaluate step; `fix_hook(gallery, paths, source)` lays the fix buttons under the gallery."""
     gr.Markdown("How well does a run do on images it did not train on? Precision: of the images called X, how "
@@ -308,17 +335,7 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
                                      elem_id="ftui-cell-title")
             cell_gallery = gr.Gallery(label="Images of the clicked cell", columns=6, height=240,
                                       object_fit="cover", elem_id="ftui-cell-gallery")
-    # The photos themselves (a heat map alone hid what the image was); click one to enlarge it, see where the
-    # model looked for its wrong answer, and fix its label below.
-    with gr.Row(equal_height=False):
-        gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence): click one", columns=5,
-                             height=420, object_fit="contain", allow_preview=True, scale=3,
-                             elem_id="ftui-eval-gallery")
-        with gr.Column(scale=1, min_width=220):
-            gr.Markdown("**Where the model looked** for its wrong answer (click an image)",
-                        elem_classes="ftui-image-title")
-            why = gr.Image(show_label=False, type="pil", height=256, width=256, interactive=False,
-                           elem_id="ftui-eval-why")
+    gallery, why = _mistakes_row()
     # Server-side: the paths behind the thumbnails and the run's dataset, for the fix buttons.
     shown_paths, data_source, cells = gr.State([]), gr.State(""), gr.State(None)
     if fix_hook is not None:
@@ -346,21 +363,15 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
         data = getattr(evt, "_data", None) or {}
         return cell_images(ctx, picked, int(data.get("row", -1)), int(data.get("col", -1)), session_of(request))
 
-    def explain_mistake(run_id: str, paths: list[str], evt: gr.SelectData, request: gr.Request = None):
-        """The heat map of the clicked mistake, computed on demand (one image, not every thumbnail)."""
-        index = evt.index if isinstance(evt.index, int) else -1
-        if not run_id or not 0 <= index < len(paths or []) or not ctx.readable(paths[index], session_of(request)):
-            return None
-        return explained_thumb(predictor(ctx, run_id), paths[index], size=256)
-
     confusion.click(show_cell, cells, [cell_title, cell_gallery], api_visibility="private")
-    gallery.select(explain_mistake, [run, shown_paths], why, api_visibility="private", concurrency_id="heavy")
+    _wire_explain(ctx, gallery, run, shown_paths, why)
     outputs = [error, summary, table, confusion, gallery, pr_plot, shown_paths, data_source, cells, reliability]
     button.click(evaluate, [run, split, ood_files], outputs, api_name="evaluate", concurrency_id="heavy")
     # A run picked here is evaluated at once; one set by the app (the run just trained, or the best) is too,
     # through `EvaluateView.on_run` chained after it (a value set by code does not always fire .change).
     run.input(evaluate, [run, split], outputs, api_visibility="private", concurrency_id="heavy")
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
+
     def evaluate_opened(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
         """`evaluate` for a run the app opened; nothing (not "pick a run") when there is none yet."""
         if not run_id:
