@@ -113,7 +113,7 @@ class AppContext:
     def grant_owners_run(self, run_id: str, owner_token: str | None, session: str | None) -> bool:
         """Let `session` read the data of run `run_id` when this owner token started it (stamped in its
         status.json): after a restart the browser's grants are gone, but its runs are still its own."""
-        from ftui.ui.train_resume import owner_stamp
+        from ftui.ui.guard import owner_stamp
 
         if not owner_token or not run_id:
             return False
