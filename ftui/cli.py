@@ -101,16 +101,52 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return _train(args, config, dist, resume=True)
         finally:
             distributed.shutdown()
+    if args.nnodes is not None and distributed.env_world() is None:
+        return _launch_elastic(args)
     if args.gpus is not None and args.gpus > 1 and distributed.env_world() is None:
         return _spawn_ranks(args)
     config = train_config_from_args(args)
     dist = distributed.init_from_env(config.device)  # joins torchrun's group; one process: nothing to join
     try:
+        from ftui.train import elastic
+
+        if elastic.is_elastic_worker() and args.out and elastic.prepare_restart(args.out, dist):
+            return _resume_elastic(args, dist)
         if args.batch_size is None and not args.config:
             config = _default_batch(config, dist)
         return _train(args, config, dist)
     finally:
         distributed.shutdown()
+
+
+def _launch_elastic(args: argparse.Namespace) -> int:
+    """`train ... --nnodes N --rdzv-endpoint HOST:PORT`: this node's torchrun agent (ftui/train/elastic.py)."""
+    import subprocess
+
+    from ftui.train.distributed import _package_env
+    from ftui.train.elastic import launch_command
+
+    command = launch_command(args.argv, args.nnodes, args.rdzv_endpoint, args.nproc_per_node or 1,
+                             args.max_restarts, args.out, args.rdzv_id)
+    proc = subprocess.Popen(command, env=_package_env())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return proc.wait()
+
+
+def _resume_elastic(args: argparse.Namespace, dist) -> int:
+    """A restarted worker group goes on from last.pt: rank 0 reopens the run, the others read its config."""
+    from pathlib import Path
+
+    from ftui.train.resume import open_for_resume
+
+    if dist.is_main:
+        _folder, config, _checkpoint = open_for_resume(args.out)
+    dist.barrier()  # rank 0 has trimmed metrics.csv to last.pt's epoch before anyone trains
+    if not dist.is_main:
+        config = TrainConfig.from_file(Path(args.out) / "config.json")
+    return _train(args, config, dist, resume=True)
 
 
 def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = False) -> int:
@@ -296,6 +332,14 @@ def _add_train(sub) -> None:
     p.add_argument("--gpus", type=int, default=None,
                    help="N: DistributedDataParallel over N GPUs of this machine (torchrun); with --device cpu, "
                         "N CPU processes (gloo)")
+    p.add_argument("--nnodes", type=int, default=None,
+                   help="N machines (torchrun, c10d rendezvous at --rdzv-endpoint); run the same command on each")
+    p.add_argument("--rdzv-endpoint", dest="rdzv_endpoint", help="HOST:PORT of the rendezvous (one node's port)")
+    p.add_argument("--rdzv-id", dest="rdzv_id", help="the job's rendezvous id (default: from --out's name)")
+    p.add_argument("--nproc-per-node", dest="nproc_per_node", type=int, default=None,
+                   help="worker processes per machine with --nnodes (default 1; one per GPU on GPU machines)")
+    p.add_argument("--max-restarts", dest="max_restarts", type=int, default=0,
+                   help="with --nnodes: restart the worker group up to K times; it resumes from last.pt")
     p.add_argument("--log", default="", help="run trackers, comma-separated: tensorboard (event files in the run "
                    "folder) | mlflow (a local MLflow store, sqlite in the runs folder)")
     p.add_argument("--tracking-uri", dest="tracking_uri", default="",

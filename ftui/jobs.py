@@ -22,7 +22,7 @@ import pandas as pd
 from ftui import devices
 from ftui.config import TrainConfig
 from ftui.errors import LOG_NAME, FtuiError, is_user_error, log_failure, run_log
-from ftui.runs import RunFolder, RunStore, write_json_atomic
+from ftui.runs import RunFolder, RunStore, load_checkpoint, write_json_atomic
 from ftui.train.callbacks import Callback, History
 from ftui.train.failures import describe_exception
 from ftui.train.trainer import FitResult, fit, seed_everything
@@ -66,7 +66,9 @@ def run_training(
     from ftui.train.distributed import current
 
     if not current().is_main:
-        return _train_silently(config, dataset, stop_event), None
+        # Resuming, the other ranks read rank 0's last.pt (never write it) so that every rank goes on alike.
+        checkpoint = load_checkpoint(RunFolder(Path(run_dir)).last_path) if resume and run_dir else None
+        return _train_silently(config, dataset, stop_event, checkpoint), None
     folder, checkpoint = _open_folder(config, store, run_dir, resume, dataset.classes)
     started = time.time()
     with run_log(folder.path) as log_path:
@@ -166,14 +168,24 @@ def _fit(config: TrainConfig, dataset, parts: tuple, listeners: list, stop_event
     return trainer.fit()
 
 
-def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event) -> FitResult:
+def _train_silently(config: TrainConfig, dataset, stop_event: threading.Event,
+                    checkpoint: dict[str, Any] | None = None) -> FitResult:
     """The other ranks of a distributed run: the same model trained without listeners or a run folder
-    (rank 0 alone writes the run)."""
+    (rank 0 alone writes the run); with `checkpoint` (last.pt) resumed from it as rank 0 is."""
     from ftui.models.backbones import build, layer_groups
 
     seed_everything(config.seed)
-    model = build(config.backbone, len(dataset.classes), weights=config.weights)
-    return fit(config, dataset, model, layer_groups(model, config.backbone), [], stop_event)
+    model = build(config.backbone, len(dataset.classes), weights="none" if checkpoint else config.weights)
+    groups = layer_groups(model, config.backbone)
+    if checkpoint is None:
+        return fit(config, dataset, model, groups, [], stop_event)
+    from ftui.train.batches import ImageData
+    from ftui.train.resume import trainer_state
+    from ftui.train.trainer import Trainer
+
+    trainer = Trainer(config, model, groups, ImageData(dataset), [], stop_event=stop_event)
+    trainer.load_state_dict(trainer_state(checkpoint))
+    return trainer.fit()
 
 
 class _Tracker(Callback):

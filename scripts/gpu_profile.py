@@ -4,14 +4,15 @@
     python3 scripts/gpu_profile.py --device cpu --small --shared ../shared --out /tmp/p   # dry run here
 
 The parent runs each measurement in a fresh child process (cuDNN's algorithm cache is per process, and
-FTUI_CUDNN_BENCHMARK is read when a run configures the device), most decisive first, and stops launching
-children when its time budget is spent. After every child it rewrites the summary (stdout and OUT/summary.txt).
+environment variables such as FTUI_CUDNN_BENCHMARK or TORCH_CUDNN_V8_API_DISABLED act at the first use), one
+per --variants environment, and stops launching children when its time budget is spent. After every child
+it rewrites the summary (stdout and OUT/summary.txt) and OUT/results.json.
 
 Children:
 - bench: like `ftui bench` (same configs): head-only fit timed from the dataset scan to its first batch (the
   "first metric"), then the all-layers fit with every batch's end synchronised and timed, then the warm
   one-image predict split into decode+transform, eager forward, and a CUDA-graph replay of the same forward.
-  For weights "none" also the from-scratch settings (recipe plain, BatchNorm in train mode).
+  The runs use the bench's own settings (bench_config: from-scratch settings for weights "none").
 - step: the engine's step by hand on the GPU data path: augmentation alone, a synthetic step (the bench's
   compute limit), the engine-like step with and without its per-step host syncs, the first call at a new
   batch size (what cuDNN autotuning costs per shape), and torch.profiler's top ops over three steps.
@@ -178,17 +179,17 @@ def child_bench(args) -> dict:
     import torch
 
     from ftui import devices
-    from ftui.config import TrainConfig
+    from ftui.bench.speed import BenchOptions, bench_config
     from ftui.data.datasets import load_dataset
     from ftui.models.backbones import build
     from ftui.runs import RunStore
 
     data = str(Path(args.shared) / "data" / "hymenoptera_data")
     weights = args.weights
-    out: dict = {"cudnn_benchmark_env": os.environ.get("FTUI_CUDNN_BENCHMARK", "1")}
+    out: dict = {"env": {k: v for k, v in os.environ.items() if k.startswith(("FTUI_", "TORCH_CUDNN"))}}
     t0 = time.perf_counter()
-    base = TrainConfig(data=data, backbone=args.backbone, weights=weights, epochs=args.epochs,
-                       batch_size=args.batch, image_size=args.image_size, device=args.device)
+    base = bench_config(BenchOptions(data, args.backbone, weights, args.epochs, args.batch, args.image_size,
+                                     args.device))
     dataset = load_dataset(data, val_fraction=base.val_fraction, seed=base.seed)
     model = build(args.backbone, len(dataset.classes), weights=weights)
     pristine = {k: v.clone() for k, v in model.state_dict().items()}
@@ -214,9 +215,6 @@ def child_bench(args) -> dict:
     out["all_layers"] = _fit(base.replace(train_groups="all"), dataset, fresh(), args.backbone, device,
                              profile_epoch=args.epochs)
     out["predict"] = _predict_split(folder.path, str(dataset.split("val")[0].path), device)
-    if weights == "none" and args.scratch:
-        out["scratch_settings"] = _fit(base.replace(train_groups="all", recipe="plain", bn_mode="train"),
-                                       dataset, fresh(), args.backbone, device)
     return out
 
 
@@ -347,22 +345,31 @@ def _top_ops(prof, wall_ms: float, device, steps: int = 1) -> dict:
 
 # --- parent ---------------------------------------------------------------------------------------------
 
+# Environment variants compared, each in fresh processes: "name:VAR=value,VAR=value;name2:..." (--variants).
+# Run 1 (docs/gpu.md) compared FTUI_CUDNN_BENCHMARK=0 and 1; autotuning is now off by default. Next: cuDNN's
+# legacy (v7) API, whose precompiled kernels may skip the per-shape plan building that cost 12 s a shape.
+DEFAULT_VARIANTS = "default:;v7api:TORCH_CUDNN_V8_API_DISABLED=1"
+
+
+def _variants(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for part in filter(None, text.split(";")):
+        name, _, assignments = part.partition(":")
+        env = dict(a.split("=", 1) for a in filter(None, assignments.split(",")))
+        out.append((name, env))
+    return out
+
+
 def _plan(args) -> list[tuple[str, list[str], dict]]:
-    """(name, child argv, env) most decisive first."""
+    """(name, child argv, env): mobilenet_v2 then resnet50, each variant's bench then step."""
     mnv2 = ["--backbone", "mobilenet_v2", "--weights",
             str(Path(args.shared) / "weights" / "mobilenet_v2_imagenet_dequantized.pth")]
-    r50 = ["--backbone", "resnet50", "--weights", "none"]
-    if args.small:
-        r50 = ["--backbone", "resnet18", "--weights", "none"]
+    r50 = ["--backbone", "resnet18" if args.small else "resnet50", "--weights", "none"]
     plan = []
-    for bench_flag in ("0", "1"):
-        plan.append((f"bench mobilenet_v2 benchmark={bench_flag}", ["bench", *mnv2], {"FTUI_CUDNN_BENCHMARK": bench_flag}))
-        plan.append((f"step mobilenet_v2 benchmark={bench_flag}", ["step", *mnv2], {"FTUI_CUDNN_BENCHMARK": bench_flag}))
-    for bench_flag in ("0", "1"):
-        extra = ["--scratch"] if bench_flag == "0" else []
-        plan.append((f"bench {r50[1]} benchmark={bench_flag}", ["bench", *r50, *extra],
-                     {"FTUI_CUDNN_BENCHMARK": bench_flag}))
-        plan.append((f"step {r50[1]} benchmark={bench_flag}", ["step", *r50], {"FTUI_CUDNN_BENCHMARK": bench_flag}))
+    for model in (mnv2, r50):
+        for name, env in _variants(args.variants):
+            plan.append((f"bench {model[1]} {name}", ["bench", *model], env))
+            plan.append((f"step {model[1]} {name}", ["step", *model], env))
     return plan
 
 
@@ -384,10 +391,6 @@ def _summary(results: dict) -> str:
             if al.get("profile"):
                 _profile_lines(lines, al["profile"], "last epoch's training (engine)")
             lines.append("   predict ms: " + ", ".join(f"{k} {v:.3g}" for k, v in r["predict"].items()))
-            if "scratch_settings" in r:
-                sc = r["scratch_settings"]
-                lines.append(f"   scratch settings (plain, bn train): wall {sc['wall']} best {sc['best']} "
-                             f"epochs {[e['val_acc'] for e in sc['epochs']]}")
         else:
             keys = ("first_pass_decode_aug_s", "aug_ms", "step_synthetic_ms", "step_engine_syncs_ms",
                     "step_engine_nosync_ms", "step_fixed_batch_syncs_ms", "first_call_new_batch_ms",
@@ -459,8 +462,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--image-size", dest="image_size", type=int, default=None)
-    ap.add_argument("--scratch", action="store_true")
     ap.add_argument("--small", action="store_true", help="CPU dry run: resnet18, small images, batch 8, 2 epochs")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="name:VAR=value,...;name2:... (environments)")
     ap.add_argument("--budget", type=float, default=380.0, help="seconds for all children together")
     ap.add_argument("--child-timeout", dest="child_timeout", type=float, default=150.0)
     args = ap.parse_args()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ftui.bench.speed import format_table
+from ftui.bench.speed import BenchOptions, bench_config, format_table
 from ftui.cli import main
 
 DOCUMENTED_KEYS = (
@@ -36,6 +36,7 @@ def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_fold
         assert results[key] > 0, key
     assert 0 <= results["all_layers_best_acc"] <= 1 and 0 <= results["tutorial_head_only_best_acc"] <= 1
     assert "bench: engine: head only" in captured.err
+    assert any("from scratch" in note for note in results["notes"])  # --weights none: the scratch settings
     table = format_table(results)
     # The machine is named: the card on CUDA, the CPU model (with the instruction set ftui chose by) always.
     from ftui.devices import cpu_model
@@ -50,3 +51,23 @@ def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_fold
 def test_bench_on_a_missing_folder_is_a_user_error(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "nope"), "--weights", "none"]) == 2
     assert "dataset not found" in capsys.readouterr().err
+
+
+def test_random_weights_bench_as_from_scratch_and_pretrained_ones_with_the_default_recipe():
+    scratch = bench_config(BenchOptions("data", backbone="resnet50", weights="none"))
+    assert (scratch.recipe, scratch.bn_mode) == ("plain", "train")
+    pretrained = bench_config(BenchOptions("data", backbone="resnet50", weights="imagenet", batch_size=64))
+    assert (pretrained.recipe, pretrained.bn_mode, pretrained.batch_size) == ("fine_tune", "frozen", 64)
+
+
+def test_warm_epochs_leave_out_the_first_epoch_of_the_phase():
+    from ftui.bench.speed import _Timeline
+
+    tl = _Timeline(start=0.0)
+    # Two epochs of one phase: batches end at 10 s and 11 s, epochs (after validation) at 10.5 s and 11.5 s.
+    for epoch, batch_at, end_at in ((1, 10.0, 10.5), (2, 11.0, 11.5)):
+        tl.last_batch[epoch] = batch_at
+        tl.epochs.append({"epoch": epoch, "phase": "fine_tune", "val_acc": 0.5, "seconds": 1.0, "at": end_at})
+    assert tl.train_val_seconds("fine_tune") == (10.0 + 0.5, 1.0)
+    assert tl.train_val_seconds("fine_tune", skip=1) == (0.5, 0.5)
+    assert tl.train_val_seconds("fine_tune", skip=2) == (0.0, 0.0)

@@ -57,3 +57,13 @@ def test_batch_for_memory_is_the_largest_power_of_two_that_fits():
     assert devices.batch_for_memory(8 * gib, 100 * 2**20) == 32  # 4 GiB budget / 100 MiB = 40 -> 32
     assert devices.batch_for_memory(8 * gib, 100 * 2**20, fixed_bytes=2 * gib) == 16
     assert devices.batch_for_memory(1 * gib, 500 * 2**20) == devices.MIN_DEFAULT_BATCH  # never below
+
+
+def test_cudnn_autotuning_is_off_unless_asked_for(monkeypatch):
+    monkeypatch.delenv("FTUI_CUDNN_BENCHMARK", raising=False)
+    assert devices.cudnn_benchmark_enabled() is False
+    monkeypatch.setenv("FTUI_CUDNN_BENCHMARK", "1")
+    assert devices.cudnn_benchmark_enabled() is True
+    for value in ("0", "", "yes", "true"):
+        monkeypatch.setenv("FTUI_CUDNN_BENCHMARK", value)
+        assert devices.cudnn_benchmark_enabled() is False

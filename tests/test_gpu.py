@@ -74,6 +74,21 @@ def test_cuda_settings_bf16_without_scaler_where_the_card_has_it_and_a_batch_fro
     assert devices.device_name(CUDA) == torch.cuda.get_device_name(CUDA)
 
 
+def test_configure_device_leaves_cudnn_autotuning_off_unless_asked_for(monkeypatch):
+    from ftui import devices
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        monkeypatch.delenv("FTUI_CUDNN_BENCHMARK", raising=False)
+        devices.configure_device(CUDA)
+        assert torch.backends.cudnn.benchmark is False and torch.backends.cuda.matmul.allow_tf32
+        monkeypatch.setenv("FTUI_CUDNN_BENCHMARK", "1")
+        devices.configure_device(CUDA)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def test_gpu_data_path_on_the_device_and_from_pinned_memory_gives_the_cpu_batches(tmp_path):
     from ftui.config import AugConfig
     from ftui.data import gpudata
@@ -122,8 +137,18 @@ def test_train_predict_evaluate_and_lr_finder_on_cuda(tmp_path, capsys):
     from ftui.results.predict import Predictor
 
     cpu_probs = Predictor(run, device="cpu").probabilities(images)
-    gpu_probs = Predictor(run, device="cuda").probabilities(images)
+    gpu = Predictor(run, device="cuda")
+    gpu_probs = gpu.probabilities(images)
     assert torch.allclose(cpu_probs, gpu_probs, atol=0.05)  # bf16/fp16 autocast on the card
+    # One image: a CUDA graph replayed, the same numbers as the eager forward at that shape, captured once.
+    one = gpu._tensor(images[0])[None]
+    with torch.inference_mode():
+        eager = gpu._forward(one).float().cpu()
+    first, again = gpu.logits([images[0]]), gpu.logits([images[0]])
+    assert gpu._one.graph is not None and not gpu._one.failed
+    assert torch.allclose(first, eager, atol=1e-3) and torch.equal(first, again)
+    other = gpu.logits([images[1]])
+    assert not torch.equal(other, first) and torch.allclose(other, gpu.logits(images[:2])[1:], atol=0.05)
 
     from ftui.config import AugConfig, TrainConfig
     from ftui.train.lrfind import find_lr

@@ -90,3 +90,35 @@ def test_gpu_image_batches_speak_the_trainers_batch_interface(tmp_path):
         assert not torch.allclose(augmented, torch.cat([x for x, _ in plain]))
     finally:
         store.close()
+
+
+def test_training_batches_on_the_gpu_path_are_all_full_and_cover_every_image(tmp_path):
+    from types import SimpleNamespace
+
+    from ftui.train.batches import ImageSource, fill_last_batch
+
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(10, generator=gen)
+    filled = fill_last_batch(order, 4, gen)
+    assert filled[:10].tolist() == order.tolist() and len(filled) == 12
+    assert len(set(filled[10:].tolist())) == 2  # distinct images of the pass, drawn again
+    assert torch.equal(fill_last_batch(order, 5, gen), order)  # already full batches
+    assert torch.equal(fill_last_batch(order, 16, gen), order)  # one batch: a single shape already
+
+    samples = _samples(make_class_folder(tmp_path / "data", per_class=3, size=40))  # 9 images
+    items = [SimpleNamespace(path=p, label=label) for p, label in samples]
+    store = gpudata.make_store(torch.device("cpu"), len(items), 36)
+    images = gpudata.GpuImageBatches(store, items, BatchAugment(AugConfig.none(), 32, resize_size=36), 4, seed=0)
+    try:
+        train = ImageSource(images, 4, torch.Generator().manual_seed(1), fill_last=True)
+        got = list(train.batches())
+        assert [len(y) for _, y in got] == [4, 4, 4] and train.num_batches(4) == 3
+        # Every image once, plus three of them again; the label counts say which.
+        counts = torch.bincount(torch.cat([y for _, y in got]), minlength=3)
+        assert counts.sum() == 12 and (counts >= 3).all()
+        plain = ImageSource(images, 4, torch.Generator().manual_seed(1))  # the CPU path: the last batch short
+        assert [len(y) for _, y in plain.batches()] == [4, 4, 1]
+        val = ImageSource(images, 4, None, fill_last=True)  # evaluation is never filled
+        assert [len(y) for _, y in val.batches()] == [4, 4, 1]
+    finally:
+        store.close()

@@ -226,3 +226,20 @@ def test_model_card_and_evaluate_step_show_calibration_and_the_uploaded_ood_scor
     assert shown["ood"]["num_out"] == 4 and 0 <= shown["ood"]["auroc"] <= 1
     assert "AUROC" in reliability_html(shown) and "not measured" not in reliability_html(shown)
     assert with_ood(ctx, run_dir.name, result, None) is result
+
+
+@pytest.mark.slow
+def test_the_app_combines_two_runs_into_an_ensemble_listed_like_any_run(tmp_path):
+    from ftui.ui import AppContext, AppSettings
+    from ftui.ui.ensemble_view import combine
+    from ftui.ui.results_step import run_choices
+
+    runs = [make_quick_run(tmp_path, backbone=b) for b in ("resnet18", "mobilenet_v3_small")]
+    ctx = AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work"))
+    assert combine(ctx, [runs[0].name])[0].startswith("**Could not combine:** pick 2")
+    assert "not a run id" in combine(ctx, [runs[0].name, "../../etc"])[0]
+    error, summary = combine(ctx, [r.name for r in runs])
+    assert error == "" and "gain" in summary, error
+    new = next(r for r in run_choices(ctx) if r not in {p.name for p in runs})
+    assert summary.startswith(f"**Ensemble `{new}`**")
+    assert [m["run"] for m in load_run(tmp_path / "runs" / new).members] == [r.name for r in runs]

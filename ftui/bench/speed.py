@@ -67,11 +67,16 @@ class _Timeline(Callback):
         values = [e["seconds"] for e in self.epochs if phase is None or e["phase"] == phase]
         return statistics.fmean(values) if values else None
 
-    def train_val_seconds(self, phase: str) -> tuple[float, float]:
-        """(training, validation) seconds summed over the epochs of `phase` (from the batch timestamps)."""
+    def train_val_seconds(self, phase: str, skip: int = 0) -> tuple[float, float]:
+        """(training, validation) seconds summed over the epochs of `phase` (from the batch timestamps),
+        leaving out its first `skip` epochs."""
         train = val = 0.0
+        seen = 0
         for prev, e in zip([None, *self.epochs], self.epochs):
             if e["phase"] != phase or e["epoch"] not in self.last_batch:
+                continue
+            seen += 1
+            if seen <= skip:
                 continue
             begin = prev["at"] if prev else 0.0
             train += self.last_batch[e["epoch"]] - begin
@@ -147,6 +152,24 @@ class BenchOptions:
     tutorial_workers: int = 2
 
 
+# Random weights train as the app's from-scratch preset does: every layer from the first epoch, BatchNorm
+# learning its statistics. The pretrained recipe (head first, frozen statistics) kept a random init's
+# statistics: resnet50 from scratch predicted one class on an H200 (val 0.542 = the larger class, every mode).
+SCRATCH_SETTINGS = {"recipe": "plain", "bn_mode": "train"}
+
+
+def bench_config(o: BenchOptions) -> TrainConfig:
+    """The training settings every engine run of the bench starts from (validated)."""
+    scratch = SCRATCH_SETTINGS if o.weights == "none" else {}
+    # Every epoch runs (no early stopping, which fit() takes from the config): the bench times epochs and
+    # counts epochs to a target, as it always has.
+    config = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
+                         batch_size=o.batch_size, image_size=o.image_size, device=o.device,
+                         early_stopping_patience=0, **scratch)
+    config.validate()
+    return config
+
+
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
     bench = _Bench(options, log)
@@ -174,12 +197,7 @@ class _Bench:
 
         o = options
         self.options, self.log = o, log
-        # Every epoch runs (no early stopping, which fit() now takes from the config): the bench times epochs
-        # and counts epochs to a target, as it always has.
-        self.base = TrainConfig(data=str(o.data), backbone=o.backbone, weights=o.weights, epochs=o.epochs,
-                                batch_size=o.batch_size, image_size=o.image_size, device=o.device,
-                                early_stopping_patience=0)
-        self.base.validate()
+        self.base = bench_config(o)
         self.out: dict[str, Any] = {"backbone": o.backbone, "epochs": o.epochs, "batch_size": o.batch_size}
         # 1. Train clicked: dataset scan, weights from disk, head-only fit up to its first reported metric.
         self.start = time.perf_counter()
@@ -234,6 +252,9 @@ class _Bench:
             "head_only_best_acc": head_fit.best, "head_only_wall_seconds": head_fit.wall,  # type: ignore[attr-defined]
         })
         self.out["notes"] = list(head_fit.notes)  # type: ignore[attr-defined]
+        if self.options.weights == "none":
+            self.out["notes"].append("weights none: every run trains as from scratch (recipe plain, BatchNorm "
+                                     "statistics learned)")
 
     def inference_and_pipeline(self) -> None:
         from ftui.bench.pipeline import measure_pipeline
@@ -256,17 +277,23 @@ class _Bench:
     def all_layers(self) -> None:
         self.log("engine: all layers")
         full = self.engine_run(self.base.replace(train_groups="all"))
-        train_s, val_s = full.train_val_seconds("fine_tune")
-        n_ft = sum(1 for e in full.epochs if e["phase"] == "fine_tune")
+        # The epochs that train every layer: the fine-tune phase, or the whole run from scratch (recipe plain).
+        phase = "fine_tune" if any(e["phase"] == "fine_tune" for e in full.epochs) else "train"
+        train_s, val_s = full.train_val_seconds(phase)
+        n_ft = sum(1 for e in full.epochs if e["phase"] == phase)
         n_train, n_val = len(self.dataset.split("train")), len(self.dataset.split("val"))
         self.out.update({
             "all_layers_seconds_to_090": full.seconds_to(0.90), "all_layers_seconds_to_095": full.seconds_to(0.95),
             "all_layers_epochs_to_095": full.epochs_to(0.95), "all_layers_best_acc": full.best,
             "all_layers_wall_seconds": full.wall,  # type: ignore[attr-defined]
-            "engine_epoch_seconds": full.mean_epoch_seconds("fine_tune"),
+            "engine_epoch_seconds": full.mean_epoch_seconds(phase),
             "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
             "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
         })
+        # The same without the phase's first epoch: on a GPU that epoch pays one-time costs (cuDNN builds its
+        # plans at every new batch shape, docs/gpu.md) that a short run's figure above is made of.
+        warm_s, _ = full.train_val_seconds(phase, skip=1)
+        self.out["engine_warm_train_images_per_s"] = n_train * (n_ft - 1) / warm_s if n_ft > 1 and warm_s else None
 
     def compute_limit(self) -> None:
         from ftui import devices
@@ -295,6 +322,8 @@ class _Bench:
             "train_precision": str(train_dtype or "float32"), "infer_precision": str(infer_dtype or "float32"),
         })
         out["engine_vs_compute_limit"] = _ratio(out["engine_train_images_per_s"], limit_train["train_images_per_s"])
+        out["engine_warm_vs_compute_limit"] = _ratio(out["engine_warm_train_images_per_s"],
+                                                     limit_train["train_images_per_s"])
         out["engine_infer_vs_compute_limit"] = _ratio(out["engine_infer_images_per_s"],
                                                       limit_infer["infer_images_per_s"])
 
@@ -355,6 +384,8 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = [
         ("training img/s vs compute limit", _fmt(g("engine_train_images_per_s")),
          _fmt(g("compute_limit_train_images_per_s")), _fmt(g("engine_vs_compute_limit"))),
+        ("training img/s vs compute limit, warm epochs", _fmt(g("engine_warm_train_images_per_s")),
+         _fmt(g("compute_limit_train_images_per_s")), _fmt(g("engine_warm_vs_compute_limit"))),
         ("inference img/s vs compute limit", _fmt(g("engine_infer_images_per_s")),
          _fmt(g("compute_limit_infer_images_per_s")), _fmt(g("engine_infer_vs_compute_limit"))),
         ("head only: s to 0.95 vs one inference pass", _fmt(g("head_only_seconds_to_095"), "s?"),

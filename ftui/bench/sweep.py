@@ -98,8 +98,10 @@ def base_params(base: TrainConfig) -> dict[str, Any]:
 
 
 def trial_config(base: TrainConfig, params: dict[str, Any], name: str) -> TrainConfig:
-    """The base config with a trial's params; the base's own augmentation at strength 0.5 (its default)."""
-    aug = base.aug if abs(params["aug_strength"] - 0.5) < 1e-9 else scaled_aug(params["aug_strength"])
+    """The base config with a trial's params; the base's own augmentation at the base's strength (trial 0)."""
+    own = 0.5 if base.aug.enabled else 0.0
+    strength = float(params["aug_strength"])
+    aug = base.aug if abs(strength - own) < 1e-9 else scaled_aug(strength)
     return base.replace(lr=float(params["lr"]), epochs=int(params["epochs"]), train_groups=params["train_groups"],
                         image_size=int(params["image_size"]), aug=aug, run_name=name)
 

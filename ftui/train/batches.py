@@ -172,7 +172,7 @@ class ImageData:
         train_images = self.images("train", speed, config.seed + trainer.phase_index + 1)
         val_images = self.images("val", speed, config.seed)
         dist = trainer.dist if trainer.dist.enabled else None
-        full = (trainer.model, ImageSource(train_images, config.batch_size, generator, dist),
+        full = (trainer.model, ImageSource(train_images, config.batch_size, generator, dist, fill_last=speed.gpu_data),
                 ImageSource(val_images, config.batch_size, None, dist))
         if not config.feature_cache:
             return full
@@ -283,9 +283,12 @@ class ImageSource:
     yields its equal share, short shares padded with label IGNORE (no loss, no gradient, not counted).
     """
 
-    def __init__(self, images: ImageBatches, batch_size: int, generator: torch.Generator | None, dist=None):
+    def __init__(self, images: ImageBatches, batch_size: int, generator: torch.Generator | None, dist=None,
+                 fill_last: bool = False):
         # A generator means training: shuffled, augmented view.
         self.images, self.batch_size, self.generator, self.dist = images, batch_size, generator, dist
+        # Training on CUDA: the last batch is filled up to batch_size (see fill_last_batch).
+        self.fill_last = fill_last
         if dist is not None:
             # The images are fetched per rank: this rank's share of each global batch at a time.
             self.images.batch_size = -(-batch_size // dist.world_size)
@@ -298,6 +301,8 @@ class ImageSource:
         shuffle = self.generator is not None
         order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
         if self.dist is None:
+            if shuffle and self.fill_last:
+                order = fill_last_batch(order, self.batch_size, self.generator)
             return self.images(1 if shuffle else 0, order)
         return self._shard(1 if shuffle else 0, order)
 
@@ -306,6 +311,20 @@ class ImageSource:
         local = torch.cat([part for part, _ in parts])
         for (x, y), (_, pad) in zip(self.images(view, local), parts):
             yield x, y.masked_fill(pad.to(y.device), IGNORE)
+
+
+def fill_last_batch(order: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """`order` with distinct items of this pass appended (drawn at random) so that every batch is full.
+
+    Why: on CUDA the first step at each new batch shape is slow (cuDNN 9.19 on an H200 built its plans for
+    mobilenet_v2 in 12.2 s, docs/gpu.md); a ragged last batch is a second shape every run. A few images
+    then train twice in the epoch (under one batch), as DistributedSampler pads. A pass shorter than one
+    batch has a single shape already and is left as it is."""
+    short = -len(order) % batch_size
+    if short == 0 or len(order) < batch_size:
+        return order
+    extra = torch.randperm(len(order), generator=generator)[:short]
+    return torch.cat([order, order[extra]])
 
 
 class _ReadErrors:

@@ -116,8 +116,9 @@ class _SafeTracker(Callback):
 
 
 def _run_folder(info: dict[str, Any]) -> Path | None:
-    folder = getattr(info.get("trainer"), "folder", None)
-    return folder.path if folder is not None else None
+    """The run folder of the trainer sending the event (None for one that writes none)."""
+    run_dir = getattr(info.get("trainer"), "run_dir", None)
+    return Path(run_dir) if run_dir is not None else None
 
 
 class TensorBoardLogger(_SafeTracker):

@@ -10,6 +10,7 @@ from ftui.ui import augment_step, data_step, form_restore, model_step, predict_s
 from ftui.ui.compare_view import build_compare_view
 from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.doctor_view import build_doctor_section
+from ftui.ui.ensemble_view import build_ensemble_view
 from ftui.ui.fix_view import build_fix_panel, wire_fix_panel
 from ftui.ui.guard import session_of
 
@@ -56,6 +57,7 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
                     data.val_fraction, data.load_outputs[:-1]))
                 eval_run = evaluate.run
                 compare_a, compare_b = build_compare_view(ctx)
+                build_ensemble_view(ctx)
             with gr.Tab("6 · Predict", id="predict", render_children=True) as predict_tab:
                 predict = predict_step.build(ctx)
                 predict_run = predict.run

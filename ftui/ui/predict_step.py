@@ -126,7 +126,9 @@ def label_value(verdict) -> dict:
     """The Top predictions box: calibrated probabilities, titled with the verdict when it is not a class."""
     title = {"unknown": "Closest classes (none fits: unknown)",
              "unsure": "Top predictions (unsure)"}.get(verdict.kind, "Top predictions")
-    return gr.update(value={name: prob for name, prob in verdict.top}, label=title)
+    # No big headline naming one class when the answer is "unknown" or "unsure": the bars stay, titled so.
+    return gr.update(value={name: prob for name, prob in verdict.top}, label=title,
+                     show_heading=verdict.kind == "class")
 
 
 def explain_one(model, image, verdict) -> tuple[str, Any]:

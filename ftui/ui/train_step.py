@@ -580,5 +580,9 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     runs_table.select(h.open_run, runs_table, opened_run, **private)
     opened_run.change(h.show_run, opened_run, [c["status"], c["loss_plot"], c["epoch_loss"], c["epoch_acc"]],
                       **private)
+    from ftui.ui.sweep_view import TrainParts, build_sweep_panel
+
+    build_sweep_panel(ctx, TrainParts(h.collect_config, set(form.values()), source, owner, runs_table,
+                                      check_weights, runs_frame))
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
                      poll_outputs=poll_outputs, attach=h.attach, form=form, use_run=(use_run, use_note))
