@@ -24,6 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="largest single uploaded file (e.g. 500mb, 2gb; default 1gb)")
     parser.add_argument("--work-quota", default="20gb", metavar="SIZE",
                         help="most disk uploads and extracted zips may take under the work dir (default 20gb)")
+    parser.add_argument("--trusted-proxy", default="", metavar="ADDR[,ADDR]",
+                        help="a reverse proxy whose X-Forwarded-For is believed (default: none; the login "
+                             "throttle then counts each TCP peer, so behind a proxy all clients share one count)")
     parser.add_argument("--gpus", default="1", metavar="N|all",
                         help="GPUs each training job gets: N, or all visible ones (DistributedDataParallel)")
     parser.add_argument("--demo", default=None, metavar="RUN_DIR",
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
                            workdir=workdir,
                            data_root=data_root, max_upload_bytes=max_upload, work_quota_bytes=work_quota,
-                           gpus=gpu_count(args.gpus))
+                           gpus=gpu_count(args.gpus), trusted_proxy=args.trusted_proxy)
     demo, _ = build_app(settings)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_options(settings))

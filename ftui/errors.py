@@ -67,6 +67,8 @@ def shown_message(logger: logging.Logger, exc: BaseException, what: str) -> str:
     """The text a UI shows for an exception it caught: a user error's own message; anything else is logged
     with its traceback and shown as an internal error (its text may name server paths or mean nothing)."""
     log_failure(logger, exc, what)
+    if is_user_error(exc) and callable(getattr(exc, "for_client", None)):
+        return exc.for_client()  # e.g. a full disk: the file's name, not the server's folders
     return str(exc) if is_user_error(exc) else internal_message(None)
 
 

@@ -6,6 +6,7 @@ evaluation.json. Checkpoints hold tensors and plain types only, so `torch.load(w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -16,6 +17,7 @@ import secrets
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,14 @@ class RunError(FtuiError):
 class DiskFullError(RunError):
     """A write failed because the disk (or a quota, or a file-size limit) is full; names the file."""
 
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        super().__init__(f"disk full while writing {self.path}")
+
+    def for_client(self) -> str:
+        """The message without the server's folders (for web clients)."""
+        return f"disk full while writing {self.path.name} on the server: ask its operator to free space"
+
 
 def new_run_id(backbone: str, name: str = "", now: float | None = None) -> str:
     """`YYYYmmdd-HHMMSS-<backbone>-<4 hex>`, plus `-<name>` when the user gave the run a name."""
@@ -65,6 +75,54 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     _atomic_write(Path(path), lambda f: f.write(data))
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 text through a temp file and os.replace (model cards, CSVs, exported metadata)."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def append_line_atomic(path: Path, line: str) -> None:
+    """Add one line to a small text file (a journal) by rewriting it whole through a temp file: a full disk
+    leaves the old file intact rather than a torn last line."""
+    path = Path(path)
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    _atomic_write(path, lambda f: f.write(old + line.rstrip("\n").encode("utf-8") + b"\n"))
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """For writers that want a file name (onnx): yields a temp path in the same folder; on success it is
+    fsynced and renamed to `path`, on any failure removed. A full disk becomes DiskFullError naming `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if disk_full(exc) or _disk_full_inside(exc):
+            raise DiskFullError(path) from None
+        raise
+
+
+def _disk_full_inside(exc: BaseException) -> bool:
+    """A library that wrapped the OSError of a full disk (onnx, torch) in its own exception."""
+    seen = exc
+    while seen is not None:
+        if disk_full(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return any(word in text for word in ("No space left on device", "File too large", "Disk quota exceeded"))
+
+
 def disk_full(exc: BaseException) -> bool:
     """True for the OSErrors of a full disk, a quota or a file-size limit."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -77,7 +135,7 @@ def _atomic_write(path: Path, write) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         if disk_full(exc):
-            raise DiskFullError(f"disk full while writing {path}") from None
+            raise DiskFullError(path) from None
         raise
     try:
         with os.fdopen(fd, "wb") as f:
@@ -88,7 +146,7 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if disk_full(exc):
-            raise DiskFullError(f"disk full while writing {path}") from None
+            raise DiskFullError(path) from None
         raise
 
 

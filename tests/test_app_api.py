@@ -46,9 +46,9 @@ def test_client_loads_data_trains_polls_and_predicts(app):
     assert "3 classes" in summary
     assert sorted(row[0] for row in table["data"]) == ["blue", "green", "red"]
 
-    job_id, error = client.predict(config=json.dumps(TINY), owner_token="client-a", api_name="/start_training")
+    job_id, error = client.predict(config=json.dumps(TINY), owner_token="client-a-0123456789abcdefghijk", api_name="/start_training")
     assert error == ""
-    snapshot = poll_until_finished(client, job_id, "client-a")
+    snapshot = poll_until_finished(client, job_id, "client-a-0123456789abcdefghijk")
     assert snapshot["status"] == "done", snapshot
     assert snapshot["run_id"]
 
@@ -76,22 +76,22 @@ def test_second_client_cannot_stop_or_displace_the_first_clients_job(app):
     url, ctx, _data_root = app
     first, second = (gradio_client.Client(url, verbose=False) for _ in range(2))
     long_run = json.dumps({**TINY, "epochs": 200})
-    job_a, _ = first.predict(config=long_run, owner_token="token-a", api_name="/start_training")
-    job_b, _ = second.predict(config=json.dumps(TINY), owner_token="token-b", api_name="/start_training")
+    job_a, _ = first.predict(config=long_run, owner_token="token-a-0123456789abcdefghijk", api_name="/start_training")
+    job_b, _ = second.predict(config=json.dumps(TINY), owner_token="token-b-0123456789abcdefghijk", api_name="/start_training")
     assert job_a != job_b
 
-    refusal = second.predict(job=job_a, owner_token="token-b", api_name="/stop")
+    refusal = second.predict(job=job_a, owner_token="token-b-0123456789abcdefghijk", api_name="/stop")
     assert "Not yours to stop" in refusal
-    queued = second.predict(job=job_b, token="token-b", api_name="/poll")[0]
+    queued = second.predict(job=job_b, token="token-b-0123456789abcdefghijk", api_name="/poll")[0]
     assert queued["status"] == "queued" and queued["queue_position"] == 1
     assert ctx.jobs.get(job_a).status in ("queued", "running")
 
     # Each owner stops their own job; the queued one never starts.
-    assert second.predict(job=job_b, owner_token="token-b", api_name="/stop") == ""
+    assert second.predict(job=job_b, owner_token="token-b-0123456789abcdefghijk", api_name="/stop") == ""
     assert ctx.jobs.get(job_a).status == "running"
-    assert first.predict(job=job_a, owner_token="token-a", api_name="/stop") == ""
-    assert poll_until_finished(first, job_a, "token-a")["status"] == "stopped"
-    assert poll_until_finished(second, job_b, "token-b")["status"] == "stopped"
+    assert first.predict(job=job_a, owner_token="token-a-0123456789abcdefghijk", api_name="/stop") == ""
+    assert poll_until_finished(first, job_a, "token-a-0123456789abcdefghijk")["status"] == "stopped"
+    assert poll_until_finished(second, job_b, "token-b-0123456789abcdefghijk")["status"] == "stopped"
     assert ctx.jobs.get(job_b).snapshot()["epoch"] == 0
 
 
@@ -100,12 +100,12 @@ def test_a_job_needs_an_owner_token_and_an_empty_token_stops_nothing(app):
     client = gradio_client.Client(url, verbose=False)
     job, message = client.predict(config=json.dumps(TINY), owner_token="", api_name="/start_training")
     assert "no owner token" in message and ctx.jobs.active() is None
-    job, _ = client.predict(config=json.dumps({**TINY, "epochs": 200}), owner_token="token-c",
+    job, _ = client.predict(config=json.dumps({**TINY, "epochs": 200}), owner_token="token-c-0123456789abcdefghijk",
                             api_name="/start_training")
     assert "Not yours to stop" in client.predict(job=job, owner_token="", api_name="/stop")
     assert ctx.jobs.get(job).status in ("queued", "running")
-    assert client.predict(job=job, owner_token="token-c", api_name="/stop") == ""
-    assert poll_until_finished(client, job, "token-c")["status"] == "stopped"
+    assert client.predict(job=job, owner_token="token-c-0123456789abcdefghijk", api_name="/stop") == ""
+    assert poll_until_finished(client, job, "token-c-0123456789abcdefghijk")["status"] == "stopped"
 
 
 @pytest.mark.slow  # trains through the API

@@ -74,6 +74,15 @@ def test_demo_page_webcam_on_a_grey_wall_says_unknown(setup, tmp_path):
     _, url, _ = page_app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                 quiet=True, **demo_launch_options(page_ctx.settings))
     try:
+        import gradio_client
+
+        # The API answers the same: the demo's one endpoint on a picture of the wall.
+        wall = tmp_path / "wall.png"
+        Image.new("RGB", (160, 120), (128, 128, 128)).save(wall)
+        client = gradio_client.Client(url, verbose=False)
+        error, _label, verdict, _overlay = client.predict(gradio_client.handle_file(str(wall)),
+                                                          api_name="/predict_image")
+        assert error == "" and UNKNOWN_WORDS in verdict, (error, verdict)
         with chromium(*camera_showing(video)) as browser:
             context = browser.new_context(viewport={"width": 1400, "height": 900}, permissions=["camera"])
             page = context.new_page()

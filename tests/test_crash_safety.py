@@ -120,7 +120,7 @@ def test_kill_9_of_the_app_mid_run_then_a_restart_shows_the_run_as_interrupted(t
         client.predict(source_path="colours", val_fraction=0.25, api_name="/load_data")
         config = {"backbone": "mobilenet_v3_small", "weights": "none", "train_groups": "all", "recipe": "plain",
                   "bn_mode": "train", "image_size": 32, "batch_size": 4, "epochs": 300, "feature_cache": False}
-        job, error = client.predict(config=json.dumps(config), owner_token="victim", api_name="/start_training")
+        job, error = client.predict(config=json.dumps(config), owner_token="victim-0123456789abcdefghijk", api_name="/start_training")
         assert error == ""
         runs = tmp_path / "runs"
         wait_for(lambda: any(metrics_rows(r) >= 1 and (r / "last.pt").is_file() for r in runs.iterdir()),
@@ -146,15 +146,15 @@ def test_kill_9_of_the_app_mid_run_then_a_restart_shows_the_run_as_interrupted(t
         assert load_checkpoint(run / "last.pt")["classes"] == ["blue", "green", "red"]
         # Only the client that started it may resume it; it then carries on, appending to metrics.csv.
         client = gradio_client.Client(url, verbose=False)
-        job, refused = client.predict(run_id=run.name, owner_token="someone-else", api_name="/resume_training")
+        job, refused = client.predict(run_id=run.name, owner_token="someone-else-0123456789abcdefghijk", api_name="/resume_training")
         assert "only the browser (or API client token) that started this run" in refused
         done_before = load_checkpoint(run / "last.pt")["resume"]["epoch"]
-        job, error = client.predict(run_id=run.name, owner_token="victim", api_name="/resume_training")
+        job, error = client.predict(run_id=run.name, owner_token="victim-0123456789abcdefghijk", api_name="/resume_training")
         assert error == "", error
         wait_for(lambda: metrics_rows(run) >= done_before + 1 and
-                 client.predict(job=job, token="victim", api_name="/poll")[0]["epoch"] > done_before + 1,
+                 client.predict(job=job, token="victim-0123456789abcdefghijk", api_name="/poll")[0]["epoch"] > done_before + 1,
                  what="an epoch after the resume")
-        assert client.predict(job=job, owner_token="victim", api_name="/stop") == ""
+        assert client.predict(job=job, owner_token="victim-0123456789abcdefghijk", api_name="/stop") == ""
         wait_for(lambda: status(run)["status"] == "stopped", what="the resumed run to stop")
         epochs = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
         assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) > done_before
@@ -195,10 +195,10 @@ def test_a_full_disk_names_the_file_keeps_the_epochs_metrics_and_the_app_serving
             config = {"backbone": "mobilenet_v3_small", "weights": "none", "train_groups": "all",
                       "recipe": "plain", "bn_mode": "train", "image_size": 32, "batch_size": 8, "epochs": 2,
                       "feature_cache": False}
-            job, error = client.predict(config=json.dumps(config), owner_token="me", api_name="/start_training")
+            job, error = client.predict(config=json.dumps(config), owner_token="me-0123456789abcdefghijk", api_name="/start_training")
             assert error == ""
             deadline = time.monotonic() + 180
-            while (snap := client.predict(job=job, token="me", api_name="/poll")[0])["status"] not in (
+            while (snap := client.predict(job=job, token="me-0123456789abcdefghijk", api_name="/poll")[0])["status"] not in (
                     "done", "stopped", "failed") and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert snap["status"] == "failed", snap

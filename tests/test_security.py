@@ -73,7 +73,7 @@ def test_config_over_the_api_is_json_text_never_a_server_file(app):
     url, ctx, _root, secret = app
     c = client(url)
     for path in (secret / "settings.json", secret / "passwords.txt"):
-        _job, message = start(c, str(path), "attacker")
+        _job, message = start(c, str(path), "attacker-0123456789abcdefghijk")
         assert "SECRET" not in message and "JSON text" in message, message
         message = c.predict(config=str(path), api_name="/find_lr")[0]
         assert "SECRET" not in message and "JSON text" in message, message
@@ -105,15 +105,15 @@ def test_run_folders_are_not_served_and_other_clients_see_no_server_paths(app):
     url, ctx, _root, _secret = app
     owner, other = client(url), client(url)
     owner.predict(source_path="colours", val_fraction=0.25, api_name="/load_data")
-    job, error = start(owner, TINY, "owner-3")
+    job, error = start(owner, TINY, "owner-3-0123456789abcdefghijk")
     assert error == ""
-    snap = wait(owner, job, "owner-3", timeout=300)
+    snap = wait(owner, job, "owner-3-0123456789abcdefghijk", timeout=300)
     assert snap["status"] == "done" and snap["run_dir"]
     run_dir = ctx.settings.runs_dir / snap["run_id"]
     for name in ("config.json", "status.json", "best.pt", "metrics.csv"):
         assert (run_dir / name).is_file()
         assert http_get(f"{url}gradio_api/file={run_dir / name}") == 403, name
-    seen = other.predict(job=job, token="someone-else", api_name="/poll")[0]
+    seen = other.predict(job=job, token="someone-else-0123456789abcdefghijk", api_name="/poll")[0]
     assert seen["run_dir"] is None and seen["notes"] == []
     assert str(ctx.settings.runs_dir) not in json.dumps(seen)
     # The download a client gets is its own copy, outside the runs folder.
@@ -154,7 +154,7 @@ def test_an_upload_is_loadable_only_by_the_session_that_uploaded_it(app, tmp_pat
     os.makedirs(os.path.dirname(foreign), exist_ok=True)
     with open(foreign, "wb") as handle:
         handle.write(b"not really weights")
-    _job, message = start(other, {**TINY, "weights": foreign}, "other-4")
+    _job, message = start(other, {**TINY, "weights": foreign}, "other-4-0123456789abcdefghijk")
     assert "a file this session uploaded" in message, message
 
 
@@ -165,14 +165,14 @@ def test_an_upload_is_loadable_only_by_the_session_that_uploaded_it(app, tmp_pat
     ({"batch_size": "NaN"}, "batch_size must be a whole number"),
     ({"seed": 2**70}, "seed must be in [0, 4294967295]"),
     ({"aug": "x"}, "aug must be an object of augmentation settings"),
-    ({"num_workers": 48}, "num_workers must be in [0, "),
+    ({"num_workers": 1000}, "num_workers must be in [0, 256]"),  # up to 256 loads; the run clamps to the cores
     ({"epochs": 10**6}, "epochs must be in [1, 10000]"),
     ({"image_size": 5000}, "image_size must be in [16, 1024]"),
 ])
 def test_wrong_types_and_ranges_are_refused_naming_the_field(app, change, fragment):
     url, _ctx, *_ = app
     text = json.dumps({**TINY, **change}).replace('"NaN"', "NaN")
-    _job, message = start(client(url), text, "types")
+    _job, message = start(client(url), text, "types-0123456789abcdefghijk")
     assert fragment in message, message
 
 
@@ -183,16 +183,16 @@ def test_an_owner_gets_one_running_and_one_waiting_job_at_most(app):
     jobs = []
     try:
         for _ in range(2):
-            job, error = start(c, long_run, "greedy")
+            job, error = start(c, long_run, "greedy-0123456789abcdefghijk")
             assert error == ""
             jobs.append(job)
-        job, error = start(c, long_run, "greedy")
+        job, error = start(c, long_run, "greedy-0123456789abcdefghijk")
         assert "at most one running and one waiting per owner" in error, error
     finally:
         for job in jobs:
-            c.predict(job=job, owner_token="greedy", api_name="/stop")
+            c.predict(job=job, owner_token="greedy-0123456789abcdefghijk", api_name="/stop")
         for job in jobs:
-            wait(c, job, "greedy")
+            wait(c, job, "greedy-0123456789abcdefghijk")
 
 
 # --- 6. links under --data-root ---------------------------------------------------------------------------

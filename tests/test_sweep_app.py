@@ -44,4 +44,5 @@ def test_a_sweep_started_from_the_app_lists_its_trials_and_runs(tmp_path):
         run_ids = {r["run"] for r in rows}
         assert run_ids <= {row[0] for row in runs["data"]}  # every trial is a run in the runs table
         assert all(ctx.store.folder(rid).read_status()["sweep"] for rid in run_ids)
-        assert len(plot["value"]["data"]) >= 1
+        # The scatter: one point per trial with a val accuracy (log10 lr on x).
+        assert plot["columns"][:2] == ["log10_lr", "val_acc"] and len(plot["data"]) >= 1

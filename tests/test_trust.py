@@ -16,6 +16,7 @@ from ftui.results.trust import (
     Trust,
     auroc,
     calibrated,
+    ece_floor,
     energy_score,
     expected_calibration_error,
     fit_temperature,
@@ -243,3 +244,9 @@ def test_the_app_combines_two_runs_into_an_ensemble_listed_like_any_run(tmp_path
     new = next(r for r in run_choices(ctx) if r not in {p.name for p in runs})
     assert summary.startswith(f"**Ensemble `{new}`**")
     assert [m["run"] for m in load_run(tmp_path / "runs" / new).members] == [r.name for r in runs]
+
+
+def test_ece_floor_is_the_noise_of_a_perfectly_calibrated_model_and_shrinks_with_more_images():
+    probs = torch.softmax(torch.randn(100, 3, generator=torch.Generator().manual_seed(1)) * 2, dim=1)
+    small, large = ece_floor(probs), ece_floor(probs.repeat(16, 1))
+    assert 0.02 < small < 0.2 and large < small / 2.5, (small, large)

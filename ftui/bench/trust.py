@@ -3,7 +3,8 @@
 For each set it trains real runs through the job (so the post-training calibration is the one users get):
 seed 0 and seed 1, plus (sets with 3+ classes) a run without the last quarter of its classes. Then it prints:
 - ECE (15 bins) of val before and after temperature scaling; "after" is 2-fold on val (each half scaled by the
-  temperature fitted on the other half), so the number is not the optimistic in-sample one.
+  temperature fitted on the other half), so the number is not the optimistic in-sample one. "ECE floor": the
+  mean ECE a perfectly calibrated model with the same confidences shows on this many images (sampling noise).
 - far-OOD: the run's val images against val images of the OTHER sets ("none of these"), AUROC and FPR at 95%
   TPR for the energy score (what ftui uses) and MSP.
 - near-OOD: the held-out run's val images of its kept classes against the val images of the classes it never
@@ -125,6 +126,7 @@ def bench_set(data: str, others: list[str], settings: TrustSettings, log) -> dic
     """One row of the table for `data` (others: the suite's other sets, its far-OOD images)."""
     from ftui.results.ensemble import make_ensemble
     from ftui.results.predict import Predictor
+    from ftui.results.trust import ece_floor
 
     name, path = _name(data), _path(data)
     runs = [train_run(path, settings, seed, name, log) for seed in (0, 1)]
@@ -135,6 +137,7 @@ def bench_set(data: str, others: list[str], settings: TrustSettings, log) -> dic
                            "abstain_rate": ev.get("abstain_rate")}
     paths, true = val_items(runs[0])
     predictor = Predictor(runs[0])
+    row["ece_floor"] = ece_floor(torch.tensor(ev["probabilities"]))
     outside = [p for other in others for p in sample(val_items_of(other), settings.ood_per_set)]
     row["far_ood"] = _ood(predictor, paths, outside)
     row["far_ood"]["sets"] = [_name(o) for o in others]
@@ -181,15 +184,16 @@ def _auroc(r: dict[str, Any] | None) -> str:
 
 def format_table(rows: list[dict[str, Any]], title: str) -> str:
     """Markdown: one row per set."""
-    head = ("| set | classes | val | accuracy | T | ECE before | ECE after (2-fold) | abstain on val | "
+    head = ("| set | classes | val | accuracy | T | ECE before | ECE after (2-fold) | ECE floor | abstain on val | "
             "far-OOD AUROC energy / MSP | near-OOD AUROC energy / MSP (held out) | TTA gain, points [95%] | "
             "ensemble gain over best member, points [95%] |")
-    lines = [title, "", head, "|" + "---|" * 12]
+    lines = [title, "", head, "|" + "---|" * 13]
     for r in rows:
         near = _auroc(r.get("near_ood")) + (f" ({', '.join(r['near_ood']['held_out'])})" if r.get("near_ood") else "")
         lines.append(
             f"| {r['set']} | {r['classes']} | {r['val']} | {r['accuracy']:.3f} | {r['temperature']:.2f} | "
-            f"{r['ece_before'] * 100:.1f}% | {r['ece_after'] * 100:.1f}% | {(r['abstain_rate'] or 0) * 100:.1f}% | "
+            f"{r['ece_before'] * 100:.1f}% | {r['ece_after'] * 100:.1f}% | {r['ece_floor'] * 100:.1f}% | "
+            f"{(r['abstain_rate'] or 0) * 100:.1f}% | "
             f"{_auroc(r['far_ood'])} | {near} | {_gain(r['tta'])} | {_gain(r['ensemble'])} |")
     return "\n".join(lines)
 

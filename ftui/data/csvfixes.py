@@ -10,12 +10,12 @@ as they were, so undo puts them back exactly (same position, same cells). Called
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from ftui.errors import FtuiError
+from ftui.runs import write_bytes_atomic
 
 EDITED_SUFFIX = "-edited"
 
@@ -48,9 +48,7 @@ def prepare(csv: str | Path) -> tuple[Path, str]:
         if not os.access(csv.parent, os.W_OK):
             raise CsvFixError(f"the folder of {csv.name} is read-only: an edited copy must sit beside it "
                               "(its image paths are relative to it)")
-        tmp = target.with_name(target.name + ".part")
-        shutil.copyfile(csv, tmp)
-        os.replace(tmp, target)
+        write_bytes_atomic(target, csv.read_bytes())
     return target, str(csv)
 
 
@@ -81,9 +79,7 @@ class Table:
         return self.frame.at[index, self.path_col].strip()
 
     def save(self) -> None:
-        tmp = self.csv.with_name(self.csv.name + ".part")
-        self.frame.to_csv(tmp, index=False)
-        os.replace(tmp, self.csv)
+        write_bytes_atomic(self.csv, self.frame.to_csv(index=False).encode("utf-8"))
 
 
 def relabel(csv: Path, image: str | Path, new_class: str) -> tuple[list[tuple[str, str]], dict]:

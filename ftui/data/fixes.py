@@ -23,6 +23,7 @@ from ftui.data import csvfixes
 from ftui.data.datasets import _SPLIT_NAMES
 from ftui.data.images import REMOVED_DIR, is_ignored
 from ftui.errors import FtuiError
+from ftui.runs import DiskFullError, append_line_atomic, disk_full
 
 JOURNAL = ".ftui-journal.jsonl"
 OPS = ("relabel", "remove", "merge", "undo")
@@ -122,10 +123,7 @@ def _append(root: Path, op: str, moves: list[tuple[str, str]], **extra: Any) -> 
     entries = read_journal(root)
     entry = {"id": max((int(e.get("id", 0)) for e in entries), default=0) + 1, "op": op,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "moves": [list(m) for m in moves], **extra}
-    with open(_journal_file(root), "a", encoding="utf-8") as out:
-        out.write(json.dumps(entry) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    append_line_atomic(_journal_file(root), json.dumps(entry))
     return entry
 
 
@@ -146,10 +144,17 @@ def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = Fal
     if not copy.is_dir():
         tmp = copy.with_name(copy.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(root, tmp, copy_function=shutil.copy2)
-        for path in [tmp, *tmp.rglob("*")]:  # the copy is ours: make it writable whatever the source was
-            path.chmod(path.stat().st_mode | 0o200)
-        os.replace(tmp, copy)
+        try:
+            shutil.copytree(root, tmp, copy_function=shutil.copy2, symlinks=True)
+            for path in [tmp, *tmp.rglob("*")]:  # the copy is ours: make it writable whatever the source was
+                if not path.is_symlink():
+                    path.chmod(path.stat().st_mode | 0o200)
+            os.replace(tmp, copy)
+        except (OSError, shutil.Error) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)  # half a copy would count against the disk for nothing
+            if disk_full(exc) or "No space left" in str(exc) or "File too large" in str(exc):
+                raise DiskFullError(copy) from None
+            raise
     return copy, str(root)
 
 

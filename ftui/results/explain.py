@@ -9,6 +9,7 @@ permuted feature map of a Swin, the patch tokens entering a ViT's last block.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,9 +62,13 @@ def grad_cam(model: nn.Module, batch: torch.Tensor, class_index: int | None = No
     """
     names = {module: name for name, module in model.named_modules()}
     seen: list[tuple[str, torch.Tensor]] = []
+    # The model is shared (the app's warm Predictor): other threads run forwards through it at the same time
+    # (another viewer's Grad-CAM, a prediction). Hooks fire in the thread that runs the forward, so keeping
+    # only this thread's activations means a concurrent call can never mix its maps into this one.
+    caller = threading.get_ident()
 
     def keep(module, _inputs, output):
-        if isinstance(output, torch.Tensor) and _spatial(output) is not None:
+        if threading.get_ident() == caller and isinstance(output, torch.Tensor) and _spatial(output) is not None:
             seen.append((names.get(module, "?"), output))
 
     hooks = [m.register_forward_hook(keep) for m in model.modules() if m is not model]

@@ -17,6 +17,7 @@ CLI: `python -m ftui export RUN_DIR --format pt2|onnx|safetensors [--out FILE]`.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import torch
 
 from ftui.errors import FtuiError
 from ftui.results.loading import LoadedRun, load_run
+from ftui.runs import atomic_path, write_bytes_atomic
 
 FORMATS = ("pt2", "onnx", "safetensors")
 PARITY_TOLERANCE = 1e-4
@@ -127,8 +129,13 @@ def export_pt2(run: LoadedRun, path: Path, batch: torch.Tensor) -> float:
     """torch.export with a dynamic batch, saved with the metadata; returns the max abs diff on `batch`."""
     model = _Named(run.model.float()).eval()
     program = torch.export.export(model, (batch[:2],), dynamic_shapes=_dynamic_batch())
-    torch.export.save(program, str(path), extra_files={"ftui.json": json.dumps(metadata(run))})
-    loaded = torch.export.load(str(path)).module()
+    # Serialised in memory, then written atomically: torch's own file writer aborts the whole process
+    # (c10::Error, SIGABRT) when the disk fills, and leaves a truncated file at the final path.
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={"ftui.json": json.dumps(metadata(run))})
+    write_bytes_atomic(path, buffer.getvalue())
+    buffer.seek(0)
+    loaded = torch.export.load(buffer).module()
     with torch.no_grad():
         return float((loaded(batch) - model(batch)).abs().max())
 
@@ -145,8 +152,10 @@ def export_onnx(run: LoadedRun, path: Path, batch: torch.Tensor) -> float | None
                                 output_names=["logits"], dynamic_shapes=_dynamic_batch(), verbose=False)
     for key, value in metadata(run).items():
         program.model.metadata_props[key] = json.dumps(value)
-    # One self-contained file (weights inside), the thing a user downloads and loads elsewhere.
-    program.save(str(path), external_data=False)
+    # One self-contained file (weights inside), the thing a user downloads and loads elsewhere; written to a
+    # temp file and renamed, so a full disk leaves nothing at `path`.
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
     try:
         import onnxruntime
     except ImportError:

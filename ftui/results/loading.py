@@ -68,10 +68,39 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     except RuntimeError as exc:
         raise RunError(f"{path} does not fit backbone {ckpt['backbone']}: {str(exc)[:300]}") from None
     model.to(device).eval()
-    transform = {k: ckpt[k] for k in ("image_size", "resize_size", "mean", "std")}
+    transform = checked_transform(ckpt, path)
     return LoadedRun(
         id=folder.id, path=folder.path, model=model, classes=classes, config=config,
         transform=transform, metrics=folder.metrics(), status=folder.read_status(),
         checkpoint=path.stem, trust=Trust.from_meta(ckpt.get("trust")),
         members=list(ckpt.get("members") or []),
     )
+
+
+# What a run's transform may say: the sizes TrainConfig allows (a checkpoint is a file anyone may have edited:
+# image_size 100000 made export allocate 480 GB), three finite channel statistics, no zero std.
+MAX_IMAGE_SIZE = 1024
+MAX_RESIZE = 2 * MAX_IMAGE_SIZE
+
+
+def checked_transform(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """image_size, resize_size, mean, std from a checkpoint, range-checked; RunError naming the bad value."""
+    import math
+
+    def bad(what: str) -> RunError:
+        return RunError(f"{path.name} holds an unusable {what}: the file is damaged or was edited")
+
+    try:
+        size, resize = ckpt["image_size"], ckpt["resize_size"]
+        mean, std = [float(v) for v in ckpt["mean"]], [float(v) for v in ckpt["std"]]
+    except (KeyError, TypeError, ValueError):
+        raise bad("transform (image_size, resize_size, mean, std)") from None
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= MAX_IMAGE_SIZE:
+        raise bad(f"image_size {str(size)[:20]} (allowed 16..{MAX_IMAGE_SIZE})")
+    if isinstance(resize, bool) or not isinstance(resize, int) or not size <= resize <= MAX_RESIZE:
+        raise bad(f"resize_size {str(resize)[:20]} (allowed image_size..{MAX_RESIZE})")
+    if len(mean) != 3 or not all(math.isfinite(v) and -10 <= v <= 10 for v in mean):
+        raise bad("mean (three finite numbers)")
+    if len(std) != 3 or not all(math.isfinite(v) and 1e-6 <= v <= 100 for v in std):
+        raise bad("std (three positive numbers; 0 would divide by zero)")
+    return {"image_size": size, "resize_size": resize, "mean": mean, "std": std}

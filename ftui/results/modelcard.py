@@ -223,7 +223,9 @@ def card_html(card: ModelCard) -> str:
 
 def write_model_card(run: LoadedRun | str | Path) -> Path:
     """`<run>/model_card.html`; returns its path."""
+    from ftui.runs import write_text_atomic
+
     run = run if isinstance(run, LoadedRun) else load_run(run)
     path = run.path / "model_card.html"
-    path.write_text(card_html(build_card(run)), encoding="utf-8")
+    write_text_atomic(path, card_html(build_card(run)))
     return path

@@ -116,6 +116,19 @@ def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins:
                  / total)
 
 
+def ece_floor(probs: torch.Tensor, draws: int = 200, seed: int = 0) -> float:
+    """The mean ECE a PERFECTLY calibrated model with these confidences shows on this many images (each image
+    right with probability = its confidence): below it, a measured ECE is sampling noise, not miscalibration."""
+    conf, pred = probs.double().max(dim=1)
+    wrong = (pred + 1) % probs.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(draws):
+        right = torch.rand(len(conf), generator=g, dtype=torch.float64) < conf
+        total += expected_calibration_error(probs, torch.where(right, pred, wrong))
+    return total / draws
+
+
 def keep_threshold(scores: torch.Tensor, keep: float = KEEP_VAL) -> float:
     """The score that keeps `keep` of these (in-distribution) images at or above it."""
     return float(torch.quantile(scores.double(), 1.0 - keep))

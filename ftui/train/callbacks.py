@@ -143,29 +143,27 @@ class History(Callback):
 
 
 class CSVLogger(Callback):
-    """Appends one row to metrics.csv as each epoch ends and flushes, so a crash loses at most one epoch."""
+    """Adds one row to metrics.csv as each epoch ends (atomically), so a crash loses at most one epoch."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from ftui.runs import write_text_atomic
+
         if not self.path.exists() or self.path.stat().st_size == 0:
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(EPOCH_COLUMNS)
+            write_text_atomic(self.path, ",".join(EPOCH_COLUMNS) + "\n")
 
     def on_epoch_end(self, info: dict[str, Any]) -> None:
-        from ftui.runs import DiskFullError, disk_full
+        import io
+
+        from ftui.runs import append_line_atomic
 
         row = _plain(info, EPOCH_COLUMNS)
-        try:
-            with self.path.open("a", newline="") as f:
-                csv.writer(f).writerow(["" if row[k] is None else row[k] for k in EPOCH_COLUMNS])
-                f.flush()
-        except OSError as exc:
-            if disk_full(exc):
-                raise DiskFullError(f"disk full while writing {self.path}") from None
-            raise
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\n").writerow(["" if row[k] is None else row[k] for k in EPOCH_COLUMNS])
+        # The whole file is rewritten through a temp file: a full disk leaves the earlier rows intact.
+        append_line_atomic(self.path, line.getvalue())
 
 
 class EarlyStopping(Callback):

@@ -35,6 +35,9 @@ class AppSettings:
     # uploads and extracted zips may take under the work dir.
     max_upload_bytes: int = 1024**3
     work_quota_bytes: int = 20 * 1024**3
+    # The proxy (address, or comma-separated addresses) whose X-Forwarded-For is believed (--trusted-proxy);
+    # "" believes none: the login throttle counts the TCP peer, so a forged header cannot dodge it.
+    trusted_proxy: str = ""
 
 
 class LRU:

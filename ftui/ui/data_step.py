@@ -178,10 +178,16 @@ def uploaded(ctx: AppContext, run: Any, session: str | None, val_fraction: Any) 
     """Run an upload handler in a fresh folder granted to this session only; a failed upload leaves nothing."""
     number("val_fraction", val_fraction, 0.01, 0.99, whole=False)
     dest = new_upload_dir(ctx.settings.workdir)
+    unzipped = ctx.uploads_dir / "unzipped"
+    before = set(unzipped.iterdir()) if unzipped.is_dir() else set()
     try:
         outputs = run(dest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
+        # What this upload's zip unpacked to (extracted, then refused: one class, no images...) would count
+        # against everyone's --work-quota for nothing.
+        for extracted in (set(unzipped.iterdir()) if unzipped.is_dir() else set()) - before:
+            shutil.rmtree(extracted, ignore_errors=True)
         raise
     ctx.grants.grant(session, dest)
     ctx.grants.grant(session, outputs[0])  # an extracted zip lives in its own folder

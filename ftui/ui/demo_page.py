@@ -9,7 +9,14 @@ from pathlib import Path
 import gradio as gr
 
 from ftui.ui.context import AppContext, AppSettings
-from ftui.ui.predict_step import OVERLAY, VERDICT_PLACEHOLDER, example_items, predict_example, predict_single
+from ftui.ui.predict_step import (
+    LIVE_CONCURRENCY,
+    OVERLAY,
+    VERDICT_PLACEHOLDER,
+    example_items,
+    predict_example,
+    predict_single,
+)
 
 
 def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
@@ -25,12 +32,13 @@ def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
 def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext]:
     """The locked page and its context; writes `model_card.html` into the run folder on the way."""
     from ftui.results.modelcard import build_card, card_body, card_html
+    from ftui.runs import write_text_atomic
 
     run_dir = Path(run_dir).resolve()
     ctx = AppContext(demo_settings(run_dir, workdir))
     run_id = run_dir.name
     card = build_card(run_dir)
-    (run_dir / "model_card.html").write_text(card_html(card), encoding="utf-8")
+    write_text_atomic(run_dir / "model_card.html", card_html(card))
     description = f"<div class='ftui-subtitle'>{html.escape(card.description)}</div>" if card.description else ""
     with gr.Blocks(title=card.heading, fill_width=False) as demo:
         gr.HTML(f"<div class='ftui-header'><div class='ftui-title'>{html.escape(card.heading)} "
@@ -77,7 +85,8 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
         upload.change(predict_image, upload, single, api_name="predict_image", concurrency_id="heavy")
         webcam.change(predict_image, webcam, single, api_visibility="private", concurrency_id="heavy")
         # No progress overlay per frame: it greyed the results out and flashed a timer twice a second.
-        live.stream(predict_image, live, single, stream_every=0.5, time_limit=120, concurrency_limit=4,
-                    api_visibility="private", show_progress="hidden")
+        live.stream(predict_image, live, single, stream_every=0.5, time_limit=120,
+                    concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", api_name="predict_live",
+                    api_visibility="undocumented", show_progress="hidden")
         examples.select(on_example, None, single, api_visibility="private", concurrency_id="heavy")
     return demo, ctx

@@ -29,6 +29,7 @@ from ftui.ui.paths import is_inside
 
 MAX_JOBS_PER_OWNER = 2  # one running + one waiting
 MAX_TOKEN_CHARS = 200
+MIN_TOKEN_CHARS = 22  # secrets.token_urlsafe(16): 128 bits
 DOWNLOAD_PREFIX = "ftui-dl-"
 DOWNLOAD_TTL_S = 3600.0
 
@@ -55,10 +56,19 @@ def number(name: str, value: Any, low: float, high: float, whole: bool = True) -
 
 
 def token(value: Any) -> str:
-    """An owner token: short text (a long one would only fill memory)."""
+    """An owner token: at least 128 bits' worth of text (a guessable one, like the README's old "me", let anyone
+    stop another client's runs and restore their uploads), at most MAX_TOKEN_CHARS (memory)."""
     if not isinstance(value, str) or len(value) > MAX_TOKEN_CHARS:
         raise InputError(f"owner_token must be text of at most {MAX_TOKEN_CHARS} characters")
+    if len(value.strip()) < MIN_TOKEN_CHARS or len(set(value)) < 8:
+        raise InputError(f"owner_token is too short to be secret: use one the server issues (the /new_token "
+                         f"endpoint; {MIN_TOKEN_CHARS}+ random characters, 128 bits)")
     return value
+
+
+def new_owner_token() -> str:
+    """A fresh owner token: 128 random bits, URL-safe (what browsers get on their first visit)."""
+    return secrets.token_urlsafe(16)
 
 
 class Grants:

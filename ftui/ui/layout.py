@@ -140,11 +140,17 @@ def launch_options(settings: AppSettings) -> dict:
     The runs folder is not served: its config.json files name other clients' uploads. Downloads are private
     copies made per response (guard.private_download); the work dir (uploads, demo) is blocked outright.
     """
+    import os
+
     from starlette.middleware import Middleware
 
     from ftui.ui.guard import LoginThrottle
 
     css = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").is_file() else ""
+    # uvicorn (under Gradio) rewrites the client address from X-Forwarded-For when the peer is in
+    # FORWARDED_ALLOW_IPS (default: 127.0.0.1), so a same-host proxy let every request claim a new address and
+    # the login throttle never counted twice. Only the operator's --trusted-proxy is believed.
+    os.environ["FORWARDED_ALLOW_IPS"] = settings.trusted_proxy
     return {
         "theme": gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate"),
         "css": css,

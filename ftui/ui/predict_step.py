@@ -23,6 +23,7 @@ MAX_PREDICT_FILES = 256
 EXPLAINED = 12  # images in one batch that get a Grad-CAM overlay (each costs a forward and a backward pass)
 OVERLAY = 256
 THUMB = 128
+LIVE_CONCURRENCY = 4
 PROGRESS = gr.Progress()
 _examples_cache = LRU(8)
 log = logging.getLogger(__name__)
@@ -191,14 +192,14 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
                                 for i, (p, v) in enumerate(zip(paths[1:], verdicts[1:]), start=1)]
         thumbs = [(picture or _thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
                   for picture, p, v in zip(pictures, paths, verdicts)]
+        table["path"] = [Path(p).name for p in paths]
+        # A unique name written atomically: parallel calls never share (and truncate) one file.
+        out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
+        write_bytes_atomic(out, table.to_csv(index=False).encode())
     except ImageError as exc:
         return f"**Not an image we can read:** {exc}", *skip
     except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
         return f"**Could not predict:** {shown_message(log, exc, 'predict files')}", *skip
-    table["path"] = [Path(p).name for p in paths]
-    # A unique name written atomically: parallel calls never share (and truncate) one file.
-    out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
-    write_bytes_atomic(out, table.to_csv(index=False).encode())
     return ("", label_value(verdicts[0]), words, overlay, thumbs, table,
             gr.update(value=download(out), visible=True),
             gr.update(value=download(named_checkpoint(model.run)), visible=True))
@@ -344,9 +345,12 @@ def build(ctx: AppContext) -> PredictView:
     c["examples"].select(h.on_example, [run, top_k], single, concurrency_id="heavy", **private)
     c["webcam"].change(h.predict_image, [run, c["webcam"], top_k], single, api_name="predict_image",
                        concurrency_id="heavy")
-    # No progress overlay per frame: it greyed the results out and flashed a timer twice a second.
+    # No progress overlay per frame (it greyed the results out and flashed a timer). Live frames from every viewer share a queue of their own: at most LIVE_CONCURRENCY frames are worked on
+    # at once (Grad-CAM is a forward and a backward pass), later frames wait their turn instead of failing.
+    # Callable by API clients (undocumented) so load tests can drive it like a browser does.
     c["live"].stream(h.predict_image, [run, c["live"], top_k], single, stream_every=0.5, time_limit=120,
-                     concurrency_limit=4, show_progress="hidden", **private)
+                     concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", api_name="predict_live",
+                     api_visibility="undocumented", show_progress="hidden")
     c["pt2_button"].click(h.export_pt2, run, export_outputs, api_name="export_pt2", concurrency_id="heavy")
     c["onnx_button"].click(h.export_onnx, run, export_outputs, api_name="export_onnx", concurrency_id="heavy")
     run.change(h.on_run, run, [c["examples"], c["model_file"]], **private)

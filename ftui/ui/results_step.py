@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 MISTAKES_SHOWN = 24
 THUMB = 256  # the misclassified photos are to be judged, not glimpsed
+RUN_ID_CHARS = 160
+RUN_ID = re.compile(rf"[A-Za-z0-9_.\-]{{1,{RUN_ID_CHARS}}}")
 
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
 PROGRESS = gr.Progress()
@@ -65,8 +67,12 @@ def run_folder(ctx: AppContext, run_id: str):
     """A run under the runs folder by id; ids are plain names, so no caller can point at other folders."""
     from ftui.runs import RunError
 
-    if not re.fullmatch(r"[\w.\-]+", run_id or "") or run_id.strip(".") == "":
-        raise RunError(f"{run_id!r} is not a run id: pick one from the runs table")
+    # ASCII letters, digits, _ . - and at most RUN_ID_CHARS of them (what new_run_id makes): a 5000-character
+    # or non-ASCII id would otherwise reach the file system and fail there as an internal error.
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or run_id.strip(".") == "":
+        shown = repr(run_id[:40]) + ("..." if len(run_id) > 40 else "") if isinstance(run_id, str) else "that"
+        raise RunError(f"{shown} is not a run id (at most {RUN_ID_CHARS} ASCII letters, digits, _ . -): "
+                       "pick one from the runs table")
     return ctx.store.folder(ctx.settings.runs_dir / run_id)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from ftui.config import TrainConfig
 from ftui.errors import shown_message
 from ftui.ui.context import AppContext
-from ftui.ui.guard import session_of, token
+from ftui.ui.guard import InputError, session_of, token
 
 log = logging.getLogger(__name__)
 MAX_APP_TRIALS = 30
@@ -44,7 +44,7 @@ class SweepRunner:
         settings.validate()
         with self._lock:
             if self.busy():
-                raise ValueError("a sweep is already running on this server: wait for it or stop it")
+                raise InputError("a sweep is already running on this server: wait for it or stop it")
             self.sweep, self.owner = Sweep(settings), owner
             self.thread = threading.Thread(target=self._run, name="ftui-sweep", daemon=True)
             self.thread.start()
@@ -129,10 +129,10 @@ def build_sweep_panel(ctx: AppContext, train: TrainParts) -> None:
         try:
             token(owner_token)
             if not owner_token:
-                raise ValueError("no owner token: reload the page")
+                raise InputError("no owner token: reload the page")
             n, minutes = int(n), float(minutes)
             if not (2 <= n <= MAX_APP_TRIALS and 1 <= minutes <= MAX_APP_BUDGET_MINUTES):
-                raise ValueError(f"trials must be 2..{MAX_APP_TRIALS}, budget 1..{MAX_APP_BUDGET_MINUTES} minutes")
+                raise InputError(f"trials must be 2..{MAX_APP_TRIALS}, budget 1..{MAX_APP_BUDGET_MINUTES} minutes")
             base = TrainConfig.from_json(config_json).replace(
                 data=source_path, runs_dir=str(ctx.settings.runs_dir), split_seed=SPLIT_SEED)
             check_weights(ctx, base.weights, session_of(request))

@@ -6,14 +6,15 @@ local storage), so the same browser or API client can resume after the app itsel
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
-from ftui.ui.guard import (
-    InputError,
-    owner_quota,
-    owner_stamp,
-    token,
-)
+from ftui.ui.guard import InputError, owner_quota, owner_stamp, token
+
+_RESUME_LOCK = threading.Lock()
+
+
 
 
 def resume_run(ctx: Any, run_id: str, owner_token: str | None) -> str:
@@ -27,10 +28,20 @@ def resume_run(ctx: Any, run_id: str, owner_token: str | None) -> str:
     folder = run_folder(ctx, run_id)
     if folder.read_status().get("owner") != owner_stamp(owner_token)["owner"]:
         raise InputError("only the browser (or API client token) that started this run can resume it")
-    if any(job.run_dir == str(folder.path) and not job.done() for job in ctx.jobs.jobs()):
-        raise InputError(f"run {folder.id} is already training")
     _folder, config, _checkpoint = open_for_resume(folder.path)  # says why not before anything is queued
-    owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
-    job = ctx.jobs.start(config.replace(runs_dir=str(ctx.settings.runs_dir)), run_dir=folder.path, resume=True)
-    ctx.owners[job.id] = owner_token
+    # One run, one job: the check and the start happen under one lock (three calls at once queued two jobs),
+    # and a queued job counts by the folder it was asked to resume (its run_dir is only set once it runs).
+    with _RESUME_LOCK:
+        if any(_resumes(job, folder.path) for job in ctx.jobs.jobs()):
+            raise InputError(f"run {folder.id} is already training or queued to")
+        owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
+        job = ctx.jobs.start(config.replace(runs_dir=str(ctx.settings.runs_dir)), run_dir=folder.path,
+                             resume=True)
+        ctx.owners[job.id] = owner_token
     return job.id
+
+
+def _resumes(job: Any, path: Path) -> bool:
+    """True when an unfinished job trains (or will train) the run folder at `path`."""
+    where = job.run_dir or getattr(job, "run_dir_request", None)
+    return where is not None and not job.done() and Path(where).resolve() == Path(path).resolve()

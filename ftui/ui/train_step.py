@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_
 from ftui.ui.context import AppContext
 from ftui.ui.data_step import SPLIT_SEED
 from ftui.ui.eta import epoch_kinds, progress_and_eta
-from ftui.ui.guard import owner_quota, public_snapshot, session_of, token
+from ftui.ui.guard import InputError, new_owner_token, owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
@@ -393,7 +392,7 @@ class _Handlers:
         if not owner_token:
             # Without a token anyone could stop the job (an empty token would match every other empty one).
             return gr.skip(), ("**Could not start training:** no owner token. Reload the page; API clients "
-                               "pass `owner_token`, any private string.")
+                               "pass the `owner_token` that /new_token issued.")
         try:
             token(owner_token)
             cfg = TrainConfig.from_json(config)
@@ -494,11 +493,15 @@ class _Handlers:
 
     def attach(self, owner_token: str | None):
         """On page load: give this browser a token, and show its unfinished job, the running one, or the last."""
-        token = owner_token or secrets.token_hex(8)
+        try:  # a browser keeps its token; one too short to be secret (older ftui made 64-bit ones) is replaced
+            token_ok = bool(owner_token) and token(owner_token) == owner_token
+        except InputError:
+            token_ok = False
+        token_text = owner_token if token_ok else new_owner_token()
         jobs = self.ctx.jobs.jobs()
-        mine = [j for j in jobs if self.ctx.owners.get(j.id) == token and not j.done()]
+        mine = [j for j in jobs if self.ctx.owners.get(j.id) == token_text and not j.done()]
         job = (mine[-1] if mine else None) or self.ctx.jobs.active() or self.ctx.jobs.latest()
-        return token, job.id if job else ""
+        return token_text, job.id if job else ""
 
     def open_run(self, evt: gr.SelectData, table: pd.DataFrame):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -518,6 +521,11 @@ class _Handlers:
                 "**Predict**." if not metrics.empty else f"Run `{run_id}` finished no epoch: no curves to show.")
         return (note, loss_chart(None), *epoch_charts(metrics))
 
+
+
+def issue_token() -> str:
+    """A fresh owner token (128 random bits): pass it as owner_token to start_training, stop and resume."""
+    return new_owner_token()
 
 
 def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: gr.Textbox,
@@ -566,6 +574,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
         h.find_learning_rate, [config_json, source], [c["lr_message"], c["lr_plot"], c["lr"]], api_name="find_lr",
         concurrency_id="heavy")
     c["stop_button"].click(h.stop, [job_id, owner], c["error"], api_name="stop", concurrency_limit=None)
+    # API clients ask the server for an owner token (128 random bits) instead of making one up.
+    gr.api(issue_token, api_name="new_token", concurrency_limit=None)
     c["resume_button"].click(h.resume, [opened_run, owner], [job_id, c["error"]], api_name="resume_training")
     # The API's poll always answers in full; the timer's skips what the browser already shows.
     job_id.change(lambda job, token: h.poll(job, token, None), [job_id, owner], poll_outputs, api_name="poll",
