@@ -237,7 +237,7 @@ def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> di
     # (A file saved before the per-image probabilities were kept is recomputed.)
     if split == "val" and current and saved.stat().st_mtime >= trained:
         result = json.loads(saved.read_text())
-        if result.get("probabilities"):
+        if result.get("probabilities") or result.get("outputs"):  # outputs: a multilabel / regression run
             return result
     if progress is not None:
         progress(0.2, desc=f"Evaluating on the {split} split...")
@@ -360,6 +360,12 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return f"**Could not evaluate:** {shown_message(log, exc, 'evaluate')}", *([gr.skip()] * 9)
         shown_paths: list[str] = []
+        if result.get("task", "classification") != "classification":  # multilabel / regression views
+            from ftui.ui import task_results
+
+            text, table, side, pictures, plot = task_results.outputs(ctx, result, session_of(request), shown_paths)
+            return ("", text, table, side, pictures, plot, shown_paths, predictor(ctx, run_id).run.config.data,
+                    None)
         parts = evaluation_outputs(ctx, result, session_of(request), None, shown_paths)
         picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
         return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,

@@ -338,6 +338,10 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
             c["class_weighted_loss"] = gr.Checkbox(d.class_weighted_loss, label="Class-weighted loss")
             c["mixed_precision"] = gr.Checkbox(d.mixed_precision, label="Mixed precision (GPU)")
             c["feature_cache"] = gr.Checkbox(d.feature_cache, label="Cache frozen features")
+        with gr.Row():
+            # What the head predicts: detected from a CSV's columns (the Data step says which), or forced.
+            c["task"] = gr.Dropdown(["auto", "classification", "multilabel", "regression"], value=d.task,
+                                    label="Task", info="auto: from the data (a CSV's labels / number columns)")
     c["run_name"] = gr.Textbox(label="Run name (optional)", max_length=40)
     with gr.Accordion("Learning-rate finder", open=False):
         gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
@@ -555,7 +559,8 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
 
     fields = ("epochs", "batch_size", "lr", "optimizer", "scheduler", "recipe", "freeze_epochs", "weight_decay",
               "label_smoothing", "momentum", "lr_step_size", "lr_gamma", "warmup_epochs", "early_stopping_patience",
-              "seed", "bn_mode", "device", "class_weighted_loss", "mixed_precision", "feature_cache", "run_name")
+              "seed", "bn_mode", "device", "class_weighted_loss", "mixed_precision", "feature_cache", "run_name",
+              "task")
     form = {name: c[name] for name in fields} | {
         "data": source, "val_fraction": val_fraction, "aug_json": aug_json, "backbone": model.backbone,
         "weights_choice": model.weights, "weights_file": model.weights_file, "weights_path": model.weights_path,
