@@ -189,6 +189,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
         print(f"run folder: {snap['run_dir']}")
     if snap["status"] == "done":
         best = snap["best_val_acc"]
+        if str(snap.get("message") or "").startswith("stopped early"):
+            print(snap["message"])  # why a 10-epoch run ended at 5, and which epoch best.pt is
         print(f"done: best val {_score_text(_run_task(snap['run_dir']), best)} in {snap['elapsed_s']:.1f}s"
               if best is not None else "done")
         _print_evaluation(snap["run_dir"])

@@ -32,6 +32,11 @@ def format_accuracy(correct: int, n: int) -> str:
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] ({correct}/{n})"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 image', '2 images', '0 images': a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def paired_gain_interval(wrong_to_right: int, right_to_wrong: int, n: int, z: float = Z95) -> tuple[float, float, float]:
     """(gain, low, high): accuracy gain of B over A on the same n images and its 95% interval.
 

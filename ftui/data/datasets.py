@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ftui.data.images import check_image, is_ignored
 from ftui.data import tasks
+from ftui.data.images import check_image, is_ignored
 from ftui.data.splits import copy_groups
 from ftui.errors import FtuiError
 

@@ -160,7 +160,8 @@ def export_onnx(run: LoadedRun, path: Path, batch: torch.Tensor) -> float | None
     try:
         import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter needs it; say so before it fails deep inside
     except ImportError:
-        raise ExportError("ONNX export needs the onnx packages: pip install 'ftui[onnx]'") from None
+        raise ExportError("ONNX export needs onnx, onnxscript and onnxruntime (default dependencies of ftui): "
+                          "reinstall with `pip install -e .`") from None
     model = _Named(run.model.float()).eval()
     program = torch.onnx.export(model, (batch[:2],), dynamo=True, input_names=["image"],
                                 output_names=["logits"], dynamic_shapes=_dynamic_batch(), verbose=False)

@@ -49,7 +49,8 @@ class Predictor:
             from ftui.models.fusing import fuse_for_inference
 
             self.model = fuse_for_inference(self.model).to(memory_format=torch.channels_last)
-            self.amp = devices.amp_enabled(self.device, True)
+            # As the run validated (ftui/train/batches.py SpeedSettings.val_amp): one model, one accuracy.
+            self.amp = devices.amp_enabled(self.device, self.run.config.mixed_precision)
         self.classes = list(self.run.classes)
         self.transform = self.run.eval_transform()
         self.batch_size = batch_size

@@ -212,7 +212,7 @@ class Trainer:
             "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
             "lr": self.optimizer.param_groups[-1]["lr"], "seconds": seconds,
             "eta_s": (self.config.epochs - epoch) * sum(recent) / len(recent),
-            "best_val_acc": self.result.best_val_acc, "improved": improved,
+            "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch, "improved": improved,
         })
         # A stop asked on rank 0 (early stopping, a listener) ends every rank after this epoch.
         if self.dist.any(self.control.should_stop) and not self.control.should_stop:
@@ -273,7 +273,7 @@ class Trainer:
         speed = self.speed
         meter = None if self.task.kind == CLASSIFICATION else self.task.meter()
         sums = evaluate_sums(unwrapped(self.forward), self.val_source, self.val_criterion, speed.device,
-                             speed.infer_amp, speed.channels_last, meter)
+                             speed.val_amp, speed.channels_last, meter)
         total_loss, correct, seen = self.dist.sum(sums)  # over every rank's share of the split
         val_loss, val_acc = total_loss / max(seen, 1), correct / max(seen, 1)
         if meter is not None:  # the task's score: mAP, or -MAE in the user's units
