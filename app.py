@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GPUs each training job gets: N, or all visible ones (DistributedDataParallel)")
     parser.add_argument("--demo", default=None, metavar="RUN_DIR",
                         help="serve only a locked predict page (upload, webcam, Grad-CAM, model card) for this run")
+    parser.add_argument("--title", default=None,
+                        help="with --demo: the model's name on the page and its card (kept in the run's card.json)")
+    parser.add_argument("--description", default=None,
+                        help="with --demo: a sentence or two on what the model is for (kept in card.json)")
     return parser.parse_args(argv)
 
 
@@ -72,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         from ftui.ui.layout import demo_launch_options
 
         try:
+            if args.title is not None or args.description is not None:
+                from ftui.results.modelcard import write_card_text
+
+                write_card_text(Path(args.demo).expanduser(), args.title, args.description)
             page, page_ctx = build_demo_page(Path(args.demo).expanduser(), workdir)
         except RunError as exc:
             raise SystemExit(f"--demo: {exc}") from None

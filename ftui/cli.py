@@ -38,10 +38,11 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from ftui.data.datasets import load_dataset
 
-    dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
+    dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed, task=args.task)
     print(dataset.summary().to_string(index=False))
     note = " (generated split)" if dataset.split_was_generated else ""
-    print(f"\n{len(dataset.items)} images, {len(dataset.classes)} classes{note}")
+    what = {"multilabel": "labels", "regression": "values"}.get(dataset.task, "classes")
+    print(f"\n{len(dataset.items)} images, {len(dataset.classes)} {what}{note}, task {dataset.task}")
     if dataset.skipped:
         print(f"{len(dataset.skipped)} files skipped:")
         print(dataset.skipped_table().to_string(index=False))
@@ -188,7 +189,10 @@ def _train(args: argparse.Namespace, config: TrainConfig, dist, resume: bool = F
         print(f"run folder: {snap['run_dir']}")
     if snap["status"] == "done":
         best = snap["best_val_acc"]
-        print(f"done: best val accuracy {best:.4f} in {snap['elapsed_s']:.1f}s" if best is not None else "done")
+        if str(snap.get("message") or "").startswith("stopped early"):
+            print(snap["message"])  # why a 10-epoch run ended at 5, and which epoch best.pt is
+        print(f"done: best val {_score_text(_run_task(snap['run_dir']), best)} in {snap['elapsed_s']:.1f}s"
+              if best is not None else "done")
         _print_evaluation(snap["run_dir"])
         return 0
     if snap["status"] == "stopped":
@@ -252,8 +256,27 @@ def _spawn_ranks(args: argparse.Namespace) -> int:
         return proc.wait()
 
 
+def _run_task(run_dir: str | None) -> str:
+    """The task a run folder trained (its config.json), classification when it cannot say."""
+    import json
+    from pathlib import Path
+
+    try:
+        return str(json.loads((Path(run_dir or "") / "config.json").read_text()).get("task", "classification"))
+    except (OSError, ValueError):
+        return "classification"
+
+
+def _score_text(task: str, score: float) -> str:
+    """The trainer's best score in the task's words: accuracy, mAP, or MAE (the score is -MAE)."""
+    from ftui.train.tasks import METRIC_NAMES, metric_value
+
+    name = METRIC_NAMES.get(task, "accuracy")
+    return f"{name} {metric_value(task, score):.4f}"
+
+
 def _print_evaluation(run_dir: str | None) -> None:
-    """The kept model's val accuracy with its 95% interval, from the run's evaluation.json."""
+    """The kept model's val numbers with their 95% intervals, from the run's evaluation.json."""
     import json
     from pathlib import Path
 
@@ -262,8 +285,25 @@ def _print_evaluation(run_dir: str | None) -> None:
     path = Path(run_dir or "") / "evaluation.json"
     if run_dir and path.is_file():
         ev = json.loads(path.read_text())
+        if ev.get("task", "classification") != "classification":
+            print(f"val {_task_numbers(ev)}")
+            return
         print(f"val accuracy {format_accuracy(ev['correct'], ev['num_items'])}, [95% Wilson interval] "
               "(correct/total)")
+
+
+def _task_numbers(ev: dict) -> str:
+    """One line of a multilabel or regression evaluation: each number with its [95% bootstrap interval]."""
+    keys = (("map", "f1_at_val_thresholds", "f1_at_0.5", "exact_match") if ev["task"] == "multilabel"
+            else ("mae", "rmse", "r2", "mae_mean_baseline"))
+
+    def one(key):
+        value, ci = ev.get(key), ev.get(f"{key}_ci95") or [None, None]
+        if value is None:
+            return f"{key} n/a"
+        return f"{key} {value:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]" if None not in ci else f"{key} {value:.4g}"
+
+    return ", ".join(one(k) for k in keys) + f" on {ev['num_items']} images, [95% bootstrap interval]"
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -280,6 +320,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     split = args.split or ("all" if args.data else "val")
     result = evaluate(args.run_dir, split=split, dataset=args.data, device=args.device, ood=args.ood, tta=args.tta)
+    if hasattr(result, "task"):  # multilabel / regression (ftui/results/taskeval.py)
+        print(f"{split}: {_task_numbers(result.to_dict())}")
+        table = result.metrics.get("per_label") or result.metrics.get("per_output")
+        print(__import__("pandas").DataFrame(table).to_string(index=False))
+        for note in result.notes:
+            print(f"note: {note}")
+        return 0
     print(f"accuracy {result.accuracy_text()} on {split} images{' with TTA' if args.tta else ''}, "
           "[95% Wilson interval] (correct/total)")
     print(result.per_class.to_string(index=False))
@@ -400,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--val-fraction", dest="val_fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", help="classification | multilabel | regression (default: detected)")
     p.set_defaults(func=_cmd_summary)
     _add_train(sub)
     p = sub.add_parser("predict", help="top-k predictions as CSV: path,label,probability,top_k,verdict,ood_score")
@@ -433,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lazy(sub, "bench-trust", "ftui.bench.trust", "calibration, none-of-these, TTA and ensembles on a suite of sets")
     _add_lazy(sub, "make-variant", "ftui.data.variants", "a low-resolution / grayscale / rotated copy of a dataset")
     _add_lazy(sub, "bench-recipes", "ftui.bench.recipes", "the default recipe vs a linear probe and a hand fine-tune")
+    _add_lazy(sub, "bench-tasks", "ftui.bench.tasks", "multilabel and regression: the default vs a hand fine-tune")
+    _add_lazy(sub, "bench-history", "ftui.bench.history", "append bench results, render docs/bench-history.md")
     return parser
 
 

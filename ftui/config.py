@@ -25,6 +25,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 BN_MODES = ("frozen", "train")
 RECIPES = ("fine_tune", "plain")
 HEAD_FITS = ("lbfgs", "sgd")
+TASK_NAMES = ("auto", "classification", "multilabel", "regression")
+REGRESSION_LOSSES = ("huber", "mse")
 
 MAX_TEXT = 4096
 MAX_CONFIG_CHARS = 100_000
@@ -255,6 +257,13 @@ class TrainConfig:
     # --- run
     runs_dir: str = spec("runs", group="run", help="where runs/<id>/ go")
     run_name: str = spec("", group="run", help="a name for the run (at most 100 characters)")
+    # What the head predicts (ftui/data/tasks.py, ftui/train/tasks.py): "auto" (a CSV's columns decide; a
+    # folder is classification), "classification", "multilabel" or "regression"; a run records the task it
+    # trained. Regression's loss on standardized targets: "huber" (robust to a few odd values) or "mse".
+    task: str = spec("auto", group="data", help="what the head predicts: auto (from the data), classification, "
+                     "multilabel or regression", choices=TASK_NAMES)
+    regression_loss: str = spec("huber", group="optimisation", help="regression loss on standardized targets",
+                                choices=REGRESSION_LOSSES)
 
     @property
     def data_seed(self) -> int:

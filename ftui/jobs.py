@@ -56,8 +56,11 @@ def run_training(
     config.validate()
     progress("loading dataset")
     dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.data_seed,
-                           progress=lambda fraction, message="": progress(message or "loading dataset"))
-    warnings = class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
+                           progress=lambda fraction, message="": progress(message or "loading dataset"),
+                           task=config.task)
+    config.task = dataset.task  # "auto" resolved: config.json records the task the run trains
+    warnings = _task_defaults(config)
+    warnings += class_size_warnings(dataset)  # raises DatasetError for a class with < 2 images
     for line in warnings:
         progress(line)
     if stop_event.is_set():
@@ -90,6 +93,19 @@ def run_training(
         )
         log.info("run %s %s: %s", folder.id, result.status, result.message)
     return result, folder
+
+
+def _task_defaults(config: TrainConfig) -> list[str]:
+    """Regression with the untouched default augmentation trains without it (a note says why): flips, crops
+    and colour jitter change what many values measure (an angle, a size, a brightness, a count), so the
+    augmented image would no longer show its value. A user who knows their values ignore them switches them on."""
+    from ftui.config import AugConfig
+
+    if config.task != "regression" or config.aug != AugConfig():
+        return []
+    config.aug = AugConfig.none()
+    return ["regression: augmentation off by default (flips, crops and colour changes can change the value an "
+            "image shows); switch on the ones your values do not depend on"]
 
 
 def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint: dict[str, Any] | None,

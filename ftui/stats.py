@@ -32,6 +32,11 @@ def format_accuracy(correct: int, n: int) -> str:
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}] ({correct}/{n})"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 image', '2 images', '0 images': a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def paired_gain_interval(wrong_to_right: int, right_to_wrong: int, n: int, z: float = Z95) -> tuple[float, float, float]:
     """(gain, low, high): accuracy gain of B over A on the same n images and its 95% interval.
 
@@ -44,3 +49,23 @@ def paired_gain_interval(wrong_to_right: int, right_to_wrong: int, n: int, z: fl
     gain = diff / n
     se = math.sqrt(max(wrong_to_right + right_to_wrong - diff * diff / n, 0.0)) / n
     return gain, gain - z * se, gain + z * se
+
+
+def average_precision(scores, truth) -> float:
+    """Average precision of `scores` ranking the positives of `truth` (0/1): the precision at each positive's
+    rank, averaged over the positives, tied scores counted as one threshold (scikit-learn's
+    average_precision_score). NaN when there is no positive."""
+    import numpy as np
+
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=np.float64) > 0.5
+    positives = truth.sum()
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    scores, truth = scores[order], truth[order]
+    # The last index of each run of equal scores: one threshold per distinct score.
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    found = np.cumsum(truth)[last]
+    precision = found / (last + 1)
+    recall_step = np.diff(np.r_[0, found]) / positives
+    return float((recall_step * precision).sum())

@@ -19,15 +19,16 @@ def free_port() -> int:
 
 @contextmanager
 def running_app(tmp: Path, data_root: Path | None = None, auth: tuple[str, str] | None = None,
-                **limits) -> Iterator[tuple[str, AppContext]]:
+                port: int | None = None, **limits) -> Iterator[tuple[str, AppContext]]:
     """(url, context) of a live app with its own runs and work folders; every job is stopped afterwards.
 
-    `limits` are AppSettings fields (max_upload_bytes, work_quota_bytes).
+    `limits` are AppSettings fields (max_upload_bytes, work_quota_bytes); `port` the same one again for a
+    restart (the browser's localStorage belongs to the address, port included).
     """
     settings = AppSettings(runs_dir=tmp / "runs", workdir=tmp / "work", data_root=data_root, **limits)
     demo, ctx = build_app(settings)
     demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port or free_port(), prevent_thread_lock=True,
                             quiet=True, auth=auth, **launch_options(settings))
     try:
         yield url, ctx

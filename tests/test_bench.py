@@ -21,7 +21,7 @@ DOCUMENTED_KEYS = (
 
 
 @pytest.mark.slow  # runs the bench
-def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_folder, capsys):
+def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_folder, capsys, tmp_path):
     code = main(["bench", str(split_folder), "--backbone", "mobilenet_v3_small", "--weights", "none",
                  "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--tutorial-workers", "0", "--json"])
     assert code == 0
@@ -46,6 +46,17 @@ def test_bench_json_has_every_documented_key_and_the_table_renders_it(split_fold
                   "all layers vs tutorial: s per epoch", "partial freeze", "first metric after Train",
                   "predict one image, warm", "peak RSS"):
         assert label in table
+    # The limit was sampled between the engine's all-layer epochs (one here), with the load around the bench.
+    assert results["compute_limit_interleaved"] and len(results["compute_limit_train_samples"]) == 1
+    assert len(results["load_average_before"]) == 3 and "load average" in table
+    assert results["all_layers_kept_acc"] >= results["all_layers_best_acc"]
+    # This fresh result goes into a bench history as `bench --json | bench-history -` would.
+    saved = tmp_path / "bench.json"
+    saved.write_text(captured.out)
+    hist, md = tmp_path / "history.jsonl", tmp_path / "history.md"
+    assert main(["bench-history", str(saved), "--history", str(hist), "--markdown", str(md)]) == 0
+    assert json.loads(hist.read_text())["results"] == results
+    assert f"| {results['engine_vs_compute_limit']:.3f} |" in md.read_text()
 
 
 def test_bench_on_a_missing_folder_is_a_user_error(tmp_path, capsys):

@@ -33,9 +33,13 @@ def page(app):
 def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app, page):
     _, _, run_dir = app
     from ftui.results.loading import load_run
-    from ftui.results.predict import val_examples
+    from ftui.results.predict import Predictor, val_examples
 
-    expected = [c for _, c in val_examples(load_run(run_dir), 12)]
+    picked = val_examples(load_run(run_dir), 12)
+    answers = Predictor(run_dir).predict([p for p, _ in picked], top_k=1)
+    # Each example says its true class and the model's answer, with a mark (issue 23 item 3).
+    expected = [f"{'✓' if top[0][0] == c else '✗'} true: {c}, predicted: {top[0][0]}"
+                for (_, c), top in zip(picked, answers)]
     captions = page.locator("#ftui-examples .caption-label").all_inner_texts()
     assert captions == expected
     page.locator("#ftui-examples button.thumbnail-item").first.click()
@@ -47,7 +51,8 @@ def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app
 
     first = val_examples(load_run(run_dir), 12)[0][0]
     words = verdict_text(Predictor(run_dir).verdicts([first], top_k=3)[0]).replace("**", "")
-    assert page.inner_text("#ftui-verdict").startswith(words)
+    verdict = page.inner_text("#ftui-verdict")
+    assert verdict.startswith(f"True class: {picked[0][1]} · ") and words in verdict
     assert words.startswith(("Low confidence", "unsure between")), words
     box = page.locator("#ftui-gradcam img").bounding_box()
     assert box["width"] <= 300, "a single result is shown at a readable size, not a huge crop"

@@ -255,7 +255,7 @@ def test_label_check_says_skipped_without_pretrained_weights(clean_root):
     report = check(clean_root, weights="none")
     labels = report.check("labels")
     assert not labels.ran and labels.severity == "ok"
-    assert labels.summary.startswith("skipped: no pretrained weights available")
+    assert labels.summary.startswith("not checked: no pretrained weights available")
 
 
 def test_label_check_can_be_turned_off(clean_root):
@@ -294,7 +294,7 @@ def test_cli_json_is_the_full_report(clean_root, capsys):
     assert run_cli(cli_args(str(clean_root), "--json", "--weights", "none")) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["status"] == "green" and data["num_files"] == 48
-    assert data["checks"][-1]["summary"].startswith("skipped: no pretrained weights")
+    assert data["checks"][-1]["summary"].startswith("not checked: no pretrained weights")
 
 
 def test_main_cli_runs_the_check_subcommand(clean_root, capsys):

@@ -17,6 +17,7 @@ from ftui.runs import RunStore
 from tests.conftest import make_class_folder
 from tests.run_fixtures import make_quick_run
 
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     """A run folder with a real random-init resnet18 checkpoint over 3 x 8 colour images: (data, run dir)."""

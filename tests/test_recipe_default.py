@@ -31,7 +31,7 @@ def test_default_is_a_head_epoch_then_all_layers_from_1e5_to_1e3():
     assert (fitted.epochs, fitted.solver) == (1, "lbfgs") and body_after_fit.lr_scale == body.lr_scale
     # "Head only" stays available, and the app preselects the default for pretrained weights.
     assert [p.name for p in plan_phases(config.replace(train_groups="head"), names, ["head"])] == ["head"]
-    assert PRETRAINED.groups == "all" and "bench-recipes" in PRETRAINED.hint
+    assert PRETRAINED.groups == "all" and "fine-tuned" in PRETRAINED.hint
 
 
 class _Events(Callback):
@@ -74,7 +74,7 @@ def test_early_stopping_counts_val_loss_within_a_phase_only():
         stopper.on_epoch_end({"val_loss": loss, "control": control})
     assert not control.should_stop
     stopper.on_epoch_end({"val_loss": 0.41, "control": control})
-    assert control.should_stop and "val_loss did not improve for 2 epochs" in control.stop_reason
+    assert control.should_stop and "val loss did not improve for 2 epochs" in control.stop_reason
 
 
 def _head_alone_wins(tmp_path):

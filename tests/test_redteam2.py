@@ -112,3 +112,25 @@ def test_a_new_x_forwarded_for_per_request_does_not_reset_the_login_throttle(tmp
             except urllib.error.HTTPError as exc:
                 codes.append(exc.code)
         assert codes[:10] == [400] * 10 and codes[10:] == [429, 429], codes
+
+
+# --- 8. a zip that extracts but is refused leaves nothing behind ---------------------------------------------
+def test_a_refused_zip_upload_leaves_no_extraction_counting_against_the_quota(app, tmp_path):
+    import zipfile
+
+    from conftest import make_class_folder
+
+    url, ctx, _run = app
+    folder = make_class_folder(tmp_path / "one", per_class=4, size=24, classes=["red"])
+    target = tmp_path / "one-class.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(folder.rglob("*.jpg")):
+            archive.write(path, path.relative_to(folder).as_posix())
+        archive.writestr("red/padding.bin", bytes(2 << 20))
+    unzipped = ctx.uploads_dir / "unzipped"
+    before = sorted(unzipped.iterdir()) if unzipped.is_dir() else []
+    message = client(url).predict(files=[gradio_client.handle_file(str(target))], val_fraction=0.25,
+                                  api_name="/upload_data")[-1]
+    assert message.startswith("**Could not load the data:**"), message
+    after = sorted(unzipped.iterdir()) if unzipped.is_dir() else []
+    assert after == before

@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.kill()
         proc.wait(30)
+        kept = Path(tempfile.gettempdir()) / "ftui-load-app.log"
+        shutil.copyfile(work / "app.log", kept)  # the server's tracebacks, for any error counted above
+        print(f"app log: {kept}")
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -151,8 +151,11 @@ def compute_limit(
     train_params: list[nn.Parameter] | None = None,
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    infer: bool = True,
 ) -> dict[str, float]:
-    """Images/s of forward+backward+step and of inference on synthetic tensors: no data loading at all."""
+    """Images/s of forward+backward+step and of inference on synthetic tensors: no data loading at all.
+
+    `infer=False` measures the training steps alone (the bench samples them between the engine's epochs)."""
     device = next(model.parameters()).device
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 2, (batch_size,), device=device)
@@ -182,7 +185,8 @@ def compute_limit(
 
     out = {}
     modes = [("train", train_step, "train")] if optimizer is not None else []
-    for name, step, mode in [*modes, ("infer", infer_step, "eval")]:
+    infer_modes = [("infer", infer_step, "eval")] if infer or optimizer is None else []
+    for name, step, mode in [*modes, *infer_modes]:
         model.train(mode == "train")
         # BatchNorm in eval for training too: what the engine does with frozen BN statistics.
         for m in model.modules():
@@ -298,3 +302,59 @@ def fastai_fine_tune(model: nn.Module, groups: list, train_batches: Batches, val
             if on_epoch:
                 on_epoch(len(result.val_acc), acc, now - epoch_start)
     return result
+
+
+# --- multilabel / regression reference (ftui bench-tasks) -----------------------------------------------------
+
+def plain_task_fine_tune(model: nn.Module, dataset, settings: dict, epochs: int, batch_size: int = 16,
+                         lr: float = 1e-3, seed: int = 0) -> dict[str, Any]:
+    """A plain hand fine-tune for a multilabel or regression Dataset: every layer from the first step, AdamW
+    (weight decay 0.01), one-cycle to `lr`, BatchNorm statistics frozen, no augmentation; BCE-with-logits per
+    label, or MSE on targets standardized by the train mean/std. Returns every epoch's val mAP / MAE (in the
+    user's units) and the best one as "headline" (the epoch a user would keep, as ftui keeps best.pt)."""
+    import numpy as np
+
+    from ftui.data.augment import eval_transform
+    from ftui.data.imagecache import DecodedImageCache
+    from ftui.stats import average_precision
+
+    multilabel = dataset.task == "multilabel"
+    train, val = dataset.split("train"), dataset.split("val")
+    cache = DecodedImageCache.build(train + val, settings["resize_size"])
+    tf = eval_transform(settings["image_size"], settings["resize_size"], tuple(settings["mean"]),
+                        tuple(settings["std"]))
+    x_train = torch.stack([tf(cache.get(it.path)) for it in train])
+    x_val = torch.stack([tf(cache.get(it.path)) for it in val])
+    y_train = torch.tensor([it.target for it in train], dtype=torch.float32)
+    y_val = torch.tensor([it.target for it in val], dtype=torch.float32)
+    mean, std = y_train.mean(0), y_train.std(0, unbiased=False).clamp_min(1e-12)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * ((len(train) + batch_size - 1) // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(epochs):
+        model.train()
+        freeze_batchnorm(model)
+        for idx in torch.randperm(len(train), generator=generator).split(batch_size):
+            out = model(x_train[idx]).float()
+            target = y_train[idx]
+            loss = (nn.functional.binary_cross_entropy_with_logits(out, target) if multilabel
+                    else nn.functional.mse_loss(out, (target - mean) / std))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        with torch.inference_mode():
+            out = torch.cat([model(x_val[i:i + 64]).float() for i in range(0, len(val), 64)])
+        if multilabel:
+            truth = y_val.numpy()
+            aps = [average_precision(out[:, k].numpy(), truth[:, k]) for k in range(truth.shape[1])
+                   if truth[:, k].any()]
+            scores.append(float(np.mean(aps)))
+        else:
+            scores.append(float((out * std + mean - y_val).abs().mean()))
+    best = max(scores) if multilabel else min(scores)
+    return {"epochs": [round(s, 4) for s in scores],
+            "headline": {"metric": "mAP" if multilabel else "MAE", "value": best}}

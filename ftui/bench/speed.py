@@ -10,6 +10,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -39,6 +40,7 @@ class _Timeline(Callback):
 
     def __init__(self, start: float) -> None:
         self.start = start
+        self.excluded = 0.0
         self.first_batch: float | None = None
         self.epochs: list[dict[str, Any]] = []
         self.last_batch: dict[int, float] = {}
@@ -52,6 +54,11 @@ class _Timeline(Callback):
     def on_epoch_end(self, info: dict[str, Any]) -> None:
         self.epochs.append({"epoch": info["epoch"], "phase": info["phase"], "val_acc": info["val_acc"],
                             "seconds": info["seconds"], "at": time.perf_counter() - self.start})
+
+    def exclude(self, seconds: float) -> None:
+        """Stop this clock for `seconds` (what a probe between two epochs took): later readings leave it out."""
+        self.start += seconds
+        self.excluded += seconds
 
     def seconds_to(self, target: float) -> float | None:
         return next((e["at"] for e in self.epochs if e["val_acc"] >= target), None)
@@ -82,6 +89,63 @@ class _Timeline(Callback):
             train += self.last_batch[e["epoch"]] - begin
             val += e["at"] - self.last_batch[e["epoch"]]
         return train, val
+
+
+class _LimitProbe(Callback):
+    """The compute limit's training steps (ftui/bench/reference.py, unchanged) sampled after every epoch of the
+    phases that train every layer, on a separate copy of the model, with the timeline's clock stopped meanwhile.
+
+    On a shared machine the load moves within a minute; one limit reading taken after the engine's run
+    compared the engine with another machine state (0.59x to 3.2x for the same code, README). Sampling between
+    the engine's epochs puts both under the same load; the limit is all probes' images over their seconds.
+    """
+
+    def __init__(self, model: torch.nn.Module, phases: tuple[str, ...], timeline: _Timeline,
+                 settings: dict[str, Any], steps: int = 3) -> None:
+        self.model, self.phases, self.timeline, self.settings, self.steps = model, phases, timeline, settings, steps
+        self.images, self.seconds = 0, 0.0
+        self.samples: list[float] = []
+        # Inference is probed on a BatchNorm-folded copy, as the engine validates.
+        from ftui.models.fusing import fuse_for_inference
+
+        self.fused = fuse_for_inference(copy.deepcopy(model).eval())
+        self.infer_images, self.infer_seconds = 0, 0.0
+        self.infer_samples: list[float] = []
+
+    def on_epoch_end(self, info: dict[str, Any]) -> None:
+        if info["phase"] not in self.phases:
+            return
+        self.run()
+
+    def run(self) -> None:
+        begin = time.perf_counter()
+        # The probe's random tensors must not move the engine's random stream (its shuffles and augmentations).
+        with torch.random.fork_rng(devices=[]):
+            self._measure()
+        self.timeline.exclude(time.perf_counter() - begin)
+
+    def _measure(self) -> None:
+        from ftui.bench.reference import compute_limit
+
+        s = self.settings
+        rate = compute_limit(self.model, s["micro"], s["size"], steps=self.steps, channels_last=s["channels_last"],
+                             autocast_dtype=s["train_dtype"], infer=False)["train_images_per_s"]
+        self.samples.append(rate)
+        self.images += self.steps * s["micro"]
+        self.seconds += self.steps * s["micro"] / rate
+        rate = compute_limit(self.fused, s["batch"], s["size"], steps=self.steps, channels_last=s["channels_last"],
+                             autocast_dtype=s["infer_dtype"], train_params=[])["infer_images_per_s"]
+        self.infer_samples.append(rate)
+        self.infer_images += self.steps * s["batch"]
+        self.infer_seconds += self.steps * s["batch"] / rate
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.seconds if self.seconds else None
+
+    @property
+    def infer_images_per_s(self) -> float | None:
+        return self.infer_images / self.infer_seconds if self.infer_seconds else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -150,6 +214,8 @@ class BenchOptions:
     image_size: int | None = None
     device: str = "auto"
     tutorial_workers: int = 2
+    # False: the tutorial's rows are left out (its all-layers loop is most of the bench's time on a busy CPU).
+    tutorial: bool = True
 
 
 # Random weights train as the app's from-scratch preset does: every layer from the first epoch, BatchNorm
@@ -172,16 +238,26 @@ def bench_config(o: BenchOptions) -> TrainConfig:
 
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every bench figure as a flat dict (see README for the keys); `log` gets a line per step."""
+    load_before = list(os.getloadavg())
     bench = _Bench(options, log)
     bench.head_only()
     bench.inference_and_pipeline()
     bench.all_layers()
     bench.compute_limit()
+    o = bench.out
+    log(f"training {_fmt(o['engine_vs_compute_limit'])}x the compute limit ({_fmt(o['engine_train_images_per_s'])} "
+        f"vs {_fmt(o['compute_limit_train_images_per_s'])} img/s), inference {_fmt(o['engine_infer_vs_compute_limit'])}x")
     bench.partial_freeze()
-    bench.tutorial()
+    if options.tutorial:
+        bench.tutorial()
+    else:
+        bench.out["notes"].append("tutorial rows skipped: --skip-tutorial")
+        bench.out["tutorial_epoch_seconds"] = None
     out = bench.out
     out["engine_vs_tutorial_epoch"] = _ratio(out["engine_epoch_seconds"], out["tutorial_epoch_seconds"])
     out["peak_rss_mb"] = _peak_rss_mb()
+    # Other work on the machine: 1, 5 and 15-minute load averages around the whole bench.
+    out["load_average_before"], out["load_average_after"] = load_before, list(os.getloadavg())
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
@@ -220,20 +296,40 @@ class _Bench:
             p.requires_grad_(True)
         return self.model0.train()
 
-    def engine_run(self, config: TrainConfig, t0: float | None = None, run_dir: Path | None = None) -> _Timeline:
+    def engine_run(self, config: TrainConfig, t0: float | None = None, run_dir: Path | None = None,
+                   probe_phases: tuple[str, ...] = ()) -> _Timeline:
+        """One engine fit from the pristine weights; with `probe_phases`, compute-limit probes after each of
+        those phases' epochs (self.probe), left out of every time the timeline reports."""
         from ftui.models.backbones import layer_groups
         from ftui.train.trainer import fit
 
+        probe_model = copy.deepcopy(self.fresh()) if probe_phases else None
         model = self.fresh()
         timeline = _Timeline(t0 if t0 is not None else time.perf_counter())
+        callbacks: list[Callback] = [timeline]
+        if probe_model is not None:
+            self.probe = _LimitProbe(probe_model.to(self.dev), probe_phases, timeline, self.limit_settings())
+            callbacks.append(self.probe)
         fit_start = time.perf_counter()
-        result = fit(config, self.dataset, model, layer_groups(model, self.options.backbone), [timeline],
+        result = fit(config, self.dataset, model, layer_groups(model, self.options.backbone), callbacks,
                      threading.Event(), run_dir=run_dir)
         if result.status != "done":
             raise BenchError(f"engine run ({config.train_groups}) {result.status}: {result.message}")
-        timeline.wall = time.perf_counter() - fit_start  # type: ignore[attr-defined]
+        timeline.wall = time.perf_counter() - fit_start - timeline.excluded  # type: ignore[attr-defined]
         timeline.notes = result.notes  # type: ignore[attr-defined]
+        timeline.result = result  # type: ignore[attr-defined]
         return timeline
+
+    def limit_settings(self) -> dict[str, Any]:
+        """The compute limit's settings: the engine's micro-batch, image size, memory format and precision."""
+        from ftui import devices
+
+        dev = self.dev
+        infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, self.base.mixed_precision) else None
+        return {"micro": devices.micro_batch_size(dev, self.options.batch_size), "batch": self.options.batch_size,
+                "size": self.settings["image_size"],
+                "channels_last": devices.use_channels_last(self.model0, dev), "infer_dtype": infer_dtype,
+                "train_dtype": infer_dtype if dev.type == "cuda" else None}
 
     def head_only(self) -> None:
         from ftui.runs import RunStore
@@ -276,7 +372,7 @@ class _Bench:
 
     def all_layers(self) -> None:
         self.log("engine: all layers")
-        full = self.engine_run(self.base.replace(train_groups="all"))
+        full = self.engine_run(self.base.replace(train_groups="all"), probe_phases=("fine_tune", "train"))
         # The epochs that train every layer: the fine-tune phase, or the whole run from scratch (recipe plain).
         phase = "fine_tune" if any(e["phase"] == "fine_tune" for e in full.epochs) else "train"
         train_s, val_s = full.train_val_seconds(phase)
@@ -286,6 +382,9 @@ class _Bench:
             "all_layers_seconds_to_090": full.seconds_to(0.90), "all_layers_seconds_to_095": full.seconds_to(0.95),
             "all_layers_epochs_to_095": full.epochs_to(0.95), "all_layers_best_acc": full.best,
             "all_layers_wall_seconds": full.wall,  # type: ignore[attr-defined]
+            # What the run keeps as best.pt: an all-layer epoch, or the head trained alone when it scored higher.
+            "all_layers_kept_acc": full.result.best_val_acc,  # type: ignore[attr-defined]
+            "all_layers_kept_epoch": full.result.best_epoch,  # type: ignore[attr-defined]
             "engine_epoch_seconds": full.mean_epoch_seconds(phase),
             "engine_train_images_per_s": n_train * n_ft / train_s if train_s else None,
             "engine_infer_images_per_s": n_val * n_ft / val_s if val_s else None,
@@ -296,36 +395,39 @@ class _Bench:
         self.out["engine_warm_train_images_per_s"] = n_train * (n_ft - 1) / warm_s if n_ft > 1 and warm_s else None
 
     def compute_limit(self) -> None:
-        from ftui import devices
+        """The limits the engine is compared with: the probes taken between its all-layer epochs, and (for the
+        record, and when no probe ran) one reading after the run, as the bench measured it before."""
         from ftui.bench.reference import compute_limit
         from ftui.models.fusing import fuse_for_inference
 
         self.log("compute limit (synthetic tensors)")
-        dev, out, batch_size = self.dev, self.out, self.options.batch_size
-        micro = devices.micro_batch_size(dev, batch_size)
-        size = self.settings["image_size"]
-        model = self.fresh().to(dev)
-        channels_last = devices.use_channels_last(model, dev)
-        infer_dtype = devices.amp_dtype(dev) if devices.amp_enabled(dev, self.base.mixed_precision) else None
-        train_dtype = infer_dtype if dev.type == "cuda" else None
+        out, s = self.out, self.limit_settings()
+        model = self.fresh().to(self.dev)
         # A GPU step takes milliseconds: more steps for a steady reading.
-        steps = 20 if dev.type == "cuda" else 6
-        limit_train = compute_limit(model, micro, size, steps=steps, channels_last=channels_last,
-                                    autocast_dtype=train_dtype)
-        limit_infer = compute_limit(fuse_for_inference(model), batch_size, size, steps=steps,
-                                    channels_last=channels_last, autocast_dtype=infer_dtype, train_params=[])
+        steps = 20 if self.dev.type == "cuda" else 6
+        after_train = compute_limit(model, s["micro"], s["size"], steps=steps, channels_last=s["channels_last"],
+                                    autocast_dtype=s["train_dtype"], infer=False)["train_images_per_s"]
+        after_infer = compute_limit(fuse_for_inference(model), self.options.batch_size, s["size"], steps=steps,
+                                    channels_last=s["channels_last"], autocast_dtype=s["infer_dtype"],
+                                    train_params=[])["infer_images_per_s"]
         model.to(memory_format=torch.contiguous_format)
+        probe = getattr(self, "probe", None)
+        train = (probe and probe.images_per_s) or after_train
+        infer = (probe and probe.infer_images_per_s) or after_infer
         out.update({
-            "compute_limit_train_images_per_s": limit_train["train_images_per_s"],
-            "compute_limit_infer_images_per_s": limit_infer["infer_images_per_s"],
-            "compute_limit_batch": micro, "channels_last": channels_last,
-            "train_precision": str(train_dtype or "float32"), "infer_precision": str(infer_dtype or "float32"),
+            "compute_limit_train_images_per_s": train, "compute_limit_infer_images_per_s": infer,
+            "compute_limit_train_samples": list(probe.samples) if probe else [],
+            "compute_limit_infer_samples": list(probe.infer_samples) if probe else [],
+            "compute_limit_train_images_per_s_after": after_train,
+            "compute_limit_infer_images_per_s_after": after_infer,
+            "compute_limit_interleaved": bool(probe and probe.samples),
+            "compute_limit_batch": s["micro"], "channels_last": s["channels_last"],
+            "train_precision": str(s["train_dtype"] or "float32"),
+            "infer_precision": str(s["infer_dtype"] or "float32"),
         })
-        out["engine_vs_compute_limit"] = _ratio(out["engine_train_images_per_s"], limit_train["train_images_per_s"])
-        out["engine_warm_vs_compute_limit"] = _ratio(out["engine_warm_train_images_per_s"],
-                                                     limit_train["train_images_per_s"])
-        out["engine_infer_vs_compute_limit"] = _ratio(out["engine_infer_images_per_s"],
-                                                      limit_infer["infer_images_per_s"])
+        out["engine_vs_compute_limit"] = _ratio(out["engine_train_images_per_s"], train)
+        out["engine_warm_vs_compute_limit"] = _ratio(out.get("engine_warm_train_images_per_s"), train)
+        out["engine_infer_vs_compute_limit"] = _ratio(out["engine_infer_images_per_s"], infer)
 
     def partial_freeze(self) -> None:
         from ftui.models.backbones import layer_groups
@@ -399,6 +501,8 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows += [
         ("all layers vs tutorial: epochs to 0.95", _fmt(g("all_layers_epochs_to_095")),
          _fmt(g("tutorial_all_layers_epochs_to_095")), ""),
+        ("all layers: kept model (best.pt) val acc, its epoch", _fmt(g("all_layers_kept_acc")),
+         _fmt(g("all_layers_kept_epoch")), ""),
         ("all layers vs tutorial: s per epoch", _fmt(g("engine_epoch_seconds"), "s?"),
          _fmt(g("tutorial_epoch_seconds"), "s?"), _fmt(g("engine_vs_tutorial_epoch"))),
         (f"partial freeze ({g('partial_freeze_groups')}): s per epoch, cache vs none",
@@ -416,6 +520,10 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _loads(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
 def format_table(r: dict[str, Any]) -> str:
     """The printed table: measure | ours | reference | ratio."""
     header = ("measure", "ours", "reference", "ratio")
@@ -426,7 +534,12 @@ def format_table(r: dict[str, Any]) -> str:
     title = (f"ftui bench: {r['backbone']} on {r['device']} ({r.get('device_name', '?')}; CPU "
              f"{r.get('cpu_model', '?')}, {r['threads']} threads), {r['epochs']} epochs, batch "
              f"{r['batch_size']}; training {r['train_precision']}, inference {r['infer_precision']}, "
-             f"channels_last {r['channels_last']}, compute-limit batch {r['compute_limit_batch']}")
+             f"channels_last {r['channels_last']}, compute-limit batch {r['compute_limit_batch']}"
+             + (f", compute limit sampled between the engine's epochs ({len(r['compute_limit_train_samples'])} "
+                "probes)" if r.get("compute_limit_interleaved") else ""))
+    load = r.get("load_average_before"), r.get("load_average_after")
+    if all(load):
+        title += f"\nload average (1/5/15 min) before {_loads(load[0])}, after {_loads(load[1])}"
     return "\n".join([title, *lines, *(f"note: {n}" for n in r.get("notes", []))])
 
 
@@ -441,6 +554,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tutorial-workers", dest="tutorial_workers", type=int, default=2,
                         help="DataLoader workers of the tutorial's loop (it publishes 4; 2 fits 2 cores)")
+    parser.add_argument("--skip-tutorial", dest="skip_tutorial", action="store_true",
+                        help="leave out the tutorial loop's rows (the slowest part on a busy machine)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
@@ -449,7 +564,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():
         raise BenchError(f"dataset not found: {args.data}")
     options = BenchOptions(args.data, args.backbone, args.weights, args.epochs, args.batch_size, args.image_size,
-                           args.device, args.tutorial_workers)
+                           args.device, args.tutorial_workers, not args.skip_tutorial)
     results = run_bench(options, log=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 0

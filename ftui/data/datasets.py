@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ftui.data import tasks
 from ftui.data.images import check_image, is_ignored
 from ftui.data.splits import copy_groups
 from ftui.errors import FtuiError
@@ -51,11 +52,14 @@ class DatasetError(FtuiError):
 
 @dataclass(frozen=True)
 class Item:
-    """One usable image: its file, class index and split ("train", "val" or "test")."""
+    """One usable image: its file, class index and split ("train", "val" or "test").
+
+    Multilabel and regression items carry `target` (0/1 per label, or the values) and label 0."""
 
     path: str
     label: int
     split: str
+    target: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class Dataset:
     skipped: list[Skipped] = field(default_factory=list)
     root: str = ""
     split_was_generated: bool = False
+    # "classification", "multilabel" (classes: the label names) or "regression" (classes: the value names).
+    task: str = tasks.CLASSIFICATION
 
     @property
     def num_classes(self) -> int:
@@ -93,7 +99,13 @@ class Dataset:
         return [item for item in self.items if item.split == name]
 
     def class_counts(self, split: str) -> list[int]:
-        """Number of images per class (in `classes` order) in one split."""
+        """Number of images per class (in `classes` order) in one split; multilabel: images with each label;
+        regression: images with each value."""
+        if self.task != tasks.CLASSIFICATION:
+            rows = [item.target for item in self.split(split)]
+            if self.task == tasks.REGRESSION:
+                return [len(rows)] * len(self.classes)
+            return [int(sum(row[k] for row in rows)) for k in range(len(self.classes))]
         counts = Counter(item.label for item in self.split(split))
         return [counts.get(i, 0) for i in range(len(self.classes))]
 
@@ -124,6 +136,7 @@ class _Candidate:
     path: Path
     class_name: str
     split: str | None  # None: to be assigned by the generated train/val split
+    target: tuple[float, ...] | None = None  # multilabel / regression
 
 
 def load_dataset(
@@ -133,14 +146,16 @@ def load_dataset(
     workdir: str | Path | None = None,
     progress: Progress | None = None,
     allowed_root: str | Path | None = None,
-    workers: int | None = None,
     extract_limit: int | None = None,
+    task: str | None = None,
 ) -> Dataset:
     """Find, judge and split the images of a folder, .zip or .csv dataset; raise DatasetError if unusable.
 
     `allowed_root` confines what a folder's links and a CSV's paths may reach; `extract_limit` caps the bytes
-    a zip may unpack to (the app passes what is left of its work-dir quota).
+    a zip may unpack to (the app passes what is left of its work-dir quota). `task`: None/"auto" (a CSV's
+    columns decide, ftui/data/tasks.py; folders are classification), or one of tasks.TASKS.
     """
+    task = _checked_task(task)
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     path = Path(source).expanduser()
@@ -156,17 +171,21 @@ def load_dataset(
         extracted = _extract_cached(path, workdir, skipped, limit)
         root, candidates, layout_skips, class_folders = _scan_folder(extracted)
     elif path.suffix.lower() == ".csv":
-        root, candidates, layout_skips = _read_csv(path, allowed_root)
+        root, candidates, layout_skips, names, task = _read_csv(path, allowed_root, task)
         class_folders = {}
     else:
         raise DatasetError(f"{path.name} is not a dataset: give a folder of class folders, a .zip or a .csv")
     skipped.extend(layout_skips)
+    if path.suffix.lower() != ".csv":
+        task, candidates, names = _folder_task(task, candidates, class_folders, root)
 
-    reasons = _judge([c.path for c in candidates], progress, workers)
+    reasons = _judge([c.path for c in candidates], progress)
     usable = [c for c, reason in zip(candidates, reasons) if reason is None]
     bad = [(c, reason) for c, reason in zip(candidates, reasons) if reason is not None]
     skipped.extend(Skipped(str(c.path), reason) for c, reason in bad)
 
+    if task != tasks.CLASSIFICATION:
+        return _task_dataset(task, names, root, usable, bad, skipped, val_fraction, seed)
     _check_usable(root, candidates, usable, bad, class_folders)
     classes = sorted({c.class_name for c in usable if c.split in (None, "train")})
     index = {name: i for i, name in enumerate(classes)}
@@ -177,6 +196,58 @@ def load_dataset(
     return Dataset(classes=classes, items=items, skipped=skipped, root=str(root), split_was_generated=generated)
 
 
+def _checked_task(task: str | None) -> str:
+    try:
+        return tasks.check_task(task)
+    except tasks.TaskError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def _folder_task(task: str, candidates: list[_Candidate], class_folders: dict[str | None, list[str]],
+                 root: Path) -> tuple[str, list[_Candidate], list[str]]:
+    """(task, candidates, output names) of a folder layout: classification, or regression when asked (class
+    folders named by numbers); a folder cannot say which several labels an image has."""
+    if task in (tasks.AUTO, tasks.CLASSIFICATION):
+        return tasks.CLASSIFICATION, candidates, []
+    if task == tasks.MULTILABEL:
+        raise DatasetError("a folder of class folders cannot give an image several labels: for multilabel, "
+                           "give a CSV of path,labels with labels separated by ';'")
+    names = sorted({name for folder_names in class_folders.values() for name in folder_names})
+    try:
+        values = tasks.folder_values(names, str(root))
+    except tasks.TaskError as exc:
+        raise DatasetError(str(exc)) from None
+    return task, [_Candidate(c.path, "", c.split, (values[c.class_name],)) for c in candidates], ["value"]
+
+
+def _task_dataset(task: str, names: list[str], root: Path, usable: list[_Candidate],
+                  bad: list[tuple[_Candidate, str]], skipped: list[Skipped], val_fraction: float,
+                  seed: int) -> Dataset:
+    """A multilabel or regression Dataset from the judged candidates (split by label sets / value quantiles)."""
+    if not usable and not bad:
+        raise DatasetError(f"no image files listed in {root}")
+    if not usable:
+        raise DatasetError(f"no usable images in {root}: all {len(bad)} files were skipped "
+                           f"({_reason_counts([r for _, r in bad])})")
+    items = [Item(str(c.path), 0, c.split or "train", c.target) for c in usable]
+    train = [item.target for item in items if item.split == "train"]
+    try:
+        if task == tasks.REGRESSION:
+            tasks.check_values(train, names, f"{root} (usable train images)")
+    except tasks.TaskError as exc:
+        raise DatasetError(str(exc)) from None
+    if task == tasks.MULTILABEL and not any(any(t) for t in train):
+        raise DatasetError(f"no usable train image has a label in {root}: give some images labels")
+    if len(train) < 2:
+        raise DatasetError(f"only {len(train)} usable train image: training needs at least 2")
+    generated = not any(item.split == "val" for item in items)
+    if generated:
+        items = tasks.split_task_items(items, task, val_fraction, seed)
+    items.sort(key=lambda item: (SPLITS.index(item.split), item.path))
+    return Dataset(classes=list(names), items=items, skipped=skipped, root=str(root),
+                   split_was_generated=generated, task=task)
+
+
 # Fewer val images than this in a class and its recall is a coin toss: 4/4 is a 95% interval of [0.51, 1].
 MIN_VAL_PER_CLASS = 5
 
@@ -184,13 +255,16 @@ MIN_VAL_PER_CLASS = 5
 def class_size_warnings(dataset: Dataset) -> list[str]:
     """Refuse a class with fewer than 2 images in all (nothing to both train and check on); warn, one line
     per class, when a class has fewer than MIN_VAL_PER_CLASS val images (its accuracy means little)."""
+    if dataset.task == tasks.REGRESSION:  # the values were checked when read (2+ distinct, all finite)
+        return []
+    word, metric = ("label", "average precision") if dataset.task == tasks.MULTILABEL else ("class", "accuracy")
     totals = [sum(dataset.class_counts(s)[i] for s in dataset.splits) for i in range(len(dataset.classes))]
     tiny = [f"{name} ({n})" for name, n in zip(dataset.classes, totals) if n < 2]
     if tiny:
-        raise DatasetError(f"class {', '.join(tiny)} has fewer than 2 images: a class needs at least one image to "
-                           "train on and one to check on. Add images to it or remove the class.")
+        raise DatasetError(f"{word} {', '.join(tiny)} has fewer than 2 images: a {word} needs at least one image "
+                           f"to train on and one to check on. Add images to it or remove the {word}.")
     val = dataset.class_counts("val")
-    return [f"warning: class {name!r} has only {n} val image{'s' if n != 1 else ''}: its accuracy is not "
+    return [f"warning: {word} {name!r} has only {n} val image{'s' if n != 1 else ''}: its {metric} is not "
             f"reliable (fewer than {MIN_VAL_PER_CLASS}); add images or raise the val fraction"
             for name, n in zip(dataset.classes, val) if n < MIN_VAL_PER_CLASS]
 
@@ -216,7 +290,7 @@ def split_train_val(items: list[Item], classes: list[str], val_fraction: float, 
 
 
 # --- judging ---------------------------------------------------------------------------------------------
-def _judge(paths: list[Path], progress: Progress | None, workers: int | None) -> list[str | None]:
+def _judge(paths: list[Path], progress: Progress | None, workers: int | None = None) -> list[str | None]:
     """Decode every file once, in a thread pool (PIL releases the GIL while decoding)."""
     if not paths:
         return []
@@ -374,17 +448,30 @@ def _pick_column(columns: dict[str, str], choices: tuple[str, ...]) -> str | Non
     return next((columns[c] for c in choices if c in columns), None)
 
 
-def _read_csv(csv_path: Path, allowed_root: str | Path | None) -> tuple[Path, list[_Candidate], list[Skipped]]:
-    """Candidates from a CSV of path,label[,split]; paths must stay inside the CSV's folder (or allowed_root)."""
+def _read_csv(csv_path: Path, allowed_root: str | Path | None, task: str = tasks.AUTO,
+              ) -> tuple[Path, list[_Candidate], list[Skipped], list[str], str]:
+    """Candidates from a CSV of path,label[,split] (or multilabel / regression columns: ftui/data/tasks.py);
+    paths must stay inside the CSV's folder (or allowed_root). Returns (root, candidates, skips, output names
+    ([] for classification), task)."""
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read {csv_path.name} as CSV: {exc}") from None
     columns = {str(c).strip().lower(): c for c in table.columns}
     path_col, label_col = _pick_column(columns, _CSV_PATH_COLUMNS), _pick_column(columns, _CSV_LABEL_COLUMNS)
-    if path_col is None or label_col is None:
+    parsed, spec = None, tasks.TaskSpec(tasks.CLASSIFICATION, ())
+    if path_col is not None:
+        try:
+            spec = tasks.detect_csv_task(table, path_col, task)
+            parsed = tasks.parse_targets(table, spec, csv_path.name) if spec.task != tasks.CLASSIFICATION else None
+        except tasks.TaskError as exc:
+            raise DatasetError(str(exc)) from None
+    if path_col is None or (label_col is None and parsed is None):
         raise DatasetError(f"{csv_path.name} needs a 'path' and a 'label' column (found: "
-                           f"{', '.join(map(str, table.columns)) or 'none'})")
+                           f"{', '.join(map(str, table.columns)) or 'none'}); or 'labels' (multilabel, ';' "
+                           "between labels) or number columns (regression)")
+    if parsed is not None:
+        label_col = None
     split_col = _pick_column(columns, ("split", "subset"))
     base = csv_path.resolve().parent
     allowed = [base] + ([Path(allowed_root).expanduser().resolve()] if allowed_root else [])
@@ -392,7 +479,7 @@ def _read_csv(csv_path: Path, allowed_root: str | Path | None) -> tuple[Path, li
     skipped: list[Skipped] = []
     seen: set[Path] = set()
     paths = table[path_col].str.strip()
-    labels = table[label_col].str.strip()
+    labels = table[label_col].str.strip() if label_col is not None else ["-"] * len(table)
     splits = table[split_col].str.strip().str.lower() if split_col is not None else [""] * len(table)
     for row_number, (raw, label, split_text) in enumerate(zip(paths, labels, splits), start=2):
         if not raw:
@@ -402,8 +489,9 @@ def _read_csv(csv_path: Path, allowed_root: str | Path | None) -> tuple[Path, li
         if not any(resolved.is_relative_to(folder) for folder in allowed):
             skipped.append(Skipped(raw, "outside the CSV's folder (refused)"))
             continue
-        if not label:
-            skipped.append(Skipped(raw, "no label"))
+        why_not = parsed.reasons[row_number - 2] if parsed is not None else (None if label else "no label")
+        if why_not:
+            skipped.append(Skipped(raw, why_not))
             continue
         if resolved in seen:
             skipped.append(Skipped(raw, "listed twice in the CSV"))
@@ -413,11 +501,13 @@ def _read_csv(csv_path: Path, allowed_root: str | Path | None) -> tuple[Path, li
         if split is None:
             raise DatasetError(f"{csv_path.name} row {row_number}: unknown split {split_text!r} "
                                "(use train, val or test)")
-        candidates.append(_Candidate(resolved, label, split))
+        target = parsed.targets[row_number - 2] if parsed is not None else None
+        candidates.append(_Candidate(resolved, label if parsed is None else "", split, target))
     if candidates and not any(c.split == "val" for c in candidates):
         # No val rows: val is generated from train like a folder without a split.
-        candidates = [c if c.split == "test" else _Candidate(c.path, c.class_name, None) for c in candidates]
-    return base, candidates, skipped
+        candidates = [c if c.split == "test" else _Candidate(c.path, c.class_name, None, c.target)
+                      for c in candidates]
+    return base, candidates, skipped, (parsed.names if parsed is not None else []), spec.task
 
 
 # --- zip ---------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pandas as pd
 from ftui.data.images import has_image_extension
 from ftui.doctor.report import CheckResult
 from ftui.doctor.scan import ImageRecord
+from ftui.stats import counted
 
 SPLIT_ORDER = ("train", "val", "test")
 LEVEL_ORDER = {"error": 0, "warning": 1, "info": 2, "ok": 3}
@@ -58,8 +59,8 @@ def check_unreadable(records: list[ImageRecord], classes: list[str],
     counts = table["level"].value_counts()
     errors, ignored = int(counts.get("error", 0)), int(counts.get("warning", 0))
     notes = int(counts.get("info", 0))
-    tail = "".join([f"; {ignored} image(s) outside the class folders, not used" if ignored else "",
-                    f"; {notes} non-image file(s) ignored" if notes else ""])
+    tail = "".join([f"; {counted(ignored, 'image')} outside the class folders, not used" if ignored else "",
+                    f"; {counted(notes, 'non-image file')} ignored" if notes else ""])
     if not errors:
         severity = "warning" if ignored else "ok"
         suggestions = ["move images left outside the layout into a class folder"] if ignored else []
@@ -101,9 +102,9 @@ def check_balance(records: list[ImageRecord], classes: list[str],
         if n == 0:
             issues[name].append(("error", "no training images"))
         elif n < limits.min_train:
-            issues[name].append(("warning", f"only {n} training images: too few to learn"))
+            issues[name].append(("warning", f"only {counted(n, 'training image')}: too few to learn"))
         if "val" in counts.columns and int(counts.loc[name, "val"]) < limits.min_val:
-            issues[name].append(("warning", (f"only {int(counts.loc[name, 'val'])} validation images: "
+            issues[name].append(("warning", (f"only {counted(int(counts.loc[name, 'val']), 'validation image')}: "
                                             "too few to measure")))
     nonzero = train[train > 0]
     ratio = float(nonzero.max() / nonzero.min()) if len(nonzero) else float("nan")

@@ -13,6 +13,7 @@ from PIL import Image
 from ftui.devices import single_torch_thread
 from ftui.doctor.report import CheckResult
 from ftui.doctor.scan import ImageRecord
+from ftui.stats import counted
 
 COLUMNS = ["path", "label", "split", "level", "issue", "suggested", "p_given", "p_suggested", "outlier_z"]
 # Another class must beat the given label by this much probability (out of fold) to be flagged.
@@ -104,7 +105,7 @@ def outlier_scores(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
 
 def skipped_labels(reason: str) -> CheckResult:
     """The label check's result when it could not run."""
-    return CheckResult("labels", "ok", f"skipped: {reason}", pd.DataFrame(columns=COLUMNS), ran=False)
+    return CheckResult("labels", "ok", f"not checked: {reason}", pd.DataFrame(columns=COLUMNS), ran=False)
 
 
 def check_labels(records: list[ImageRecord], features: np.ndarray, classes: list[str],
@@ -150,12 +151,17 @@ def check_labels(records: list[ImageRecord], features: np.ndarray, classes: list
     table = table.drop(columns="_rank").reset_index(drop=True)
     stats = {"probe_cv_accuracy": round(agreement, 4), "folds": k, "features": feature_name,
              "images": len(labels)}
-    head = f"{k}-fold linear probe on {feature_name} agrees with {agreement:.1%} of labels"
+    # Not "agrees with 61% of labels": read as "39% are mislabelled", which it is not (most misses are hard
+    # images a linear probe on generic features gets wrong). Say what it measures and what it does not.
+    head = (f"a simple classifier on {feature_name} ({k}-fold) predicts the folder's class for "
+            f"{agreement:.0%} of images: a rough measure of how separable the classes are, not a count of "
+            "wrong labels")
     if table.empty:
         return CheckResult("labels", "ok", f"{head}; nothing stands out", table, stats=stats)
     n_disputed = int((table["suggested"] != "").sum())
     n_outliers = len(table) - n_disputed
-    summary = f"{head}; look at these first: {n_disputed} disputed label(s), {n_outliers} class outlier(s)"
+    summary = (f"{head}; look at these first: {counted(n_disputed, 'image')} that may be in the wrong class, "
+               f"{counted(n_outliers, 'image')} unusual for {'its' if n_outliers == 1 else 'their'} class")
     return CheckResult("labels", "warning", summary, table, stats=stats, suggestions=[
         "these are hints, not verdicts: open each image and fix its folder only if the label is wrong"])
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ftui.doctor.report import CheckResult
 from ftui.doctor.scan import ImageRecord
+from ftui.stats import counted
 
 COLUMNS = ["path", "label", "split", "level", "issue", "width", "height", "mode"]
 HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -103,6 +104,6 @@ def check_properties(records: list[ImageRecord], classes: list[str],
         return CheckResult("properties", "ok", f"{size_text}{notes}", table, stats=stats)
     kinds = Counter(i.split(" (")[0] for i in warnings["issue"])
     listed = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    summary = f"{warnings['path'].nunique()} images worth a look ({listed}); {size_text}"
+    summary = f"{counted(warnings['path'].nunique(), 'image')} worth a look ({listed}); {size_text}"
     suggestions = ["look at the flagged images: remove placeholders and blank frames, keep real examples"]
     return CheckResult("properties", "warning", summary, table, stats=stats, suggestions=suggestions)

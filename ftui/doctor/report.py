@@ -145,7 +145,9 @@ class Report:
             "",
         ]
         for result in self.checks:
-            lines.append(f"[{mark[result.severity]:>5}] {result.name}: {result.summary}")
+            # A check that did not run is not "OK": it says SKIP and why.
+            shown_mark = mark[result.severity] if result.ran else "SKIP"
+            lines.append(f"[{shown_mark:>5}] {result.name}: {result.summary}")
             for tip in result.suggestions:
                 lines.append(f"        suggestion: {tip}")
             if not result.table.empty:

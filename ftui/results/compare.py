@@ -105,7 +105,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | None = None, 
     source = data or b.config.data
     if not source:
         raise CompareError("run B records no dataset; pass the data to compare on")
-    dataset = load_dataset(source, val_fraction=b.config.val_fraction, seed=b.config.data_seed)
+    dataset = load_dataset(source, val_fraction=b.config.val_fraction, seed=b.config.data_seed,
+                           task=b.config.task)
     items = dataset.split(split)
     known = set(a.classes) & set(b.classes)
     usable = [it for it in items if dataset.classes[it.label] in known]

@@ -76,7 +76,7 @@ class Evaluation:
         """Plain JSON-ready dict (per_class and mistakes as lists of records)."""
         lo, hi = self.accuracy_ci95
         return {
-            "split": self.split, "accuracy": self.accuracy, "num_items": self.num_items,
+            "task": "classification", "split": self.split, "accuracy": self.accuracy, "num_items": self.num_items,
             "correct": self.correct, "accuracy_ci95": [round(lo, 4), round(hi, 4)],
             "ci_method": "wilson", "warnings": self.warnings,
             "classes": self.classes, "confusion": self.confusion,
@@ -123,15 +123,21 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate `run` on `split` of `dataset` (a Dataset, a data path, or None for the run's own data);
     `ood`: a folder of images from none of the classes, scored for "none of these" (AUROC, FPR at 95% TPR); tta: test-time
-    augmentation (flip + corner crops, ftui.results.predict.tta_views)."""
+    augmentation (flip + corner crops, ftui.results.predict.tta_views).
+    A multilabel or regression run gets a `taskeval.TaskEvaluation` (its own metrics, same to_dict role)."""
     from ftui.data.datasets import load_dataset
 
     # Loaded on the CPU; the Predictor moves the model to `device` ("auto": the GPU when there is one).
     run = run if isinstance(run, LoadedRun) else load_run(run)
     if dataset is None or isinstance(dataset, (str, Path)):
         source = run.config.data if dataset is None else str(dataset)
-        dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.data_seed)
+        dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.data_seed,
+                               task=run.config.task)
     items = _items(dataset, split)
+    if run.kind != "classification":
+        from ftui.results.taskeval import evaluate_task
+
+        return evaluate_task(run, dataset, items, split, Predictor(run, device=device, batch_size=batch_size))
     unknown = sorted(set(dataset.classes) - set(run.classes))
     if unknown:
         raise EvaluateError(f"classes {unknown} are not among the run's classes {run.classes}")

@@ -69,7 +69,22 @@ def metadata(run: LoadedRun) -> dict:
             "temperature": float(run.trust.temperature), "abstain_below_energy": run.trust.energy_threshold,
             "answers": "probabilities = softmax(logits / temperature); 'unknown' when logsumexp(logits) < "
                        "abstain_below_energy; 'unsure' when the runner-up has at least half the top probability",
-            **({"members": [m["run"] for m in run.members]} if run.members else {})}
+            **({"members": [m["run"] for m in run.members]} if run.members else {}),
+            **_task_outputs(run)}
+
+
+def _task_outputs(run: LoadedRun) -> dict:
+    """How to read the logits: softmax (classification), sigmoid per label with its threshold (multilabel), or
+    logits * target_std + target_mean in the user's units (regression)."""
+    if run.kind == "regression":
+        return {"task": "regression", "outputs": "value = logits * target_std + target_mean",
+                "target_mean": [float(v) for v in run.task.mean], "target_std": [float(v) for v in run.task.std]}
+    if run.kind == "multilabel":
+        from ftui.results.predict import Predictor
+
+        return {"task": "multilabel", "outputs": "probability = sigmoid(logits); a label is on at its threshold",
+                "thresholds": Predictor(run).thresholds()}
+    return {"task": "classification"}
 
 
 def val_images(run: LoadedRun, limit: int = PARITY_IMAGES) -> list[str]:
@@ -145,7 +160,8 @@ def export_onnx(run: LoadedRun, path: Path, batch: torch.Tensor) -> float | None
     try:
         import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter needs it; say so before it fails deep inside
     except ImportError:
-        raise ExportError("ONNX export needs the onnx packages: pip install 'ftui[onnx]'") from None
+        raise ExportError("ONNX export needs onnx, onnxscript and onnxruntime (default dependencies of ftui): "
+                          "reinstall with `pip install -e .`") from None
     model = _Named(run.model.float()).eval()
     program = torch.onnx.export(model, (batch[:2],), dynamo=True, input_names=["image"],
                                 output_names=["logits"], dynamic_shapes=_dynamic_batch(), verbose=False)

@@ -15,6 +15,7 @@ from ftui.data.augment import eval_transform
 from ftui.models.backbones import build
 from ftui.results.trust import Trust
 from ftui.runs import RunError, RunFolder, load_checkpoint
+from ftui.train.tasks import CLASSIFICATION, Task, make_task
 
 
 @dataclass
@@ -31,6 +32,12 @@ class LoadedRun:
     metrics: pd.DataFrame
     status: dict[str, Any] = field(default_factory=dict)
     checkpoint: str = "best"
+    # What the head predicts and how its outputs read (ftui/train/tasks.py; classification for older runs).
+    task: Task | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind if self.task is not None else CLASSIFICATION
     # Temperature and abstain threshold fitted after training (ftui/results/trust.py); T = 1 for old runs.
     trust: Trust = field(default_factory=Trust)
     # An ensemble's members as best.pt records them (run, path, backbone, temperature); [] for a plain run.
@@ -73,7 +80,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         id=folder.id, path=folder.path, model=model, classes=classes, config=config,
         transform=transform, metrics=folder.metrics(), status=folder.read_status(),
         checkpoint=path.stem, trust=Trust.from_meta(ckpt.get("trust")),
-        members=list(ckpt.get("members") or []),
+        members=list(ckpt.get("members") or []), task=make_task(ckpt),
     )
 
 

@@ -18,6 +18,10 @@ SAMPLES = 8
 CALIBRATION_KEYS = ("temperature", "ece_before", "ece_after", "reliability", "reliability_before", "abstain_rate",
                     "ood")
 CONFUSIONS = 3
+# The owner's name and description of the model, beside the run's other files (`app.py --demo RUN --title
+# ... --description ...` writes it).
+CARD_FILE = "card.json"
+MAX_TITLE, MAX_DESCRIPTION = 120, 2000
 
 
 @dataclass
@@ -33,9 +37,73 @@ class ModelCard:
     interval: tuple[float, float] | None
     confusions: list[tuple[str, str, int, int]] = field(default_factory=list)  # true, predicted, count, of
     samples: list[dict] = field(default_factory=list)  # path, true, predicted, probability
+    title: str = ""
+    description: str = ""
+    # How training ended when that is worth saying ("stopped early at epoch 5: ...; kept epoch 2").
+    training_note: str = ""
     # The val evaluation's calibration keys (temperature, ece_before/after, reliability, abstain_rate, ood).
     calibration: dict = field(default_factory=dict)
     members: list[str] = field(default_factory=list)  # an ensemble's member runs (backbone of each)
+
+    @property
+    def heading(self) -> str:
+        """The owner's name for the model, else what it tells apart (never the run id or "5-class")."""
+        return self.title or default_title(self.classes)
+
+
+def default_title(classes: list[str]) -> str:
+    """'Tells apart ants and bees' / 'Tells apart daisy, rose, tulip and 2 more'."""
+    if len(classes) <= 1:
+        return f"Recognises {classes[0]}" if classes else "Image classifier"
+    shown = classes[:4] if len(classes) <= 4 else classes[:3]
+    rest = f" and {len(classes) - len(shown)} more" if len(classes) > len(shown) else ""
+    listed = ", ".join(shown[:-1]) + f" and {shown[-1]}" if not rest else ", ".join(shown) + rest
+    return f"Tells apart {listed}"
+
+
+def read_card_text(run_dir: Path) -> tuple[str, str]:
+    """(title, description) the owner gave, or ('', '')."""
+    try:
+        data = json.loads((Path(run_dir) / CARD_FILE).read_text())
+    except (OSError, ValueError):
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    return str(data.get("title") or "")[:MAX_TITLE], str(data.get("description") or "")[:MAX_DESCRIPTION]
+
+
+def write_card_text(run_dir: Path, title: str | None, description: str | None) -> None:
+    """Save the owner's name and description (kept where not given; bounded, stored as plain text)."""
+    from ftui.runs import RunError, write_json_atomic
+
+    if not (Path(run_dir) / "config.json").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.json)")
+    old_title, old_description = read_card_text(run_dir)
+    write_json_atomic(Path(run_dir) / CARD_FILE, {
+        "title": (old_title if title is None else title.strip())[:MAX_TITLE],
+        "description": (old_description if description is None else description.strip())[:MAX_DESCRIPTION]})
+
+
+def representative_samples(predictions: list[dict], accuracy: float, limit: int = SAMPLES) -> list[dict]:
+    """`limit` val predictions whose share right is the val accuracy (a 67% model shows about 5 right of 8,
+    not whatever the first images happened to be), the classes taken in turn."""
+    right = [p for p in predictions if p["true"] == p["predicted"]]
+    wrong = [p for p in predictions if p["true"] != p["predicted"]]
+    n = min(limit, len(predictions))
+    n_right = min(len(right), max(n - len(wrong), round(accuracy * n)))
+    return _by_class_in_turn(right, n_right) + _by_class_in_turn(wrong, n - n_right)
+
+
+def _by_class_in_turn(rows: list[dict], n: int) -> list[dict]:
+    by_class: dict[str, list[dict]] = {}
+    for row in rows:
+        by_class.setdefault(row["true"], []).append(row)
+    picked: list[dict] = []
+    for rank in range(max((len(v) for v in by_class.values()), default=0)):
+        for name in sorted(by_class):
+            if rank < len(by_class[name]) and len(picked) < n:
+                picked.append(by_class[name][rank])
+    return picked
 
 
 def _evaluation(run: LoadedRun) -> dict | None:
@@ -61,6 +129,9 @@ def build_card(run: LoadedRun | str | Path) -> ModelCard:
     run = run if isinstance(run, LoadedRun) else load_run(run)
     card = ModelCard(run_id=run.id, backbone=run.config.backbone, classes=list(run.classes),
                      image_size=int(run.transform["image_size"]), accuracy=None, num_items=0, interval=None)
+    card.title, card.description = read_card_text(run.path)
+    message = str(run.status.get("message") or "")
+    card.training_note = message if message.startswith("stopped early") else ""
     result = _evaluation(run)
     if result:
         matrix = result["confusion"]
@@ -71,13 +142,24 @@ def build_card(run: LoadedRun | str | Path) -> ModelCard:
                  for t, row in enumerate(matrix) for p, n in enumerate(row) if t != p and n > 0]
         card.confusions = sorted(pairs, key=lambda x: -x[2])[:CONFUSIONS]
         card.calibration = {k: result[k] for k in CALIBRATION_KEYS if k in result}
+        rows = [{"path": p["path"], "true": p["true"], "predicted": p["predicted"], "probability": p["confidence"]}
+                for p in result.get("predictions") or []]
+        card.samples = representative_samples(rows, result["accuracy"])
     card.members = [f"{m['run']} ({m['backbone']})" for m in run.members]
+    if card.samples:
+        return card
     picked = val_examples(run, SAMPLES)
     if picked:
         top = Predictor(run).predict([p for p, _ in picked], top_k=1)
         card.samples = [{"path": p, "true": c, "predicted": t[0][0], "probability": t[0][1]}
                         for (p, c), t in zip(picked, top)]
     return card
+
+
+def truth_caption(sample: dict) -> str:
+    """'✓ true: daisy, predicted: daisy' or '✗ true: daisy, predicted: rose' (HTML-escaped)."""
+    mark = "✓" if sample["true"] == sample["predicted"] else "✗"
+    return html.escape(f"{mark} true: {sample['true']}, predicted: {sample['predicted']}")
 
 
 def _data_uri(path: str, size: int = 96) -> str:
@@ -108,16 +190,20 @@ def card_body(card: ModelCard) -> str:
                if card.members else "")
     confusions = "".join(f"<li>{e(t)} taken for {e(p)}: {n} of {of}</li>" for t, p, n, of in card.confusions)
     samples = "".join(
-        f"<figure><img src='{_data_uri(s['path'])}' alt='{e(s['true'])}'><figcaption>"
-        f"{'✓' if s['true'] == s['predicted'] else '✗'} {e(s['predicted'])} ({s['probability']:.0%})"
-        f"<br><small>true: {e(s['true'])}</small></figcaption></figure>" for s in card.samples)
+        f"<figure class='{'ftui-right' if s['true'] == s['predicted'] else 'ftui-wrong'}'>"
+        f"<img src='{_data_uri(s['path'])}' alt='{e(s['true'])}'><figcaption>{truth_caption(s)}"
+        f" ({s['probability']:.0%})</figcaption></figure>" for s in card.samples)
+    right = sum(s["true"] == s["predicted"] for s in card.samples)
+    description = f"<p class='ftui-description'>{e(card.description)}</p>" if card.description else ""
+    note = f"<p>Training {e(card.training_note)}.</p>" if card.training_note else ""
     return (
-        f"<div class='ftui-modelcard'><h2>Model card: {e(card.run_id)}</h2>"
+        f"<div class='ftui-modelcard'><h2>{e(card.heading)}</h2>{description}"
         f"<p>{e(card.backbone)} at {card.image_size} px, {len(card.classes)} classes: "
-        f"{e(', '.join(card.classes))}.</p>"
-        f"<p>Validation accuracy: {acc}.</p>{members}{reliability_html(card.calibration)}"
+        f"{e(', '.join(card.classes))}. <small>Run {e(card.run_id)}.</small></p>"
+        f"<p>Validation accuracy: {acc}.</p>{note}{members}{reliability_html(card.calibration)}"
         f"<h3>Main confusions</h3><ul>{confusions or '<li>none on the val images</li>'}</ul>"
-        f"<h3>Sample predictions (val images)</h3><div class='ftui-samples'>{samples or 'none'}</div>"
+        f"<h3>Sample predictions (val images, {right} of {len(card.samples)} right, as the accuracy)</h3>"
+        f"<div class='ftui-samples'>{samples or 'none'}</div>"
         "<p class='ftui-note'>Val images were held out from training but come from the same collection; "
         "expect lower accuracy on images unlike them.</p></div>"
     )
@@ -125,12 +211,13 @@ def card_body(card: ModelCard) -> str:
 
 CARD_CSS = """body{font-family:system-ui,sans-serif;max-width:860px;margin:24px auto;padding:0 16px;color:#1f2937}
 .ftui-samples{display:flex;flex-wrap:wrap;gap:10px}.ftui-samples figure{margin:0;width:104px;font-size:13px}
-.ftui-samples img{width:96px;height:96px;object-fit:cover;border-radius:6px}.ftui-note{color:#6b7280}"""
+.ftui-samples img{width:96px;height:96px;object-fit:cover;border-radius:6px}.ftui-note{color:#6b7280}
+.ftui-samples figure.ftui-wrong figcaption{color:#b91c1c}.ftui-samples figure.ftui-right figcaption{color:#166534}"""
 
 
 def card_html(card: ModelCard) -> str:
     """A standalone page (images inlined, no outside requests)."""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Model card: {html.escape(card.run_id)}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Model card: {html.escape(card.heading)}"
             f"</title><style>{CARD_CSS}</style></head><body>{card_body(card)}</body></html>\n")
 
 

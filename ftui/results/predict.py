@@ -49,7 +49,8 @@ class Predictor:
             from ftui.models.fusing import fuse_for_inference
 
             self.model = fuse_for_inference(self.model).to(memory_format=torch.channels_last)
-            self.amp = devices.amp_enabled(self.device, True)
+            # As the run validated (ftui/train/batches.py SpeedSettings.val_amp): one model, one accuracy.
+            self.amp = devices.amp_enabled(self.device, self.run.config.mixed_precision)
         self.classes = list(self.run.classes)
         self.transform = self.run.eval_transform()
         self.batch_size = batch_size
@@ -128,9 +129,60 @@ class Predictor:
 
         return calibrated(self.logits(images), self.trust.temperature)
 
+    @property
+    def kind(self) -> str:
+        return self.run.kind
+
+    def outputs(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """What the run's task reads from the model (ftui/train/tasks.py): class probabilities, per-label
+        probabilities (multilabel) or values in the user's units (regression); one row per image."""
+        logits = self.logits(images)
+        return self.run.task.outputs(logits) if self.run.task is not None else torch.softmax(logits, dim=1)
+
+    def thresholds(self) -> list[float]:
+        """Multilabel: each label's threshold chosen on val (the run's evaluation.json), else 0.5."""
+        import json
+
+        saved = self.run.path / "evaluation.json"
+        try:
+            data = json.loads(saved.read_text()) if saved.is_file() else {}
+        except (OSError, ValueError):
+            data = {}
+        found = data.get("thresholds") if data.get("split") == "val" else None
+        return [float(t) for t in found] if found and len(found) == len(self.classes) else [0.5] * len(self.classes)
+
     def predict(self, images: Sequence[ImageLike], top_k: int = 3) -> list[list[tuple[str, float]]]:
-        """For each image the top-k (label, calibrated probability) pairs, most likely first."""
+        """For each image the top-k (label, calibrated probability) pairs, most likely first. Multilabel: each
+        label's own (sigmoid) probability; regression: (value name, value in the user's units) per output."""
+        if self.kind != "classification":
+            return self._task_predict(images, top_k)
         return [v.top for v in self.verdicts(images, top_k)]
+
+    def _task_predict(self, images: Sequence[ImageLike], top_k: int) -> list[list[tuple[str, float]]]:
+        if top_k < 1:
+            raise PredictError(f"top_k must be >= 1, got {top_k}")
+        probs = self.outputs(images)
+        if self.kind == "regression":
+            return [[(name, float(v)) for name, v in zip(self.classes, row)] for row in probs]
+        values, indices = probs.topk(min(top_k, len(self.classes)), dim=1)
+        return [[(self.classes[int(i)], float(v)) for v, i in zip(row_v, row_i)]
+                for row_v, row_i in zip(values, indices)]
+
+    def _task_table(self, images: Sequence[ImageLike]) -> pd.DataFrame:
+        outputs = self.outputs(images).double().numpy()
+        paths = [getattr(im, "filename", "") if isinstance(im, Image.Image) else str(im) for im in images]
+        table = pd.DataFrame({"path": paths})
+        if self.kind == "regression":
+            for k, name in enumerate(self.classes):
+                table[name] = outputs[:, k].round(6)
+            return table
+        cuts = self.thresholds()
+        table["labels"] = [";".join(n for n, p, t in zip(self.classes, row, cuts) if p >= t) for row in outputs]
+        for k, name in enumerate(self.classes):
+            table[f"p_{name}"] = outputs[:, k].round(6)
+        for k, name in enumerate(self.classes):
+            table[f"threshold_{name}"] = cuts[k]
+        return table
 
     def verdicts(self, images: Sequence[ImageLike], top_k: int = 3) -> list:
         """For each image a `ftui.results.trust.Verdict`: top-k, energy score and class/unsure/unknown."""
@@ -149,6 +201,8 @@ class Predictor:
         """DataFrame(path, label, probability, top_k, verdict, ood_score): top_k as 'label:prob;label:prob',
         verdict the class, 'unknown' or 'unsure: A | B', ood_score the energy (low = unlike every class).
         `verdicts`: this call's `verdicts(images, top_k)` when the caller has them (no second forward pass)."""
+        if self.kind != "classification":  # multilabel: labels + p_<label> + thresholds; regression: values
+            return self._task_table(images)
         rows = []
         for image, v in zip(images, verdicts if verdicts is not None else self.verdicts(images, top_k)):
             path = getattr(image, "filename", "") if isinstance(image, Image.Image) else str(image)
@@ -237,7 +291,7 @@ def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:
 
     try:
         dataset = load_dataset(run.config.data, val_fraction=run.config.val_fraction,
-                               seed=run.config.data_seed)
+                               seed=run.config.data_seed, task=run.config.task)
     except (ValueError, OSError) as exc:
         logging.getLogger(__name__).warning("cannot reload %s for examples: %s", run.config.data, exc)
         return []

@@ -53,6 +53,10 @@ class SpeedSettings:
         # float32 (bf16 training measured no faster there, and fine-tuning accuracy is safer in float32).
         self.infer_amp = devices.amp_enabled(device, config.mixed_precision)
         self.use_amp = self.infer_amp and device.type == "cuda"
+        # Validation (and the cached val features it reads) runs at the precision `evaluate` and Predict use
+        # for the kept model: autocast on CUDA, float32 on CPU. Validating in bf16 on CPU while evaluating in
+        # float32 gave one model two accuracies (0.7038 reported, 0.707 evaluated, clothing_small head-only).
+        self.val_amp = self.use_amp
         self.channels_last = device.type in ("cpu", "cuda") and devices.use_channels_last(model, device)
         # A config written on a bigger machine still runs here: never more loader processes than cores.
         cores = os.cpu_count() or 1
@@ -115,6 +119,7 @@ class ImageData:
             raise DataError("the dataset has no training images: add images or lower val_fraction")
         if not self.val_items:
             raise DataError("the dataset has no validation images: add images or raise val_fraction")
+        self.targets = self._target_rows()
         size, resize = settings["image_size"], settings["resize_size"]
         mean, std = tuple(settings["mean"]), tuple(settings["std"])
         self.eval_tf = eval_transform(size, resize, mean, std)
@@ -128,6 +133,24 @@ class ImageData:
 
             self.store = gpudata.make_store(trainer.speed.device, self.num_train + self.num_val, resize)
             self.gpu_pipeline = BatchAugment(config.aug, size, mean, std, resize)
+
+    def _target_rows(self) -> torch.Tensor | None:
+        """Multilabel / regression: every train then val item's target as a table row, and each item's label
+        replaced by its row (batches then carry row indices: ftui/train/tasks.py). None for classification."""
+        from dataclasses import replace
+
+        from ftui.train.tasks import target_meta
+
+        kind = getattr(self.dataset, "task", "classification")
+        if kind == "classification":
+            return None
+        rows = self.train_items + self.val_items
+        table = torch.tensor([item.target for item in rows], dtype=torch.float32)
+        self.train_items = [replace(item, label=i) for i, item in enumerate(self.train_items)]
+        n = len(self.train_items)
+        self.val_items = [replace(item, label=n + i) for i, item in enumerate(self.val_items)]
+        self.meta.update(target_meta(kind, table[:n]), num_train=n)
+        return table
 
     @property
     def num_train(self) -> int:
@@ -194,7 +217,9 @@ class ImageData:
         # With several processes each rank computes its share of a batch's features and all ranks store all
         # of them, so later epochs can hand any rank any item.
         train = CachedTrainFeatures(runner, store, train_images, n_train, views, config.batch_size, generator, dist)
-        val = CachedValFeatures(runner, store, val_images, n_val, config.batch_size, row_offset=n_train * views,
+        val_runner = runner if speed.val_amp == speed.infer_amp else PrefixRunner(
+            prefix, speed.device, speed.val_amp, speed.channels_last)
+        val = CachedValFeatures(val_runner, store, val_images, n_val, config.batch_size, row_offset=n_train * views,
                                 dist=dist)
         return suffix, train, val
 
@@ -369,14 +394,25 @@ class TensorData:
     """Tensors in memory for any module: a synthetic model trains in milliseconds (event tests, checks)."""
 
     def __init__(self, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                 classes: list[str]) -> None:
-        self.train, self.val, self.classes = train, val, list(classes)
+                 classes: list[str], task: str = "classification") -> None:
+        """Classification: y holds class indices. Multilabel / regression: y holds the targets (rows of 0/1
+        or values), turned into row indices of the task's target table as ImageData does."""
+        self.train, self.val, self.classes, self.task = train, val, list(classes), task
         self.meta: dict[str, Any] | None = None
+        self.targets = None
 
     def prepare(self, trainer) -> None:
+        from ftui.train.tasks import target_meta
+
         if not len(self.train[1]) or not len(self.val[1]):
             raise DataError("TensorData needs training and validation rows")
         self.meta = {"classes": self.classes, "backbone": trainer.config.backbone, "num_classes": len(self.classes)}
+        if self.task != "classification":
+            n, m = len(self.train[1]), len(self.val[1])
+            self.targets = torch.cat([self.train[1], self.val[1]]).float().reshape(n + m, -1)
+            self.meta.update(target_meta(self.task, self.targets[:n]), num_train=n)
+            self.train = (self.train[0], torch.arange(n))
+            self.val = (self.val[0], torch.arange(n, n + m))
 
     @property
     def num_train(self) -> int:
@@ -387,6 +423,8 @@ class TensorData:
         return len(self.val[1])
 
     def train_class_counts(self) -> list[int]:
+        if self.targets is not None:
+            return self.targets[: len(self.train[1])].sum(0).long().tolist()
         return torch.bincount(self.train[1], minlength=len(self.classes)).tolist()
 
     def sources(self, trainer, phase):

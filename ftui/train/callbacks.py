@@ -210,9 +210,19 @@ class EarlyStopping(Callback):
             return
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience and info.get("control") is not None:
-            info["control"].request_stop(
-                f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
-            )
+            info["control"].request_stop(early_stop_message(info, self.monitor, self.patience))
+
+
+EARLY = "stopped early"
+
+
+def early_stop_message(info: dict[str, Any], monitor: str, patience: int) -> str:
+    """'stopped early at epoch 5: val loss did not improve for 3 epochs; kept epoch 2': the bar jumping to
+    100% and a plain "finished" left users wondering why a 10-epoch run ended at 5, and which epoch it kept."""
+    what = monitor.replace("_acc", " accuracy").replace("_", " ")
+    text = f"{EARLY} at epoch {info.get('epoch')}: {what} did not improve for {patience} epochs"
+    kept = info.get("best_epoch")
+    return text + (f"; kept epoch {kept}" if kept else "")
 
 
 class PrintProgress(Callback):

@@ -30,6 +30,7 @@ from ftui.train.callbacks import Callback
 from ftui.train.featurecache import CachedTrainFeatures, CachedValFeatures
 from ftui.train.recipes import make_optimizer
 from ftui.train.resume import rng_preserved
+from ftui.train.tasks import best_score
 from ftui.train.validation import evaluate_sums, unwrapped
 
 
@@ -53,13 +54,19 @@ def reads_cached_features(train_source, val_source) -> bool:
 
 def train_head_alone(head: nn.Module, train_source, config, stop_requested: Callable[[], bool],
                      val_scores: Callable[[nn.Module], tuple[float, float]],
-                     class_weight: torch.Tensor | None = None) -> HeadAloneResult | None:
+                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                     ) -> HeadAloneResult | None:
     """Train a copy of `head` for `config.epochs` epochs (the run's optimizer at config.lr, cosine to zero:
     the old head-only default) on the cached train features, scoring each epoch with `val_scores` (val loss,
     val accuracy); `head` is left as it was.
 
-    Returns the best epoch by val accuracy, or None when stopped. `stop_requested()` is checked per batch.
+    Returns the best epoch by val accuracy (the task's score), or None when stopped. `loss_fn(logits, y)` is
+    the batch's mean training loss (the task's; default plain cross-entropy). `stop_requested()` is checked
+    per batch.
     """
+    if loss_fn is None:
+        def loss_fn(logits, y):
+            return nn.functional.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
     candidate = copy.deepcopy(head)
     params = [p for p in candidate.parameters() if p.requires_grad]
     optimizer = make_optimizer(config, [{"params": params, "lr": config.lr}])
@@ -73,8 +80,7 @@ def train_head_alone(head: nn.Module, train_source, config, stop_requested: Call
                 if stop_requested():
                     return None
                 optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(candidate(x).float(), y, weight=class_weight,
-                                                   label_smoothing=config.label_smoothing)
+                loss = loss_fn(candidate(x).float(), y)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
@@ -145,10 +151,10 @@ class HeadAlone(Callback):
         trainer.say("training the head alone on the cached features")
         head, t0 = unwrapped(trainer.forward), time.perf_counter()
         found = train_head_alone(head, trainer.train_source, trainer.config, trainer.stop_requested,
-                                 lambda candidate: _val_scores(trainer, candidate), trainer.class_weight)
+                                 lambda candidate: _val_scores(trainer, candidate), trainer.task.mean_loss)
         if found is None:
             return
-        kept = found.val_acc > (trainer.result.best_val_acc or -1.0)
+        kept = found.val_acc > best_score(trainer)
         trainer.result.head_alone = HeadAloneOutcome(found.val_acc, found.epoch, found.epochs,
                                                      time.perf_counter() - t0, trainer.epoch if kept else None)
         trainer.say(f"head alone: best val acc {found.val_acc:.4f}" + (" (best.pt so far)" if kept else ""))
@@ -166,6 +172,9 @@ class HeadAlone(Callback):
 
 def _val_scores(trainer, head: nn.Module) -> tuple[float, float]:
     """(val loss, val accuracy) of a head on the cached val features, in float32 (the head is tiny)."""
+    meter = None if trainer.task.kind == "classification" else trainer.task.meter()
     total_loss, correct, seen = evaluate_sums(head, trainer.val_source, trainer.val_criterion,
-                                              trainer.speed.device, use_amp=False, channels_last=False)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+                                              trainer.speed.device, use_amp=False, channels_last=False,
+                                              meter=meter)
+    score = correct / max(seen, 1) if meter is None else meter.result(trainer.dist)[0]
+    return total_loss / max(seen, 1), score

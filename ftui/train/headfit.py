@@ -101,7 +101,8 @@ class LbfgsHead(Callback):
 
     def on_epoch_start(self, info: dict[str, Any]) -> None:
         trainer = info["trainer"]
-        if trainer.phase.solver != "lbfgs" or trainer.dist.enabled:
+        # Softmax classes only: multilabel / regression heads step by SGD.
+        if trainer.phase.solver != "lbfgs" or trainer.dist.enabled or trainer.task.kind != "classification":
             return
         try:
             head = classifier_head(trainer.model, trainer.config.backbone)

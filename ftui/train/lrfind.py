@@ -163,7 +163,8 @@ def find_lr(
     say = progress or (lambda fraction, message: None)
     if dataset is None:
         say(0.0, "loading dataset")
-        dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.data_seed)
+        dataset = load_dataset(config.data, val_fraction=config.val_fraction, seed=config.data_seed,
+                               task=config.task)
     seed_everything(config.seed)
     if model is None:
         say(0.0, "building model")

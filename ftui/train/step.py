@@ -31,6 +31,8 @@ def optimizer_step(trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, in
             trainer.scaler.scale(loss * scale).backward()
         loss_value += float(loss.detach())
         correct += int((logits.detach().argmax(1) == ym).sum())
+        if trainer.train_meter is not None:  # multilabel / regression: the task's metric over the epoch
+            trainer.train_meter.add(logits.detach(), ym)
     trainer.scaler.step(trainer.optimizer)
     trainer.scaler.update()
     trainer.scheduler.step()

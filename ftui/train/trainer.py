@@ -71,6 +71,7 @@ from ftui.train.recipes import (
 )
 from ftui.train.resume import restore_phase, set_rng_state, training_state
 from ftui.train.step import optimizer_step
+from ftui.train.tasks import CLASSIFICATION, best_score, make_task
 from ftui.train.validation import evaluate_sums, unwrapped
 
 __all__ = ["FitResult", "LossNotFinite", "StopRequested", "Trainer", "describe_exception", "epoch_seed", "fit",
@@ -136,6 +137,7 @@ class Trainer:
         self.epoch_sums = [0.0, 0, 0]  # the epoch's summed train loss x images, correct, images
         self.speed: SpeedSettings | None = None
         self.class_weight: torch.Tensor | None = None
+        self.train_meter = None  # multilabel / regression: the task's train metric (ftui/train/tasks.py)
         self._resume: dict[str, Any] | None = None
         # Several processes (torchrun): this one's rank; one process: the single case, no communication.
         self.dist = distributed.current()
@@ -201,7 +203,7 @@ class Trainer:
         seconds = time.perf_counter() - t0
         self.epoch_seconds.append(seconds)
         self.result.epochs_done = epoch
-        improved = val_acc is not None and val_acc > (self.result.best_val_acc or -1.0)
+        improved = val_acc is not None and val_acc > best_score(self)
         if improved:
             self.result.best_val_acc, self.result.best_epoch = val_acc, epoch
         recent = self.epoch_seconds[-3:]
@@ -210,7 +212,7 @@ class Trainer:
             "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
             "lr": self.optimizer.param_groups[-1]["lr"], "seconds": seconds,
             "eta_s": (self.config.epochs - epoch) * sum(recent) / len(recent),
-            "best_val_acc": self.result.best_val_acc, "improved": improved,
+            "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch, "improved": improved,
         })
         # A stop asked on rank 0 (early stopping, a listener) ends every rank after this epoch.
         if self.dist.any(self.control.should_stop) and not self.control.should_stop:
@@ -219,6 +221,8 @@ class Trainer:
     def _train_epoch(self) -> tuple[float, float]:
         """on_epoch_start, then the training batches; checks the stop flags before every batch."""
         self.epoch_sums = [0.0, 0, 0]
+        # Multilabel / regression: the task's train metric (mAP, -MAE) over the epoch's outputs (step.py).
+        self.train_meter = None if self.task.kind == CLASSIFICATION else self.task.meter()
         self._t_prev = time.perf_counter()
         try:
             self._event("on_epoch_start", {"epoch": self.epoch, "epochs": self.config.epochs,
@@ -240,6 +244,8 @@ class Trainer:
         if self.stop_requested():
             raise StopRequested()
         loss_sum, correct, seen = self.epoch_sums
+        if self.train_meter is not None:
+            return loss_sum / max(seen, 1), self.train_meter.result(self.dist)[0]
         return loss_sum / max(seen, 1), correct / max(seen, 1)
 
     def _train_batch(self) -> None:
@@ -265,10 +271,13 @@ class Trainer:
         except CancelValidate:
             return None, None
         speed = self.speed
+        meter = None if self.task.kind == CLASSIFICATION else self.task.meter()
         sums = evaluate_sums(unwrapped(self.forward), self.val_source, self.val_criterion, speed.device,
-                             speed.infer_amp, speed.channels_last)
+                             speed.val_amp, speed.channels_last, meter)
         total_loss, correct, seen = self.dist.sum(sums)  # over every rank's share of the split
         val_loss, val_acc = total_loss / max(seen, 1), correct / max(seen, 1)
+        if meter is not None:  # the task's score: mAP, or -MAE in the user's units
+            val_acc = meter.result(self.dist)[0]
         self._event("on_validate_end", {"epoch": self.epoch, "val_loss": val_loss, "val_acc": val_acc})
         return val_loss, val_acc
 
@@ -295,9 +304,15 @@ class Trainer:
         if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.notes.append(self.speed.describe())
-        if config.class_weighted_loss:
+        kind = self.data.meta.get("task", CLASSIFICATION)
+        if config.class_weighted_loss and kind == CLASSIFICATION:  # multilabel weighs by pos_weight instead
             self.class_weight = class_weights(self.data.train_class_counts()).to(device)
         self.criterion, self.val_criterion = make_criteria(config, self.class_weight)
+        # Multilabel / regression (ftui/train/tasks.py): the task's losses; batches carry target-table rows.
+        self.task = make_task(self.data.meta, getattr(self.data, "targets", None), config, self.class_weight)
+        self.task.to(device)
+        if kind != CLASSIFICATION:
+            self.criterion, self.val_criterion = self.task.criterion(), self.task.val_criterion()
         if self._resume is not None:
             set_rng_state(self._resume["rng"])
 
@@ -324,7 +339,8 @@ class Trainer:
         phases = [{"name": p.name, "epochs": p.epochs, "trainable": p.trainable} for p in self.phases]
         return {"epochs": self.config.epochs, "device": str(self.speed.device), "amp": self.speed.use_amp,
                 "classes": list(self.data.meta["classes"]), "num_train": self.data.num_train,
-                "num_val": self.data.num_val, "phases": phases, "config": self.config.to_dict(),
+                "num_val": self.data.num_val, "phases": phases, "task": self.task.kind,
+                "metric": self.task.metric_name, "config": self.config.to_dict(),
                 "notes": list(self.notes)}
 
     def _end(self, status: str, message: str) -> None:

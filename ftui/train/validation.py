@@ -17,8 +17,10 @@ def unwrapped(module: nn.Module) -> nn.Module:
 
 
 @torch.inference_mode()
-def evaluate_sums(forward, source, criterion, device, use_amp: bool, channels_last: bool) -> list[float]:
-    """[summed loss, correct, seen] over `source` with the module in eval mode (padding labels skipped)."""
+def evaluate_sums(forward, source, criterion, device, use_amp: bool, channels_last: bool,
+                  meter=None) -> list[float]:
+    """[summed loss, correct, seen] over `source` with the module in eval mode (padding labels skipped);
+    a task's `meter` (multilabel / regression, ftui/train/tasks.py) sees every batch's outputs too."""
     was_training = forward.training
     forward.eval()
     # A BatchNorm-folded copy of the module as it is now: same outputs, faster on CPU. On a GPU, cuDNN's
@@ -36,6 +38,8 @@ def evaluate_sums(forward, source, criterion, device, use_amp: bool, channels_la
             total_loss += float(criterion(logits, y))
             correct += int((logits.argmax(1) == y).sum())
             seen += int((y != IGNORE).sum())
+            if meter is not None:
+                meter.add(logits, y)
     finally:
         forward.train(was_training)
     return [total_loss, correct, seen]

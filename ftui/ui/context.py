@@ -95,6 +95,43 @@ class AppContext:
         self._demo: Path | None = None
         self._demo_lock = threading.Lock()
 
+    def browser_secret(self) -> str:
+        """The key the browser's stored owner token is encrypted with, kept under the work dir (0600) so a
+        server restart can still read it: with Gradio's default (a new random key per process) every browser
+        came back as a stranger after a restart, and its form, runs and examples were gone."""
+        import os
+        import secrets
+
+        path = self.settings.workdir / ".browser-state-secret"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            pass
+        secret = secrets.token_hex(16)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret)
+        return secret
+
+    def grant_owners_run(self, run_id: str, owner_token: str | None, session: str | None) -> bool:
+        """Let `session` read the data of run `run_id` when this owner token started it (stamped in its
+        status.json): after a restart the browser's grants are gone, but its runs are still its own."""
+        from ftui.ui.guard import owner_stamp
+
+        if not owner_token or not run_id:
+            return False
+        try:
+            folder = self.store.folder(self.settings.runs_dir / run_id)
+            if folder.read_status().get("owner") != owner_stamp(owner_token)["owner"]:
+                return False
+            from ftui.config import TrainConfig
+
+            data = TrainConfig.from_file(folder.path / "config.json").data
+        except (OSError, ValueError):
+            return False
+        self.grants.grant(session, data if Path(data).suffix.lower() != ".csv" else Path(data).parent)
+        return True
+
     @property
     def uploads_dir(self) -> Path:
         return self.settings.workdir / "uploads"

@@ -106,9 +106,12 @@ def resolve_source(ctx: AppContext, source: str, session: str | None = None) -> 
 
 
 def thumbnails(dataset: Any, per_class: int = THUMBS_PER_CLASS) -> list[tuple[Any, str]]:
-    """A few small images per class (PIL, so the originals are never served)."""
+    """A few small images per class (PIL, so the originals are never served); multilabel and regression
+    datasets: the first images, captioned with their label set or value."""
     from ftui.data.images import ImageError, open_rgb
 
+    if getattr(dataset, "task", "classification") != "classification":
+        return _task_thumbnails(dataset, per_class * 3)
     shown: dict[int, int] = {}
     out = []
     for item in dataset.items:
@@ -125,6 +128,34 @@ def thumbnails(dataset: Any, per_class: int = THUMBS_PER_CLASS) -> list[tuple[An
     return sorted(out, key=lambda pair: dataset.classes.index(pair[1]))
 
 
+def target_caption(dataset: Any, item: Any) -> str:
+    """A multilabel item's labels ('cat;dog', '(no label)') or a regression item's value(s)."""
+    if dataset.task == "multilabel":
+        return ";".join(n for n, t in zip(dataset.classes, item.target) if t) or "(no label)"
+    return ", ".join(f"{v:g}" for v in item.target)
+
+
+def _task_thumbnails(dataset: Any, count: int) -> list[tuple[Any, str]]:
+    from ftui.data.images import ImageError, open_rgb
+
+    out = []
+    for item in dataset.items[:count * 2]:
+        if len(out) >= count:
+            break
+        try:
+            image = open_rgb(item.path, draft_size=THUMB_SIZE)
+        except ImageError:
+            continue
+        image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        out.append((image, target_caption(dataset, item)))
+    return out
+
+
+TASK_WORDS = {"classification": ("classes", "one class per image"),
+              "multilabel": ("labels", "several labels per image (multilabel), from the CSV's label column(s)"),
+              "regression": ("values", "a number per image (regression), from the CSV's number column(s)")}
+
+
 def describe(dataset: Any, source: Path | str) -> str:
     """One paragraph: where the data came from, classes, images per split, skipped files."""
     splits = {name: len(dataset.split(name)) for name in ("train", "val", "test")}
@@ -133,7 +164,11 @@ def describe(dataset: Any, source: Path | str) -> str:
         parts.append(f"**{splits['test']}** test")
     split_note = " (val split drawn at random from the images)" if dataset.split_was_generated else ""
     skipped = f" · {len(dataset.skipped)} files skipped (see below)" if dataset.skipped else ""
-    return (f"### Dataset ready: {len(dataset.classes)} classes\n"
+    task = getattr(dataset, "task", "classification")
+    word, what = TASK_WORDS[task]
+    # The task is detected from a CSV's columns (`python -m ftui train --task` overrides it from the CLI).
+    task_line = "" if task == "classification" else f"Task: **{task}**, {what}  \n"
+    return (f"### Dataset ready: {len(dataset.classes)} {word}\n{task_line}"
             f"{' · '.join(parts)} images{split_note}{skipped}  \n<small>{Path(source).name}</small>")
 
 
@@ -178,10 +213,16 @@ def uploaded(ctx: AppContext, run: Any, session: str | None, val_fraction: Any) 
     """Run an upload handler in a fresh folder granted to this session only; a failed upload leaves nothing."""
     number("val_fraction", val_fraction, 0.01, 0.99, whole=False)
     dest = new_upload_dir(ctx.settings.workdir)
+    unzipped = ctx.uploads_dir / "unzipped"
+    before = set(unzipped.iterdir()) if unzipped.is_dir() else set()
     try:
         outputs = run(dest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
+        # What this upload's zip unpacked to (extracted, then refused: one class, no images...) would count
+        # against everyone's --work-quota for nothing.
+        for extracted in (set(unzipped.iterdir()) if unzipped.is_dir() else set()) - before:
+            shutil.rmtree(extracted, ignore_errors=True)
         raise
     ctx.grants.grant(session, dest)
     ctx.grants.grant(session, outputs[0])  # an extracted zip lives in its own folder

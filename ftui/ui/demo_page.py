@@ -3,12 +3,20 @@ Grad-CAM) with its model card. No training, no other runs, no files served but t
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import gradio as gr
 
 from ftui.ui.context import AppContext, AppSettings
-from ftui.ui.predict_step import LIVE_CONCURRENCY, OVERLAY, _thumb, predict_single, run_examples
+from ftui.ui.predict_step import (
+    LIVE_CONCURRENCY,
+    OVERLAY,
+    VERDICT_PLACEHOLDER,
+    example_items,
+    predict_example,
+    predict_single,
+)
 
 
 def demo_settings(run_dir: Path, workdir: Path) -> AppSettings:
@@ -31,9 +39,10 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
     run_id = run_dir.name
     card = build_card(run_dir)
     write_text_atomic(run_dir / "model_card.html", card_html(card))
-    with gr.Blocks(title=f"ftui demo · {run_id}", fill_width=False) as demo:
-        gr.HTML(f"<div class='ftui-header'><div class='ftui-title'>{len(card.classes)}-class classifier "
-                f"<span>try it on your own images</span></div></div>", padding=False)
+    description = f"<div class='ftui-subtitle'>{html.escape(card.description)}</div>" if card.description else ""
+    with gr.Blocks(title=card.heading, fill_width=False) as demo:
+        gr.HTML(f"<div class='ftui-header'><div class='ftui-title'>{html.escape(card.heading)} "
+                f"<span>try it on your own images</span></div>{description}</div>", padding=False)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 with gr.Tabs():
@@ -46,16 +55,21 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
                     with gr.Tab("Live"):
                         live = gr.Image(sources=["webcam"], type="pil", streaming=True, height=260,
                                         label="Live: predicts about twice a second", elem_id="ftui-live")
-                examples = gr.Gallery([(_thumb(p), c) for p, c in run_examples(ctx, run_id, None)],
-                                      label="Examples from the validation images: click one", columns=6,
-                                      height=170, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
+                # A heading, not the gallery's label badge (it was clipped); captions say the truth and the
+                # model's answer for each example.
+                gr.Markdown("**Examples from the validation images**: click one", elem_classes="ftui-image-title")
+                examples = gr.Gallery(example_items(ctx, run_id, None), show_label=False, columns=4,
+                                      height=300, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
             with gr.Column(scale=3, min_width=420):
                 error = gr.Markdown(elem_classes="ftui-error")
-                verdict = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-verdict")
+                verdict = gr.Markdown(VERDICT_PLACEHOLDER, elem_classes="ftui-card", elem_id="ftui-verdict")
                 with gr.Row(equal_height=False):
                     label = gr.Label(label="Top predictions", num_top_classes=5, elem_id="ftui-label")
-                    overlay = gr.Image(label="Where the model looked (Grad-CAM)", type="pil", height=OVERLAY,
-                                       width=OVERLAY, interactive=False, elem_id="ftui-gradcam")
+                    with gr.Column(min_width=OVERLAY):
+                        # A heading above the heat map, not a label badge over its toolbar.
+                        gr.Markdown("**Where the model looked** (Grad-CAM)", elem_classes="ftui-image-title")
+                        overlay = gr.Image(show_label=False, type="pil", height=OVERLAY, width=OVERLAY,
+                                           interactive=False, elem_id="ftui-gradcam", buttons=["download"])
         with gr.Accordion("Model card", open=True):
             gr.HTML(card_body(card), elem_id="ftui-modelcard")
 
@@ -66,15 +80,13 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
             return predict_single(ctx, run_id, image, 5)
 
         def on_example(evt: gr.SelectData):
-            picked = run_examples(ctx, run_id, None)
-            if not 0 <= evt.index < len(picked):
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            return predict_single(ctx, run_id, picked[evt.index][0], 5)
+            return predict_example(ctx, run_id, evt.index, 5, None)
 
         upload.change(predict_image, upload, single, api_name="predict_image", concurrency_id="heavy")
         webcam.change(predict_image, webcam, single, api_visibility="private", concurrency_id="heavy")
+        # No progress overlay per frame: it greyed the results out and flashed a timer twice a second.
         live.stream(predict_image, live, single, stream_every=0.5, time_limit=120,
                     concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", api_name="predict_live",
-                    api_visibility="undocumented")
+                    api_visibility="undocumented", show_progress="hidden")
         examples.select(on_example, None, single, api_visibility="private", concurrency_id="heavy")
     return demo, ctx

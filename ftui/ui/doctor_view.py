@@ -25,7 +25,9 @@ CHECK_TITLES = {
     "labels": "Label problems (look at these first)",
 }
 MAX_THUMBS = 48
-THUMB_SIZE = 128
+# Big enough to judge a label by (they were 100 px with a caption over most of them); a click enlarges.
+THUMB_SIZE = 384
+CAPTION_CHARS = 28
 STATUS_STYLE = {
     "green": ("#e8f5e9", "#2e7d32", "All clear"),
     "warnings": ("#fff8e1", "#b26a00", "Warnings: worth a look before training"),
@@ -85,9 +87,21 @@ def gallery_items(report: Report, limit: int = MAX_THUMBS, shown: list[str] | No
         except ImageError:
             continue  # unreadable files are listed in their table; there is nothing to show
         image.thumbnail((THUMB_SIZE, THUMB_SIZE))
-        items.append((image, f"{labels[path] or '?'} · {'; '.join(dict.fromkeys(why))}"))
+        items.append((image, short_caption(labels[path], list(dict.fromkeys(why)))))
         shown.append(path)
     return items
+
+
+def short_caption(label: str, reasons: list[str]) -> str:
+    """One short line under a thumbnail ("daisy · looks like 'rose'"); the tables below hold the full reasons.
+    A long caption wrapped over most of the picture it describes."""
+    first = reasons[0].removeprefix("look at this first: ") if reasons else ""
+    first = first.split(" (")[0]
+    text = f"{label or '?'} · {first}"
+    more = f" +{len(reasons) - 1}" if len(reasons) > 1 else ""
+    if len(text) > CAPTION_CHARS:
+        text = text[:CAPTION_CHARS - 1].rstrip() + "…"
+    return text + more
 
 
 def run_check(source: str | None, label_check: bool, backbone: str, weights_file: str | None,
@@ -95,7 +109,7 @@ def run_check(source: str | None, label_check: bool, backbone: str, weights_file
     """Run the doctor on the loaded dataset; outputs: card, one table per check, chart, gallery, error."""
     empty = (gr.skip(),) * (len(CHECK_TITLES) + 3)
     if not source:
-        return (*empty, "**Load a dataset first.**", gr.skip())
+        return (*empty, "**Load a dataset first.**", gr.skip(), gr.skip())
 
     def report_progress(fraction: float, message: str) -> None:
         if progress is not None:
@@ -106,12 +120,20 @@ def run_check(source: str | None, label_check: bool, backbone: str, weights_file
                        weights=weights_file or "imagenet", progress=report_progress)
     except Exception as exc:  # noqa: BLE001 - DoctorError, DatasetError...: a message; anything else: logged
         return (*empty, f"**Could not check the data:** {html.escape(shown_message(log, exc, 'doctor'))}",
-                gr.skip())
+                gr.skip(), gr.skip())
     tables = [display_table(report, name) for name in CHECK_TITLES]
     chart = counts_frame(report.check("balance").table)
     shown: list[str] = []
     gallery = gallery_items(report, shown=shown)
-    return (card_html(report), *tables, chart, gallery, "", shown)
+    return (card_html(report), *tables, chart, gallery, "", shown, suggestions_of(report))
+
+
+def suggestions_of(report: Report) -> dict[str, str]:
+    """{path: the class the label check suggests} for the fix panel's "Move to class"."""
+    table = report.check("labels").table
+    if table.empty or "suggested" not in table.columns:
+        return {}
+    return {row.path: row.suggested for row in table.itertuples(index=False) if row.suggested}
 
 
 @dataclass
@@ -145,10 +167,11 @@ def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
             weights = gr.Textbox("imagenet", visible=False)
     error = gr.Markdown(elem_classes="ftui-error")
     card = gr.HTML(elem_id="ftui-doctor-card")
-    with gr.Row(equal_height=False):
-        chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240, sort=None)
-        gallery = gr.Gallery(label="Flagged files (label · reason)", columns=6, height=300, object_fit="cover",
-                             allow_preview=False, elem_id="ftui-doctor-gallery")
+    chart = gr.BarPlot(x="class", y="images", color="split", label="Class balance", height=240, sort=None)
+    # Full width, five to a row (~250 px each), so a flagged photo can be judged without opening it.
+    gallery = gr.Gallery(label="Flagged files (label · reason): click one to enlarge it and fix it below",
+                         columns=5, height=520, object_fit="contain", allow_preview=True,
+                         elem_id="ftui-doctor-gallery")
     panel = build_fix_panel("a flagged file", "ftui-doctor-fix")
     tables = []
     with gr.Tabs():
@@ -162,14 +185,14 @@ def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
         if weights_source not in ("imagenet", "none"):
             if weights_check is None:
                 return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), "**Weights files are not accepted here.**",
-                        gr.skip())
+                        gr.skip(), gr.skip())
             try:
                 weights_check(weights_source, session_of(request))
             except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
                 message = html.escape(shown_message(log, exc, "doctor weights"))
-                return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), f"**{message}**", gr.skip())
+                return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), f"**{message}**", gr.skip(), gr.skip())
         return run_check(source_path, labels_on, backbone_name, weights_source, progress)
 
     button.click(on_click, [source, label_check, backbone, weights],
-                 [card, *tables, chart, gallery, error, panel.paths], api_name="check_dataset")
+                 [card, *tables, chart, gallery, error, panel.paths, panel.suggested], api_name="check_dataset")
     return DoctorView(backbone, weights, gallery, panel)

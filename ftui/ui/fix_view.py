@@ -40,6 +40,8 @@ class FixPanel:
     merge: gr.Button
     status: gr.Markdown
     journal: gr.Dataframe
+    # {path: class the checks suggest}: "Move to class" starts on it when that image is clicked.
+    suggested: gr.State
 
 
 def dataset_root_of(ctx: AppContext, source: str, val_fraction: float, session: str | None) -> Path:
@@ -102,7 +104,7 @@ def build_fix_panel(label: str, elem_prefix: str, paths: gr.State | None = None)
         journal = gr.Dataframe(headers=JOURNAL_COLUMNS, label="Fix journal (newest first)", interactive=False,
                                max_height=200)
     return FixPanel(paths, selected, selected_box, target, relabel, remove, undo, merge_from, merge_into, merge,
-                    status, journal)
+                    status, journal, gr.State({}))
 
 
 class _Handlers:
@@ -111,7 +113,8 @@ class _Handlers:
     def __init__(self, ctx: AppContext, data_outputs: list):
         self.ctx, self.data_outputs = ctx, data_outputs
 
-    def on_select(self, paths: list[str], source_path: str, fraction: float, evt: gr.SelectData):
+    def on_select(self, paths: list[str], suggested: dict, source_path: str, fraction: float,
+                  evt: gr.SelectData):
         from ftui.ui import data_step
 
         index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
@@ -123,7 +126,8 @@ class _Handlers:
             classes, rel = list(dataset.classes), str(Path(path).relative_to(dataset.root))
         except ValueError:
             classes, rel = [], Path(path).name
-        return path, rel, gr.update(choices=classes, value=None)
+        hint = (suggested or {}).get(path)
+        return path, rel, gr.update(choices=classes, value=hint if hint in classes else None)
 
     def apply(self, change, source_path: str, fraction: float, shown: list[str], request: gr.Request | None):
         """Run `change(root, options) -> FixResult` on the dataset, then reload the Data step."""
@@ -206,7 +210,7 @@ def wire_fix_panel(ctx: AppContext, panel: FixPanel, gallery: gr.Gallery, source
     `data_outputs` are the Data step's (source, status, table, chart, gallery, skipped) components."""
     h = _Handlers(ctx, data_outputs)
     private = {"api_visibility": "private"}
-    gallery.select(h.on_select, [panel.paths, source, val_fraction],
+    gallery.select(h.on_select, [panel.paths, panel.suggested, source, val_fraction],
                    [panel.selected, panel.selected_box, panel.target], **private)
     outputs = [panel.status, panel.journal, panel.selected, panel.selected_box, panel.paths, *data_outputs]
     inputs = [source, panel.selected, panel.target, val_fraction, panel.paths]

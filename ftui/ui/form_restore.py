@@ -92,16 +92,36 @@ FORM_OWN = ("data", "val_fraction", "backbone", "image_size", "groups", "aug_jso
             "weights_file", "weights_path")
 
 
-def restore(ctx: AppContext, targets: Targets, owner_token: str | None, source: str, session: str | None):
-    """{component: value} restoring this owner's last config (only `pending` when there is none): the form, the
-    Augment settings, and the dataset with the Data step's view of it when it differs from `source`."""
+def run_config_for(ctx: AppContext, run_id: str, owner_token: str | None, session: str | None) -> TrainConfig:
+    """The config of a run this browser may take its data and settings from: one it started (its data is
+    granted to the session), or one whose data and weights this session may read already. ValueError says why
+    not (another browser's uploads are never handed over)."""
+    from ftui.ui.results_step import run_folder
+
+    if not run_id:
+        raise ValueError("click a run in the runs table first")
+    config = TrainConfig.from_file(run_folder(ctx, run_id).path / "config.json")
+    if ctx.grant_owners_run(run_id, owner_token, session):
+        return config
+    if not ctx.readable(config.data, session) or (
+            config.weights not in ("imagenet", "none") and not ctx.readable(config.weights, session)):
+        raise ValueError("this run was trained on another browser's uploads: open it in Evaluate and Predict, "
+                         "but its data is not yours to reuse")
+    return config
+
+
+def restore(ctx: AppContext, targets: Targets, owner_token: str | None, source: str, session: str | None,
+            config: TrainConfig | None = None):
+    """{component: value} restoring `config`, else this owner's last config (only `pending` when there is
+    none): the form, the Augment settings, and the dataset with the Data step's view of it when it differs
+    from `source`."""
     from ftui.models.backbones import list_backbones
     from ftui.ui.charts import format_count
     from ftui.ui.data_step import show
     from ftui.ui.model_step import structure
 
     nothing = {targets.pending: None}  # (an empty dict would read as one output value)
-    config = my_last_config(ctx, owner_token)
+    config = config or my_last_config(ctx, owner_token)
     if config is None:
         return nothing
     try:
@@ -144,3 +164,22 @@ def wire_restore(ctx: AppContext, after: Any, targets: Targets, owner: Any, sour
 
     after.then(restore_form, [owner, source], list(targets.outputs()), show_progress="hidden",
                api_visibility="private")
+
+
+def wire_use_run(ctx: AppContext, button: Any, opened_run: Any, note: Any, targets: Targets, owner: Any,
+                 source: Any) -> None:
+    """"Use this run's data and settings": the form, augmentations and dataset of the run opened in the table."""
+    from ftui.ui.guard import session_of
+
+    def use_run(run_id: str, owner_token: str | None, source_path: str, request: gr.Request = None):
+        session = session_of(request)
+        try:
+            config = run_config_for(ctx, run_id, owner_token, session)
+        except (ValueError, OSError) as exc:
+            return {note: f"**Cannot use run {run_id or ''}:** {exc}"}
+        updates = restore(ctx, targets, owner_token, source_path, session, config)
+        updates[note] = f"The form now holds run `{run_id}`'s data and settings: press **Train** to train again."
+        return updates
+
+    button.click(use_run, [opened_run, owner, source], [*targets.outputs(), note], show_progress="hidden",
+                 api_visibility="private")

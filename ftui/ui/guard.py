@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -223,3 +224,8 @@ class LoginThrottle:
                 self._recent(address, time.monotonic()).append(time.monotonic())
                 if len(self._failures) > 10_000:  # forget the oldest addresses rather than grow forever
                     self._failures.pop(next(iter(self._failures)))
+
+
+def owner_stamp(owner_token: str) -> dict[str, str]:
+    """The status.json field naming a run's owner without storing the token itself."""
+    return {"owner": hashlib.sha256(owner_token.encode()).hexdigest()}

@@ -52,9 +52,10 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
             with gr.Tab("4 · Train", id="train", render_children=True):
                 train = train_step.build(ctx, data.source, data.val_fraction, aug.aug_json, model)
             with gr.Tab("5 · Evaluate", id="evaluate", render_children=True):
-                eval_run = results_step.build_evaluate(ctx, fix_hook=lambda gallery, paths, source: wire_fix_panel(
+                evaluate = results_step.build_evaluate(ctx, fix_hook=lambda gallery, paths, source: wire_fix_panel(
                     ctx, build_fix_panel("a misclassified image", "ftui-eval-fix", paths), gallery, source,
                     data.val_fraction, data.load_outputs[:-1]))
+                eval_run = evaluate.run
                 compare_a, compare_b = build_compare_view(ctx)
                 build_ensemble_view(ctx)
             with gr.Tab("6 · Predict", id="predict", render_children=True) as predict_tab:
@@ -70,30 +71,37 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
         _wire_doctor_model(ctx, demo, model, doctor)
         model.image_size.change(lambda v: v, model.image_size, image_size_proxy, **private)
 
-        def newest(runs):
-            """The pickers list every run (newest selected; the compare pair left to the person)."""
+        def opened_on(runs, owner_token=None):
+            """The pickers list every run; Evaluate and Predict open on this browser's run just trained, else
+            the best finished one (the compare pair is left to the person)."""
             choices = results_step.run_choices(ctx)
-            value = choices[0] if choices else None
+            value = results_step.preferred_run(ctx, owner_token)
             return (gr.update(choices=choices, value=value), gr.update(choices=choices, value=value),
                     gr.update(choices=choices), gr.update(choices=choices))
 
-        show_examples = (predict.on_run, predict_run, predict.run_outputs)
+        # The owner token too: after a restart a browser's runs are still its own (their data is granted again).
+        show_examples = (predict.on_run, [predict_run, train.owner], predict.run_outputs)
+        evaluated = {**private, "concurrency_id": "heavy"}
         pickers = [eval_run, predict_run, compare_a, compare_b]
-        train.runs_table.change(newest, train.runs_table, pickers, **private).then(
-            *show_examples, **private)
+        train.runs_table.change(opened_on, [train.runs_table, train.owner], pickers, **private).then(
+            *show_examples, **private).then(*evaluate.on_run, **evaluated)
         train.opened_run.change(lambda r: (gr.update(value=r), gr.update(value=r)), train.opened_run,
-                                [eval_run, predict_run], **private).then(*show_examples, **private)
+                                [eval_run, predict_run], **private).then(*show_examples, **private).then(
+            *evaluate.on_run, **evaluated)
         predict_tab.select(*show_examples, **private)
 
         demo.load(train.attach, train.owner, [train.owner, train.job_id], **private)
-        # Run pickers filled on load (not only when the runs table changes), newest run selected.
-        demo.load(lambda: newest(None), None, pickers, **private).then(*show_examples, **private)
+        # Run pickers filled on load (not only when the runs table changes).
+        demo.load(lambda owner_token: opened_on(None, owner_token), train.owner, pickers, **private).then(
+            *show_examples, **private).then(*evaluate.on_run, **evaluated)
         # The form is restored from this browser's last job after the data and model defaults are in place.
         loaded = demo.load(data.on_load, data.load_inputs, data.load_outputs, **private).then(
             model.on_load, model.load_inputs, model.load_outputs, **private)
         targets = form_restore.Targets(train.form, dict(zip(augment_step.FIELDS, aug.controls)),
                                        data.load_outputs[:6], model.restored)
         form_restore.wire_restore(ctx, loaded, targets, train.owner, data.source)
+        use_button, use_note = train.use_run
+        form_restore.wire_use_run(ctx, use_button, train.opened_run, use_note, targets, train.owner, data.source)
         demo.load(lambda v: v, model.image_size, image_size_proxy, **private)
         demo.load(aug.on_load, aug.load_inputs, aug.load_outputs, **private)
     return demo, ctx
@@ -159,4 +167,7 @@ def launch_options(settings: AppSettings) -> dict:
 
 def demo_launch_options(settings: AppSettings) -> dict:
     """The locked demo page: the app's options (nothing but assets served) and no API link in the footer."""
-    return {**launch_options(settings), "footer_links": ["gradio"]}
+    options = launch_options(settings)
+    # Gradio puts a "·" before "Built with Gradio" as if an API link preceded it: with none, it was a stray dot.
+    css = options["css"] + "\nfooter .show-api-divider, footer .divider { display: none; }\n"
+    return {**options, "css": css, "footer_links": ["gradio"]}

@@ -3,6 +3,7 @@ with Grad-CAM, and download the model (checkpoint, torch.export .pt2, ONNX) unde
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 import time
@@ -60,6 +61,53 @@ def run_examples(ctx: AppContext, run_id: str, session: str | None) -> list[tupl
     if cached is None:
         cached = _examples_cache.put(key, val_examples(model.run, EXAMPLES * 2))
     return [(p, c) for p, c in cached if ctx.readable(p, session)][:EXAMPLES]
+
+
+VERDICT_PLACEHOLDER = "Drop an image or click an example: the answer and where the model looked appear here."
+
+
+def labelled_examples(ctx: AppContext, run_id: str, session: str | None) -> list[dict]:
+    """The run's examples with the truth and the model's answer: {path, true, predicted, probability}
+    (predicted once per checkpoint; the examples are val images, so their labels are known)."""
+    from ftui.ui.results_step import predictor
+
+    picked = run_examples(ctx, run_id, session)
+    if not picked:
+        return []
+    model = predictor(ctx, run_id)
+    key = ("answers", str(model.run.path), model.run.checkpoint, tuple(p for p, _ in picked))
+    answers = _examples_cache.get(key)
+    if answers is None:
+        answers = _examples_cache.put(key, [top[0] for top in model.predict([p for p, _ in picked], top_k=1)])
+    return [{"path": p, "true": c, "predicted": a[0], "probability": a[1]} for (p, c), a in zip(picked, answers)]
+
+
+def example_items(ctx: AppContext, run_id: str, session: str | None) -> list[tuple[Any, str]]:
+    """Gallery items: a thumbnail and "✓ true: daisy, predicted: daisy" / "✗ true: daisy, predicted: rose"."""
+    from ftui.results.modelcard import truth_caption
+
+    try:
+        rows = labelled_examples(ctx, run_id, session)
+    except (ValueError, OSError) as exc:
+        log.warning("examples for %s: %s", run_id, exc)
+        return []
+    return [(_thumb(r["path"]), html.unescape(truth_caption(r))) for r in rows]
+
+
+def predict_example(ctx: AppContext, run_id: str, index: int, k: int, session: str | None) -> tuple:
+    """predict_single on the clicked example (looked up on the server: the browser only sends an index),
+    its verdict led by the truth."""
+    picked = run_examples(ctx, run_id, session) if run_id else []
+    if not isinstance(index, int) or not 0 <= index < len(picked):
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    path, true = picked[index]
+    error, top, verdict, overlay = predict_single(ctx, run_id, path, k)
+    probs = top.get("value") if isinstance(top, dict) and "__type__" in top else top  # a gr.update or a dict
+    if probs:
+        guess = max(probs, key=probs.get)
+        mark = "✓ right" if guess == true else f"✗ wrong: predicted **{guess}**"
+        verdict = f"**True class: {true}** · {mark}\n\n{verdict}"
+    return error, top, verdict, overlay
 
 
 def download(path: Path) -> str:
@@ -173,12 +221,6 @@ def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
             gr.update(value=download(result.path), visible=True, label=f"Download {result.path.name}"))
 
 
-def onnx_available() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript"))
-
-
 def _controls_column(ctx: AppContext) -> dict[str, Any]:
     """The left column: run picker, image sources, examples, top k and the model downloads."""
     from ftui.ui.results_step import run_choices
@@ -199,8 +241,8 @@ def _controls_column(ctx: AppContext) -> dict[str, Any]:
         with gr.Tab("Live", elem_id="ftui-live-tab"):
             c["live"] = gr.Image(sources=["webcam"], type="pil", streaming=True, height=260,
                                  label="Live: predicts about twice a second", elem_id="ftui-live")
-    c["examples"] = gr.Gallery(label="Examples from this run's validation images: click one", columns=6,
-                               height=170, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
+    c["examples"] = gr.Gallery(label="Examples from this run's validation images: click one", columns=4,
+                               height=300, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
     c["top_k"] = gr.Slider(1, 10, value=3, step=1, label="Top k")
     c["error"] = gr.Markdown(elem_classes="ftui-error")
     with gr.Accordion("Download the model", open=False):
@@ -211,8 +253,8 @@ def _controls_column(ctx: AppContext) -> dict[str, Any]:
                                             elem_id="ftui-download-pt")
         with gr.Row():
             c["pt2_button"] = gr.Button("Export .pt2", size="sm", elem_id="ftui-export-pt2")
-            c["onnx_button"] = gr.Button("Export .onnx", size="sm", visible=onnx_available(),
-                                         elem_id="ftui-export-onnx")
+            # Always shown: when the onnx packages are missing, pressing it says which and how to install.
+            c["onnx_button"] = gr.Button("Export .onnx", size="sm", elem_id="ftui-export-onnx")
         c["export_note"] = gr.Markdown(elem_classes="ftui-note")
         c["export_file"] = gr.DownloadButton("Download", visible=False, elem_id="ftui-export-file")
     return c
@@ -221,7 +263,7 @@ def _controls_column(ctx: AppContext) -> dict[str, Any]:
 def _results_column() -> dict[str, Any]:
     """The right column: the verdict, top labels, Grad-CAM, and every image's result."""
     c: dict[str, Any] = {}
-    c["verdict"] = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-verdict")
+    c["verdict"] = gr.Markdown(VERDICT_PLACEHOLDER, elem_classes="ftui-card", elem_id="ftui-verdict")
     with gr.Row(equal_height=False):
         c["label"] = gr.Label(label="Top predictions", elem_id="ftui-label", scale=1)
         with gr.Column(scale=1, min_width=OVERLAY):
@@ -242,27 +284,25 @@ class _Handlers:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    def on_run(self, run_id: str, request: gr.Request):
+    def on_run(self, run_id: str, owner_token: str | None = None, request: gr.Request = None):
         """The run's own val images as examples and its checkpoint download."""
         from ftui.results.export import named_checkpoint
 
         if not run_id:
             return gr.update(value=[]), gr.update(visible=False)
+        self.ctx.grant_owners_run(run_id, owner_token, session_of(request))
         try:
-            picked = run_examples(self.ctx, run_id, session_of(request))
+            items = example_items(self.ctx, run_id, session_of(request))
             checkpoint = gr.update(value=download(named_checkpoint(run_folder_path(self.ctx, run_id))),
                                    visible=True)
         except (ValueError, OSError) as exc:
             log.warning("examples for %s: %s", run_id, exc)
             return gr.update(value=[]), gr.update(visible=False)
-        return [(_thumb(p), f"{c}") for p, c in picked], checkpoint
+        return items, checkpoint
 
     def on_example(self, run_id: str, k: float, evt: gr.SelectData, request: gr.Request):
-        """Predict the clicked example (looked up on the server: the browser only sends an index)."""
-        picked = run_examples(self.ctx, run_id, session_of(request)) if run_id else []
-        if not 0 <= evt.index < len(picked):
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return predict_single(self.ctx, run_id, picked[evt.index][0], int(k))
+        """Predict the clicked example, its truth beside the answer."""
+        return predict_example(self.ctx, run_id, evt.index, int(k), session_of(request))
 
     def predict(self, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
         """Top-k labels with probabilities for each image, Grad-CAM, a CSV of them, and the run's checkpoint."""
@@ -305,12 +345,12 @@ def build(ctx: AppContext) -> PredictView:
     c["examples"].select(h.on_example, [run, top_k], single, concurrency_id="heavy", **private)
     c["webcam"].change(h.predict_image, [run, c["webcam"], top_k], single, api_name="predict_image",
                        concurrency_id="heavy")
-    # Live frames from every viewer share a queue of their own: at most LIVE_CONCURRENCY frames are worked on
+    # No progress overlay per frame (it greyed the results out and flashed a timer). Live frames from every viewer share a queue of their own: at most LIVE_CONCURRENCY frames are worked on
     # at once (Grad-CAM is a forward and a backward pass), later frames wait their turn instead of failing.
     # Callable by API clients (undocumented) so load tests can drive it like a browser does.
     c["live"].stream(h.predict_image, [run, c["live"], top_k], single, stream_every=0.5, time_limit=120,
                      concurrency_limit=LIVE_CONCURRENCY, concurrency_id="live", api_name="predict_live",
-                     api_visibility="undocumented")
+                     api_visibility="undocumented", show_progress="hidden")
     c["pt2_button"].click(h.export_pt2, run, export_outputs, api_name="export_pt2", concurrency_id="heavy")
     c["onnx_button"].click(h.export_onnx, run, export_outputs, api_name="export_onnx", concurrency_id="heavy")
     run.change(h.on_run, run, [c["examples"], c["model_file"]], **private)

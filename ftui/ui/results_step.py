@@ -20,7 +20,7 @@ from ftui.ui.guard import InputError, session_of
 log = logging.getLogger(__name__)
 
 MISTAKES_SHOWN = 24
-THUMB = 128
+THUMB = 256  # the misclassified photos are to be judged, not glimpsed
 RUN_ID_CHARS = 160
 RUN_ID = re.compile(rf"[A-Za-z0-9_.\-]{{1,{RUN_ID_CHARS}}}")
 
@@ -41,6 +41,26 @@ def run_choices(ctx: AppContext) -> list[str]:
     table = ctx.store.list_runs()
     return [rid for rid in table["id"] if (ctx.settings.runs_dir / rid / "best.pt").is_file()
             or (ctx.settings.runs_dir / rid / "last.pt").is_file()]
+
+
+def preferred_run(ctx: AppContext, owner_token: str | None = None) -> str | None:
+    """The run Evaluate and Predict open on: this browser's newest finished run, else the finished run with the
+    best val accuracy, else the newest run with a checkpoint (was: the newest, whoever's and however it ended)."""
+    import math
+
+    choices = run_choices(ctx)
+    if not choices:
+        return None
+    if owner_token:
+        for job in reversed(ctx.jobs.jobs()):
+            snap = job.snapshot()
+            if ctx.owners.get(job.id) == owner_token and snap["status"] == "done" and snap["run_id"] in choices:
+                return snap["run_id"]
+    table = ctx.store.list_runs()
+    done = table[(table["status"] == "done") & table["id"].isin(choices)]
+    scores = [(v if isinstance(v, (int, float)) and math.isfinite(v) else -1.0, rid)
+              for rid, v in zip(done["id"], done["best_val_acc"])]
+    return max(scores)[1] if scores else choices[0]
 
 
 def run_folder(ctx: AppContext, run_id: str):
@@ -67,23 +87,23 @@ def predictor(ctx: AppContext, run_id: str):
     return cached if cached is not None else ctx.predictors.put(key, Predictor(folder.path))
 
 
-def _thumb(path: str):
+def _thumb(path: str, size: int = THUMB):
     from ftui.data.images import open_rgb
 
-    image = open_rgb(path, draft_size=THUMB)
-    image.thumbnail((THUMB, THUMB))
+    image = open_rgb(path, draft_size=size)
+    image.thumbnail((size, size))
     return image
 
 
-def explained_thumb(model, path: str):
+def explained_thumb(model, path: str, size: int = THUMB):
     """A thumbnail with the Grad-CAM of what the model predicted (why it said so); plain when there is none.
     (Here, not in predict_step, which imports this module: no import cycle.)"""
     from ftui.results.explain import ExplainError, explain
 
     try:
-        return explain(model, path, size=THUMB).overlay
+        return explain(model, path, size=size).overlay
     except ExplainError:
-        return _thumb(path)
+        return _thumb(path, size)
 
 
 def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None = None,
@@ -108,6 +128,21 @@ def mistake_gallery(ctx: AppContext, mistakes: pd.DataFrame, session: str | None
     return out
 
 
+def _why_not_shown(ctx: AppContext, mistakes: pd.DataFrame, session: str | None, shown: int) -> str:
+    """Why fewer thumbnails than mistakes (was a bare "0 of 20 shown"): '' when all that fit are shown."""
+    listed = mistakes.head(MISTAKES_SHOWN)
+    if shown >= len(listed):
+        return ""
+    gone = sum(not Path(p).is_file() for p in listed["path"])
+    hidden = sum(Path(p).is_file() and not ctx.readable(p, session) for p in listed["path"])
+    reasons = []
+    if gone:
+        reasons.append(f"{gone} no longer on the server (the run's data folder was moved or removed)")
+    if hidden:
+        reasons.append(f"{hidden} from a dataset another browser uploaded, not shown to this one")
+    return ": " + "; ".join(reasons) if reasons else ": the others could not be read as images"
+
+
 def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | None = None,
                        model: Any = None, shown_paths: list[str] | None = None) -> tuple:
     """Markdown, per-class table, confusion matrix and mistakes gallery from an Evaluation dict."""
@@ -119,7 +154,7 @@ def evaluation_outputs(ctx: AppContext, result: dict[str, Any], session: str | N
         lo, hi = result["accuracy_ci95"]
         interval = f" (95% interval {lo:.1%}–{hi:.1%})"
     gallery = mistake_gallery(ctx, mistakes, session, model, shown_paths)
-    shown = f" ({len(gallery)} of {wrong} shown below, worst first)" if wrong else ""
+    shown = f" ({len(gallery)} of {wrong} shown below, worst first{_why_not_shown(ctx, mistakes, session, len(gallery))})" if wrong else ""
     summary = (f"### Accuracy {result['accuracy']:.1%}{interval}\non {result['num_items']} {result['split']} images · "
                f"{wrong} misclassified{shown}")
     for line in result.get("warnings", []):
@@ -202,7 +237,7 @@ def evaluation_of(ctx: AppContext, run_id: str, split: str, progress=None) -> di
     # (A file saved before the per-image probabilities were kept is recomputed.)
     if split == "val" and current and saved.stat().st_mtime >= trained:
         result = json.loads(saved.read_text())
-        if result.get("probabilities"):
+        if result.get("probabilities") or result.get("outputs"):  # outputs: a multilabel / regression run
             return result
     if progress is not None:
         progress(0.2, desc=f"Evaluating on the {split} split...")
@@ -238,7 +273,45 @@ def with_ood(ctx: AppContext, run_id: str, result: dict[str, Any], files: list[s
     return {**result, "ood": report}
 
 
-def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
+
+
+
+@dataclass
+class EvaluateView:
+    """The Evaluate step's run picker and (fn, inputs, outputs) that evaluates the picked run."""
+
+    run: gr.Dropdown
+    on_run: tuple
+
+
+def _mistakes_row() -> tuple[gr.Gallery, gr.Image]:
+    """The misclassified photos themselves (a heat map alone hid what the image was): click one to enlarge it,
+    see where the model looked for its wrong answer beside it, and fix its label below."""
+    with gr.Row(equal_height=False):
+        gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence): click one", columns=5,
+                             height=420, object_fit="contain", allow_preview=True, scale=3,
+                             elem_id="ftui-eval-gallery")
+        with gr.Column(scale=1, min_width=220):
+            gr.Markdown("**Where the model looked** for its wrong answer (click an image)",
+                        elem_classes="ftui-image-title")
+            why = gr.Image(show_label=False, type="pil", height=256, width=256, interactive=False,
+                           elem_id="ftui-eval-why")
+    return gallery, why
+
+
+def _wire_explain(ctx: AppContext, gallery: gr.Gallery, run: gr.Dropdown, paths: gr.State, why: gr.Image) -> None:
+    """The heat map of the clicked mistake, computed on demand (one image, not every thumbnail)."""
+
+    def explain_mistake(run_id: str, shown: list[str], evt: gr.SelectData, request: gr.Request = None):
+        index = evt.index if isinstance(evt.index, int) else -1
+        if not run_id or not 0 <= index < len(shown or []) or not ctx.readable(shown[index], session_of(request)):
+            return None
+        return explained_thumb(predictor(ctx, run_id), shown[index], size=256)
+
+    gallery.select(explain_mistake, [run, paths], why, api_visibility="private", concurrency_id="heavy")
+
+
+def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
     """Lay out the Evaluate step; `fix_hook(gallery, paths, source)` lays the fix buttons under the gallery."""
     gr.Markdown("How well does a run do on images it did not train on? Precision: of the images called X, how "
                 "many are X. Recall: of the X images, how many were found.", elem_classes="ftui-help")
@@ -249,9 +322,12 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
         refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
         button = gr.Button("Evaluate", variant="primary", scale=1)
     error = gr.Markdown(elem_classes="ftui-error")
-    summary = gr.Markdown(elem_classes="ftui-card")
+    summary = gr.Markdown("Pick a run: it is evaluated on its validation images as soon as it is chosen.",
+                          elem_classes="ftui-card", elem_id="ftui-eval-summary")
     with gr.Row(equal_height=False):
-        table = gr.Dataframe(label="Per class", interactive=False, scale=1)
+        # Named empty columns, not Gradio's "1 2 3" placeholder header.
+        table = gr.Dataframe(pd.DataFrame(columns=["class", "precision", "recall", "f1", "support"]),
+                             label="Per class", interactive=False, scale=1, elem_id="ftui-eval-table")
         confusion = gr.HTML(label="Confusion matrix", js_on_load=CELL_CLICK, elem_id="ftui-confusion")
     with gr.Accordion("Calibration and \"none of these\"", open=True), gr.Row(equal_height=False):
         reliability = gr.HTML(elem_id="ftui-reliability")
@@ -265,8 +341,7 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
                                      elem_id="ftui-cell-title")
             cell_gallery = gr.Gallery(label="Images of the clicked cell", columns=6, height=240,
                                       object_fit="cover", elem_id="ftui-cell-gallery")
-    gallery = gr.Gallery(label="Misclassified images (true → predicted, confidence)", columns=8, height=300,
-                         object_fit="cover", elem_id="ftui-eval-gallery")
+    gallery, why = _mistakes_row()
     # Server-side: the paths behind the thumbnails and the run's dataset, for the fix buttons.
     shown_paths, data_source, cells = gr.State([]), gr.State(""), gr.State(None)
     if fix_hook is not None:
@@ -285,7 +360,13 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return f"**Could not evaluate:** {shown_message(log, exc, 'evaluate')}", *([gr.skip()] * 9)
         shown_paths: list[str] = []
-        parts = evaluation_outputs(ctx, result, session_of(request), predictor(ctx, run_id), shown_paths)
+        if result.get("task", "classification") != "classification":  # multilabel / regression views
+            from ftui.ui import task_results
+
+            text, table, side, pictures, plot = task_results.outputs(ctx, result, session_of(request), shown_paths)
+            return ("", text, table, side, pictures, plot, shown_paths, predictor(ctx, run_id).run.config.data,
+                    None)
+        parts = evaluation_outputs(ctx, result, session_of(request), None, shown_paths)
         picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
         return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,
                 reliability_html(result))
@@ -295,7 +376,18 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> gr.Dropdown:
         return cell_images(ctx, picked, int(data.get("row", -1)), int(data.get("col", -1)), session_of(request))
 
     confusion.click(show_cell, cells, [cell_title, cell_gallery], api_visibility="private")
+    _wire_explain(ctx, gallery, run, shown_paths, why)
     outputs = [error, summary, table, confusion, gallery, pr_plot, shown_paths, data_source, cells, reliability]
     button.click(evaluate, [run, split, ood_files], outputs, api_name="evaluate", concurrency_id="heavy")
+    # A run picked here is evaluated at once; one set by the app (the run just trained, or the best) is too,
+    # through `EvaluateView.on_run` chained after it (a value set by code does not always fire .change).
+    run.input(evaluate, [run, split], outputs, api_visibility="private", concurrency_id="heavy")
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run, api_visibility="private")
-    return run
+
+    def evaluate_opened(run_id: str, split_name: str, request: gr.Request = None, progress=PROGRESS):
+        """`evaluate` for a run the app opened; nothing (not "pick a run") when there is none yet."""
+        if not run_id:
+            return tuple(gr.skip() for _ in outputs)
+        return evaluate(run_id, split_name, None, request, progress)
+
+    return EvaluateView(run=run, on_run=(evaluate_opened, [run, split], outputs))

@@ -6,19 +6,15 @@ local storage), so the same browser or API client can resume after the app itsel
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import Any
 
-from ftui.ui.guard import InputError, owner_quota, token
+from ftui.ui.guard import InputError, owner_quota, owner_stamp, token
 
 _RESUME_LOCK = threading.Lock()
 
 
-def owner_stamp(owner_token: str) -> dict[str, str]:
-    """The status.json field naming a run's owner without storing the token itself."""
-    return {"owner": hashlib.sha256(owner_token.encode()).hexdigest()}
 
 
 def resume_run(ctx: Any, run_id: str, owner_token: str | None) -> str:

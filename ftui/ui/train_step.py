@@ -19,9 +19,11 @@ import pandas as pd
 from ftui.config import OPTIMIZERS, SCHEDULERS, AugConfig, ConfigError, TrainConfig
 from ftui.errors import shown_message
 from ftui.stats import wilson_interval
+from ftui.train.callbacks import EARLY
 from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_chart, progress_html
 from ftui.ui.context import AppContext
 from ftui.ui.data_step import SPLIT_SEED
+from ftui.ui.eta import epoch_kinds, progress_and_eta
 from ftui.ui.guard import InputError, new_owner_token, owner_quota, public_snapshot, session_of, token
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
@@ -47,6 +49,7 @@ class TrainView:
     poll_outputs: list
     attach: Any
     form: dict  # TrainConfig field (or Model/Augment control) name -> component, for form_restore
+    use_run: tuple = ()  # ("Use this run's data and settings" button, its note), wired by the layout
 
 
 def weights_source(ctx: AppContext, choice: str, uploaded: str | None, server_path: str,
@@ -106,17 +109,6 @@ def apply_preset(weights_choice: str, backbone: str, restored: dict | None = Non
     return (p.recipe, p.bn_mode, p.optimizer, p.lr, p.scheduler, p.batch_size, p.epochs, hint)
 
 
-def fraction_done(snap: dict[str, Any]) -> float:
-    """How far the job is, 0..1, from epoch and step counters."""
-    if snap.get("status") == "done":
-        return 1.0
-    epochs, spe = snap.get("epochs") or 0, snap.get("steps_per_epoch") or 0
-    epoch, step = snap.get("epoch") or 0, snap.get("step") or 0
-    if not epochs or not spe or not epoch:
-        return 0.0
-    return max(0.0, min(1.0, ((epoch - 1) + step / spe) / epochs))
-
-
 def eta_seconds(snap: dict[str, Any], fraction: float) -> float | None:
     """The engine's ETA after an epoch, else extrapolated from the elapsed time."""
     if snap.get("eta_s") is not None and snap.get("step") == snap.get("steps_per_epoch"):
@@ -170,17 +162,18 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
         best_text += ", the head trained alone (it beat every all-layer epoch on val)"
     took = format_duration(snap.get("elapsed_s"))
     if status == "done":
-        return f"{badge('done', 'Finished')} {name} in {took}{best_text} · run `{snap.get('run_id')}`{who}"
+        early = f" · {snap['message']}" if str(snap.get("message") or "").startswith(EARLY) else ""
+        return f"{badge('done', 'Finished')} {name} in {took}{early}{best_text} · run `{snap.get('run_id')}`{who}"
     if status == "stopped":
         return f"{badge('stopped', 'Stopped')} {name} after {took}{best_text}{who}"
     return f"{badge('failed', 'Failed')}{who} {snap.get('error') or snap.get('message')}"
 
 
-def progress_caption(snap: dict[str, Any], fraction: float) -> str:
+def progress_caption(snap: dict[str, Any], fraction: float, eta: float | None = None) -> str:
     """"42% · 0 min 21 s elapsed · about 14 s left"."""
     parts = [f"{fraction:.0%}", f"{format_duration(snap.get('elapsed_s'))} elapsed"]
     if snap.get("status") in ("running", "stopping"):
-        eta = eta_seconds(snap, fraction)
+        eta = eta if eta is not None else eta_seconds(snap, fraction)
         if eta is not None:
             parts.append(f"about {format_duration(eta)} left")
         if snap.get("message") and not snap.get("steps_per_epoch"):
@@ -227,12 +220,28 @@ def clear_view(config: str) -> tuple:
 
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
-    """Past runs, newest first, for the runs table."""
+    """Past runs, newest first, for the runs table; a run that stopped early says so and which epoch it kept."""
     table = ctx.store.list_runs()
+    if not table.empty:
+        table["status"] = [_status_words(ctx, run_id, status) for run_id, status in zip(table["id"], table["status"])]
     if "best_val_acc" in table:
         table["best_val_acc"] = table["best_val_acc"].map(
             lambda v: f"{v:.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else "")
     return table
+
+
+def _status_words(ctx: AppContext, run_id: str, status: str) -> str:
+    """"done", or "stopped early at epoch 5; kept epoch 2" from the run's status.json message."""
+    if status != "done":
+        return status
+    try:
+        message = str(ctx.store.folder(run_id).read_status().get("message") or "")
+    except (OSError, ValueError):
+        return status
+    if not message.startswith(EARLY):
+        return status
+    head, _, kept = message.partition(";")
+    return head.split(":")[0] + (f";{kept}" if kept else "")
 
 
 # The form's TrainConfig fields converted by their default's type; image_size's default (None) is an int too.
@@ -285,6 +294,13 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
     d, start = TrainConfig(), preset_for(model.weights.value)
     c: dict[str, Any] = {}
     c["hint"] = gr.HTML(preset_hint(model.weights.value, model.backbone.value), elem_id="ftui-preset-hint")
+    # Train and its status on the first screen (at 1400x900 they were below the fold, so pressing Train
+    # showed nothing happening): buttons first, the settings under them.
+    with gr.Row():
+        c["train_button"] = gr.Button("Train", variant="primary", elem_id="ftui-train")
+        c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
+        c["resume_button"] = gr.Button("Resume opened run", elem_id="ftui-resume")
+    c["error"] = gr.Markdown(elem_classes="ftui-error")
     with gr.Group():
         with gr.Row():
             c["epochs"] = gr.Number(start.epochs, precision=0, minimum=1, label="Epochs",
@@ -322,12 +338,11 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
             c["class_weighted_loss"] = gr.Checkbox(d.class_weighted_loss, label="Class-weighted loss")
             c["mixed_precision"] = gr.Checkbox(d.mixed_precision, label="Mixed precision (GPU)")
             c["feature_cache"] = gr.Checkbox(d.feature_cache, label="Cache frozen features")
+        with gr.Row():
+            # What the head predicts: detected from a CSV's columns (the Data step says which), or forced.
+            c["task"] = gr.Dropdown(["auto", "classification", "multilabel", "regression"], value=d.task,
+                                    label="Task", info="auto: from the data (a CSV's labels / number columns)")
     c["run_name"] = gr.Textbox(label="Run name (optional)", max_length=40)
-    with gr.Row():
-        c["train_button"] = gr.Button("Train", variant="primary", elem_id="ftui-train")
-        c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="ftui-stop")
-        c["resume_button"] = gr.Button("Resume opened run", elem_id="ftui-resume")
-    c["error"] = gr.Markdown(elem_classes="ftui-error")
     with gr.Accordion("Learning-rate finder", open=False):
         gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
                     "suggestion goes into the learning-rate box.", elem_classes="ftui-help")
@@ -459,21 +474,25 @@ class _Handlers:
                     *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), ["none"])
         snap = target.snapshot()
         batches, epochs_frame = target.batch_history(), target.history()
-        key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position")]
+        key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position"),
+               snap.get("run_id")]
         if seen == key:
             return tuple([gr.skip()] * 9) + (seen,)
         mine = self.ctx.owners.get(job, "") == (owner_token or "")
         if not mine:
             snap = public_snapshot(snap)  # no server paths, notes or error details for other clients
-        fraction = fraction_done(snap)
+        # Weighted by what each epoch costs (a cached head epoch is cheap): ftui/ui/eta.py.
+        fraction, eta = progress_and_eta(snap, epoch_kinds(target.config), epochs_frame)
         active = snap["status"] not in FINISHED
         finished_now = not active and (not seen or seen[0] != job or seen[1] not in FINISHED)
+        # The runs table lists the running run as soon as its folder exists, not only once it has finished.
+        folder_now = bool(snap.get("run_id")) and (not seen or seen[0] != job or seen[-1] != snap.get("run_id"))
         return (
             snap, status_markdown(snap, mine, images_per_second(batches)),
-            progress_html(fraction, progress_caption(snap, fraction)),
+            progress_html(fraction, progress_caption(snap, fraction, eta)),
             loss_chart(batches), *epoch_charts(epochs_frame),
             gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
-            runs_frame(self.ctx) if finished_now else gr.skip(), key,
+            runs_frame(self.ctx) if finished_now or folder_now else gr.skip(), key,
         )
 
     def attach(self, owner_token: str | None):
@@ -516,8 +535,8 @@ def issue_token() -> str:
 def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: gr.Textbox,
           model: ModelView) -> TrainView:
     """Lay out the Train step and wire Train, Stop, the poll timer and the runs table."""
-    gr.Markdown("Training runs on the server in the background: you can close or reload this page and come "
-                "back. The defaults suit most small datasets.", elem_classes="ftui-help")
+    gr.Markdown("Press **Train**: the defaults suit most small datasets. Training runs on the server, so you "
+                "can reload or close this page and come back.", elem_classes="ftui-help")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             c = _settings_column(ctx, model)
@@ -526,18 +545,22 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     gr.Markdown("### Runs")
     runs_table = gr.Dataframe(runs_frame(ctx), interactive=False, max_height=260, elem_id="ftui-runs",
                               label="Past runs (click a row to open it in Evaluate and Predict)")
+    with gr.Row():
+        use_run = gr.Button("Use this run's data and settings", size="sm", scale=0, elem_id="ftui-use-run")
+        use_note = gr.Markdown(elem_id="ftui-use-run-note")
     opened_run = gr.Textbox(visible=False)
     job_id = gr.Textbox(visible=False, elem_id="ftui-job-id")
     # Rendered by the layout outside the tabs: a BrowserState inside a tab never reaches localStorage (a
     # reload then lost the owner token and Stop).
-    owner = gr.BrowserState("", storage_key="ftui-owner", render=False)
+    owner = gr.BrowserState("", storage_key="ftui-owner", secret=ctx.browser_secret(), render=False)
     config_json = gr.Textbox(visible=False)
     last_seen = gr.State(None)
     timer = gr.Timer(1.0)
 
     fields = ("epochs", "batch_size", "lr", "optimizer", "scheduler", "recipe", "freeze_epochs", "weight_decay",
               "label_smoothing", "momentum", "lr_step_size", "lr_gamma", "warmup_epochs", "early_stopping_patience",
-              "seed", "bn_mode", "device", "class_weighted_loss", "mixed_precision", "feature_cache", "run_name")
+              "seed", "bn_mode", "device", "class_weighted_loss", "mixed_precision", "feature_cache", "run_name",
+              "task")
     form = {name: c[name] for name in fields} | {
         "data": source, "val_fraction": val_fraction, "aug_json": aug_json, "backbone": model.backbone,
         "weights_choice": model.weights, "weights_file": model.weights_file, "weights_path": model.weights_path,
@@ -577,4 +600,4 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, aug_json: 
     build_sweep_panel(ctx, TrainParts(h.collect_config, set(form.values()), source, owner, runs_table,
                                       check_weights, runs_frame))
     return TrainView(job_id=job_id, owner=owner, runs_table=runs_table, opened_run=opened_run,
-                     poll_outputs=poll_outputs, attach=h.attach, form=form)
+                     poll_outputs=poll_outputs, attach=h.attach, form=form, use_run=(use_run, use_note))
