@@ -6,11 +6,11 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-
 from conftest import make_class_folder, write_class_image
+from task_builders import LABEL_COLOURS, make_multilabel_csv, make_regression_csv, write_value_image
+
 from ftui.data.datasets import DatasetError, load_dataset
 from ftui.data.tasks import MULTILABEL, REGRESSION, split_task_items, value_strata
-from task_builders import LABEL_COLOURS, make_multilabel_csv, make_regression_csv, write_value_image
 
 
 def test_label_set_csv_is_detected_as_multilabel(tmp_path):

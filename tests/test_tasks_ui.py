@@ -3,9 +3,10 @@ labels or value (never a class name taken from a placeholder label)."""
 
 from __future__ import annotations
 
+from task_builders import make_multilabel_csv, make_regression_csv
+
 from ftui.data.datasets import load_dataset
 from ftui.ui.data_step import describe, thumbnails
-from task_builders import make_multilabel_csv, make_regression_csv
 
 
 def test_multilabel_dataset_is_described_with_its_task_and_label_sets(tmp_path):
