@@ -27,7 +27,9 @@ KEEP_VAL = 0.95  # share of val images the abstain threshold keeps
 UNSURE_ODDS = 2.0  # top / runner-up probability below this: "unsure between A and B"
 MIN_FIT_IMAGES = 10  # fewer val images than this: no temperature (T = 1), the threshold still set
 UNKNOWN_WORDS = "unknown: not like any class it was trained on"
-SINGLE_LABEL_TASKS = ("single_label", "single-label", "classification", "multiclass")
+# "auto": a config whose task was never resolved (a job records the detected task in config.json before it
+# trains), e.g. a run folder written by hand: classification, as before tasks existed.
+SINGLE_LABEL_TASKS = ("single_label", "single-label", "classification", "multiclass", "auto")
 
 
 def single_label(config) -> bool:
