@@ -77,7 +77,9 @@ def test_the_job_trains_the_split_the_data_step_showed_whatever_the_training_see
     start = fns[0].fn
     config = TrainConfig(seed=seed, val_fraction=0.3, backbone="mobilenet_v3_small", weights="none",
                          image_size=32, batch_size=8, epochs=1, train_groups="head", recipe="plain")
-    job_id, message = start(config.to_json(), str(data), "owner-a")
+    from ftui.ui.guard import new_owner_token
+
+    job_id, message = start(config.to_json(), str(data), new_owner_token())  # a server-issued token
     assert message == "", message
     job = ctx.jobs.get(job_id)
     assert job.wait(180) and job.status == "done", job.snapshot()
