@@ -268,7 +268,7 @@ def test_fit_stops_early_from_the_config_alone(class_folder, tmp_path):
     dataset, model, groups = build_parts(config)
     result = fit(config, dataset, model, groups, run_dir=tmp_path / "run")
     assert result.status == "done" and result.epochs_done == 2, result.message
-    assert "early stopping" in result.message
+    assert result.message.startswith("stopped early at epoch 2")
     assert list(pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"]) == [1, 2]
     patient = fit(config.replace(early_stopping_patience=0), dataset, *build_parts(config)[1:])
     assert patient.epochs_done == 4
