@@ -104,8 +104,8 @@ def _task_defaults(config: TrainConfig) -> list[str]:
     if config.task != "regression" or config.aug != AugConfig():
         return []
     config.aug = AugConfig.none()
-    return ["regression: augmentation off by default (flips, crops and colour changes can change the value an "
-            "image shows); switch on the ones your values do not depend on"]
+    return [("regression: augmentation off by default (flips, crops and colour changes can change the value an "
+            "image shows); switch on the ones your values do not depend on")]
 
 
 def _train_in_folder(config: TrainConfig, dataset, folder: RunFolder, checkpoint: dict[str, Any] | None,

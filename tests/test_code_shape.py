@@ -72,3 +72,11 @@ def test_no_function_in_ftui_is_too_long_or_takes_too_many_parameters():
     assert not new, "\n".join(new)
     fixed = KNOWN - {_key(f) for f in found}
     assert not fixed, f"fixed, remove from KNOWN: {sorted(fixed)}"
+
+
+def test_the_trainer_class_stays_lean():
+    """The Trainer is the loop only (fastai's Learner in small): checkpoints, the head-alone candidate, the L-BFGS
+    head, the optimizer step and the tasks' losses live in their own modules. Under 250 lines."""
+    tree = ast.parse((FTUI / "train" / "trainer.py").read_text())
+    trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    assert trainer.end_lineno - trainer.lineno + 1 < 250

@@ -26,6 +26,7 @@ from ftui.config import TrainConfig
 from ftui.errors import FtuiError
 from ftui.train.batches import ImageData
 from ftui.train.callbacks import Callback, CancelFit, CancelValidate
+from ftui.train.recipes import plan_for
 from ftui.train.trainer import Trainer, seed_everything
 
 Progress = Callable[[float, str], None]
@@ -99,7 +100,8 @@ def lr_sweep(trainer: Trainer, start_lr: float = 1e-7, end_lr: float = 10.0, num
 
     The model comes back as it was (weights, BatchNorm statistics, requires_grad).
     """
-    first = trainer.plan()[0]
+    trainer.phases = trainer.phases or plan_for(trainer.config, trainer.groups)
+    first = trainer.phases[0]
     # Every epoch has at least one batch, so num_steps epochs are always enough; CancelFit ends it sooner.
     # SGD steps even where the recipe fits the head by L-BFGS: the sweep is about the optimizer's lr.
     trainer.phases = [dataclasses.replace(first, epochs=num_steps, solver="sgd")]

@@ -70,6 +70,14 @@ def _fine_tune(config: TrainConfig, trainable: list[str]) -> list[Phase]:
 RECIPES: dict[str, Callable[[TrainConfig, list[str]], list[Phase]]] = {"fine_tune": _fine_tune, "plain": _plain}
 
 
+def plan_for(config: TrainConfig, groups: Sequence) -> list[Phase]:
+    """The phases a run of `config` trains over these layer groups (its train_groups resolved against them)."""
+    from ftui.models.freezing import resolve_train_groups
+
+    names = [g.name for g in groups]
+    return plan_phases(config, names, resolve_train_groups(config.train_groups, names))
+
+
 def plan_phases(config: TrainConfig, group_names: Sequence[str], trainable: Sequence[str]) -> list[Phase]:
     """Split `config.epochs` into phases; the head-only warm-up of "fine_tune" counts towards the total."""
     chosen = [g for g in group_names if g in set(trainable)]

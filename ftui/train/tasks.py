@@ -97,6 +97,11 @@ class Task:
     def meter(self) -> Meter:
         return AccuracyMeter()
 
+    def task_meter(self) -> Meter | None:
+        """The live metric's meter for multilabel / regression; None for classification (the trainer counts
+        correct answers itself)."""
+        return None if self.kind == CLASSIFICATION else self.meter()
+
     # --- outputs ----------------------------------------------------------------------------------
     def outputs(self, logits: torch.Tensor) -> torch.Tensor:
         """What a user reads: class probabilities, label probabilities or values in their units."""
@@ -190,6 +195,23 @@ class RegressionTask(Task):
 
 
 TASK_CLASSES = {CLASSIFICATION: Task, MULTILABEL: MultilabelTask, REGRESSION: RegressionTask}
+
+
+def task_losses(config, data, device: torch.device) -> tuple[Task, torch.Tensor | None, nn.Module, nn.Module]:
+    """(task, class weights, training loss, validation loss) for a run's prepared data. Classification keeps the
+    recipe's criteria (ftui/train/recipes.py); multilabel and regression use their task's (batches then carry
+    target-table rows). Class weights apply to classification only (multilabel weighs by pos_weight)."""
+    from ftui.train.recipes import class_weights, make_criteria
+
+    kind = data.meta.get("task", CLASSIFICATION)
+    class_weight = None
+    if config.class_weighted_loss and kind == CLASSIFICATION:
+        class_weight = class_weights(data.train_class_counts()).to(device)
+    criterion, val_criterion = make_criteria(config, class_weight)
+    task = make_task(data.meta, getattr(data, "targets", None), config, class_weight).to(device)
+    if kind != CLASSIFICATION:
+        criterion, val_criterion = task.criterion(), task.val_criterion()
+    return task, class_weight, criterion, val_criterion
 
 
 def make_task(meta: dict[str, Any], table: torch.Tensor | None = None, config=None,

@@ -46,7 +46,7 @@ from torch import nn
 from ftui import devices
 from ftui.config import TrainConfig
 from ftui.errors import LOG_NAME, log_failure, run_log
-from ftui.models.freezing import apply_freeze, resolve_train_groups, set_train_mode
+from ftui.models.freezing import apply_freeze, set_train_mode
 from ftui.train import distributed
 from ftui.train.batches import ImageData, SpeedSettings
 from ftui.train.callbacks import (
@@ -60,18 +60,10 @@ from ftui.train.callbacks import (
 from ftui.train.defaults import default_callbacks
 from ftui.train.failures import LossNotFinite, StopRequested, describe_exception
 from ftui.train.featurecache import CacheStopped
-from ftui.train.recipes import (
-    Phase,
-    class_weights,
-    lr_multiplier,
-    make_criteria,
-    make_optimizer,
-    param_groups,
-    plan_phases,
-)
+from ftui.train.recipes import Phase, lr_multiplier, make_optimizer, param_groups, plan_for
 from ftui.train.resume import restore_phase, set_rng_state, training_state
 from ftui.train.step import optimizer_step
-from ftui.train.tasks import CLASSIFICATION, best_score, make_task
+from ftui.train.tasks import best_score, task_losses
 from ftui.train.validation import evaluate_sums, unwrapped
 
 __all__ = ["FitResult", "LossNotFinite", "StopRequested", "Trainer", "describe_exception", "epoch_seed", "fit",
@@ -93,6 +85,11 @@ class FitResult:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     head_alone: Any = None  # a HeadAloneOutcome when the head-alone candidate trained (ftui/train/headalone.py)
+
+    def event_info(self) -> dict[str, Any]:
+        """What on_fit_end reports."""
+        return {k: getattr(self, k) for k in ("status", "message", "best_val_acc", "best_epoch", "epochs_done",
+                                              "seconds", "error")}
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -160,21 +157,18 @@ class Trainer:
             for index in range(len(self.phases)):
                 if not self.control.should_stop:
                     self._run_phase(index)
-            self._end("done", self.control.stop_reason or f"finished {self.epoch} epochs")
+            self._end_as("done", self.control.stop_reason or f"finished {self.epoch} epochs")
         except CancelFit as exc:
-            self._end("done", str(exc) or f"cancelled at epoch {self.epoch}")
+            self._end_as("done", str(exc) or f"cancelled at epoch {self.epoch}")
         except (StopRequested, CacheStopped):
-            self._end("stopped", f"stopped by user at epoch {max(1, self.epoch)} step {self.batch}")
+            self._end_as("stopped", f"stopped by user at epoch {max(1, self.epoch)} step {self.batch}")
         except Exception as exc:  # noqa: BLE001 - every failure must become an error event, not a dead thread
             self._fail(exc)
         finally:
             self.result.seconds = time.perf_counter() - start
             self._cleanup()
-        r = self.result
-        self._event("on_fit_end", {"status": r.status, "message": r.message, "best_val_acc": r.best_val_acc,
-                                   "best_epoch": r.best_epoch, "epochs_done": r.epochs_done,
-                                   "seconds": r.seconds, "error": r.error})
-        return r
+        self._event("on_fit_end", self.result.event_info())
+        return self.result
 
     def _run_phase(self, index: int) -> None:
         phase = self.phases[index]
@@ -222,7 +216,7 @@ class Trainer:
         """on_epoch_start, then the training batches; checks the stop flags before every batch."""
         self.epoch_sums = [0.0, 0, 0]
         # Multilabel / regression: the task's train metric (mAP, -MAE) over the epoch's outputs (step.py).
-        self.train_meter = None if self.task.kind == CLASSIFICATION else self.task.meter()
+        self.train_meter = self.task.task_meter()
         self._t_prev = time.perf_counter()
         try:
             self._event("on_epoch_start", {"epoch": self.epoch, "epochs": self.config.epochs,
@@ -244,9 +238,8 @@ class Trainer:
         if self.stop_requested():
             raise StopRequested()
         loss_sum, correct, seen = self.epoch_sums
-        if self.train_meter is not None:
-            return loss_sum / max(seen, 1), self.train_meter.result(self.dist)[0]
-        return loss_sum / max(seen, 1), correct / max(seen, 1)
+        score = correct / max(seen, 1) if self.train_meter is None else self.train_meter.result(self.dist)[0]
+        return loss_sum / max(seen, 1), score
 
     def _train_batch(self) -> None:
         """One optimizer step (ftui/train/step.py), then on_batch_end with the global batch's numbers."""
@@ -271,7 +264,7 @@ class Trainer:
         except CancelValidate:
             return None, None
         speed = self.speed
-        meter = None if self.task.kind == CLASSIFICATION else self.task.meter()
+        meter = self.task.task_meter()
         sums = evaluate_sums(unwrapped(self.forward), self.val_source, self.val_criterion, speed.device,
                              speed.val_amp, speed.channels_last, meter)
         total_loss, correct, seen = self.dist.sum(sums)  # over every rank's share of the split
@@ -281,13 +274,6 @@ class Trainer:
         self._event("on_validate_end", {"epoch": self.epoch, "val_loss": val_loss, "val_acc": val_acc})
         return val_loss, val_acc
 
-    def plan(self) -> list[Phase]:
-        """The phases this run trains (the config's recipe unless given)."""
-        if self.phases is None:
-            names = [g.name for g in self.groups]
-            self.phases = plan_phases(self.config, names, resolve_train_groups(self.config.train_groups, names))
-        return self.phases
-
     def _setup(self) -> None:
         config = self.config
         config.validate()
@@ -295,7 +281,7 @@ class Trainer:
         device = devices.setup_device(config.device)
         self.speed = SpeedSettings(device, self.model, config)
         self.speed.world_size = self.dist.world_size
-        self.plan()
+        self.phases = self.phases or plan_for(config, self.groups)  # the config's recipe unless set before fit
         self.say("loading images")
         self.data.prepare(self)
         self.model.to(device)
@@ -304,15 +290,8 @@ class Trainer:
         if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.notes.append(self.speed.describe())
-        kind = self.data.meta.get("task", CLASSIFICATION)
-        if config.class_weighted_loss and kind == CLASSIFICATION:  # multilabel weighs by pos_weight instead
-            self.class_weight = class_weights(self.data.train_class_counts()).to(device)
-        self.criterion, self.val_criterion = make_criteria(config, self.class_weight)
-        # Multilabel / regression (ftui/train/tasks.py): the task's losses; batches carry target-table rows.
-        self.task = make_task(self.data.meta, getattr(self.data, "targets", None), config, self.class_weight)
-        self.task.to(device)
-        if kind != CLASSIFICATION:
-            self.criterion, self.val_criterion = self.task.criterion(), self.task.val_criterion()
+        # The task (classification, multilabel, regression: ftui/train/tasks.py) and its losses.
+        self.task, self.class_weight, self.criterion, self.val_criterion = task_losses(config, self.data, device)
         if self._resume is not None:
             set_rng_state(self._resume["rng"])
 
@@ -343,14 +322,14 @@ class Trainer:
                 "metric": self.task.metric_name, "config": self.config.to_dict(),
                 "notes": list(self.notes)}
 
-    def _end(self, status: str, message: str) -> None:
+    def _end_as(self, status: str, message: str) -> None:
         self.result.status, self.result.message = status, message
 
     def _fail(self, exc: Exception) -> None:
         log_failure(log, exc, f"training failed at epoch {self.epoch} step {self.batch}")
         log_path = self.run_dir / LOG_NAME if self.run_dir is not None else None
         message = describe_exception(exc, self.config, log_path)
-        self._end("failed", message)
+        self._end_as("failed", message)
         self.result.error = message
         self._event("on_error", {"message": message, "error_type": type(exc).__name__})
 
