@@ -24,15 +24,18 @@ def test_a_sweep_started_from_the_app_lists_its_trials_and_runs(tmp_path):
     with running_app(tmp_path, data_root=data_root) as (url, ctx):
         client = gradio_client.Client(url, verbose=False)
         client.predict(source_path="colours", val_fraction=0.25, api_name="/load_data")
+        from ftui.ui.guard import new_owner_token
+
+        sweeper, other = new_owner_token(), new_owner_token()  # tokens as the server issues them (/new_token)
         message = client.predict(config_json=json.dumps(TINY), owner_token="", n=2, minutes=5,
                                  api_name="/start_sweep")
-        assert "no owner token" in message
-        message = client.predict(config_json=json.dumps(TINY), owner_token="sweeper", n=2, minutes=5,
+        assert "owner token" in message or "owner_token" in message, message
+        message = client.predict(config_json=json.dumps(TINY), owner_token=sweeper, n=2, minutes=5,
                                  api_name="/start_sweep")
         assert message.startswith("Sweep ") and "started" in message, message
-        assert "already running" in client.predict(config_json=json.dumps(TINY), owner_token="other", n=2,
+        assert "already running" in client.predict(config_json=json.dumps(TINY), owner_token=other, n=2,
                                                    minutes=5, api_name="/start_sweep")
-        assert "Not yours to stop" in client.predict(owner_token="other", api_name="/stop_sweep")
+        assert "Not yours to stop" in client.predict(owner_token=other, api_name="/stop_sweep")
         deadline = time.monotonic() + 400
         status = ""
         while time.monotonic() < deadline and "done" not in status:
