@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import stat
 import tempfile
@@ -24,7 +23,7 @@ import pandas as pd
 
 from ftui.data import tasks
 from ftui.data.images import check_image, is_ignored
-from ftui.data.splits import copy_groups
+from ftui.data.splits import move_share_to_val
 from ftui.errors import FtuiError
 
 SPLITS = ("train", "val", "test")
@@ -273,19 +272,9 @@ def split_train_val(items: list[Item], classes: list[str], val_fraction: float, 
     """Move a seeded, stratified `val_fraction` of each class's train items to val (>= 1 when a class has 2+)."""
     result = [item for item in items if item.split != "train"]
     for label, name in enumerate(classes):
-        mine = sorted((item for item in items if item.split == "train" and item.label == label),
-                      key=lambda item: item.path)
-        # Copies of one image stay in one split (else val scores images train has seen): shuffle groups.
-        groups = [[mine[i] for i in g] for g in sorted(copy_groups([item.path for item in mine]))]
+        mine = [item for item in items if item.split == "train" and item.label == label]
         # Seeded per class by name, so adding a class or a file elsewhere leaves this class's split alone.
-        random.Random(f"{seed}:{name}").shuffle(groups)
-        n = len(mine)
-        n_val = 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
-        taken = 0
-        for group in groups:
-            to_val = taken < n_val and n - taken - len(group) >= 1
-            taken += len(group) if to_val else 0
-            result += [Item(item.path, item.label, "val") for item in group] if to_val else group
+        result += move_share_to_val(mine, name, seed, val_fraction)
     return sorted(result, key=lambda item: (SPLITS.index(item.split), item.label, item.path))
 
 

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import os
+import random
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -111,3 +112,23 @@ def copy_groups(paths: list[str], workers: int | None = None) -> list[list[int]]
     for members in groups.values():
         out += [members] if len(members) <= cap else [[m] for m in members]
     return out
+
+
+def move_share_to_val(items: list, key: str, seed: int, val_fraction: float) -> list:
+    """One stratum's train items (a class, a label combination, a value quantile) with `val_fraction` of them
+    moved to val: copies of one image stay together (else val scores images train has seen), groups shuffled by
+    a generator seeded with (seed, key) so adding items elsewhere leaves this stratum's split alone, and at least
+    one item stays in train. Items are dataclasses with a `split` field; the moved ones are copies."""
+    from dataclasses import replace
+
+    mine = sorted(items, key=lambda item: item.path)
+    groups = [[mine[i] for i in g] for g in sorted(copy_groups([item.path for item in mine]))]
+    random.Random(f"{seed}:{key}").shuffle(groups)
+    n = len(mine)
+    n_val = 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
+    result, taken = [], 0
+    for group in groups:
+        to_val = taken < n_val and n - taken - len(group) >= 1
+        taken += len(group) if to_val else 0
+        result += [replace(item, split="val") for item in group] if to_val else group
+    return result

@@ -12,14 +12,13 @@ A folder of class folders whose names are all numbers is regression when asked (
 from __future__ import annotations
 
 import math
-import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pandas as pd
 
-from ftui.data.splits import copy_groups
+from ftui.data.splits import move_share_to_val
 from ftui.errors import FtuiError
 
 CLASSIFICATION, MULTILABEL, REGRESSION = "classification", "multilabel", "regression"
@@ -260,16 +259,7 @@ def split_by_strata(items: Sequence, strata: Sequence[str], val_fraction: float,
         if item.split == "train":
             by_stratum[stratum].append(item)
     for stratum in sorted(by_stratum):
-        mine = sorted(by_stratum[stratum], key=lambda item: item.path)
-        groups = [[mine[i] for i in g] for g in sorted(copy_groups([item.path for item in mine]))]
-        random.Random(f"{seed}:{stratum}").shuffle(groups)
-        n = len(mine)
-        n_val = 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
-        taken = 0
-        for group in groups:
-            to_val = taken < n_val and n - taken - len(group) >= 1
-            taken += len(group) if to_val else 0
-            result += [replace(item, split="val") for item in group] if to_val else group
+        result += move_share_to_val(by_stratum[stratum], str(stratum), seed, val_fraction)
     return result
 
 
