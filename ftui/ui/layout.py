@@ -6,7 +6,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from ftui.ui import augment_step, data_step, form_restore, model_step, predict_step, results_step, train_step
+from ftui.ui import (
+    atomic_cache,
+    augment_step,
+    data_step,
+    form_restore,
+    model_step,
+    predict_step,
+    results_step,
+    train_step,
+)
 from ftui.ui.compare_view import build_compare_view
 from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.doctor_view import build_doctor_section
@@ -27,6 +36,7 @@ HEADER = """
 
 def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
     """The Gradio Blocks app and the server-side context it drives."""
+    atomic_cache.install()  # many users at once: no half-written image output (see the module)
     ctx = AppContext(settings)
 
     def dataset_for(source: str, fraction: float):
