@@ -76,8 +76,10 @@ class AppContext:
     def __init__(self, settings: AppSettings) -> None:
         from ftui.jobs import JobManager
         from ftui.runs import RunStore
+        from ftui.ui import atomic_cache
         from ftui.ui.guard import Grants
 
+        atomic_cache.install()  # many users at once: no half-written image output (see the module)
         self.settings = settings
         settings.runs_dir.mkdir(parents=True, exist_ok=True)
         settings.workdir.mkdir(parents=True, exist_ok=True)

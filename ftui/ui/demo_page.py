@@ -8,7 +8,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from ftui.ui import atomic_cache
 from ftui.ui.context import AppContext, AppSettings
 from ftui.ui.predict_step import (
     LIVE_CONCURRENCY,
@@ -35,7 +34,6 @@ def build_demo_page(run_dir: Path, workdir: Path) -> tuple[gr.Blocks, AppContext
     from ftui.results.modelcard import build_card, card_body, card_html
     from ftui.runs import write_text_atomic
 
-    atomic_cache.install()  # many viewers at once: no half-written image output
     run_dir = Path(run_dir).resolve()
     ctx = AppContext(demo_settings(run_dir, workdir))
     run_id = run_dir.name

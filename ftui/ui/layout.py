@@ -36,7 +36,6 @@ HEADER = """
 
 def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
     """The Gradio Blocks app and the server-side context it drives."""
-    atomic_cache.install()  # many users at once: no half-written image output (see the module)
     ctx = AppContext(settings)
 
     def dataset_for(source: str, fraction: float):
