@@ -106,7 +106,7 @@ def test_live_webcam_streams_one_prediction_after_another(page):
     page.locator("#ftui-live button[aria-label='capture photo']").click()  # stop
 
 
-def _shown_image(page, locator) -> Image.Image:
+def _shown_image(page, locator):
     """The picture a visible <img> shows, fetched the way the browser fetched it."""
     import io
 
