@@ -20,7 +20,6 @@ from ftui.ui.guard import InputError, number, private_download, session_of
 EXAMPLES = 12
 MAX_TOP_K = 100
 MAX_PREDICT_FILES = 256
-EXPLAINED = 12  # images in one batch that get a Grad-CAM overlay (each costs a forward and a backward pass)
 OVERLAY = 256
 THUMB = 128
 LIVE_CONCURRENCY = 4
@@ -187,11 +186,11 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
         progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
         verdicts = model.verdicts(paths, top_k=int(k))
         table = model.predictions_table(paths, top_k=int(k), verdicts=verdicts)
+        # Photos first (issue 23 item 7): the gallery shows what was sent; a click shows that image's heat map
+        # in the result pane (on_gallery_pick). Only the first image's Grad-CAM is computed up front.
         words, overlay = explain_one(model, paths[0], verdicts[0])
-        pictures = [overlay] + [explain_one(model, p, v)[1] if i < EXPLAINED else None
-                                for i, (p, v) in enumerate(zip(paths[1:], verdicts[1:]), start=1)]
-        thumbs = [(picture or _thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
-                  for picture, p, v in zip(pictures, paths, verdicts)]
+        thumbs = [(_thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
+                  for p, v in zip(paths, verdicts)]
         table["path"] = [Path(p).name for p in paths]
         # A unique name written atomically: parallel calls never share (and truncate) one file.
         out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
@@ -271,8 +270,8 @@ def _results_column() -> dict[str, Any]:
             gr.Markdown("**Where the model looked** (Grad-CAM)", elem_classes="ftui-image-title")
             c["overlay"] = gr.Image(show_label=False, type="pil", height=OVERLAY, width=OVERLAY,
                                     interactive=False, elem_id="ftui-gradcam", buttons=["download"])
-    c["gallery"] = gr.Gallery(label="All images (top-1 label, heat map)", columns=6, height=240,
-                              object_fit="cover")
+    c["gallery"] = gr.Gallery(label="All images (top-1 label): click one for its heat map", columns=6, height=240,
+                              object_fit="cover", elem_id="ftui-predict-gallery")
     c["table"] = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
     c["csv_file"] = gr.File(label="Predictions as CSV", visible=False)
     return c
@@ -307,6 +306,13 @@ class _Handlers:
     def predict(self, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
         """Top-k labels with probabilities for each image, Grad-CAM, a CSV of them, and the run's checkpoint."""
         return predict_files(self.ctx, run_id, files, k, progress)
+
+    def on_gallery_pick(self, run_id: str, files: list[str] | None, k: float, evt: gr.SelectData):
+        """The clicked photo's own answer and heat map in the result pane (the files are the ones just sent)."""
+        paths = [str(f) for f in (files or [])]
+        if not isinstance(evt.index, int) or not 0 <= evt.index < len(paths):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return predict_single(self.ctx, run_id, paths[evt.index], int(k))
 
     def predict_image(self, run_id: str, image, k: float):
         """Top-k labels, the confidence in words and a Grad-CAM overlay for one image."""
@@ -343,6 +349,7 @@ def build(ctx: AppContext) -> PredictView:
     export_outputs = [c["export_note"], c["export_file"]]
     c["button"].click(h.predict, [run, c["images"], top_k], outputs, api_name="predict", concurrency_id="heavy")
     c["examples"].select(h.on_example, [run, top_k], single, concurrency_id="heavy", **private)
+    c["gallery"].select(h.on_gallery_pick, [run, c["images"], top_k], single, concurrency_id="heavy", **private)
     c["webcam"].change(h.predict_image, [run, c["webcam"], top_k], single, api_name="predict_image",
                        concurrency_id="heavy")
     # No progress overlay per frame (it greyed the results out and flashed a timer). Live frames from every viewer share a queue of their own: at most LIVE_CONCURRENCY frames are worked on
