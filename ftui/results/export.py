@@ -116,6 +116,9 @@ def named_checkpoint(run: LoadedRun | str | Path) -> Path:
     source = folder.best_path if folder.best_path.is_file() else folder.last_path
     if not source.is_file():
         raise RunError(f"{folder.path} has no checkpoint yet")
+    if source.is_symlink():  # its download would be whatever file the link leads to
+        raise RunError(f"{source.name} in {folder.id} is a link: a run's checkpoints are read only as files in "
+                       "its own folder")
     target = folder.path / "export" / f"{folder.id}.pt"
     if not target.is_file() or target.stat().st_mtime_ns != source.stat().st_mtime_ns:
         target.parent.mkdir(exist_ok=True)
