@@ -92,9 +92,6 @@ def _epochs_written(out: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "quarantined, issue 24: root cause fixed (torchrun reused one worker store across restarts, "
-    "ftui/train/elastic.py launch_env); kept until 5 runs in a row pass"))
 def test_two_nodes_survive_a_killed_worker_and_match_an_unbroken_run(tmp_path, tmp_path_factory):
     from ftui.cli import main
 
