@@ -7,7 +7,6 @@ from pathlib import Path
 import gradio as gr
 
 from ftui.ui import (
-    atomic_cache,
     augment_step,
     data_step,
     form_restore,
@@ -51,7 +50,8 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
                 data = data_step.build(ctx)
                 with gr.Accordion("Dataset doctor: look for problems before training", open=False):
                     doctor = build_doctor_section(
-                        data.source, weights_check=lambda w, session: train_step.check_weights(ctx, w, session))
+                        data.source, weights_check=lambda w, session: train_step.check_weights(ctx, w, session),
+                        task=data.task)
             with gr.Tab("2 · Augment", id="augment", render_children=True):
                 # The resolution lives on the Model step; the preview needs it first, so render it later.
                 image_size_proxy = gr.Number(settings.demo_image_size, visible=False)
@@ -78,6 +78,8 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
         wire_fix_panel(ctx, doctor.fixes, doctor.gallery, data.source, data.val_fraction, data.load_outputs[:-1])
 
         _wire_doctor_model(ctx, demo, model, doctor)
+        # The task chosen on the Data step is the one the Train form asks for.
+        data.task.change(lambda t: t, data.task, train.form["task"], **private)
         model.image_size.change(lambda v: v, model.image_size, image_size_proxy, **private)
 
         def opened_on(runs, owner_token=None):
