@@ -38,6 +38,8 @@ FAR_OUT_IQR = 3.0
 MIN_RESIDUAL_STD = 0.5
 RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 HISTOGRAM_BINS = 10
+# The regression probe is refitted without its worst flagged image at most this many times.
+MAX_REFITS = 5
 
 
 @dataclass
@@ -249,7 +251,8 @@ def check_multilabel_noise(records: list[ImageRecord], features: np.ndarray, tar
     if len(checked) == 0 or len(keep) < 4:
         return skipped_labels("needs a label that 2+ images have and 2+ images lack")
     combos = np.unique(y, axis=0, return_inverse=True)[1].ravel()
-    folds = stratified_folds(combos, int(max(2, min(k, positives[checked].min()))))
+    # Folds keep each label combination spread out; a label with 2 images still has one in a training fold.
+    folds = stratified_folds(combos, int(max(2, min(k, len(keep) // 2))))
     probs = out_of_fold_label_probabilities(features[keep], y[:, checked], folds)
     given = y[:, checked]
     gap = np.abs(probs - given)  # how far the probe is from the given answer, per label
@@ -279,23 +282,34 @@ def check_multilabel_noise(records: list[ImageRecord], features: np.ndarray, tar
                            "these are hints, not verdicts: open each image and fix its labels only if wrong"])
 
 
-def out_of_fold_ridge(features: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, float]:
+def out_of_fold_ridge(features: np.ndarray, y: np.ndarray, folds: np.ndarray,
+                      fit: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Out-of-fold ridge predictions of standardized targets (the alpha with the least out-of-fold squared
-    error among RIDGE_ALPHAS) in the targets' units, and that alpha."""
+    error among RIDGE_ALPHAS) in the targets' units, and that alpha. Only the `fit` rows are fitted on."""
+    fit = np.ones(len(y), dtype=bool) if fit is None else fit
     x = _unit(features.astype(np.float64))
-    mean, std = y.mean(0), np.maximum(y.std(0), 1e-12)
+    mean, std = y[fit].mean(0), np.maximum(y[fit].std(0), 1e-12)
     z = (y - mean) / std
     preds = {alpha: np.zeros_like(z) for alpha in RIDGE_ALPHAS}
     for fold in np.unique(folds):
-        held = folds == fold
-        x_mean, z_mean = x[~held].mean(0), z[~held].mean(0)
-        u, s, vt = np.linalg.svd(x[~held] - x_mean, full_matrices=False)
-        projected = u.T @ (z[~held] - z_mean)
+        held, train = folds == fold, (folds != fold) & fit
+        x_mean, z_mean = x[train].mean(0), z[train].mean(0)
+        u, s, vt = np.linalg.svd(x[train] - x_mean, full_matrices=False)
+        projected = u.T @ (z[train] - z_mean)
         for alpha in RIDGE_ALPHAS:
             w = vt.T @ ((s / (s * s + alpha))[:, None] * projected)
             preds[alpha][held] = (x[held] - x_mean) @ w + z_mean
-    alpha = min(RIDGE_ALPHAS, key=lambda a: float(((preds[a] - z) ** 2).sum()))
+    alpha = min(RIDGE_ALPHAS, key=lambda a: float(((preds[a] - z)[fit] ** 2).sum()))
     return preds[alpha] * std + mean, alpha
+
+
+def robust_residuals(y: np.ndarray, pred: np.ndarray, fit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals and their robust z-scores (median/MAD of the `fit` rows), and which are flagged."""
+    residual = y - pred
+    median = np.median(residual[fit], 0)
+    mad = np.maximum(np.median(np.abs(residual[fit] - median), 0), 1e-12)
+    z = 0.6745 * (residual - median) / mad
+    return z, (np.abs(z) > OUTLIER_Z) & (np.abs(residual) >= MIN_RESIDUAL_STD * y[fit].std(0))
 
 
 def check_regression_noise(records: list[ImageRecord], features: np.ndarray, targets: TaskTargets,
@@ -311,12 +325,17 @@ def check_regression_noise(records: list[ImageRecord], features: np.ndarray, tar
         return skipped_labels(f"needs at least {2 * k} readable images")
     y = targets.values[keep]
     folds = np.random.default_rng(0).permutation(len(keep)) % k
-    pred, alpha = out_of_fold_ridge(features[keep], y, folds)
+    # A badly wrong value drags the predictions of the images that look like it: the worst flagged image is
+    # left out of the fit and the probe refitted, one at a time (a few rounds), before the final verdicts.
+    fit = np.ones(len(y), dtype=bool)
+    for _ in range(MAX_REFITS + 1):
+        pred, alpha = out_of_fold_ridge(features[keep], y, folds, fit)
+        z, flagged = robust_residuals(y, pred, fit)
+        worst = np.flatnonzero(flagged.any(1) & fit)
+        if not len(worst):
+            break
+        fit[worst[np.abs(z[worst]).max(1).argmax()]] = False
     residual = y - pred
-    median = np.median(residual, 0)
-    mad = np.maximum(np.median(np.abs(residual - median), 0), 1e-12)
-    z = 0.6745 * (residual - median) / mad
-    flagged = (np.abs(z) > OUTLIER_Z) & (np.abs(residual) >= MIN_RESIDUAL_STD * y.std(0))
     rows = []
     for j in np.flatnonzero(flagged.any(1)):
         r = records[keep[j]]

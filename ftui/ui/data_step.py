@@ -264,6 +264,43 @@ def _finish(run, num_outputs: int) -> tuple:
         return (*(gr.skip() for _ in range(num_outputs - 1)), f"**Could not load the data:** {message}")
 
 
+def task_dropdown() -> gr.Dropdown:
+    """The Data step's task choice: auto (detected) or the task to read the data as."""
+    return gr.Dropdown(list(TASK_CHOICES), value="auto", label="Task", elem_id="ftui-data-task",
+                       info="auto: detected (a CSV's labels with ';' = multilabel, number columns = regression). "
+                       "Force one here, e.g. numbered folders (0/, 5/, 10/) as regression.")
+
+
+def _upload_handlers(ctx: AppContext, finish) -> tuple:
+    """The folder-picker and file-upload handlers (`finish` turns their errors into the step's message)."""
+
+    def upload_folder(manifest: str, val_fraction: float, task_name: str = "auto", request: gr.Request = None,
+                      progress=PROGRESS):
+        """Rebuild a folder picked in the browser (relative paths kept) and load it."""
+        def run(dest: Path):
+            packed = zip_manifest(manifest)  # small folders arrive as one zip packed by the browser
+            if packed is not None:
+                check_quota(ctx, [packed])
+                root = materialize_zip(packed, dest, gr.utils.get_upload_folder(), ctx.quota_left())
+            else:
+                pairs = parse_manifest(manifest)
+                check_quota(ctx, [server for _, server in pairs])
+                root, _failed = materialize_tree(pairs, dest, gr.utils.get_upload_folder())
+            return show(ctx, dataset_source(root), val_fraction, progress, checked_task(task_name))
+        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
+
+    def upload_data(files: list[str] | None, val_fraction: float, task_name: str = "auto",
+                    request: gr.Request = None, progress=PROGRESS):
+        """Load uploaded files: one .zip, or a CSV plus its images."""
+        def run(dest: Path):
+            check_quota(ctx, list(files or []))
+            return show(ctx, materialize_files(list(files or []), dest), val_fraction, progress,
+                        checked_task(task_name))
+        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
+
+    return upload_folder, upload_data
+
+
 def build(ctx: AppContext) -> DataView:
     """Lay out the Data step and wire its events."""
     source = gr.State(str(ctx.demo_source()))
@@ -277,8 +314,8 @@ def build(ctx: AppContext) -> DataView:
                 with gr.Tab("Upload a folder"):
                     picker = folder_picker(MAX_FILES)
                 with gr.Tab("Upload .zip / CSV"):
-                    files = gr.File(label="A .zip of the folder, or a CSV (path,label; path,labels with ';' for multilabel; path,value for "
-                                    "regression) plus its images",
+                    files = gr.File(label="A .zip of the folder, or a CSV (path,label; path,labels with ';' for "
+                                    "multilabel; path,value for regression) plus its images",
                                     file_count="multiple", file_types=[".zip", ".csv", "image"], height=150,
                                     elem_id="ftui-data-files")
                     upload_button = gr.Button("Load the uploaded files")
@@ -291,9 +328,7 @@ def build(ctx: AppContext) -> DataView:
                     path_button = gr.Button("Load", interactive=root is not None)
             val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share",
                                      info="Used when the data has no val/ folder.")
-            task = gr.Dropdown(list(TASK_CHOICES), value="auto", label="Task", elem_id="ftui-data-task",
-                               info="auto: detected (a CSV's labels with ';' = multilabel, number columns = "
-                               "regression). Force one here, e.g. numbered folders (0/, 5/, 10/) as regression.")
+            task = task_dropdown()
             error = gr.Markdown(elem_classes="ftui-error", elem_id="ftui-data-error")
         with gr.Column(scale=3, min_width=420):
             status = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-data-status")
@@ -322,29 +357,7 @@ def build(ctx: AppContext) -> DataView:
                                    number("val_fraction", val_fraction, 0.01, 0.99, whole=False), progress,
                                    checked_task(task_name)))
 
-    def upload_folder(manifest: str, val_fraction: float, task_name: str = "auto", request: gr.Request = None,
-                      progress=PROGRESS):
-        """Rebuild a folder picked in the browser (relative paths kept) and load it."""
-        def run(dest: Path):
-            packed = zip_manifest(manifest)  # small folders arrive as one zip packed by the browser
-            if packed is not None:
-                check_quota(ctx, [packed])
-                root = materialize_zip(packed, dest, gr.utils.get_upload_folder(), ctx.quota_left())
-            else:
-                pairs = parse_manifest(manifest)
-                check_quota(ctx, [server for _, server in pairs])
-                root, _failed = materialize_tree(pairs, dest, gr.utils.get_upload_folder())
-            return show(ctx, dataset_source(root), val_fraction, progress, checked_task(task_name))
-        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
-
-    def upload_data(files: list[str] | None, val_fraction: float, task_name: str = "auto",
-                    request: gr.Request = None, progress=PROGRESS):
-        """Load uploaded files: one .zip, or a CSV plus its images."""
-        def run(dest: Path):
-            check_quota(ctx, list(files or []))
-            return show(ctx, materialize_files(list(files or []), dest), val_fraction, progress,
-                        checked_task(task_name))
-        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
+    upload_folder, upload_data = _upload_handlers(ctx, finish)
 
     demo_choice = gr.Textbox("demo", visible=False)
     # Named endpoints first: a private listener of the same function would otherwise take the plain name.
