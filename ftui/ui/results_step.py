@@ -364,8 +364,9 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
             from ftui.ui import task_results
 
             text, table, side, pictures, plot = task_results.outputs(ctx, result, session_of(request), shown_paths)
+            # No reliability diagram: calibration is a single-label softmax tool.
             return ("", text, table, side, pictures, plot, shown_paths, predictor(ctx, run_id).run.config.data,
-                    None)
+                    None, "")
         parts = evaluation_outputs(ctx, result, session_of(request), None, shown_paths)
         picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
         return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,

@@ -246,6 +246,16 @@ def run_task(run_dir) -> str:
     return task if task in TASK_METRICS else "classification"
 
 
+def job_task(ctx: AppContext, job, snap: dict[str, Any]) -> str:
+    """The task a job trains: its config's, or once "auto" is resolved, what its run folder's config.json says
+    (the job thread resolves the task on its own copy of the config)."""
+    task = getattr(job.config, "task", "classification")
+    if task in TASK_METRICS:
+        return task
+    folder = snap.get("run_dir") or (ctx.settings.runs_dir / snap["run_id"] if snap.get("run_id") else None)
+    return run_task(folder) if folder else "classification"
+
+
 def metric_chart(history: pd.DataFrame | None, task: str | None) -> tuple:
     """epoch_charts with the metric plot's label naming the task's metric ("mAP per epoch")."""
     loss, metric = epoch_charts(history, task)
@@ -514,7 +524,7 @@ class _Handlers:
             return (None, status_markdown(None, True, None), progress_html(0, "not started"),
                     *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), ["none"])
         snap = target.snapshot()
-        snap["task"] = getattr(target.config, "task", "classification")
+        snap["task"] = job_task(self.ctx, target, snap)
         batches, epochs_frame = target.batch_history(), target.history()
         key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position"),
                snap.get("run_id")]
