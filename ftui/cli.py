@@ -344,9 +344,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_ood(ood: dict) -> None:
+    method = ood.get("method", "energy")
+    others = [name for name in (method, "energy", "msp") if name in ood]
     print(f"none of these ({ood['num_out']} images of {ood['folder']} vs {ood['num_in']} in-distribution): "
-          f"energy AUROC {ood['energy']['auroc']:.3f}, FPR at 95% TPR {ood['energy']['fpr95']:.3f}; "
-          f"MSP AUROC {ood['msp']['auroc']:.3f}, FPR at 95% TPR {ood['msp']['fpr95']:.3f}"
+          + "; ".join(f"{name}{' (used)' if name == method else ''} AUROC {ood[name]['auroc']:.3f}, "
+                      f"FPR at 95% TPR {ood[name]['fpr95']:.3f}" for name in dict.fromkeys(others))
           + (f"; the stored threshold answers 'unknown' for {ood['unknown_rate']:.1%} of them"
              if "unknown_rate" in ood else ""))
 
