@@ -27,6 +27,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trusted-proxy", default="", metavar="ADDR[,ADDR]",
                         help="a reverse proxy whose X-Forwarded-For is believed (default: none; the login "
                              "throttle then counts each TCP peer, so behind a proxy all clients share one count)")
+    parser.add_argument("--allow-data-root-edits", action="store_true",
+                        help="let the app's fixes (relabel/remove/merge) change datasets under --data-root in place "
+                             "(default: each session's fixes go to its own copy, within --work-quota)")
+    parser.add_argument("--max-jobs-per-address", type=int, default=3, metavar="N",
+                        help="unfinished training jobs one client address may have (default 3)")
+    parser.add_argument("--max-jobs-per-session", type=int, default=2, metavar="N",
+                        help="unfinished training jobs one browser session may have (default 2)")
+    parser.add_argument("--max-job-images", type=int, default=1_000_000, metavar="N",
+                        help="most epochs x training images one job from the app may train (default 1000000)")
     parser.add_argument("--gpus", default="1", metavar="N|all",
                         help="GPUs each training job gets: N, or all visible ones (DistributedDataParallel)")
     parser.add_argument("--demo", default=None, metavar="RUN_DIR",
@@ -51,6 +60,16 @@ def gpu_count(value: str) -> int:
     if count < 1:
         raise SystemExit("--gpus must be >= 1")
     return count
+
+
+def job_limits(args: argparse.Namespace) -> dict[str, int]:
+    """The per-client job limits (AppSettings fields), each at least 1."""
+    limits = {"max_jobs_per_address": args.max_jobs_per_address, "max_jobs_per_session": args.max_jobs_per_session,
+              "max_job_images": args.max_job_images}
+    for name, value in limits.items():
+        if value < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    return limits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = AppSettings(runs_dir=Path(args.runs_dir).expanduser().resolve(),
                            workdir=workdir,
                            data_root=data_root, max_upload_bytes=max_upload, work_quota_bytes=work_quota,
-                           gpus=gpu_count(args.gpus), trusted_proxy=args.trusted_proxy)
+                           gpus=gpu_count(args.gpus), trusted_proxy=args.trusted_proxy,
+                           allow_data_root_edits=args.allow_data_root_edits, **job_limits(args))
     demo, _ = build_app(settings)
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_options(settings))

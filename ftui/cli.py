@@ -125,11 +125,11 @@ def _launch_elastic(args: argparse.Namespace) -> int:
     import subprocess
 
     from ftui.train.distributed import _package_env
-    from ftui.train.elastic import launch_command
+    from ftui.train.elastic import launch_command, launch_env
 
     command = launch_command(args.argv, args.nnodes, args.rdzv_endpoint, args.nproc_per_node or 1,
                              args.max_restarts, args.out, args.rdzv_id)
-    proc = subprocess.Popen(command, env=_package_env())
+    proc = subprocess.Popen(command, env=launch_env(_package_env()))
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -344,9 +344,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_ood(ood: dict) -> None:
+    method = ood.get("method", "energy")
+    others = [name for name in (method, "energy", "msp") if name in ood]
     print(f"none of these ({ood['num_out']} images of {ood['folder']} vs {ood['num_in']} in-distribution): "
-          f"energy AUROC {ood['energy']['auroc']:.3f}, FPR at 95% TPR {ood['energy']['fpr95']:.3f}; "
-          f"MSP AUROC {ood['msp']['auroc']:.3f}, FPR at 95% TPR {ood['msp']['fpr95']:.3f}"
+          + "; ".join(f"{name}{' (used)' if name == method else ''} AUROC {ood[name]['auroc']:.3f}, "
+                      f"FPR at 95% TPR {ood[name]['fpr95']:.3f}" for name in dict.fromkeys(others))
           + (f"; the stored threshold answers 'unknown' for {ood['unknown_rate']:.1%} of them"
              if "unknown_rate" in ood else ""))
 

@@ -187,6 +187,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with weights_only=True; RunError when it is missing or unreadable."""
     path = Path(path)
+    if path.is_symlink():
+        raise RunError(f"{path.name} in {path.parent.name} is a link: a run's checkpoints are read only as files "
+                       "in its own folder (a link may lead to any file on the server)")
     if not path.is_file():
         raise RunError(f"checkpoint not found: {path}")
     try:

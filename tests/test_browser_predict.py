@@ -104,3 +104,45 @@ def test_live_webcam_streams_one_prediction_after_another(page):
         seen.append(_gradcam_src(page))
     assert page.locator("#ftui-label").inner_text().strip()
     page.locator("#ftui-live button[aria-label='capture photo']").click()  # stop
+
+
+def _shown_image(page, locator):
+    """The picture a visible <img> shows, fetched the way the browser fetched it."""
+    import io
+
+    from PIL import Image
+
+    src = locator.get_attribute("src")
+    return Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+
+
+def test_all_images_gallery_shows_the_photos_and_a_click_shows_that_ones_heat_map(app, page):
+    """Issue 23 item 7: the batch gallery is photo first (the photo as sent, not a Grad-CAM overlay), and
+    clicking a photo puts that image's own answer and heat map in the result pane."""
+    import numpy as np
+
+    from ftui.results.predict import Predictor
+    from ftui.ui.predict_step import _thumb
+
+    _, _, run_dir = app
+    files = sorted(str(p) for p in (run_dir.parent.parent / "colours").rglob("*.jpg"))
+    files = [files[0], files[len(files) // 2], files[-1]]
+    page.get_by_role("tab", name="Files").click()
+    page.locator("#ftui-predict-files input[type=file]").set_input_files(files)
+    page.wait_for_function("() => document.querySelectorAll('#ftui-predict-files tbody tr').length >= 3",
+                           timeout=30_000)
+    page.locator("#ftui-predict").click()
+    thumbs = page.locator("#ftui-predict-gallery button.thumbnail-item img")
+    page.wait_for_function("() => document.querySelectorAll('#ftui-predict-gallery button.thumbnail-item img')"
+                           ".length === 3", timeout=60_000)
+    for k, path in enumerate(files):
+        shown = np.asarray(_shown_image(page, thumbs.nth(k)).resize((32, 32)), dtype=float)
+        photo = np.asarray(_thumb(path).resize((32, 32)), dtype=float)
+        assert np.abs(shown - photo).mean() < 12, f"gallery item {k} is not the photo {path}"
+    before = _gradcam_src(page)
+    page.locator("#ftui-predict-gallery button.thumbnail-item").nth(2).click()
+    page.wait_for_function("(old) => { const i = document.querySelector('#ftui-gradcam img');"
+                           " return !!(i && i.src && i.src !== old && i.complete && i.naturalWidth > 0); }",
+                           arg=before, timeout=60_000)
+    top = Predictor(run_dir).predict([files[2]], top_k=1)[0][0][0]
+    assert top in page.locator("#ftui-label").inner_text()

@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
     # the camera's YUV round trip (a grey level or two).
     predictor = Predictor(run_dir)
     (verdict,) = predictor.verdicts([wall])
-    threshold = predictor.trust.energy_threshold
+    threshold = predictor.trust.threshold  # the stored score's (mahalanobis)
     assert threshold is not None and verdict.kind == "unknown", (verdict, threshold)
     assert all(v.kind == "unknown" for v in predictor.verdicts(
         [Image.new("RGB", (160, 120), (g, g, g)) for g in (124, 132)]))
@@ -60,7 +60,7 @@ def test_live_webcam_on_a_grey_wall_says_unknown(setup):
         _stream_until_unknown(page, "#ftui-live")
         assert "none fits" in page.inner_text("#ftui-label")
         # The score the page states is the frame's, below the threshold stored with the model.
-        assert _shown_score(page) < Predictor(run_dir).trust.energy_threshold
+        assert _shown_score(page) < Predictor(run_dir).trust.threshold
         page.screenshot(path=str(root / "live-unknown.png"))
 
 
@@ -89,7 +89,7 @@ def test_demo_page_webcam_on_a_grey_wall_says_unknown(setup, tmp_path):
             page.goto(url)
             page.wait_for_selector("#ftui-modelcard", timeout=60_000)
             _stream_until_unknown(page, "#ftui-live")
-            assert _shown_score(page) < Predictor(run_dir).trust.energy_threshold
+            assert _shown_score(page) < Predictor(run_dir).trust.threshold
             page.screenshot(path=str(tmp_path / "demo-unknown.png"))
     finally:
         page_app.close()

@@ -63,3 +63,32 @@ def test_demo_page_is_locked_and_predicts_an_upload_with_grad_cam(run_dir, tmp_p
             assert page.locator("#ftui-label").inner_text().strip()
     finally:
         page_app.close()
+
+
+@pytest.mark.slow
+def test_the_owner_names_the_model_in_the_app_and_no_one_else_can(tmp_path):
+    """Issue 23 item 11: the Evaluate step's "Name this model" (API /name_model) titles the run's model card and
+    demo page; a client with another token, or none, is refused and the name stays."""
+    import gradio_client
+    from ftui_app_server import running_app
+
+    from ftui.runs import RunStore
+    from ftui.ui.guard import owner_stamp
+
+    run = make_quick_run(tmp_path, image_size=32)
+    with running_app(tmp_path, data_root=tmp_path / "colours") as (url, _ctx):
+        client = gradio_client.Client(url, verbose=False)
+        owner, stranger = client.predict(api_name="/new_token"), client.predict(api_name="/new_token")
+        RunStore(run.parent).folder(run).update_status(**owner_stamp(owner))
+        refused = client.predict(run.name, "Stolen name", "", stranger, api_name="/name_model")
+        assert refused.startswith("**Not saved:**") and "only the browser" in refused
+        anonymous = client.predict(run.name, "Stolen name", "", "", api_name="/name_model")
+        assert anonymous.startswith("**Not saved:**")
+        too_long = client.predict(run.name, "x" * 121, "", owner, api_name="/name_model")
+        assert "at most 120 characters" in too_long
+        saved = client.predict(run.name, "  Colour sorter ", "Tells red, green and blue apart.", owner,
+                               api_name="/name_model")
+        assert saved.startswith("Saved:") and "“Colour sorter”" in saved
+    card = build_card(run)
+    assert card.heading == "Colour sorter" and card.description == "Tells red, green and blue apart."
+    assert "<h2>Colour sorter</h2>" in card_html(card)

@@ -13,7 +13,10 @@ from ftui.ui.fix_view import _Handlers
 
 
 def _ctx(tmp_path: Path) -> AppContext:
-    return AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=tmp_path))
+    # The operator's consent to fixes in place (--allow-data-root-edits): without it a fix to a --data-root
+    # dataset goes to a copy per session (tests/test_redteam2.py), and these tests are about the panel itself.
+    return AppContext(AppSettings(runs_dir=tmp_path / "runs", workdir=tmp_path / "work", data_root=tmp_path,
+                                  allow_data_root_edits=True))
 
 
 def test_csv_dataset_is_fixed_from_the_panel_in_an_edited_copy(tmp_path):

@@ -118,11 +118,15 @@ def test_a_real_training_job_writes_temperature_ece_and_threshold(class_folder, 
     job = run_job(config, tmp_path / "runs" / "r1")
     assert job.status == "done", job.snapshot()
     ev = json.loads((tmp_path / "runs" / "r1" / "evaluation.json").read_text())
-    for key in ("temperature", "ece_before", "ece_after", "reliability", "abstain_rate", "energy_threshold"):
+    for key in ("temperature", "ece_before", "ece_after", "reliability", "abstain_rate", "energy_threshold",
+                "ood_method", "ood_threshold"):
         assert key in ev, key
     assert 0 < ev["temperature"] and 0 <= ev["ece_after"] <= 1
     trust = load_checkpoint(tmp_path / "runs" / "r1" / "best.pt")["trust"]
     assert trust["energy_threshold"] == pytest.approx(ev["energy_threshold"])
+    # The job fitted the feature-space score on the train images and stored it with the model.
+    assert trust["ood_method"] == ev["ood_method"] == "mahalanobis"
+    assert trust["ood_threshold"] == pytest.approx(ev["ood_threshold"])
 
 
 @pytest.mark.slow
@@ -130,7 +134,8 @@ def test_predict_says_unknown_below_the_stored_threshold_and_the_csv_says_so(tmp
     run_dir = make_quick_run(tmp_path, per_class=20)
     calibrate_and_evaluate(run_dir)
     predictor = Predictor(run_dir)
-    threshold = predictor.trust.energy_threshold
+    threshold = predictor.trust.threshold  # the stored score's (mahalanobis: this run has train images)
+    assert predictor.trust.ood_method == "mahalanobis"
     odd = [write_class_image(tmp_path / "odd" / f"{i}.png", (c, 255 - c, c), seed=i, size=40)
            for i, c in enumerate((0, 128, 255, 60, 200))]
     table = predictor.predictions_table([str(p) for p in odd], top_k=2)
@@ -141,7 +146,7 @@ def test_predict_says_unknown_below_the_stored_threshold_and_the_csv_says_so(tmp
         else:
             assert row["verdict"] != "unknown"
     for verdict in predictor.verdicts([str(p) for p in odd]):
-        assert (verdict.kind == "unknown") == (verdict.energy < threshold)
+        assert (verdict.kind == "unknown") == (verdict.score < threshold)
         if verdict.kind == "unknown":
             assert UNKNOWN_WORDS in verdict.words()
 
@@ -176,7 +181,7 @@ def test_an_ensemble_run_averages_its_members_calibrated_probabilities(tmp_path)
 
 
 @pytest.mark.slow
-def test_evaluate_ood_cli_saves_auroc_and_fpr95_for_energy_and_msp(tmp_path, capsys):
+def test_evaluate_ood_cli_saves_auroc_and_fpr95_for_the_stored_score_energy_and_msp(tmp_path, capsys):
     from ftui.cli import main
 
     run_dir = make_quick_run(tmp_path, per_class=20)
@@ -186,8 +191,8 @@ def test_evaluate_ood_cli_saves_auroc_and_fpr95_for_energy_and_msp(tmp_path, cap
     assert main(["evaluate", str(run_dir), "--ood", str(tmp_path / "elsewhere"), "--device", "cpu"]) == 0
     assert "energy AUROC" in capsys.readouterr().out
     ood = json.loads((run_dir / "evaluation.json").read_text())["ood"]
-    assert ood["method"] == "energy" and ood["num_out"] == 6 and 0 <= ood["auroc"] <= 1 and 0 <= ood["fpr95"] <= 1
-    assert ood["auroc"] == ood["energy"]["auroc"] and "msp" in ood
+    assert ood["method"] == "mahalanobis" and ood["num_out"] == 6 and 0 <= ood["auroc"] <= 1
+    assert 0 <= ood["fpr95"] <= 1 and ood["auroc"] == ood["mahalanobis"]["auroc"] and {"energy", "msp"} <= set(ood)
 
 
 def test_tta_averages_the_logits_of_flip_and_four_corner_crops(tmp_path):

@@ -26,6 +26,14 @@ class GradioHTTP:
                          if d.get("api_name")}
         self.trigger = {d.get("api_name"): (d.get("targets") or [[None]])[0][0] for d in config["dependencies"]
                         if d.get("api_name")}
+        # Events without an API name (a button's click, as the page wires it) by "elem_id.event".
+        elem = {c["id"]: (c.get("props") or {}).get("elem_id") for c in config["components"]}
+        for index, dep in enumerate(config["dependencies"]):
+            for target, event in dep.get("targets") or []:
+                if elem.get(target):
+                    name = f"{elem[target]}.{event}"
+                    self.fn_index.setdefault(name, index)
+                    self.trigger.setdefault(name, target)
 
     def upload(self, path: str | Path) -> dict[str, Any]:
         """Upload a file; the FileData dict an event takes as input."""
@@ -65,7 +73,8 @@ class GradioHTTP:
         raise RuntimeError(f"{api_name}: the event stream ended without a result")
 
     def call(self, api_name: str, data: list[Any]) -> list[Any]:
-        """Run one event and return its outputs; RuntimeError with the server's message when it failed."""
+        """Run one event (an API name, or "elem_id.event" as a page's button fires it) and return its outputs;
+        RuntimeError with the server's message when it failed."""
         event_id = self._join(api_name, data)
         with self.http.stream("GET", self.url + "gradio_api/queue/data",
                               params={"session_hash": self.session}) as stream:

@@ -221,7 +221,7 @@ def prepare(url: str, data: Path, work: Path) -> dict:
         out = client.predict(run_id=run, image=gradio_client.handle_file(image), k=3, api_name="/predict_image")
         answers[image] = labels(out[1])
     evaluation = client.predict(run, "val", api_name="/evaluate")[1]
-    long_job, error = client.predict(config=json.dumps({**RUN_CONFIG, "epochs": 10000, "early_stopping_patience": 0}),
+    long_job, error = client.predict(config=json.dumps({**RUN_CONFIG, "epochs": 5000, "early_stopping_patience": 0}),
                                      owner_token=token,
                                      api_name="/start_training")
     if error:

@@ -63,7 +63,16 @@ def train_run(data: str, settings: TrustSettings, seed: int, tag: str, log) -> P
 
     run_dir = Path(settings.runs_dir) / f"{tag}-s{seed}"
     saved = run_dir / "evaluation.json"
+    if saved.is_file() and "ood_method" in json.loads(saved.read_text()):
+        return run_dir
     if saved.is_file() and "temperature" in json.loads(saved.read_text()):
+        # Trained and calibrated before the feature score existed: fit it (and the temperature) again on the
+        # same weights, no retraining.
+        from ftui.results.calibrate import calibrate_and_evaluate
+        from ftui.runs import write_json_atomic
+
+        log(f"calibrating {run_dir.name} again")
+        write_json_atomic(saved, calibrate_and_evaluate(run_dir).to_dict())
         return run_dir
     log(f"training {run_dir.name}")
     config = TrainConfig(data=data, backbone=settings.backbone, weights=settings.weights,
@@ -105,10 +114,25 @@ def sample(paths: list[str], n: int, seed: int = 0) -> list[str]:
     return [paths[i] for i in order[:n]]
 
 
-def _ood(predictor, inside: list[str], outside: list[str]) -> dict[str, Any]:
+def _ood(run_dir: Path, inside: list[str], outside: list[str]) -> dict[str, Any]:
+    """AUROC / FPR95 of the run's stored score, energy, MSP, and k-NN (Sun et al. 2022, k = 5, fitted here on
+    the same train images as the stored Mahalanobis statistics) for comparison."""
+    from ftui.results.evaluate import run_dataset, run_targets
+    from ftui.results.oodscore import NearestNeighbour, fit_sample
+    from ftui.results.predict import Predictor
     from ftui.results.trust import ood_report
 
-    return ood_report(predictor.logits(inside), predictor.logits(outside), predictor.trust.temperature)
+    predictor, features = Predictor(run_dir), Predictor(run_dir, features=True)
+    (zi, si), (zo, so) = predictor.scored(inside), predictor.scored(outside)
+    scores = {predictor.trust.ood_method: (si, so)} if predictor.trust.ood_method != "energy" else {}
+    _, fi = features.logits_and_features(inside)
+    if fi is not None:
+        dataset = run_dataset(features.run)
+        train = list(dataset.split("train"))
+        picked = fit_sample(run_targets(features.run, dataset, train).tolist())
+        knn = NearestNeighbour.fit(features.logits_and_features([train[i].path for i in picked])[1])
+        scores["knn"] = (knn(fi), knn(features.logits_and_features(outside)[1]))
+    return ood_report(zi, zo, predictor.trust.temperature, scores, predictor.trust.ood_method)
 
 
 def _tta(run_dir: Path, paths: list[str], true: list[str]) -> dict[str, Any]:
@@ -125,7 +149,6 @@ def _tta(run_dir: Path, paths: list[str], true: list[str]) -> dict[str, Any]:
 def bench_set(data: str, others: list[str], settings: TrustSettings, log) -> dict[str, Any]:
     """One row of the table for `data` (others: the suite's other sets, its far-OOD images)."""
     from ftui.results.ensemble import make_ensemble
-    from ftui.results.predict import Predictor
     from ftui.results.trust import ece_floor
 
     name, path = _name(data), _path(data)
@@ -136,10 +159,9 @@ def bench_set(data: str, others: list[str], settings: TrustSettings, log) -> dic
                            "ece_before": ev["ece_before"], "ece_after": ev["ece_after"],
                            "abstain_rate": ev.get("abstain_rate")}
     paths, true = val_items(runs[0])
-    predictor = Predictor(runs[0])
     row["ece_floor"] = ece_floor(torch.tensor(ev["probabilities"]))
     outside = [p for other in others for p in sample(val_items_of(other), settings.ood_per_set)]
-    row["far_ood"] = _ood(predictor, paths, outside)
+    row["far_ood"] = _ood(runs[0], paths, outside)
     row["far_ood"]["sets"] = [_name(o) for o in others]
     classes = ev["classes"]
     if len(classes) >= 3:
@@ -149,7 +171,7 @@ def bench_set(data: str, others: list[str], settings: TrustSettings, log) -> dic
         near_run = train_run(view, settings, 0, f"{name}-heldout", log)
         near_paths, _ = val_items(near_run)
         unseen = [p for p, c in zip(paths, true) if c in held]
-        row["near_ood"] = _ood(Predictor(near_run), near_paths, unseen)
+        row["near_ood"] = _ood(near_run, near_paths, unseen)
         row["near_ood"]["held_out"] = held
     log(f"{name}: TTA")
     row["tta"] = _tta(runs[0], paths, true)
@@ -175,17 +197,23 @@ def _gain(r: dict[str, Any]) -> str:
             f"({r['wrong->right']} w->r, {r['right->wrong']} r->w)")
 
 
+SHORT = {"mahalanobis": "maha", "energy": "energy", "msp": "MSP", "knn": "kNN"}
+
+
 def _auroc(r: dict[str, Any] | None) -> str:
+    """'maha 0.981 (FPR95 0.08) · energy 0.663 · MSP 0.831 · kNN 0.950': the stored score first."""
     if not r:
         return "n/a (2 classes)"
-    return (f"{r['energy']['auroc']:.3f} / {r['msp']['auroc']:.3f} "
-            f"(FPR95 {r['energy']['fpr95']:.2f} / {r['msp']['fpr95']:.2f})")
+    used = r.get("method", "energy")
+    rest = [name for name in ("energy", "msp", "knn") if name in r and name != used]
+    return (f"{SHORT.get(used, used)} **{r[used]['auroc']:.3f}** (FPR95 {r[used]['fpr95']:.2f}) · "
+            + " · ".join(f"{SHORT[name]} {r[name]['auroc']:.3f}" for name in rest))
 
 
 def format_table(rows: list[dict[str, Any]], title: str) -> str:
     """Markdown: one row per set."""
     head = ("| set | classes | val | accuracy | T | ECE before | ECE after (2-fold) | ECE floor | abstain on val | "
-            "far-OOD AUROC energy / MSP | near-OOD AUROC energy / MSP (held out) | TTA gain, points [95%] | "
+            "far-OOD AUROC: stored score (FPR95) · others | near-OOD AUROC (held out) | TTA gain, points [95%] | "
             "ensemble gain over best member, points [95%] |")
     lines = [title, "", head, "|" + "---|" * 13]
     for r in rows:

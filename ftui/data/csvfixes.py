@@ -4,7 +4,8 @@ The first fix copies `data.csv` to `data-edited.csv` next to it (the original is
 keep working, and the loader's rule that paths stay inside the CSV's folder still holds), and every later fix
 edits that copy. Relabel changes a row's label, remove takes the row out, merge relabels every row of a class.
 Each change is appended to a journal beside the copy (`.data-edited.csv.ftui-journal.jsonl`) with the rows
-as they were, so undo puts them back exactly (same position, same cells). Called through `ftui.data.fixes`.
+as they were; undo finds each row by its image path (the CSV may have been re-sorted or given a column since),
+checks every row before changing any, and writes the CSV once. Called through `ftui.data.fixes`.
 """
 
 from __future__ import annotations
@@ -95,13 +96,13 @@ def relabel(csv: Path, image: str | Path, new_class: str) -> tuple[list[tuple[st
 
 
 def remove(csv: Path, image: str | Path) -> tuple[list[tuple[str, str]], dict]:
-    """Take one row out of the CSV (the image file stays); the journal keeps the row for undo."""
+    """Take one row out of the CSV (the image file stays); the journal keeps the row, by column, for undo."""
     table = Table(csv)
     index = table.row_of(image)
     rel, row = table.rel(index), table.frame.loc[index].tolist()
     table.frame = table.frame.drop(index=index).reset_index(drop=True)
     table.save()
-    return [(rel, rel)], {"rows": [[index, row]]}
+    return [(rel, rel)], {"rows": [[index, row]], "columns": [str(c) for c in table.frame.columns]}
 
 
 def merge(csv: Path, source_class: str, target_class: str) -> tuple[list[tuple[str, str]], dict]:
@@ -120,17 +121,54 @@ def merge(csv: Path, source_class: str, target_class: str) -> tuple[list[tuple[s
 
 
 def undo(csv: Path, entry: dict) -> list[tuple[str, str]]:
-    """Put back the rows a journal entry changed: labels for relabel/merge, whole rows for remove."""
+    """Put back the rows a journal entry changed (labels for relabel/merge, whole rows for remove), finding each
+    row by its image path, never by position: the CSV may have been re-sorted or given a column since. Every
+    row is checked before any is changed; the CSV is written once."""
     table = Table(csv)
+    what = f"cannot undo {entry['op']} #{entry['id']}"
+    paths = [src for src, _ in entry["moves"]]
+    if len(paths) != len(entry.get("rows", [])):
+        raise CsvFixError(f"{what}: its journal entry is damaged")
     if entry["op"] == "remove":
-        for index, row in sorted(entry["rows"]):
-            top, rest = table.frame.iloc[:index], table.frame.iloc[index:]
-            table.frame = pd.concat([top, pd.DataFrame([row], columns=table.frame.columns), rest],
-                                    ignore_index=True)
+        _put_rows_back(table, entry, paths, what)
     else:
-        for index, old in entry["rows"]:
-            if index >= len(table.frame):
-                raise CsvFixError(f"cannot undo {entry['op']} #{entry['id']}: row {index} is gone")
+        targets = [_row_labelled(table, path, entry.get("to_class", ""), what) for path in paths]
+        for index, (_, old) in zip(targets, entry["rows"]):
             table.frame.at[index, table.label_col] = old
     table.save()
-    return [(src, src) for src, _ in entry["moves"]]
+    return [(src, src) for src in paths]
+
+
+def _rows_naming(table: Table, path: str) -> list[int]:
+    wanted = (table.csv.parent / Path(path)).resolve()
+    return [int(i) for i, raw in table.frame[table.path_col].items()
+            if raw.strip() and (table.csv.parent / Path(raw.strip()).expanduser()).resolve() == wanted]
+
+
+def _row_labelled(table: Table, path: str, label: str, what: str) -> int:
+    """The row naming `path` that still carries the label the change gave it."""
+    for index in _rows_naming(table, path):
+        if table.frame.at[index, table.label_col].strip() == label:
+            return index
+    raise CsvFixError(f"{what}: no row of {table.csv.name} names {path} with the label {label!r} any more "
+                      "(edited by hand since?); nothing was changed")
+
+
+def _put_rows_back(table: Table, entry: dict, paths: list[str], what: str) -> None:
+    """Re-insert removed rows, cell by column name (a column added since is left empty)."""
+    columns = [str(c) for c in table.frame.columns]
+    rows = []
+    for path, (index, row) in zip(paths, entry["rows"]):
+        if _rows_naming(table, path):
+            raise CsvFixError(f"{what}: {path} is in {table.csv.name} again; nothing was changed")
+        named = entry.get("columns") or columns  # older journals kept no names: same columns, same order
+        if len(named) != len(row) or not set(named) <= set(columns):
+            raise CsvFixError(f"{what}: the columns of {table.csv.name} changed since ({', '.join(columns)}); "
+                              "nothing was changed")
+        cells = dict(zip(named, row))
+        rows.append((int(index), [cells.get(c, "") for c in columns]))
+    for index, cells in sorted(rows):
+        index = min(max(index, 0), len(table.frame))
+        top, rest = table.frame.iloc[:index], table.frame.iloc[index:]
+        table.frame = pd.concat([top, pd.DataFrame([cells], columns=table.frame.columns), rest],
+                                ignore_index=True)

@@ -433,6 +433,16 @@ def _scan_folder(folder: Path, confine: Path | None = None,
 
 
 # --- CSV ---------------------------------------------------------------------------------------------------
+def _no_rows_left(csv_path: Path, rows: int, skipped: list[Skipped]) -> None:
+    """Raise the CSV's own message when none of its rows is usable: how many, why, and one example."""
+    if not skipped:
+        raise DatasetError(f"{csv_path.name} lists no images: add one row per image (path,label)")
+    outside = any("outside" in s.reason for s in skipped)
+    raise DatasetError(f"no row of {csv_path.name} names a usable image: all {rows} rows were left out "
+                       f"({_reason_counts([s.reason for s in skipped])}; e.g. {skipped[0].path!r})"
+                       + ("; every image must lie inside the CSV's folder" if outside else ""))
+
+
 def _pick_column(columns: dict[str, str], choices: tuple[str, ...]) -> str | None:
     return next((columns[c] for c in choices if c in columns), None)
 
@@ -492,7 +502,9 @@ def _read_csv(csv_path: Path, allowed_root: str | Path | None, task: str = tasks
                                "(use train, val or test)")
         target = parsed.targets[row_number - 2] if parsed is not None else None
         candidates.append(_Candidate(resolved, label if parsed is None else "", split, target))
-    if candidates and not any(c.split == "val" for c in candidates):
+    if not candidates:  # the CSV's own message: the folder one ("put images in one subfolder per class") misled
+        _no_rows_left(csv_path, len(table), skipped)
+    if not any(c.split == "val" for c in candidates):
         # No val rows: val is generated from train like a folder without a split.
         candidates = [c if c.split == "test" else _Candidate(c.path, c.class_name, None, c.target)
                       for c in candidates]

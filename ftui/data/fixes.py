@@ -49,7 +49,7 @@ class FixResult:
         if Path(self.root).suffix.lower() == ".csv":
             kept = f"; {Path(self.copied_from).name} is kept as it was" if self.copied_from else ""
             return f"{op}: {n} row{'s' if n != 1 else ''} changed in {Path(self.root).name}{kept}"
-        where = f" (in an edited copy at {self.root}: the original is read-only)" if self.copied_from else ""
+        where = " (in an edited copy: the original is left as it was)" if self.copied_from else ""
         return f"{op}: {n} file{'s' if n != 1 else ''} moved{where}"
 
 
@@ -91,11 +91,40 @@ def _free(target: Path) -> Path:
     return candidate
 
 
-def _move(root: Path, src: Path, dst: Path) -> tuple[str, str]:
-    dst = _free(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(src, dst)
-    return str(src.relative_to(root)), str(dst.relative_to(root))
+def _entry_inside(root: Path, path: Path, follow: bool = False) -> None:
+    """Refuse `path` unless the folder holding it (with `follow`: the path itself) resolves inside `root`: a
+    class folder (or `_removed/`, or a subfolder) that is a link out of the dataset would move images out of
+    it or outside files into it. A file may be a link: moving a link moves the link, never what it points to."""
+    try:
+        (path.resolve() if follow else path.parent.resolve() / path.name).relative_to(root.resolve())
+    except ValueError:
+        raise FixError(f"{path.relative_to(root) if path.is_relative_to(root) else path} leads out of the "
+                       f"dataset (a link to a folder outside it): nothing was moved") from None
+
+
+def _plan_move(root: Path, src: Path, dst: Path) -> tuple[Path, Path]:
+    """(src, dst) checked to stay inside `root` on both ends; nothing is moved yet."""
+    _entry_inside(root, src)
+    _entry_inside(root, dst)
+    return src, dst
+
+
+def _apply(root: Path, plan: list[tuple[Path, Path]]) -> list[tuple[str, str]]:
+    """Make every planned move (each checked before the first one), never overwriting; an OS error half-way
+    moves the done ones back, so a change is all or nothing."""
+    done: list[tuple[Path, Path]] = []
+    try:
+        for src, dst in plan:
+            dst = _free(dst)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _entry_inside(root, dst)  # mkdir followed no link: checked again now that the folder exists
+            os.replace(src, dst)
+            done.append((src, dst))
+    except (OSError, FixError):
+        for src, dst in reversed(done):
+            os.replace(dst, src)
+        raise
+    return [(str(s.relative_to(root)), str(d.relative_to(root))) for s, d in done]
 
 
 def read_journal(root: str | Path) -> list[dict[str, Any]]:
@@ -132,36 +161,63 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & stat.S_IWUSR)
 
 
-def writable_root(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:
-    """(root to edit, original root when that is a copy): a read-only dataset (or any, with `copy`: e.g. a
-    dataset other people use too) is copied under the work dir once; later fixes reuse the copy."""
+@dataclass
+class CopyPolicy:
+    """Where and for whom a dataset is copied before it is fixed (the app's shared datasets; the CLI: none).
+
+    workdir: where edited copies go (None: a read-only dataset is refused); copy: copy even a writable dataset
+    (the demo and --data-root folders other sessions and the operator use too); owner: whose copy (the app's
+    session: each gets its own); space: bytes the copy may take (the app's work quota left; None: no limit)."""
+
+    workdir: str | Path | None = None
+    copy: bool = False
+    owner: str = ""
+    space: int | None = None
+
+
+def writable_root(root: str | Path, policy: CopyPolicy) -> tuple[Path, str]:
+    """(root to edit, original root when that is a copy): a read-only dataset (or any, with `policy.copy`) is
+    copied under the work dir on its first fix, once per owner; later fixes reuse the copy."""
     root = Path(root).resolve()
-    if not copy and all(_writable(d) for d in [root, *(d for d in root.rglob("*") if d.is_dir())]):
+    if not policy.copy and all(_writable(d) for d in [root, *(d for d in root.rglob("*") if d.is_dir())]):
         return root, ""
-    if workdir is None:
+    if policy.workdir is None:
         raise FixError(f"{root} is read-only and no work dir was given for an edited copy")
-    copy = edited_copy_path(root, workdir)
+    copy = edited_copy_path(root, policy.workdir, policy.owner)
     if not copy.is_dir():
-        tmp = copy.with_name(copy.name + ".part")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            shutil.copytree(root, tmp, copy_function=shutil.copy2, symlinks=True)
-            for path in [tmp, *tmp.rglob("*")]:  # the copy is ours: make it writable whatever the source was
-                if not path.is_symlink():
-                    path.chmod(path.stat().st_mode | 0o200)
-            os.replace(tmp, copy)
-        except (OSError, shutil.Error) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)  # half a copy would count against the disk for nothing
-            if disk_full(exc) or "No space left" in str(exc) or "File too large" in str(exc):
-                raise DiskFullError(copy) from None
-            raise
+        _copy_tree(root, copy, policy.space)
     return copy, str(root)
 
 
-def edited_copy_path(root: str | Path, workdir: str | Path) -> Path:
-    """Where the edited copy of a dataset ftui may not (or should not) change lives under the work dir."""
+def _copy_tree(root: Path, copy: Path, space: int | None) -> None:
+    """Copy `root` to `copy` through a temp folder (links copied as links, never followed), within `space`."""
+    if space is not None:
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+        if size > space:
+            raise FixError(f"fixes to this shared dataset go to a copy of your own, which needs "
+                           f"{size / 2**20:.0f} MiB, but only {space / 2**20:.0f} MiB of this server's work "
+                           "quota (--work-quota) is left")
+    tmp = copy.with_name(copy.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(root, tmp, copy_function=shutil.copy2, symlinks=True)
+        for path in [tmp, *tmp.rglob("*")]:  # the copy is ours: make it writable whatever the source was
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o200)
+        os.replace(tmp, copy)
+    except (OSError, shutil.Error) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # half a copy would count against the disk for nothing
+        if disk_full(exc) or "No space left" in str(exc) or "File too large" in str(exc):
+            raise DiskFullError(copy) from None
+        raise
+
+
+def edited_copy_path(root: str | Path, workdir: str | Path, owner: str = "") -> Path:
+    """Where the edited copy of a dataset ftui may not (or should not) change lives under the work dir (one per
+    owner: the app's sessions each edit their own copy of a shared dataset)."""
     root = Path(root).resolve()
-    digest = hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()
+    key = str(root) if not owner else f"{root}\0{owner}"
+    digest = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
     return Path(workdir).resolve() / "edited" / f"{root.name}-{digest}"
 
 
@@ -216,13 +272,13 @@ def _relative(path: str, bases: tuple[str, ...]) -> str | None:
     return None
 
 
-def _prepare(root: str | Path, workdir: str | Path | None, copy: bool = False) -> tuple[Path, str]:
+def _prepare(root: str | Path, policy: CopyPolicy) -> tuple[Path, str]:
     root = Path(root)
     if not root.is_dir():
         raise FixError(f"fixes apply to a dataset folder or CSV; {root} is neither")
-    if workdir is not None and Path(root).resolve().is_relative_to(Path(workdir).resolve() / "edited"):
-        copy = False  # already our own copy
-    return writable_root(root, workdir, copy)
+    if policy.workdir is not None and root.resolve().is_relative_to(Path(policy.workdir).resolve() / "edited"):
+        return writable_root(root, CopyPolicy(policy.workdir))  # already our own copy
+    return writable_root(root, policy)
 
 
 def _relocate(path: str | Path, original: str, root: Path) -> Path:
@@ -237,12 +293,12 @@ def _relocate(path: str | Path, original: str, root: Path) -> Path:
 
 
 def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | Path | None = None,
-          copy: bool = False) -> FixResult:
+            copy: bool = False, policy: CopyPolicy | None = None) -> FixResult:
     """Move one image into the class folder `new_class` next to its own (same split); in a CSV dataset,
     change its row's label."""
     if csvfixes.is_csv(root):
         return _csv_fix("relabel", root, path, _check_class_name(new_class))
-    base, original = _prepare(root, workdir, copy)
+    base, original = _prepare(root, policy or CopyPolicy(workdir, copy))
     file = _inside(_relocate(path, original, base), base)
     if not file.is_file():
         raise FixError(f"no such image: {path}")
@@ -250,31 +306,31 @@ def relabel(root: str | Path, path: str | Path, new_class: str, workdir: str | P
     new_class = _check_class_name(new_class)
     if current.name == new_class:
         raise FixError(f"{file.name} is already in {new_class}")
-    move = _move(base, file, current.parent / new_class / file.relative_to(current))
-    entry = _append(base, "relabel", [move], to_class=new_class)
-    return FixResult(str(base), entry, original, [move])
+    moves = _apply(base, [_plan_move(base, file, current.parent / new_class / file.relative_to(current))])
+    entry = _append(base, "relabel", moves, to_class=new_class)
+    return FixResult(str(base), entry, original, moves)
 
 
 def remove(root: str | Path, path: str | Path, workdir: str | Path | None = None,
-          copy: bool = False) -> FixResult:
+           copy: bool = False, policy: CopyPolicy | None = None) -> FixResult:
     """Move one image into `_removed/` inside the dataset (same relative path), out of the loader's view; in a
     CSV dataset, take its row out."""
     if csvfixes.is_csv(root):
         return _csv_fix("remove", root, path)
-    base, original = _prepare(root, workdir, copy)
+    base, original = _prepare(root, policy or CopyPolicy(workdir, copy))
     file = _inside(_relocate(path, original, base), base)
     if not file.is_file():
         raise FixError(f"no such image: {path}")
     rel = file.relative_to(base)
     if rel.parts[0] == REMOVED_DIR:
         raise FixError(f"{rel} is already removed")
-    move = _move(base, file, base / REMOVED_DIR / rel)
-    entry = _append(base, "remove", [move])
-    return FixResult(str(base), entry, original, [move])
+    moves = _apply(base, [_plan_move(base, file, base / REMOVED_DIR / rel)])
+    entry = _append(base, "remove", moves)
+    return FixResult(str(base), entry, original, moves)
 
 
 def merge(root: str | Path, source_class: str, target_class: str, workdir: str | Path | None = None,
-          copy: bool = False) -> FixResult:
+          copy: bool = False, policy: CopyPolicy | None = None) -> FixResult:
     """Move every image of `source_class` (in every split) into `target_class`; the emptied folder goes. In a
     CSV dataset, relabel the class's rows."""
     source_class, target_class = _check_class_name(source_class), _check_class_name(target_class)
@@ -282,33 +338,45 @@ def merge(root: str | Path, source_class: str, target_class: str, workdir: str |
         raise FixError("pick two different classes to merge")
     if csvfixes.is_csv(root):
         return _csv_fix("merge", root, source_class, target_class)
-    base, original = _prepare(root, workdir, copy)
+    base, original = _prepare(root, policy or CopyPolicy(workdir, copy))
     parents = [base] + [d for d in base.iterdir() if d.is_dir() and d.name.lower() in _SPLIT_NAMES]
     folders = [p / source_class for p in parents if (p / source_class).is_dir()]
     if not folders:
         raise FixError(f"no class folder named {source_class!r} in the dataset")
-    moves = []
-    for folder in folders:
-        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-            moves.append(_move(base, file, folder.parent / target_class / file.relative_to(folder)))
-        shutil.rmtree(folder)  # only empty folders are left after the moves
+    plan = []
+    for folder in folders:  # every source and target checked before the first file moves
+        _entry_inside(base, folder, follow=True)
+        _entry_inside(base, folder.parent / target_class, follow=True)
+        plan += [_plan_move(base, file, folder.parent / target_class / file.relative_to(folder))
+                 for file in sorted(p for p in folder.rglob("*") if p.is_file())]
+    moves = _apply(base, plan)
     entry = _append(base, "merge", moves, from_class=source_class, to_class=target_class)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)  # only empty folders are left after the moves
     return FixResult(str(base), entry, original, moves)
 
 
 def undo(root: str | Path, workdir: str | Path | None = None,
-          copy: bool = False) -> FixResult:
+         copy: bool = False, policy: CopyPolicy | None = None) -> FixResult:
     """Reverse the newest change that is not undone yet (an undo of an undo is not offered: redo by fixing)."""
     if csvfixes.is_csv(root):
         return _csv_fix("undo", root)
-    base, original = _prepare(root, workdir, copy)
+    base, original = _prepare(root, policy or CopyPolicy(workdir, copy))
     last = _last_pending(base)
-    moves = []
-    for src, dst in reversed(last["moves"]):
-        moved, back = _inside(Path(dst), base), _inside(Path(src), base)
+    plan, gone = [], []
+    for src, dst in reversed(last["moves"]):  # check every file first: an undo is all or nothing
+        moved, back = base / dst, base / src
+        _inside(Path(dst), base)
+        _inside(Path(src), base)
         if not moved.is_file():
-            raise FixError(f"cannot undo {last['op']} #{last['id']}: {dst} is gone")
-        moves.append(_move(base, moved, back))
+            gone.append(dst)
+            continue
+        plan.append(_plan_move(base, moved, back))
+    if gone:
+        raise FixError(f"cannot undo {last['op']} #{last['id']}: {len(gone)} of its files are gone "
+                       f"({', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''}); nothing was moved back. "
+                       "Put them back (or fix by hand) and undo again")
+    moves = _apply(base, plan)
     _tidy_removed(base)
     entry = _append(base, "undo", moves, undoes=last["id"], undid=last["op"])
     return FixResult(str(base), entry, original, moves)

@@ -190,6 +190,7 @@ def load_state(model: nn.Module, name: str, state: dict[str, torch.Tensor], sour
             f"none of the {len(state)} tensors in {source} fit {name}: it was probably saved from a "
             f"different architecture (file has {sample_file}, ...; {name} expects {sample_model}, ...)"
         )
+    _check_finite({**fits, **report.head_tensors}, source)
     model.load_state_dict(fits, strict=False)
     report.loaded_keys = len(fits)
     # num_batches_tracked is a counter, not a weight; older published checkpoints predate it.
@@ -199,6 +200,16 @@ def load_state(model: nn.Module, name: str, state: dict[str, torch.Tensor], sour
     report.unexpected = [k for k in report.unexpected if not _is_aux(k)]
     report.message = _describe(report, name)
     return report
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a file with NaN or infinite weights: training from it fails at once with a NaN loss, which was
+    blamed on the learning rate (issue 20, finding 12)."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"{source} holds NaN or infinite values in {len(bad)} of its tensors "
+                           f"({_short(bad[:5])}{', ...' if len(bad) > 5 else ''}): the file is damaged or was "
+                           "saved from a run that diverged; use another weights file")
 
 
 def _describe(report: WeightsReport, name: str) -> str:

@@ -125,35 +125,49 @@ def evaluate(
     `ood`: a folder of images from none of the classes, scored for "none of these" (AUROC, FPR at 95% TPR); tta: test-time
     augmentation (flip + corner crops, ftui.results.predict.tta_views).
     A multilabel or regression run gets a `taskeval.TaskEvaluation` (its own metrics, same to_dict role)."""
-    from ftui.data.datasets import load_dataset
-
     # Loaded on the CPU; the Predictor moves the model to `device` ("auto": the GPU when there is one).
     run = run if isinstance(run, LoadedRun) else load_run(run)
-    if dataset is None or isinstance(dataset, (str, Path)):
-        source = run.config.data if dataset is None else str(dataset)
-        dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.data_seed,
-                               task=run.config.task)
+    dataset = run_dataset(run, dataset)
     items = _items(dataset, split)
     if run.kind != "classification":
         from ftui.results.taskeval import evaluate_task
 
         return evaluate_task(run, dataset, items, split, Predictor(run, device=device, batch_size=batch_size))
+    targets = run_targets(run, dataset, items)
+    predictor = Predictor(run, device=device, batch_size=batch_size, tta=tta)
+    logits, inside = predictor.scored([it.path for it in items])
+    evaluation = score(run, split, items, targets, logits, inside)
+    if ood is not None:
+        evaluation.ood = ood_scores(predictor, (logits, inside), ood)
+    return evaluation
+
+
+def run_dataset(run: LoadedRun, dataset=None):
+    """`dataset` as a Dataset: a data path, or None for the run's own data, loaded with the run's split."""
+    from ftui.data.datasets import load_dataset
+
+    if dataset is None or isinstance(dataset, (str, Path)):
+        source = run.config.data if dataset is None else str(dataset)
+        dataset = load_dataset(source, val_fraction=run.config.val_fraction, seed=run.config.data_seed,
+                               task=run.config.task)
+    return dataset
+
+
+def run_targets(run: LoadedRun, dataset, items: list) -> torch.Tensor:
+    """The items' true classes as indices into the run's classes (matched by name)."""
     unknown = sorted(set(dataset.classes) - set(run.classes))
     if unknown:
         raise EvaluateError(f"classes {unknown} are not among the run's classes {run.classes}")
     # Labels follow the dataset's class order; map them onto the run's by name.
     to_run = {i: run.classes.index(name) for i, name in enumerate(dataset.classes)}
-    targets = torch.tensor([to_run[it.label] for it in items])
-    predictor = Predictor(run, device=device, batch_size=batch_size, tta=tta)
-    evaluation = score(run, split, items, targets, predictor.logits([it.path for it in items]))
-    if ood is not None:
-        evaluation.ood = ood_scores(predictor, evaluation.logits, ood)
-    return evaluation
+    return torch.tensor([to_run[it.label] for it in items], dtype=torch.long)
 
 
-def score(run: LoadedRun, split: str, items: list, targets: torch.Tensor, logits: torch.Tensor) -> Evaluation:
+def score(run: LoadedRun, split: str, items: list, targets: torch.Tensor, logits: torch.Tensor,
+          ood_scores: torch.Tensor | None = None) -> Evaluation:
     """The Evaluation of raw `logits` for `items` (true run-class indices `targets`), calibrated with the
-    run's temperature; the job calls it again after fitting one, without a second pass over the images."""
+    run's temperature; the job calls it again after fitting one, without a second pass over the images.
+    `ood_scores`: the images' "none of these" scores (`Predictor.scored`; energy of the logits when None)."""
     from ftui.results.trust import calibrated, single_label
 
     losses = F.cross_entropy(logits, targets, reduction="none")
@@ -174,7 +188,7 @@ def score(run: LoadedRun, split: str, items: list, targets: torch.Tensor, logits
                                 "confidence": confidence.double().numpy().round(4)})
     calibration: dict[str, Any] = {}
     if single_label(run.config):
-        calibration = calibration_summary(run, logits, targets)
+        calibration = calibration_summary(run, logits, targets, ood_scores)
     return Evaluation(
         split=split, accuracy=float((predicted == targets).double().mean()), num_items=len(items),
         per_class=per_class_table(run.classes, confusion), confusion=confusion.tolist(),
@@ -184,8 +198,10 @@ def score(run: LoadedRun, split: str, items: list, targets: torch.Tensor, logits
     )
 
 
-def calibration_summary(run: LoadedRun, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-    """evaluation.json's calibration keys for these logits under the run's stored temperature."""
+def calibration_summary(run: LoadedRun, logits: torch.Tensor, targets: torch.Tensor,
+                        ood_scores: torch.Tensor | None = None) -> dict[str, Any]:
+    """evaluation.json's calibration keys for these logits under the run's stored temperature, and the share
+    of these images the stored "none of these" threshold answers "unknown"."""
     from ftui.results.trust import ECE_BINS, calibrated, energy_score, expected_calibration_error, reliability
 
     trust = run.trust
@@ -198,9 +214,13 @@ def calibration_summary(run: LoadedRun, logits: torch.Tensor, targets: torch.Ten
         "reliability": reliability(probs, targets),
         "reliability_before": reliability(calibrated(logits, 1.0), targets),
         "energy_threshold": trust.energy_threshold,
+        "ood_method": trust.ood_method,
+        "ood_threshold": trust.threshold,
     }
-    if trust.energy_threshold is not None:
-        summary["abstain_rate"] = round(float((energy_score(logits) < trust.energy_threshold).double().mean()), 4)
+    if ood_scores is None and trust.ood_method == "energy":
+        ood_scores = energy_score(logits)
+    if trust.threshold is not None and ood_scores is not None:
+        summary["abstain_rate"] = round(float((ood_scores < trust.threshold).double().mean()), 4)
     return summary
 
 
@@ -221,17 +241,25 @@ def ood_images(folder: str | Path) -> list[str]:
     return paths[:MAX_OOD_IMAGES]
 
 
-def ood_scores(predictor: Predictor, inside_logits: torch.Tensor, folder: str | Path) -> dict[str, Any]:
-    """AUROC and FPR at 95% TPR of energy (used) and MSP, in-distribution = the evaluated images."""
-    from ftui.results.trust import energy_score, ood_report
-
-    paths = ood_images(folder)
-    outside = predictor.logits(paths)
-    report = ood_report(inside_logits, outside, predictor.trust.temperature)
+def ood_scores(predictor: Predictor, inside: tuple[torch.Tensor, torch.Tensor], folder: str | Path) -> dict[str, Any]:
+    """AUROC and FPR at 95% TPR of the run's "none of these" score, energy and MSP; in-distribution = the
+    evaluated images (`inside`: their logits and run scores, from `predictor.scored`)."""
+    report = ood_report_of(predictor, inside, ood_images(folder))
     report["folder"] = str(folder)
-    if predictor.trust.energy_threshold is not None:
-        report["unknown_rate"] = round(float((energy_score(outside) < predictor.trust.energy_threshold)
-                                             .double().mean()), 4)
+    return report
+
+
+def ood_report_of(predictor: Predictor, inside: tuple[torch.Tensor, torch.Tensor], paths: list) -> dict[str, Any]:
+    """The "ood" report of images `paths` (from none of the classes) against `inside`, with the share the
+    stored threshold answers "unknown"."""
+    from ftui.results.trust import ood_report
+
+    trust = predictor.trust
+    outside_logits, outside = predictor.scored(paths)
+    extra = {trust.ood_method: (inside[1], outside)} if trust.ood_method != "energy" else {}
+    report = ood_report(inside[0], outside_logits, trust.temperature, extra, trust.ood_method)
+    if trust.threshold is not None:
+        report["unknown_rate"] = round(float((outside < trust.threshold).double().mean()), 4)
     return report
 
 

@@ -69,8 +69,22 @@ def metadata(run: LoadedRun) -> dict:
             "temperature": float(run.trust.temperature), "abstain_below_energy": run.trust.energy_threshold,
             "answers": "probabilities = softmax(logits / temperature); 'unknown' when logsumexp(logits) < "
                        "abstain_below_energy; 'unsure' when the runner-up has at least half the top probability",
+            **_none_of_these(run),
             **({"members": [m["run"] for m in run.members]} if run.members else {}),
             **_task_outputs(run)}
+
+
+def _none_of_these(run: LoadedRun) -> dict:
+    """The score ftui itself answers "unknown" with. A feature-space score needs the pooled features and the
+    fitted statistics, which the exported graph does not output: they are in the .pt export's "trust"."""
+    trust = run.trust
+    if trust.ood_method == "energy":
+        return {"ood_method": "energy"}
+    return {"ood_method": trust.ood_method, "abstain_below_score": trust.threshold,
+            "ood_score": "ftui answers 'unknown' when -min_c ||W (f - mean_c)||^2 < abstain_below_score, f the "
+                         "pooled features the last layer reads; mean_c and W are in the .pt export's "
+                         "trust.features (means, whiten). This graph outputs logits only: with it alone use "
+                         "abstain_below_energy"}
 
 
 def _task_outputs(run: LoadedRun) -> dict:
@@ -102,6 +116,9 @@ def named_checkpoint(run: LoadedRun | str | Path) -> Path:
     source = folder.best_path if folder.best_path.is_file() else folder.last_path
     if not source.is_file():
         raise RunError(f"{folder.path} has no checkpoint yet")
+    if source.is_symlink():  # its download would be whatever file the link leads to
+        raise RunError(f"{source.name} in {folder.id} is a link: a run's checkpoints are read only as files in "
+                       "its own folder")
     target = folder.path / "export" / f"{folder.id}.pt"
     if not target.is_file() or target.stat().st_mtime_ns != source.stat().st_mtime_ns:
         target.parent.mkdir(exist_ok=True)

@@ -39,7 +39,7 @@ class Predictor:
     under the card's autocast (the CPU path stays float32 as validated)."""
 
     def __init__(self, run: LoadedRun | str | Path, device: str | torch.device = "cpu", batch_size: int = 32,
-                 tta: bool = False):
+                 tta: bool = False, features: bool = False):
         self.device = _resolve(device)
         self.run = _as_run(run, "cpu" if self.device.type == "cuda" else self.device)
         self.model = self.run.model.to(self.device).eval()
@@ -54,9 +54,39 @@ class Predictor:
         self.classes = list(self.run.classes)
         self.transform = self.run.eval_transform()
         self.batch_size = batch_size
+        # What the forward pass runs: the model, or (a run storing a feature-space "none of these" score)
+        # the same model returning its logits and pooled features together (ftui/models/features.py).
+        self.network, self.scorer, self._trust = self.model, None, self.run.trust
+        self._with_features(features)
         # Test-time augmentation: the logits averaged over TTA_VIEWS views of each image (tta_views).
         self.tta = bool(tta)
         self._one = OneImageGraph(self) if self.device.type == "cuda" and not self.tta else None
+
+    def _with_features(self, wanted: bool) -> None:
+        """Run the logits-and-features network when the run stores a feature score, or when `wanted` (the
+        post-training step fitting one: then the split is checked on an image first)."""
+        from dataclasses import replace
+
+        from ftui.models.families import head_path
+        from ftui.models.features import with_features
+        from ftui.results.trust import single_label
+
+        if not single_label(self.run.config) or self.run.members:
+            return
+        if wanted:
+            size = self.run.transform["image_size"]
+            self.network = with_features(self.model, head_path(self.run.config.backbone), size) or self.model
+            return
+        scorer = self._trust.feature_score()
+        if scorer is None:
+            return
+        split = with_features(self.model, head_path(self.run.config.backbone))
+        if split is None or split.head.in_features != scorer.whiten.shape[0]:
+            logging.getLogger(__name__).warning("run %s: its feature score does not fit its model; using the "
+                                                "energy score", self.run.id)
+            self._trust = replace(self._trust, ood_method="energy", ood_threshold=None, features=None)
+            return
+        self.network, self.scorer = split, scorer
 
     def _tensor(self, image: ImageLike) -> torch.Tensor:
         from PIL import ImageOps
@@ -79,6 +109,29 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Raw scores, one row per image, computed `batch_size` images at a time."""
+        return self._outputs(images)[:, :len(self.classes)]
+
+    @torch.inference_mode()
+    def logits_and_features(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, pooled penultimate features) from one pass; features None when the network has none."""
+        out = self._outputs(images)
+        c = len(self.classes)
+        return out[:, :c], (out[:, c:] if out.shape[1] > c else None)
+
+    @torch.inference_mode()
+    def scored(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, "none of these" score) for every image from one forward pass; the score is the run's
+        `trust.ood_method` (higher = more like the training images)."""
+        from ftui.results.trust import energy_score
+
+        out = self._outputs(images)
+        logits = out[:, :len(self.classes)]
+        return logits, (self.scorer(out[:, len(self.classes):]) if self.scorer is not None
+                        else energy_score(logits))
+
+    @torch.inference_mode()
+    def _outputs(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """The network's output rows (logits, then features when it returns them)."""
         if len(images) == 0:
             raise PredictError("no images to predict")
         out = []
@@ -108,10 +161,10 @@ class Predictor:
 
     def _forward_once(self, batch: torch.Tensor) -> torch.Tensor:
         if self.device.type != "cuda":
-            return self.model(batch.to(self.device))
+            return self.network(batch.to(self.device))
         x = batch.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            return self.model(x)
+            return self.network(x)
 
     def _autocast(self):
         from ftui import devices
@@ -121,7 +174,7 @@ class Predictor:
     @property
     def trust(self):
         """The run's temperature and abstain threshold (T = 1 and no threshold for old runs)."""
-        return self.run.trust
+        return self._trust
 
     def probabilities(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Calibrated probabilities softmax(logits / T), one row per image, columns in `classes` order."""
@@ -185,21 +238,22 @@ class Predictor:
         return table
 
     def verdicts(self, images: Sequence[ImageLike], top_k: int = 3) -> list:
-        """For each image a `ftui.results.trust.Verdict`: top-k, energy score and class/unsure/unknown."""
-        from ftui.results.trust import Trust, calibrated, energy_score, judge, single_label
+        """For each image a `ftui.results.trust.Verdict`: top-k, "none of these" score, class/unsure/unknown."""
+        from ftui.results.trust import Trust, calibrated, judge, single_label
 
         if top_k < 1:
             raise PredictError(f"top_k must be >= 1, got {top_k}")
         k = min(top_k, len(self.classes))
-        logits = self.logits(images)
-        probs, energy = calibrated(logits, self.trust.temperature), energy_score(logits)
+        logits, scores = self.scored(images)
+        probs = calibrated(logits, self.trust.temperature)
         # Other tasks (multi-label, regression) have no abstain threshold: never "unknown"/"unsure".
         trust = self.trust if single_label(self.run.config) else Trust()
-        return [judge(p, self.classes, k, float(e), trust) for p, e in zip(probs, energy)]
+        return [judge(p, self.classes, k, float(e), trust) for p, e in zip(probs, scores)]
 
     def predictions_table(self, images: Sequence[ImageLike], top_k: int = 3, verdicts: list | None = None) -> pd.DataFrame:
         """DataFrame(path, label, probability, top_k, verdict, ood_score): top_k as 'label:prob;label:prob',
-        verdict the class, 'unknown' or 'unsure: A | B', ood_score the energy (low = unlike every class).
+        verdict the class, 'unknown' or 'unsure: A | B', ood_score the run's "none of these" score (low = unlike
+        every class; `trust.ood_method`: mahalanobis, or energy for runs without feature statistics).
         `verdicts`: this call's `verdicts(images, top_k)` when the caller has them (no second forward pass)."""
         if self.kind != "classification":  # multilabel: labels + p_<label> + thresholds; regression: values
             return self._task_table(images)
@@ -209,7 +263,7 @@ class Predictor:
             rows.append({
                 "path": path, "label": v.top[0][0], "probability": round(v.top[0][1], 6),
                 "top_k": ";".join(f"{label}:{prob:.4f}" for label, prob in v.top),
-                "verdict": v.label, "ood_score": round(v.energy, 4),
+                "verdict": v.label, "ood_score": round(v.score, 4),
             })
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -273,12 +327,12 @@ class OneImageGraph:
         side.wait_stream(torch.cuda.current_stream(p.device))
         with torch.cuda.stream(side), p._autocast():
             for _ in range(2):
-                p.model(self.input)
+                p.network(self.input)
         torch.cuda.current_stream(p.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: a training job's CUDA calls in another thread neither break nor join the capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"), p._autocast():
-            self.output = p.model(self.input)
+            self.output = p.network(self.input)
         self.graph, self.shape = graph, tuple(x.shape)
 
 

@@ -53,7 +53,9 @@ def calibration_sentence(result: dict[str, Any]) -> str:
     ood = result.get("ood")
     if ood:
         text += (f" Shown {ood['num_out']} images from none of the classes, the score tells them apart with "
-                 f"AUROC {ood['auroc']:.3f} (FPR at 95% TPR {ood['fpr95']:.1%}; MSP: AUROC {ood['msp']['auroc']:.3f}).")
+                 f"AUROC {ood['auroc']:.3f} (FPR at 95% TPR {ood['fpr95']:.1%}; {ood.get('method', 'energy')} "
+                 f"score" + (f"; energy: AUROC {ood['energy']['auroc']:.3f}" if ood.get("method", "energy") != "energy"
+                             else "") + f"; MSP: AUROC {ood['msp']['auroc']:.3f}).")
     else:
         text += " Out-of-distribution AUROC: not measured (`ftui evaluate RUN --ood DIR`)."
     return text

@@ -16,7 +16,7 @@ Everything here is single-label classification only; other tasks have no tempera
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -48,21 +48,45 @@ class Trust:
     ece_after: float | None = None  # with T fitted on the other half of val (2-fold), so not optimistic
     abstain_rate_val: float | None = None
     num_val: int = 0
+    # The score "unknown" is decided on: "mahalanobis" (feature space, ftui/results/oodscore.py) when the
+    # run stores its statistics, else "energy" (runs calibrated before it existed keep working).
+    ood_method: str = "energy"
+    ood_threshold: float | None = None  # abstain below this score of `ood_method`
+    # The feature statistics (tensors: class means, whitening matrix); not compared, not in to_meta's floats.
+    features: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_meta(self) -> dict[str, Any]:
-        """Plain floats and ints (a weights_only checkpoint holds them)."""
-        return {k: (None if v is None else float(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        """Plain floats, ints, strings and tensors (a weights_only checkpoint holds them)."""
+        return {k: (None if v is None else float(v) if isinstance(v, float) else v)
+                for k, v in vars(self).items()}
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any] | None) -> Trust:
         """From a checkpoint's "trust" entry; an old run without one gets T = 1 and no threshold."""
         if not isinstance(meta, dict):
             return cls()
-        known = {k: meta[k] for k in asdict(cls()) if k in meta}
+        from ftui.results.oodscore import from_meta as score_from_meta
+
+        known = {f.name: meta[f.name] for f in fields(cls) if f.name in meta}
         trust = cls(**known)
         if not (isinstance(trust.temperature, (int, float)) and 0.01 <= trust.temperature <= 100):
             trust.temperature = 1.0  # a hand-edited or broken value never divides the logits by nonsense
+        if trust.ood_method != "energy" and (score_from_meta(trust.features) is None
+                                             or not isinstance(trust.ood_threshold, (int, float))):
+            # Statistics missing or damaged: the energy score and its threshold, which every run has.
+            trust.ood_method, trust.ood_threshold, trust.features = "energy", None, None
         return trust
+
+    def feature_score(self):
+        """The stored feature-space score (an `ftui.results.oodscore.Mahalanobis`), None for energy."""
+        from ftui.results.oodscore import from_meta
+
+        return from_meta(self.features) if self.ood_method != "energy" else None
+
+    @property
+    def threshold(self) -> float | None:
+        """Abstain below this value of the `ood_method` score; None: never abstain."""
+        return self.ood_threshold if self.ood_method != "energy" else self.energy_threshold
 
 
 def calibrated(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -189,24 +213,38 @@ def fpr_at_95_tpr(inside: torch.Tensor, outside: torch.Tensor) -> float:
     return float((outside.double() >= threshold).double().mean())
 
 
-def ood_report(inside_logits: torch.Tensor, outside_logits: torch.Tensor, temperature: float = 1.0) -> dict:
-    """AUROC and FPR at 95% TPR for energy (the method used) and MSP, in evaluation.json's "ood" shape."""
-    report: dict[str, Any] = {"method": "energy", "num_in": len(inside_logits), "num_out": len(outside_logits)}
-    for name, score in (("energy", energy_score),
-                        ("msp", lambda z: calibrated(z, temperature).max(dim=1).values)):
-        a, b = score(inside_logits), score(outside_logits)
+def ood_report(inside_logits: torch.Tensor, outside_logits: torch.Tensor, temperature: float = 1.0,
+               scores: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, method: str = "energy") -> dict:
+    """AUROC and FPR at 95% TPR for energy and MSP, plus `scores` (name -> (inside, outside) scores, e.g. the
+    run's feature-space score), in evaluation.json's "ood" shape; the top-level numbers are `method`'s, the
+    score the run answers "unknown" with."""
+    pairs = {"energy": (energy_score(inside_logits), energy_score(outside_logits)),
+             "msp": (calibrated(inside_logits, temperature).max(dim=1).values,
+                     calibrated(outside_logits, temperature).max(dim=1).values), **(scores or {})}
+    report: dict[str, Any] = {"method": method, "num_in": len(inside_logits), "num_out": len(outside_logits)}
+    for name, (a, b) in pairs.items():
         report[name] = {"auroc": round(auroc(a, b), 4), "fpr95": round(fpr_at_95_tpr(a, b), 4)}
-    report["auroc"], report["fpr95"] = report["energy"]["auroc"], report["energy"]["fpr95"]
+    report["auroc"], report["fpr95"] = report[method]["auroc"], report[method]["fpr95"]
     return report
+
+
+def add_feature_score(trust: Trust, scorer, val_features: torch.Tensor) -> None:
+    """Make `scorer` (fitted on train features, ftui/results/oodscore.py) the run's "none of these" score:
+    its threshold keeps KEEP_VAL of these val images; energy's threshold stays for comparison."""
+    scores = scorer(val_features)
+    trust.ood_method, trust.features = scorer.method, scorer.to_meta()
+    trust.ood_threshold = keep_threshold(scores)
+    trust.abstain_rate_val = float((scores < trust.ood_threshold).double().mean())
 
 
 @dataclass
 class Verdict:
-    """One image's answer: the top-k (label, calibrated probability), the top two, its energy and what to say."""
+    """One image's answer: the top-k (label, calibrated probability), the top two, its "none of these" score
+    (the run's `Trust.ood_method`) and what to say."""
 
     top: list[tuple[str, float]]
     pair: list[tuple[str, float]]  # the two most likely classes whatever k was asked for
-    energy: float
+    score: float
     kind: str  # "class", "unsure" or "unknown"
 
     @property
@@ -221,7 +259,7 @@ class Verdict:
     def words(self) -> str:
         """The sentence shown above the bars ("" for a plain class: the confidence words say it)."""
         if self.kind == "unknown":
-            return (f"**{UNKNOWN_WORDS}** (score {self.energy:.2f} is below the threshold this model keeps 95% "
+            return (f"**{UNKNOWN_WORDS}** (score {self.score:.2f} is below the threshold this model keeps 95% "
                     f"of its validation images above). Closest class: {self.pair[0][0]} ({self.pair[0][1]:.0%}).")
         if self.kind == "unsure":
             (a, pa), (b, pb) = self.pair
@@ -229,16 +267,16 @@ class Verdict:
         return ""
 
 
-def judge(probs: torch.Tensor, classes: list[str], k: int, energy: float, trust: Trust) -> Verdict:
-    """The verdict for one image from its calibrated probabilities: unknown below the stored threshold,
-    unsure when the top two are within UNSURE_ODDS, else the top class."""
+def judge(probs: torch.Tensor, classes: list[str], k: int, score: float, trust: Trust) -> Verdict:
+    """The verdict for one image from its calibrated probabilities and its "none of these" score: unknown
+    below the stored threshold, unsure when the top two are within UNSURE_ODDS, else the top class."""
     values, indices = probs.topk(min(max(k, 2), len(classes)))
     ranked = [(classes[int(i)], float(v)) for v, i in zip(values, indices)]
     top, pair = ranked[:k], ranked[:2]
-    if trust.energy_threshold is not None and energy < trust.energy_threshold:
+    if trust.threshold is not None and score < trust.threshold:
         kind = "unknown"
     elif len(pair) == 2 and pair[0][1] < UNSURE_ODDS * pair[1][1]:
         kind = "unsure"
     else:
         kind = "class"
-    return Verdict(top, pair, energy, kind)
+    return Verdict(top, pair, score, kind)

@@ -74,6 +74,24 @@ def aug_from_values(values: list) -> AugConfig:
     return aug
 
 
+def aug_from_json(text: Any) -> AugConfig:
+    """AugConfig from a client's JSON text; ConfigError (a message, no traceback in the log) names what is
+    wrong: not text, not JSON, not an object, an unknown key, a value of the wrong type or range."""
+    from ftui.config import TrainConfig
+
+    if not isinstance(text, str) or len(text) > 10_000:
+        raise ConfigError("aug_settings must be JSON text (at most 10,000 characters) of augmentation settings")
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"aug_settings is not valid JSON ({str(exc)[:80]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("aug_settings must be a JSON object of augmentation settings, e.g. {\"hflip\": true}")
+    aug = TrainConfig.from_dict({"aug": raw}).aug  # unknown keys and wrong types are ConfigErrors there
+    aug.validate()
+    return aug
+
+
 def image_choices(dataset) -> list[tuple[str, str]]:
     """(label, index into the train split) for a spread of training images, a few per class."""
     train = dataset.split("train")
@@ -150,11 +168,7 @@ def build(ctx: AppContext, source: gr.State, val_fraction: gr.Slider, image_size
             size = number("size", size, *PREVIEW_SIZES)
             seed_value = number("seed", seed_value, 0, 2**32 - 1)
             index = number("image_index", image_index or 0, 0, 10**9)
-            raw = json.loads(aug_settings) if isinstance(aug_settings, str) and len(aug_settings) < 10_000 else None
-            if not isinstance(raw, dict):
-                raise ConfigError("aug_settings must be a JSON object of augmentation settings")
-            aug = AugConfig(**raw)
-            aug.validate()
+            aug = aug_from_json(aug_settings)
             dataset = dataset_fn(source_path, fraction)
             return preview_images(dataset, aug, index, n_draws, seed_value, size), ""
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal

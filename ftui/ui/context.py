@@ -38,6 +38,15 @@ class AppSettings:
     # The proxy (address, or comma-separated addresses) whose X-Forwarded-For is believed (--trusted-proxy);
     # "" believes none: the login throttle counts the TCP peer, so a forged header cannot dodge it.
     trusted_proxy: str = ""
+    # Fixes from the app (relabel/remove/merge) to a dataset under --data-root go to a copy per session unless
+    # the operator allows editing the folder itself (--allow-data-root-edits).
+    allow_data_root_edits: bool = False
+    # What one client may queue (--max-jobs-per-address, --max-jobs-per-session, --max-job-images): unfinished
+    # jobs per address (several people may share one behind a NAT) and per session, and epochs x training
+    # images of one job (1,000,000: e.g. 10,000 images x 100 epochs).
+    max_jobs_per_address: int = 3
+    max_jobs_per_session: int = 2
+    max_job_images: int = 1_000_000
 
 
 class LRU:
@@ -94,6 +103,10 @@ class AppContext:
         self.predictors = LRU(2)
         # job id -> the browser token that started it; only that browser may stop it.
         self.owners: dict[str, str] = {}
+        # job id -> (address, session) that queued it, and the lock that makes check + start one step (parallel
+        # starts from one client must not all pass the per-client caps).
+        self.clients: dict[str, tuple[str | None, str | None]] = {}
+        self.admit_lock = threading.Lock()
         self._demo: Path | None = None
         self._demo_lock = threading.Lock()
 
@@ -148,10 +161,10 @@ class AppContext:
             return self._demo
 
     def quota_left(self) -> int:
-        """Bytes uploads and extracted zips may still take under the work dir's uploads folder."""
+        """Bytes uploads, extracted zips and sessions' edited copies of shared datasets may still take."""
         from ftui.ui.guard import folder_bytes
 
-        used = folder_bytes(self.uploads_dir) if self.uploads_dir.is_dir() else 0
+        used = sum(folder_bytes(d) for d in (self.uploads_dir, self.settings.workdir / "edited") if d.is_dir())
         return max(0, self.settings.work_quota_bytes - used)
 
     def readable(self, path: str | Path, session: str | None) -> bool:
@@ -161,6 +174,13 @@ class AppContext:
         if self.settings.data_root is not None and is_inside(path, self.settings.data_root):
             return True
         return self.grants.allows(session, path)
+
+    def shared_dataset(self, root: str | Path) -> bool:
+        """The built-in demo and datasets under --data-root are shared (other sessions, the operator's own
+        folder): a session's fixes go to a copy of its own, unless the app runs with --allow-data-root-edits."""
+        data_root = self.settings.data_root
+        return is_inside(root, self.settings.workdir / "demo") or (
+            data_root is not None and is_inside(root, data_root) and not self.settings.allow_data_root_edits)
 
     def dataset_roots(self) -> list[Path]:
         """Folders a dataset's files may come from: the data root, uploads, the demo, edited copies."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ftui.errors import shown_message
+from ftui.errors import is_user_error, shown_message
 from ftui.ui.charts import counts_frame
 from ftui.ui.context import AppContext
 from ftui.ui.folder_picker import folder_picker
@@ -102,13 +103,24 @@ def resolve_source(ctx: AppContext, source: str, session: str | None = None) -> 
         raise PathNotAllowedError("source_path must be a path of at most 4096 characters")
     text = source.strip()
     if text.lower() in ("", "demo"):
-        return ctx.demo_source()
+        return own_copy(ctx, ctx.demo_source(), session)
     # The demo and what this session uploaded itself are readable; another session's upload never is.
     if Path(text).is_absolute() and Path(text).exists() and ctx.readable(text, session) and \
             not (ctx.settings.data_root is not None and is_inside(text, ctx.settings.data_root)):
-        return Path(text).resolve()
+        return own_copy(ctx, Path(text).resolve(), session)
     roots = [ctx.settings.data_root] if ctx.settings.data_root is not None else []
-    return resolve_under(text, roots, what="dataset path")
+    return own_copy(ctx, resolve_under(text, roots, what="dataset path"), session)
+
+
+def own_copy(ctx: AppContext, source: Path, session: str | None) -> Path:
+    """This session's edited copy of a shared dataset (the demo, a --data-root folder) once a fix made one:
+    its later loads show its fixes; other sessions keep loading the original."""
+    from ftui.data.fixes import edited_copy_path
+
+    if not session or not source.is_dir() or not ctx.shared_dataset(source):
+        return source
+    copy = edited_copy_path(source, ctx.settings.workdir, session)
+    return copy if copy.is_dir() and ctx.grants.allows(session, copy) else source
 
 
 def thumbnails(dataset: Any, per_class: int = THUMBS_PER_CLASS) -> list[tuple[Any, str]]:
@@ -235,16 +247,40 @@ def uploaded(ctx: AppContext, run: Any, session: str | None, val_fraction: Any) 
     before = set(unzipped.iterdir()) if unzipped.is_dir() else set()
     try:
         outputs = run(dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(dest, ignore_errors=True)
         # What this upload's zip unpacked to (extracted, then refused: one class, no images...) would count
         # against everyone's --work-quota for nothing.
-        for extracted in (set(unzipped.iterdir()) if unzipped.is_dir() else set()) - before:
+        extractions = (set(unzipped.iterdir()) if unzipped.is_dir() else set()) - before
+        for extracted in extractions:
             shutil.rmtree(extracted, ignore_errors=True)
+        hide_server_paths(exc, {**{d: _zip_name(d) for d in extractions}, dest: "the upload"},
+                          [ctx.settings.workdir, Path(gr.utils.get_upload_folder())])
         raise
     ctx.grants.grant(session, dest)
     ctx.grants.grant(session, outputs[0])  # an extracted zip lives in its own folder
     return outputs
+
+
+def _zip_name(extracted: Path) -> str:
+    """The upload's own name for the folder its zip was extracted to (`<stem>-<12 hex>`)."""
+    return re.sub(r"-[0-9a-f]{12}$", "", extracted.name) + ".zip"
+
+
+def hide_server_paths(exc: BaseException, names: dict[Path, str], folders: list[Path]) -> None:
+    """Make a refused upload's message name the upload, never the server's folders (issue 20, finding 8):
+    each path in `names` becomes its name there, anything else under `folders` its last part. The log keeps
+    the full message."""
+    if not is_user_error(exc) or callable(getattr(type(exc), "for_client", None)):
+        return
+    text = str(exc)
+    for path, name in sorted(names.items(), key=lambda item: -len(str(item[0]))):
+        for form in {str(path), str(path.resolve())}:
+            text = text.replace(form, name)
+    for folder in folders:
+        for form in {str(folder), str(Path(folder).resolve())}:
+            text = re.sub(re.escape(form) + r"[^\s'\",:;)]*", lambda m: Path(m.group(0)).name, text)
+    exc.for_client = lambda: text  # shown_message shows this instead of str(exc)
 
 
 HELP_TEXT = ("Images in one **subfolder per class** (or `train/` and `val/` folders holding them). The app opens "

@@ -11,6 +11,7 @@ import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import pandas as pd
@@ -18,6 +19,9 @@ import pandas as pd
 from ftui.errors import shown_message
 from ftui.ui.context import AppContext
 from ftui.ui.guard import session_of
+
+if TYPE_CHECKING:
+    from ftui.data.fixes import CopyPolicy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,19 @@ def dataset_root_of(ctx: AppContext, source: str, val_fraction: float, session: 
     if not ctx.readable(root, session):
         raise FixError("this dataset is not one this session may change")
     return root
+
+
+def copy_policy(ctx: AppContext, root: Path, session: str | None) -> CopyPolicy:
+    """How a fix from this session treats `root`: a shared dataset is copied for this session alone on its
+    first fix (lazily; the copy counts against the work quota), anything else is edited where it is."""
+    from ftui.data.fixes import CopyPolicy, FixError
+
+    if not ctx.shared_dataset(root):
+        return CopyPolicy(ctx.settings.workdir)
+    if root.suffix.lower() == ".csv":  # its edited copy would have to sit beside it, in the operator's folder
+        raise FixError("a CSV dataset under the server's data folder cannot be fixed from the app (the folder is "
+                       "read-only to it): upload the CSV and its images to fix them, or ask the operator")
+    return CopyPolicy(ctx.settings.workdir, copy=True, owner=session or "", space=ctx.quota_left())
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -137,9 +154,7 @@ class _Handlers:
         ctx = self.ctx
         try:
             root = dataset_root_of(ctx, source_path, fraction, session_of(request))
-            # The built-in demo is shared by every session: edit a copy of it instead.
-            result = change(root, {"workdir": ctx.settings.workdir,
-                                   "copy": _inside(root, ctx.settings.workdir / "demo")})
+            result = change(root, {"policy": copy_policy(ctx, root, session_of(request))})
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return (f"**Could not apply the fix:** {html.escape(shown_message(log, exc, 'fix'))}", gr.skip(), gr.skip(), gr.skip(),
                     gr.skip(), *[gr.skip()] * len(self.data_outputs))

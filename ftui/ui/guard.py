@@ -2,7 +2,8 @@
 
 - `number`: API inputs type-checked and bounded on the server, with messages naming the field and range;
 - `Grants`: the files each session uploaded (datasets, weights); nobody else's session may load them;
-- `owner_quota`: at most one running and one waiting job per owner token;
+- `owner_quota`: at most one running and one waiting job per owner token; `client_quota`: per address and
+  per session (tokens are free to mint); `job_size`: epochs x training images of one job;
 - `public_snapshot`: the job status other clients see, without server paths, notes or error details;
 - `private_download`: a download handed to one client is a private copy, never a path into the runs folder;
 - `LoginThrottle`: HTTP 429 after too many failed logins from one address;
@@ -108,6 +109,36 @@ def owner_quota(jobs: list[Any], owners: dict[str, str], owner_token: str) -> No
     if len(mine) >= MAX_JOBS_PER_OWNER:
         raise InputError(f"you already have {len(mine)} unfinished jobs (at most one running and one waiting per "
                          "owner): wait for one to finish or stop it")
+
+
+def address_of(request: Any) -> str | None:
+    """The client's address as the server sees it (the TCP peer; a --trusted-proxy's X-Forwarded-For)."""
+    client = getattr(request, "client", None) if request is not None else None
+    return getattr(client, "host", None) or None
+
+
+def client_quota(jobs: list[Any], clients: dict[str, tuple[str | None, str | None]], address: str | None,
+                 session: str | None, limits: tuple[int, int]) -> None:
+    """Refuse a start when this address or session already has `limits` = (per address, per session)
+    unfinished jobs: owner tokens are free to mint, so one client with many of them filled the machine's
+    queue for hours (issue 20, finding 9). `clients` maps job id -> (address, session) of who queued it."""
+    unfinished = [clients.get(j.id, (None, None)) for j in jobs if not j.done()]
+    for index, (who, what, flag) in enumerate(((address, "address", "--max-jobs-per-address"),
+                                              (session, "session", "--max-jobs-per-session"))):
+        count = sum(1 for c in unfinished if who is not None and c[index] == who)
+        if who is not None and count >= limits[index]:
+            raise InputError(f"{count} unfinished jobs already come from your {what} (this server allows "
+                             f"{limits[index]} per {what}, {flag}): wait for one to finish or stop it")
+
+
+def job_size(epochs: int, train_images: int, limit: int) -> None:
+    """Refuse a job of more than `limit` image passes (epochs x training images): one request may not hold
+    the machine for days."""
+    if epochs * train_images > limit:
+        most = max(1, limit // max(1, train_images))
+        raise InputError(f"{epochs} epochs x {train_images} training images = {epochs * train_images:,} image "
+                         f"passes; this server allows at most {limit:,} per job (--max-job-images): use at most "
+                         f"{most} epochs here")
 
 
 def public_snapshot(snap: dict[str, Any]) -> dict[str, Any]:

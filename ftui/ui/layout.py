@@ -21,6 +21,7 @@ from ftui.ui.doctor_view import build_doctor_section
 from ftui.ui.ensemble_view import build_ensemble_view
 from ftui.ui.fix_view import build_fix_panel, wire_fix_panel
 from ftui.ui.guard import session_of
+from ftui.ui.naming_view import build_naming_view
 
 TITLE = "ftui · fine-tune an image classifier"
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -59,12 +60,8 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
             with gr.Tab("4 · Train", id="train", render_children=True):
                 train = train_step.build(ctx, data.source, data.val_fraction, aug.aug_json, model)
             with gr.Tab("5 · Evaluate", id="evaluate", render_children=True):
-                evaluate = results_step.build_evaluate(ctx, fix_hook=lambda gallery, paths, source: wire_fix_panel(
-                    ctx, build_fix_panel("a misclassified image", "ftui-eval-fix", paths), gallery, source,
-                    data.val_fraction, data.load_outputs[:-1]))
+                evaluate, compare_a, compare_b = _evaluate_tab(ctx, data, train.owner)
                 eval_run = evaluate.run
-                compare_a, compare_b = build_compare_view(ctx)
-                build_ensemble_view(ctx)
             with gr.Tab("6 · Predict", id="predict", render_children=True) as predict_tab:
                 predict = predict_step.build(ctx)
                 predict_run = predict.run
@@ -120,6 +117,17 @@ def _doctor_section(ctx: AppContext, data):
     this session may not read."""
     return build_doctor_section(data.source, task=data.task,
                                 weights_check=lambda w, session: train_step.check_weights(ctx, w, session))
+
+
+def _evaluate_tab(ctx: AppContext, data, owner: gr.BrowserState):
+    """Evaluate (with the fix buttons under its mistakes), naming the model, comparing and combining runs."""
+    evaluate = results_step.build_evaluate(ctx, fix_hook=lambda gallery, paths, source: wire_fix_panel(
+        ctx, build_fix_panel("a misclassified image", "ftui-eval-fix", paths), gallery, source,
+        data.val_fraction, data.load_outputs[:-1]))
+    build_naming_view(ctx, evaluate.run, owner)
+    compare_a, compare_b = build_compare_view(ctx)
+    build_ensemble_view(ctx)
+    return evaluate, compare_a, compare_b
 
 
 def _wire_doctor_model(ctx: AppContext, demo: gr.Blocks, model, doctor) -> None:

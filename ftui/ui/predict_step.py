@@ -20,7 +20,6 @@ from ftui.ui.guard import InputError, number, private_download, session_of
 EXAMPLES = 12
 MAX_TOP_K = 100
 MAX_PREDICT_FILES = 256
-EXPLAINED = 12  # images in one batch that get a Grad-CAM overlay (each costs a forward and a backward pass)
 OVERLAY = 256
 THUMB = 128
 LIVE_CONCURRENCY = 4
@@ -104,14 +103,15 @@ def example_items(ctx: AppContext, run_id: str, session: str | None) -> list[tup
              else example_caption(r, r["kind"])) for r in rows]
 
 
-def predict_example(ctx: AppContext, run_id: str, index: int, k: int, session: str | None) -> tuple:
+def predict_example(ctx: AppContext, run_id: str, index: int, k: int, session: str | None,
+                    tta: bool = False) -> tuple:
     """predict_single on the clicked example (looked up on the server: the browser only sends an index),
     its verdict led by the truth."""
     picked = run_examples(ctx, run_id, session) if run_id else []
     if not isinstance(index, int) or not 0 <= index < len(picked):
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     path, true = picked[index]
-    error, top, verdict, overlay = predict_single(ctx, run_id, path, k)
+    error, top, verdict, overlay = predict_single(ctx, run_id, path, k, tta)
     probs = top.get("value") if isinstance(top, dict) and "__type__" in top else top  # a gr.update or a dict
     kind = predictor_kind(ctx, run_id)
     if kind != "classification" and not error:
@@ -140,6 +140,13 @@ def predictor_kind(ctx: AppContext, run_id: str) -> str:
 def download(path: Path) -> str:
     """A private copy for one response (the runs folder itself is never served), keeping the file's name."""
     return private_download(path, gr.utils.get_upload_folder())
+
+
+def checked(name: str, value: Any) -> bool:
+    """A checkbox's value from an API client: true or false (None: false), anything else an InputError."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise InputError(f"{name} must be true or false, got {str(value)[:40]!r}")
 
 
 def verdict_text(verdict) -> str:
@@ -171,8 +178,9 @@ def explain_one(model, image, verdict) -> tuple[str, Any]:
     return words + "\n\nThe heat map shows where the model looked for this answer (red = most).", overlay
 
 
-def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
-    """error, label dict, verdict and overlay for one image (path or PIL)."""
+def predict_single(ctx: AppContext, run_id: str, image, k: int, tta: bool = False) -> tuple:
+    """error, label dict, verdict and overlay for one image (path or PIL); tta: averaged over the
+    test-time augmentation views (ftui.results.predict.tta_views)."""
     from ftui.data.images import ImageError
     from ftui.ui.results_step import predictor
 
@@ -182,7 +190,7 @@ def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
         return "", None, "", None
     try:
         k = number("k", k, 1, MAX_TOP_K)
-        model = predictor(ctx, run_id)
+        model = predictor(ctx, run_id, tta=checked("tta", tta))
         if model.kind != "classification":  # every label's probability, or the value
             from ftui.ui.task_predict import task_single
 
@@ -196,7 +204,8 @@ def predict_single(ctx: AppContext, run_id: str, image, k: int) -> tuple:
     return "", label_value(verdict), words, overlay
 
 
-def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
+def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: float, progress=PROGRESS,
+                  tta: bool = False):
     """Top-k labels for every file, Grad-CAM overlays, a CSV of them, and the checkpoint named after the run."""
     from ftui.data.images import ImageError
     from ftui.results.export import named_checkpoint
@@ -214,18 +223,18 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
         if len(paths) > MAX_PREDICT_FILES:
             raise InputError(f"files: at most {MAX_PREDICT_FILES} images per call, got {len(paths)}")
         progress(0.1, desc="Loading the model...")
-        model = predictor(ctx, run_id)
+        model = predictor(ctx, run_id, tta=checked("tta", tta))
         progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
         if model.kind != "classification":
             first, words, overlay, thumbs, table = task_files(model, paths)
         else:
             verdicts = model.verdicts(paths, top_k=int(k))
             table = model.predictions_table(paths, top_k=int(k), verdicts=verdicts)
+            # Photos first (issue 23 item 7): the gallery shows what was sent; a click shows that image's heat
+            # map in the result pane (on_gallery_pick). Only the first image's Grad-CAM is computed up front.
             words, overlay = explain_one(model, paths[0], verdicts[0])
-            pictures = [overlay] + [explain_one(model, p, v)[1] if i < EXPLAINED else None
-                                    for i, (p, v) in enumerate(zip(paths[1:], verdicts[1:]), start=1)]
-            thumbs = [(picture or _thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
-                      for picture, p, v in zip(pictures, paths, verdicts)]
+            thumbs = [(_thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
+                      for p, v in zip(paths, verdicts)]
             first = label_value(verdicts[0])
         table["path"] = [Path(p).name for p in paths]
         # A unique name written atomically: parallel calls never share (and truncate) one file.
@@ -246,12 +255,10 @@ def task_files(model, paths: list[str]) -> tuple:
     from ftui.ui.task_predict import answers, explain_task, label_update, verdict_markdown
 
     found = answers(model, paths)
-    explained = [explain_task(model, p, a) if i < EXPLAINED else ("", None)
-                 for i, (p, a) in enumerate(zip(paths, found))]
-    words = verdict_markdown(model, found[0], explained[0][0])
-    pictures = [picture for _, picture in explained]
-    thumbs = [(picture or _thumb(p), a["text"]) for picture, p, a in zip(pictures, paths, found)]
-    return label_update(model, found[0]), words, pictures[0], thumbs, model.predictions_table(paths)
+    explained, overlay = explain_task(model, paths[0], found[0])  # the others' on a click (on_gallery_pick)
+    thumbs = [(_thumb(p), a["text"]) for p, a in zip(paths, found)]
+    return (label_update(model, found[0]), verdict_markdown(model, found[0], explained), overlay, thumbs,
+            model.predictions_table(paths))
 
 
 def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):
@@ -293,6 +300,8 @@ def _controls_column(ctx: AppContext) -> dict[str, Any]:
     c["examples"] = gr.Gallery(label="Examples from this run's validation images: click one", columns=4,
                                height=300, object_fit="cover", allow_preview=False, elem_id="ftui-examples")
     c["top_k"] = gr.Slider(1, 10, value=3, step=1, label="Top k")
+    c["tta"] = gr.Checkbox(False, label="Test-time augmentation: average the image, its mirror and 4 corner crops "
+                           "(6x the work; not for the live stream)", elem_id="ftui-tta")
     c["error"] = gr.Markdown(elem_classes="ftui-error")
     with gr.Accordion("Download the model", open=False):
         gr.Markdown("`.pt`: the checkpoint (`torch.load(weights_only=True)`). `.pt2`: a torch.export "
@@ -320,8 +329,8 @@ def _results_column() -> dict[str, Any]:
             gr.Markdown("**Where the model looked** (Grad-CAM)", elem_classes="ftui-image-title")
             c["overlay"] = gr.Image(show_label=False, type="pil", height=OVERLAY, width=OVERLAY,
                                     interactive=False, elem_id="ftui-gradcam", buttons=["download"])
-    c["gallery"] = gr.Gallery(label="All images (top-1 label, heat map)", columns=6, height=240,
-                              object_fit="cover")
+    c["gallery"] = gr.Gallery(label="All images (top-1 label): click one for its heat map", columns=6, height=240,
+                              object_fit="cover", elem_id="ftui-predict-gallery")
     c["table"] = gr.Dataframe(label="Predictions", interactive=False, max_height=240)
     c["csv_file"] = gr.File(label="Predictions as CSV", visible=False)
     return c
@@ -349,17 +358,25 @@ class _Handlers:
             return gr.update(value=[]), gr.update(visible=False)
         return items, checkpoint
 
-    def on_example(self, run_id: str, k: float, evt: gr.SelectData, request: gr.Request):
+    def on_example(self, run_id: str, k: float, tta: bool, evt: gr.SelectData, request: gr.Request):
         """Predict the clicked example, its truth beside the answer."""
-        return predict_example(self.ctx, run_id, evt.index, int(k), session_of(request))
+        return predict_example(self.ctx, run_id, evt.index, int(k), session_of(request), tta)
 
-    def predict(self, run_id: str, files: list[str] | None, k: float, progress=PROGRESS):
-        """Top-k labels with probabilities for each image, Grad-CAM, a CSV of them, and the run's checkpoint."""
-        return predict_files(self.ctx, run_id, files, k, progress)
+    def predict(self, run_id: str, files: list[str] | None, k: float, tta: bool = False, progress=PROGRESS):
+        """Top-k labels with probabilities for each image, Grad-CAM, a CSV of them, and the run's checkpoint;
+        tta: each image's answer averaged over it, its mirror and 4 corner crops."""
+        return predict_files(self.ctx, run_id, files, k, progress, tta)
 
-    def predict_image(self, run_id: str, image, k: float):
-        """Top-k labels, the confidence in words and a Grad-CAM overlay for one image."""
-        return predict_single(self.ctx, run_id, image, k)
+    def on_gallery_pick(self, run_id: str, files: list[str] | None, k: float, tta: bool, evt: gr.SelectData):
+        """The clicked photo's own answer and heat map in the result pane (the files are the ones just sent)."""
+        paths = [str(f) for f in (files or [])]
+        if not isinstance(evt.index, int) or not 0 <= evt.index < len(paths):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return predict_single(self.ctx, run_id, paths[evt.index], int(k), tta)
+
+    def predict_image(self, run_id: str, image, k: float, tta: bool = False):
+        """Top-k labels, the confidence in words and a Grad-CAM overlay for one image; tta as in predict."""
+        return predict_single(self.ctx, run_id, image, k, tta)
 
     def export_pt2(self, run_id: str, progress=PROGRESS):
         """The run as a torch.export program (.pt2), checked against PyTorch on its val images."""
@@ -386,13 +403,16 @@ def build(ctx: AppContext) -> PredictView:
             c.update(_results_column())
     h = _Handlers(ctx)
     private = {"api_visibility": "private"}
-    run, top_k = c["run"], c["top_k"]
+    run, top_k, tta = c["run"], c["top_k"], c["tta"]
     single = [c[k] for k in ("error", "label", "verdict", "overlay")]
     outputs = single + [c[k] for k in ("gallery", "table", "csv_file", "model_file")]
     export_outputs = [c["export_note"], c["export_file"]]
-    c["button"].click(h.predict, [run, c["images"], top_k], outputs, api_name="predict", concurrency_id="heavy")
-    c["examples"].select(h.on_example, [run, top_k], single, concurrency_id="heavy", **private)
-    c["webcam"].change(h.predict_image, [run, c["webcam"], top_k], single, api_name="predict_image",
+    c["button"].click(h.predict, [run, c["images"], top_k, tta], outputs, api_name="predict",
+                      concurrency_id="heavy")
+    c["examples"].select(h.on_example, [run, top_k, tta], single, concurrency_id="heavy", **private)
+    c["gallery"].select(h.on_gallery_pick, [run, c["images"], top_k, tta], single, concurrency_id="heavy",
+                        **private)
+    c["webcam"].change(h.predict_image, [run, c["webcam"], top_k, tta], single, api_name="predict_image",
                        concurrency_id="heavy")
     # No progress overlay per frame (it greyed the results out and flashed a timer). Live frames from every viewer share a queue of their own: at most LIVE_CONCURRENCY frames are worked on
     # at once (Grad-CAM is a forward and a backward pass), later frames wait their turn instead of failing.

@@ -76,15 +76,21 @@ def run_folder(ctx: AppContext, run_id: str):
     return ctx.store.folder(ctx.settings.runs_dir / run_id)
 
 
-def predictor(ctx: AppContext, run_id: str):
-    """A warm Predictor per run (reloaded when the checkpoint file changes)."""
+def predictor(ctx: AppContext, run_id: str, tta: bool = False):
+    """A warm Predictor per run (reloaded when the checkpoint file changes); tta=True: one averaging test-time
+    augmentation views, sharing the plain one's loaded model."""
     from ftui.results.predict import Predictor
 
     folder = run_folder(ctx, run_id)
     checkpoint = folder.best_path if folder.best_path.is_file() else folder.last_path
     key = (str(folder.path), checkpoint.stat().st_mtime_ns if checkpoint.is_file() else 0)
-    cached = ctx.predictors.get(key)
-    return cached if cached is not None else ctx.predictors.put(key, Predictor(folder.path))
+    plain = ctx.predictors.get(key)
+    if plain is None:
+        plain = ctx.predictors.put(key, Predictor(folder.path))
+    if not tta:
+        return plain
+    cached = ctx.predictors.get((*key, "tta"))
+    return cached if cached is not None else ctx.predictors.put((*key, "tta"), Predictor(plain.run, tta=True))
 
 
 def _thumb(path: str, size: int = THUMB):
@@ -255,9 +261,10 @@ MAX_OOD_FILES = 256
 
 def with_ood(ctx: AppContext, run_id: str, result: dict[str, Any], files: list[str] | None) -> dict[str, Any]:
     """The evaluation with an "ood" report when images from none of the classes were uploaded: the run's
-    score on them against its score on the evaluated images (AUROC, FPR at 95% TPR; energy and MSP).
+    score on them against its score on the evaluated images (AUROC, FPR at 95% TPR; the run's score, energy
+    and MSP).
     Shown to this user only: nothing is written into the run folder."""
-    from ftui.results.trust import energy_score, ood_report
+    from ftui.results.evaluate import ood_report_of
 
     paths = [str(f) for f in (files or [])]
     if not paths or "temperature" not in result:
@@ -265,11 +272,7 @@ def with_ood(ctx: AppContext, run_id: str, result: dict[str, Any], files: list[s
     if len(paths) > MAX_OOD_FILES:
         raise InputError(f"none-of-these images: at most {MAX_OOD_FILES}, got {len(paths)}")
     model = predictor(ctx, run_id)
-    inside = model.logits([p["path"] for p in result["predictions"]])
-    outside = model.logits(paths)
-    report = ood_report(inside, outside, model.trust.temperature)
-    if model.trust.energy_threshold is not None:
-        report["unknown_rate"] = float((energy_score(outside) < model.trust.energy_threshold).double().mean())
+    report = ood_report_of(model, model.scored([p["path"] for p in result["predictions"]]), paths)
     return {**result, "ood": report}
 
 
@@ -309,6 +312,26 @@ def _wire_explain(ctx: AppContext, gallery: gr.Gallery, run: gr.Dropdown, paths:
         return explained_thumb(predictor(ctx, run_id), shown[index], size=256)
 
     gallery.select(explain_mistake, [run, paths], why, api_visibility="private", concurrency_id="heavy")
+
+
+def evaluation_view(ctx: AppContext, run_id: str, split_name: str, none_of_these: list[str] | None,
+                    session: str | None, progress=None) -> tuple:
+    """The Evaluate step's outputs for a run (after its error box): summary, tables, charts, mistakes."""
+    from ftui.results.reliability import reliability_html
+
+    result = with_ood(ctx, run_id, evaluation_of(ctx, run_id, split_name, progress), none_of_these)
+    shown_paths: list[str] = []
+    if result.get("task", "classification") != "classification":  # multilabel / regression views
+        from ftui.ui import task_results
+
+        text, table, side, pictures, plot = task_results.outputs(ctx, result, session, shown_paths)
+        # No reliability diagram: calibration is a single-label softmax tool.
+        return ("", text, table, side, pictures, plot, shown_paths, predictor(ctx, run_id).run.config.data, None,
+                "")
+    parts = evaluation_outputs(ctx, result, session, None, shown_paths)
+    picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
+    return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,
+            reliability_html(result))
 
 
 def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
@@ -351,26 +374,12 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
                  request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix, the worst mistakes, the reliability
         diagram and (with images from none of the classes) how well the run tells them apart."""
-        from ftui.results.reliability import reliability_html
-
         if not run_id:
             return "**Pick a run first.**", *([gr.skip()] * 9)
-        try:
-            result = with_ood(ctx, run_id, evaluation_of(ctx, run_id, split_name, progress), none_of_these)
+        try:  # the views too: an exception there reached the client as Gradio's bare "AppError" (load test)
+            return evaluation_view(ctx, run_id, split_name, none_of_these, session_of(request), progress)
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return f"**Could not evaluate:** {shown_message(log, exc, 'evaluate')}", *([gr.skip()] * 9)
-        shown_paths: list[str] = []
-        if result.get("task", "classification") != "classification":  # multilabel / regression views
-            from ftui.ui import task_results
-
-            text, table, side, pictures, plot = task_results.outputs(ctx, result, session_of(request), shown_paths)
-            # No reliability diagram: calibration is a single-label softmax tool.
-            return ("", text, table, side, pictures, plot, shown_paths, predictor(ctx, run_id).run.config.data,
-                    None, "")
-        parts = evaluation_outputs(ctx, result, session_of(request), None, shown_paths)
-        picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
-        return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,
-                reliability_html(result))
 
     def show_cell(picked: dict | None, evt: gr.EventData, request: gr.Request = None):
         data = getattr(evt, "_data", None) or {}

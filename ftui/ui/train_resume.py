@@ -10,14 +10,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ftui.ui.guard import InputError, owner_quota, owner_stamp, token
+from ftui.ui.guard import InputError, address_of, client_quota, owner_quota, owner_stamp, session_of, token
 
 _RESUME_LOCK = threading.Lock()
 
 
 
 
-def resume_run(ctx: Any, run_id: str, owner_token: str | None) -> str:
+def resume_run(ctx: Any, run_id: str, owner_token: str | None, request: Any = None) -> str:
     """Queue a job that resumes run `run_id`; returns its job id. ValueError says why it cannot."""
     from ftui.train.resume import open_for_resume
     from ftui.ui.results_step import run_folder
@@ -31,13 +31,16 @@ def resume_run(ctx: Any, run_id: str, owner_token: str | None) -> str:
     _folder, config, _checkpoint = open_for_resume(folder.path)  # says why not before anything is queued
     # One run, one job: the check and the start happen under one lock (three calls at once queued two jobs),
     # and a queued job counts by the folder it was asked to resume (its run_dir is only set once it runs).
-    with _RESUME_LOCK:
+    with getattr(ctx, "admit_lock", _RESUME_LOCK):
         if any(_resumes(job, folder.path) for job in ctx.jobs.jobs()):
             raise InputError(f"run {folder.id} is already training or queued to")
         owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
+        client = (address_of(request), session_of(request))
+        client_quota(ctx.jobs.jobs(), ctx.clients, *client,
+                     (ctx.settings.max_jobs_per_address, ctx.settings.max_jobs_per_session))
         job = ctx.jobs.start(config.replace(runs_dir=str(ctx.settings.runs_dir)), run_dir=folder.path,
                              resume=True)
-        ctx.owners[job.id] = owner_token
+        ctx.owners[job.id], ctx.clients[job.id] = owner_token, client
     return job.id
 
 

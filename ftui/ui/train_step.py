@@ -24,7 +24,17 @@ from ftui.ui.charts import batch_loss_frame, epoch_frame, format_duration, line_
 from ftui.ui.context import AppContext
 from ftui.ui.data_step import SPLIT_SEED
 from ftui.ui.eta import epoch_kinds, progress_and_eta
-from ftui.ui.guard import InputError, new_owner_token, owner_quota, public_snapshot, session_of, token
+from ftui.ui.guard import (
+    InputError,
+    address_of,
+    client_quota,
+    job_size,
+    new_owner_token,
+    owner_quota,
+    public_snapshot,
+    session_of,
+    token,
+)
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
@@ -420,6 +430,23 @@ def _progress_column() -> dict[str, Any]:
     return c
 
 
+def admit(ctx: AppContext, cfg: TrainConfig, owner_token: str, request: Any) -> Any:
+    """Queue a job for this client when its size and its client's caps allow (checked and started under one
+    lock: parallel starts from one client must not all pass the caps); returns the job."""
+    from ftui.ui.data_step import load
+
+    settings = ctx.settings
+    job_size(cfg.epochs, len(load(ctx, cfg.data, cfg.val_fraction).split("train")), settings.max_job_images)
+    with ctx.admit_lock:
+        owner_quota(ctx.jobs.jobs(), ctx.owners, owner_token)
+        client = (address_of(request), session_of(request))
+        client_quota(ctx.jobs.jobs(), ctx.clients, *client,
+                     (settings.max_jobs_per_address, settings.max_jobs_per_session))
+        job = ctx.jobs.start(cfg, stamp=owner_stamp(owner_token))
+        ctx.owners[job.id], ctx.clients[job.id] = owner_token, client
+    return job
+
+
 class _Handlers:
     """The Train step's event handlers (the app's API endpoints among them), sharing the app context."""
 
@@ -456,11 +483,9 @@ class _Handlers:
             cfg = cfg.replace(data=source_path, runs_dir=str(self.ctx.settings.runs_dir), split_seed=SPLIT_SEED)
             check_weights(self.ctx, cfg.weights, session_of(request))
             cfg.validate()
-            owner_quota(self.ctx.jobs.jobs(), self.ctx.owners, owner_token)
-            job = self.ctx.jobs.start(cfg, stamp=owner_stamp(owner_token))
+            job = admit(self.ctx, cfg, owner_token, request)
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return gr.skip(), f"**Could not start training:** {shown_message(log, exc, 'start training')}"
-        self.ctx.owners[job.id] = owner_token
         return job.id, ""
 
     def find_learning_rate(self, config: str, source_path: str, request: gr.Request = None, progress=PROGRESS):
@@ -489,10 +514,10 @@ class _Handlers:
                    f"{result.steepest:.2g}); it is now in the learning-rate box.")
         return message, lr_frame(result.table), float(f"{result.suggestion:.2g}")
 
-    def resume(self, run_id: str, owner_token: str | None):
+    def resume(self, run_id: str, owner_token: str | None, request: gr.Request = None):
         """Resume an interrupted or stopped run (by id) from its last.pt; only the client that started it may."""
         try:
-            return resume_run(self.ctx, run_id, owner_token), ""
+            return resume_run(self.ctx, run_id, owner_token, request), ""
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return gr.skip(), f"**Could not resume:** {shown_message(log, exc, 'resume')}"
 
