@@ -125,11 +125,11 @@ def _launch_elastic(args: argparse.Namespace) -> int:
     import subprocess
 
     from ftui.train.distributed import _package_env
-    from ftui.train.elastic import launch_command
+    from ftui.train.elastic import launch_command, launch_env
 
     command = launch_command(args.argv, args.nnodes, args.rdzv_endpoint, args.nproc_per_node or 1,
                              args.max_restarts, args.out, args.rdzv_id)
-    proc = subprocess.Popen(command, env=_package_env())
+    proc = subprocess.Popen(command, env=launch_env(_package_env()))
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -28,6 +28,18 @@ _LAUNCH_FLAGS = ("--nnodes", "--rdzv-endpoint", "--max-restarts", "--nproc-per-n
 _ENDPOINT = re.compile(r"^[A-Za-z0-9_.\-]+:\d{1,5}$")
 
 
+# torchrun's c10d rendezvous (torch >= 2.5) by default lends its agents' own TCPStore to the workers: the rank-0
+# agent starts it once and every later worker group gets the same one back (torch/distributed/elastic/
+# rendezvous/dynamic_rendezvous.py caches `_shared_tcp_store_server`), with no per-attempt key prefix
+# (torch/distributed/rendezvous.py). A restarted group's gloo rendezvous then meets the keys the killed group
+# left: measured here, both restarted workers sat in init_process_group's gloo connectFullMesh for minutes
+# (until gloo's timeout: 'connectFullMesh ... Connection refused' when a dead worker's address is read).
+# TORCHELASTIC_RESTART_COUNT cannot namespace it either: each agent counts its own restarts (pytorch#135712,
+# #108158). Opting out gives every round a fresh store: the rank-0 agent picks a port for that round and the
+# rank-0 worker hosts the store there.
+_FRESH_STORE_EACH_ROUND = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
 class ElasticError(FtuiError):
     """Multi-node settings that cannot work (no --out, a malformed endpoint, bad counts)."""
 
@@ -47,6 +59,11 @@ def launch_command(argv: Sequence[str], nnodes: int, endpoint: str, nproc_per_no
     return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
             f"--nproc-per-node={nproc_per_node}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
             f"--rdzv-id={run_id}", f"--max-restarts={max_restarts}", "-m", "ftui", *worker_argv(argv)]
+
+
+def launch_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment torchrun runs in: `env` with a fresh worker store for every rendezvous round."""
+    return {**env, **_FRESH_STORE_EACH_ROUND}
 
 
 def worker_argv(argv: Sequence[str]) -> list[str]:
