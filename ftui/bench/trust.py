@@ -6,7 +6,7 @@ seed 0 and seed 1, plus (sets with 3+ classes) a run without the last quarter of
   temperature fitted on the other half), so the number is not the optimistic in-sample one. "ECE floor": the
   mean ECE a perfectly calibrated model with the same confidences shows on this many images (sampling noise).
 - far-OOD: the run's val images against val images of the OTHER sets ("none of these"), AUROC and FPR at 95%
-  TPR for the energy score (what ftui uses) and MSP.
+  TPR for the run's stored score (Mahalanobis on normalised features), energy, MSP and k-NN.
 - near-OOD: the held-out run's val images of its kept classes against the val images of the classes it never
   saw (e.g. clothing without shorts/skirt/t-shirt shown shorts): the hard, honest case.
 - TTA: accuracy gain of flip + 4 corner crops over the plain view, paired 95% interval, right->wrong and

@@ -269,3 +269,10 @@ def split_task_items(items: Sequence, task: str, val_fraction: float, seed: int)
     strata = (multilabel_strata(train, val_fraction) if task == MULTILABEL else value_strata(train, val_fraction))
     rest = [item for item in items if item.split != "train"]
     return split_by_strata(train, strata, val_fraction, seed) + rest
+
+
+def target_text(task: str, names: Sequence[str], target: Sequence[float]) -> str:
+    """A target as a person reads it: a label set ('cat;dog', '(no label)') or the value(s) ('12.5')."""
+    if task == MULTILABEL:
+        return LABEL_SEPARATOR.join(n for n, t in zip(names, target) if t) or "(no label)"
+    return ", ".join(f"{v:g}" for v in target)

@@ -14,7 +14,8 @@ from ftui.doctor.timing import timings_table
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """The `check` subcommand's arguments."""
     parser.add_argument("data", metavar="DATA", help="folder of class folders, train/val[/test] folders, "
-                        ".zip of either, or a CSV of path,label")
+                        ".zip of either, or a CSV of path,label (path,labels with ';' for multilabel, path,value for "
+                        "regression)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
                         help=f"backbone whose pretrained features drive the label check ({DEFAULT_BACKBONE})")
@@ -25,6 +26,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="share held out for validation when DATA has no val/ folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of a generated train/val split")
+    parser.add_argument("--task", default="auto", choices=["auto", "classification", "multilabel", "regression"],
+                        help="what the labels are (default: a CSV's columns decide; 'regression' reads class "
+                        "folders named by numbers as values)")
     parser.add_argument("--timings", action="store_true",
                         help="also print wall and CPU seconds per phase (load, model, scan, features, checks, "
                         "labels) to stderr: the doctor's benchmark")
@@ -39,7 +43,8 @@ def run_cli(args: argparse.Namespace) -> int:
 
     try:
         report = check(args.data, labels=not args.no_labels, backbone=args.backbone, weights=args.weights,
-                       val_fraction=args.val_fraction, seed=args.seed, progress=progress)
+                       val_fraction=args.val_fraction, seed=args.seed, progress=progress,
+                       task=getattr(args, "task", "auto"))
     except (DoctorError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

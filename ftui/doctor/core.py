@@ -16,6 +16,13 @@ from ftui.doctor.labels import BackboneFeatures, check_labels, embedding_size, s
 from ftui.doctor.properties import PropertyLimits, check_properties
 from ftui.doctor.report import DoctorError, Report
 from ftui.doctor.scan import VIEW_SIZE, FeatureFn, Progress, scan
+from ftui.doctor.tasks import (
+    TaskTargets,
+    check_task_balance,
+    check_task_labels,
+    retarget_duplicates,
+    task_entries,
+)
 from ftui.doctor.timing import PhaseTimer
 
 DEFAULT_BACKBONE = "mobilenet_v3_small"
@@ -114,7 +121,7 @@ def backbone_features(backbone: str, weights: str, num_classes: int = 2,
     return fn, f"{backbone} features ({source}){note}"
 
 
-def _load(source: Any, val_fraction: float, seed: int, workdir: str | None, progress: Progress):
+def _load(source: Any, o: CheckOptions, progress: Progress):
     """A Dataset from a path (folder, zip, CSV) or the Dataset itself; loader errors become DoctorError."""
     from ftui.data.datasets import load_dataset
 
@@ -123,8 +130,8 @@ def _load(source: Any, val_fraction: float, seed: int, workdir: str | None, prog
     if not source or not Path(str(source)).exists():
         raise DoctorError(f"dataset not found: {source!r} (give a folder, .zip or .csv)")
     try:
-        return load_dataset(str(source), val_fraction=val_fraction, seed=seed, workdir=workdir,
-                            progress=progress)
+        return load_dataset(str(source), val_fraction=o.val_fraction, seed=o.seed, workdir=o.workdir,
+                            progress=progress, task=o.task)
     except ValueError as exc:
         raise DoctorError(str(exc)) from None
 
@@ -143,6 +150,8 @@ class CheckOptions:
     val_fraction: float = 0.2
     seed: int = 0
     workdir: str | None = None
+    # None/"auto": a CSV's columns decide (ftui/data/tasks.py); "regression" reads numbered class folders.
+    task: str | None = None
 
 
 def check(source: Any, options: CheckOptions | None = None,
@@ -150,55 +159,69 @@ def check(source: Any, options: CheckOptions | None = None,
     """Run every check on a dataset (folder, .zip, CSV or a loaded Dataset) and return the Report.
 
     `overrides` are CheckOptions fields (`check(root, labels=False)`), applied on top of `options`.
+    Multilabel and regression datasets get their own balance and label checks (ftui/doctor/tasks.py).
     """
     o = replace(options or CheckOptions(), **overrides)
-    labels, backbone, weights, limits = o.labels, o.backbone, o.weights, o.limits or Limits()
-    feature_fn, feature_name = o.feature_fn, o.feature_name
     say = progress or (lambda fraction, message: None)
     start = time.perf_counter()
     timer = PhaseTimer()
     say(0.0, "loading dataset")
     with timer.phase("load"):
-        dataset = _load(source, o.val_fraction, o.seed, o.workdir, lambda f, m: say(0.3 * f, m))
+        dataset = _load(source, o, lambda f, m: say(0.3 * f, m))
     classes = list(dataset.classes)
+    task = getattr(dataset, "task", "classification")
 
-    label_skip = "turned off"
-    fn = None
-    if labels:
+    label_skip, fn = "turned off", None
+    if o.labels:
         with timer.phase("model"):
-            if feature_fn is not None:
-                fn, label_skip = feature_fn, feature_name
+            if o.feature_fn is not None:
+                fn, label_skip = o.feature_fn, o.feature_name
             else:
-                say(0.3, f"loading {backbone} for the label check")
-                fn, label_skip = backbone_features(backbone, weights, max(len(classes), 2))
+                say(0.3, f"loading {o.backbone} for the label check")
+                fn, label_skip = backbone_features(o.backbone, o.weights, max(len(classes), 2))
 
     def timed_features(images):
         with timer.phase("features"):
             return fn(images)
 
-    entries = [(item.path, item.label, item.split) for item in dataset.items]
+    targets = None
+    if task == "classification":
+        entries, names = [(item.path, item.label, item.split) for item in dataset.items], classes
+    else:
+        entries, names, targets = task_entries(dataset)
     with timer.phase("scan"):
         records, features = scan(entries, feature_fn=timed_features if fn else None,
                                  progress=lambda f, m: say(0.3 + 0.6 * f, m),
                                  view_size=getattr(fn, "input_size", VIEW_SIZE))
     timer.exclude("scan", "features")
-
     say(0.92, "comparing images")
     skipped = [(s.path, s.reason) for s in getattr(dataset, "skipped", [])]
     with timer.phase("checks"):
-        checks = [
-            check_unreadable(records, classes, skipped),
-            check_balance(records, classes, limits.balance),
-            check_duplicates(records, classes, features if fn is not None else None),
-            check_properties(records, classes, limits.properties),
-        ]
+        checks = _image_checks(records, names, targets, skipped, features if fn is not None else None, o.limits)
     if fn is None:
         checks.append(skipped_labels(label_skip))
     else:
         say(0.95, "cross-validating the label probe")
         with timer.phase("labels"):
-            checks.append(check_labels(records, np.nan_to_num(features), classes, feature_name=label_skip))
+            clean = np.nan_to_num(features)
+            checks.append(check_labels(records, clean, names, feature_name=label_skip) if targets is None
+                          else check_task_labels(records, clean, targets, label_skip))
     say(1.0, "done")
     return Report(source=str(getattr(dataset, "root", source)), checks=checks, classes=classes,
                   num_files=len(records) + len(skipped), seconds=time.perf_counter() - start,
-                  timings=timer.wall, cpu_timings=timer.cpu)
+                  timings=timer.wall, cpu_timings=timer.cpu, task=task)
+
+
+def _image_checks(records, names: list[str], targets: TaskTargets | None, skipped: list[tuple[str, str]],
+                  features: np.ndarray | None, limits: Limits | None) -> list:
+    """Unreadable files, balance (classes, labels or values), duplicates and leakage, image properties.
+    `names` are the classes, or a task's distinct targets (records' labels index them)."""
+    limits = limits or Limits()
+    duplicates = check_duplicates(records, names, features)
+    if targets is None:
+        balance = check_balance(records, names, limits.balance)
+    else:
+        balance = check_task_balance(records, targets, limits.balance)
+        duplicates = retarget_duplicates(duplicates, targets.task)
+    return [check_unreadable(records, names, skipped), balance, duplicates,
+            check_properties(records, names, limits.properties)]

@@ -63,6 +63,13 @@ class Report:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
     cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per phase
+    # "classification", or "multilabel" / "regression" (then `classes` are the label / value names).
+    task: str = "classification"
+
+    @property
+    def class_word(self) -> str:
+        """What `classes` are: classes, labels (multilabel) or values (regression)."""
+        return {"multilabel": "labels", "regression": "values"}.get(self.task, "classes")
 
     @property
     def status(self) -> str:
@@ -90,6 +97,7 @@ class Report:
         """JSON-ready dict of the whole report."""
         return {
             "source": self.source,
+            "task": self.task,
             "status": self.status,
             "classes": list(self.classes),
             "num_files": self.num_files,
@@ -135,12 +143,16 @@ class Report:
         except ValueError:
             return str(path)
 
+    def task_text(self) -> str:
+        return "" if self.task == "classification" else f"{self.task}: "
+
     def to_text(self, max_rows: int = 15) -> str:
         """A compact, human-readable report: a header, then a short table per check."""
         mark = {"ok": "OK", "warning": "WARN", "error": "ERROR"}
         lines = [
             f"Dataset doctor: {self.source}",
-            (f"{self.num_files} files, {len(self.classes)} classes ({', '.join(self.classes)}), "
+            (f"{self.num_files} files, {self.task_text()}{len(self.classes)} {self.class_word} "
+             f"({', '.join(self.classes)}), "
             f"checked in {self.seconds:.1f} s -> {self.status.upper()}"),
             "",
         ]

@@ -44,10 +44,17 @@ class ModelCard:
     # The val evaluation's calibration keys (temperature, ece_before/after, reliability, abstain_rate, ood).
     calibration: dict = field(default_factory=dict)
     members: list[str] = field(default_factory=list)  # an ensemble's member runs (backbone of each)
+    task: str = "classification"
+    # Multilabel / regression: the run's val evaluation.json (numbers with intervals, per-label table).
+    task_result: dict | None = None
 
     @property
     def heading(self) -> str:
         """The owner's name for the model, else what it tells apart (never the run id or "5-class")."""
+        if not self.title and self.task != "classification":
+            from ftui.results.taskcard import task_default_title
+
+            return task_default_title(self.task, self.classes)
         return self.title or default_title(self.classes)
 
 
@@ -133,6 +140,12 @@ def build_card(run: LoadedRun | str | Path) -> ModelCard:
     message = str(run.status.get("message") or "")
     card.training_note = message if message.startswith("stopped early") else ""
     result = _evaluation(run)
+    if run.kind != "classification":
+        from ftui.results.taskcard import task_samples
+
+        card.task, card.task_result = run.kind, result
+        card.samples = task_samples(run.kind, result or {}, SAMPLES)
+        return card
     if result:
         matrix = result["confusion"]
         correct = sum(matrix[i][i] for i in range(len(matrix)))
@@ -178,6 +191,10 @@ def _data_uri(path: str, size: int = 96) -> str:
 def card_body(card: ModelCard) -> str:
     """The card as an HTML fragment (the demo page embeds it; `card_html` wraps it in a page)."""
     e = html.escape
+    if card.task != "classification":
+        from ftui.results.taskcard import task_card_body
+
+        return task_card_body(card, card.task_result, _data_uri)
     if card.accuracy is not None and card.interval:
         low, high = card.interval
         acc = (f"<b>{card.accuracy:.1%}</b> on {card.num_items} val images "
@@ -212,7 +229,8 @@ def card_body(card: ModelCard) -> str:
 CARD_CSS = """body{font-family:system-ui,sans-serif;max-width:860px;margin:24px auto;padding:0 16px;color:#1f2937}
 .ftui-samples{display:flex;flex-wrap:wrap;gap:10px}.ftui-samples figure{margin:0;width:104px;font-size:13px}
 .ftui-samples img{width:96px;height:96px;object-fit:cover;border-radius:6px}.ftui-note{color:#6b7280}
-.ftui-samples figure.ftui-wrong figcaption{color:#b91c1c}.ftui-samples figure.ftui-right figcaption{color:#166534}"""
+.ftui-samples figure.ftui-wrong figcaption{color:#b91c1c}.ftui-samples figure.ftui-right figcaption{color:#166534}
+.ftui-task-table{border-collapse:collapse}.ftui-task-table td,.ftui-task-table th{padding:2px 10px;text-align:left}"""
 
 
 def card_html(card: ModelCard) -> str:

@@ -338,7 +338,8 @@ class OneImageGraph:
 
 def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:
     """(path, true class) of up to `limit` of the run's own val images (train when it has none), taking the
-    classes in turn so every class shows; [] when the run's data can no longer be read."""
+    classes in turn so every class shows; [] when the run's data can no longer be read. Multilabel and
+    regression runs: (path, the label set or value as text)."""
     import logging
 
     from ftui.data.datasets import load_dataset
@@ -350,6 +351,10 @@ def val_examples(run: LoadedRun, limit: int = 12) -> list[tuple[str, str]]:
         logging.getLogger(__name__).warning("cannot reload %s for examples: %s", run.config.data, exc)
         return []
     items = dataset.split("val") or dataset.split("train")
+    if dataset.task != "classification":  # the truth is the label set or the value(s)
+        from ftui.data.tasks import target_text
+
+        return [(item.path, target_text(dataset.task, dataset.classes, item.target)) for item in items[:limit]]
     by_class: dict[int, list] = {}
     for item in items:
         by_class.setdefault(item.label, []).append(item)

@@ -45,6 +45,7 @@ class DataView:
 
     source: gr.State
     val_fraction: gr.Slider
+    task: gr.Dropdown
     on_load: Any
     load_inputs: list
     load_outputs: list
@@ -62,12 +63,17 @@ def shown(ctx: AppContext, source: str | Path, val_fraction: float) -> Any:
     return ctx.datasets.get((str(source), round(float(val_fraction), 4), SPLIT_SEED))
 
 
+TASK_CHOICES = ("auto", "classification", "multilabel", "regression")
+
+
 def load(ctx: AppContext, source: str | Path, val_fraction: float, seed: int = SPLIT_SEED,
-         progress: Any = None) -> Any:
-    """Load (or reuse) a dataset and check that every file it names may be read."""
+         progress: Any = None, task: str | None = None) -> Any:
+    """Load (or reuse) a dataset and check that every file it names may be read. `task`: None/"auto" (a
+    CSV's columns decide) or a task forced on the data (e.g. numbered class folders as regression)."""
     from ftui.data.datasets import load_dataset
 
-    key = (str(source), round(float(val_fraction), 4), int(seed))
+    task = task if task in TASK_CHOICES[1:] else None
+    key = (str(source), round(float(val_fraction), 4), int(seed)) + ((task,) if task else ())
     cached = ctx.datasets.get(key)
     if cached is not None:
         return cached
@@ -76,7 +82,7 @@ def load(ctx: AppContext, source: str | Path, val_fraction: float, seed: int = S
     confine = next((root for root in ctx.dataset_roots() if is_inside(source, root)), None)
     dataset = load_dataset(str(source), val_fraction=float(val_fraction), seed=int(seed),
                            workdir=ctx.uploads_dir / "unzipped", progress=progress, allowed_root=confine,
-                           extract_limit=ctx.quota_left())
+                           extract_limit=ctx.quota_left(), task=task)
     ctx.check_dataset_files(dataset)
     return ctx.datasets.put(key, dataset)
 
@@ -165,7 +171,8 @@ def _task_thumbnails(dataset: Any, count: int) -> list[tuple[Any, str]]:
 
 TASK_WORDS = {"classification": ("classes", "one class per image"),
               "multilabel": ("labels", "several labels per image (multilabel), from the CSV's label column(s)"),
-              "regression": ("values", "a number per image (regression), from the CSV's number column(s)")}
+              "regression": ("values", ("a number per image (regression), from the CSV's number column(s) or the "
+                             "numbered folders"))}
 
 
 def describe(dataset: Any, source: Path | str) -> str:
@@ -178,8 +185,8 @@ def describe(dataset: Any, source: Path | str) -> str:
     skipped = f" · {len(dataset.skipped)} files skipped (see below)" if dataset.skipped else ""
     task = getattr(dataset, "task", "classification")
     word, what = TASK_WORDS[task]
-    # The task is detected from a CSV's columns (`python -m ftui train --task` overrides it from the CLI).
-    task_line = "" if task == "classification" else f"Task: **{task}**, {what}  \n"
+    # Detected from a CSV's columns, or forced by the Task dropdown (`python -m ftui train --task` on the CLI).
+    task_line = f"Task: **{task}**, {what}  \n"
     return (f"### Dataset ready: {len(dataset.classes)} {word}\n{task_line}"
             f"{' · '.join(parts)} images{split_note}{skipped}  \n<small>{Path(source).name}</small>")
 
@@ -192,19 +199,30 @@ def summary_table(dataset: Any) -> pd.DataFrame:
     return table
 
 
-def show(ctx: AppContext, source: Path, val_fraction: float, progress: Any = None) -> tuple:
+def show(ctx: AppContext, source: Path, val_fraction: float, progress: Any = None, task: str | None = None) -> tuple:
     """Load a source and build every output of the Data step."""
     def report(fraction: float, message: str) -> None:
         if progress is not None:
             progress(0.05 + 0.75 * fraction, desc=message)
 
     report(0.0, "Scanning the dataset...")
-    dataset = load(ctx, source, val_fraction, progress=report)
+    dataset = load(ctx, source, val_fraction, progress=report, task=task)
     if progress is not None:
         progress(0.8, desc="Making thumbnails...")
     table = summary_table(dataset)
     return (training_source(dataset, source), describe(dataset, source), table, counts_frame(table),
             thumbnails(dataset), dataset.skipped_table())
+
+
+def checked_task(task: Any) -> str | None:
+    """A task name from the browser or an API client: one of TASK_CHOICES (None for "auto"), else refused."""
+    from ftui.ui.guard import InputError
+
+    if task in (None, ""):
+        return None
+    if not isinstance(task, str) or task not in TASK_CHOICES:
+        raise InputError(f"task must be one of {', '.join(TASK_CHOICES)}")
+    return None if task == "auto" else task
 
 
 def check_quota(ctx: AppContext, server_paths: list[str]) -> None:
@@ -282,6 +300,43 @@ def _finish(run, num_outputs: int) -> tuple:
         return (*(gr.skip() for _ in range(num_outputs - 1)), f"**Could not load the data:** {message}")
 
 
+def task_dropdown() -> gr.Dropdown:
+    """The Data step's task choice: auto (detected) or the task to read the data as."""
+    return gr.Dropdown(list(TASK_CHOICES), value="auto", label="Task", elem_id="ftui-data-task",
+                       info="auto: detected (a CSV's labels with ';' = multilabel, number columns = regression). "
+                       "Force one here, e.g. numbered folders (0/, 5/, 10/) as regression.")
+
+
+def _upload_handlers(ctx: AppContext, finish) -> tuple:
+    """The folder-picker and file-upload handlers (`finish` turns their errors into the step's message)."""
+
+    def upload_folder(manifest: str, val_fraction: float, task_name: str = "auto", request: gr.Request = None,
+                      progress=PROGRESS):
+        """Rebuild a folder picked in the browser (relative paths kept) and load it."""
+        def run(dest: Path):
+            packed = zip_manifest(manifest)  # small folders arrive as one zip packed by the browser
+            if packed is not None:
+                check_quota(ctx, [packed])
+                root = materialize_zip(packed, dest, gr.utils.get_upload_folder(), ctx.quota_left())
+            else:
+                pairs = parse_manifest(manifest)
+                check_quota(ctx, [server for _, server in pairs])
+                root, _failed = materialize_tree(pairs, dest, gr.utils.get_upload_folder())
+            return show(ctx, dataset_source(root), val_fraction, progress, checked_task(task_name))
+        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
+
+    def upload_data(files: list[str] | None, val_fraction: float, task_name: str = "auto",
+                    request: gr.Request = None, progress=PROGRESS):
+        """Load uploaded files: one .zip, or a CSV plus its images."""
+        def run(dest: Path):
+            check_quota(ctx, list(files or []))
+            return show(ctx, materialize_files(list(files or []), dest), val_fraction, progress,
+                        checked_task(task_name))
+        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
+
+    return upload_folder, upload_data
+
+
 def build(ctx: AppContext) -> DataView:
     """Lay out the Data step and wire its events."""
     source = gr.State(str(ctx.demo_source()))
@@ -295,8 +350,10 @@ def build(ctx: AppContext) -> DataView:
                 with gr.Tab("Upload a folder"):
                     picker = folder_picker(MAX_FILES)
                 with gr.Tab("Upload .zip / CSV"):
-                    files = gr.File(label="A .zip of the folder, or a CSV (path,label) plus its images",
-                                    file_count="multiple", file_types=[".zip", ".csv", "image"], height=150)
+                    files = gr.File(label="A .zip of the folder, or a CSV (path,label; path,labels with ';' for "
+                                    "multilabel; path,value for regression) plus its images",
+                                    file_count="multiple", file_types=[".zip", ".csv", "image"], height=150,
+                                    elem_id="ftui-data-files")
                     upload_button = gr.Button("Load the uploaded files")
                 with gr.Tab("Folder on this server"):
                     root = ctx.settings.data_root
@@ -307,6 +364,7 @@ def build(ctx: AppContext) -> DataView:
                     path_button = gr.Button("Load", interactive=root is not None)
             val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share",
                                      info="Used when the data has no val/ folder.")
+            task = task_dropdown()
             error = gr.Markdown(elem_classes="ftui-error", elem_id="ftui-data-error")
         with gr.Column(scale=3, min_width=420):
             status = gr.Markdown(elem_classes="ftui-card", elem_id="ftui-data-status")
@@ -327,38 +385,24 @@ def build(ctx: AppContext) -> DataView:
     def finish(run):
         return _finish(run, len(outputs))
 
-    def load_data(source_path: str, val_fraction: float, request: gr.Request, progress=PROGRESS):
-        """Load a dataset by path: "demo", or a folder/.zip/.csv under --data-root."""
+    def load_data(source_path: str, val_fraction: float, task_name: str = "auto", request: gr.Request = None,
+                  progress=PROGRESS):
+        """Load a dataset by path: "demo", or a folder/.zip/.csv under --data-root; `task_name` "auto" (detected)
+        or the task to read it as."""
         return finish(lambda: show(ctx, resolve_source(ctx, source_path, session_of(request)),
-                                   number("val_fraction", val_fraction, 0.01, 0.99, whole=False), progress))
+                                   number("val_fraction", val_fraction, 0.01, 0.99, whole=False), progress,
+                                   checked_task(task_name)))
 
-    def upload_folder(manifest: str, val_fraction: float, request: gr.Request, progress=PROGRESS):
-        """Rebuild a folder picked in the browser (relative paths kept) and load it."""
-        def run(dest: Path):
-            packed = zip_manifest(manifest)  # small folders arrive as one zip packed by the browser
-            if packed is not None:
-                check_quota(ctx, [packed])
-                root = materialize_zip(packed, dest, gr.utils.get_upload_folder(), ctx.quota_left())
-            else:
-                pairs = parse_manifest(manifest)
-                check_quota(ctx, [server for _, server in pairs])
-                root, _failed = materialize_tree(pairs, dest, gr.utils.get_upload_folder())
-            return show(ctx, dataset_source(root), val_fraction, progress)
-        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
-
-    def upload_data(files: list[str] | None, val_fraction: float, request: gr.Request, progress=PROGRESS):
-        """Load uploaded files: one .zip, or a CSV plus its images."""
-        def run(dest: Path):
-            check_quota(ctx, list(files or []))
-            return show(ctx, materialize_files(list(files or []), dest), val_fraction, progress)
-        return finish(lambda: uploaded(ctx, run, session_of(request), val_fraction))
+    upload_folder, upload_data = _upload_handlers(ctx, finish)
 
     demo_choice = gr.Textbox("demo", visible=False)
     # Named endpoints first: a private listener of the same function would otherwise take the plain name.
-    path_button.click(load_data, [path_box, val_fraction], outputs, api_name="load_data")
-    demo_button.click(load_data, [demo_choice, val_fraction], outputs, api_visibility="private")
-    path_box.submit(load_data, [path_box, val_fraction], outputs, api_visibility="private")
-    picker.change(upload_folder, [picker, val_fraction], outputs, api_visibility="private")
-    upload_button.click(upload_data, [files, val_fraction], outputs, api_name="upload_data")
-    return DataView(source=source, val_fraction=val_fraction, on_load=load_data,
-                    load_inputs=[demo_choice, val_fraction], load_outputs=outputs)
+    path_button.click(load_data, [path_box, val_fraction, task], outputs, api_name="load_data")
+    demo_button.click(load_data, [demo_choice, val_fraction, task], outputs, api_visibility="private")
+    path_box.submit(load_data, [path_box, val_fraction, task], outputs, api_visibility="private")
+    picker.change(upload_folder, [picker, val_fraction, task], outputs, api_visibility="private")
+    upload_button.click(upload_data, [files, val_fraction, task], outputs, api_name="upload_data")
+    # Another task: the loaded data read again as that task (the source is this session's or the demo).
+    task.input(load_data, [source, val_fraction, task], outputs, api_visibility="private")
+    return DataView(source=source, val_fraction=val_fraction, task=task, on_load=load_data,
+                    load_inputs=[demo_choice, val_fraction, task], load_outputs=outputs)

@@ -34,6 +34,15 @@ STATUS_STYLE = {
     "errors": ("#ffebee", "#c62828", "Errors: fix these before training"),
 }
 SEVERITY_MARK = {"ok": "✓", "warning": "⚠", "error": "✗"}
+# What the balance and label checks are called for multilabel and regression datasets.
+TASK_TITLES = {
+    "multilabel": {"balance": "Label balance", "labels": "Label sets worth a second look"},
+    "regression": {"balance": "Value distribution", "labels": "Values worth a second look"},
+}
+
+
+def check_title(name: str, task: str = "classification") -> str:
+    return TASK_TITLES.get(task, {}).get(name, CHECK_TITLES.get(name, name))
 
 # Gradio spots a parameter defaulting to a Progress and hands each call its own tracker.
 PROGRESS = gr.Progress()
@@ -47,12 +56,13 @@ def card_html(report: Report) -> str:
         mark = SEVERITY_MARK[result.severity] if result.ran else "–"
         tips = "".join(f"<div style='margin-left:1.6em;opacity:.8'>→ {html.escape(t)}</div>"
                        for t in result.suggestions)
-        lines.append(f"<div><b>{mark} {html.escape(CHECK_TITLES.get(result.name, result.name))}</b>: "
+        lines.append(f"<div><b>{mark} {html.escape(check_title(result.name, report.task))}</b>: "
                      f"{html.escape(result.summary)}{tips}</div>")
     return (f"<div class='ftui-doctor-card' style='background:{background};border-left:6px solid {colour};"
             f"padding:10px 14px;border-radius:6px'>"
             f"<div style='color:{colour};font-size:1.15em;font-weight:600'>{title}</div>"
-            f"<div style='opacity:.8;margin-bottom:6px'>{report.num_files} files · {len(report.classes)} classes"
+            f"<div style='opacity:.8;margin-bottom:6px'>{report.num_files} files · {html.escape(report.task_text())}"
+            f"{len(report.classes)} {report.class_word}"
             f" · checked in {report.seconds:.1f} s</div>{''.join(lines)}</div>")
 
 
@@ -104,8 +114,18 @@ def short_caption(label: str, reasons: list[str]) -> str:
     return text + more
 
 
+def balance_chart(report: Report) -> pd.DataFrame:
+    """The balance chart: images per class (or label) and split; a regression set's value histogram."""
+    if report.task == "regression":
+        from ftui.doctor.tasks import chart_rows
+
+        rows = chart_rows(report.check("balance"))
+        return pd.DataFrame(rows, columns=["class", "split", "images"])
+    return counts_frame(report.check("balance").table)
+
+
 def run_check(source: str | None, label_check: bool, backbone: str, weights_file: str | None,
-              progress: Any = None) -> tuple:
+              progress: Any = None, task: str | None = None) -> tuple:
     """Run the doctor on the loaded dataset; outputs: card, one table per check, chart, gallery, error."""
     empty = (gr.skip(),) * (len(CHECK_TITLES) + 3)
     if not source:
@@ -117,12 +137,12 @@ def run_check(source: str | None, label_check: bool, backbone: str, weights_file
 
     try:
         report = check(source, labels=bool(label_check), backbone=backbone or DEFAULT_BACKBONE,
-                       weights=weights_file or "imagenet", progress=report_progress)
+                       weights=weights_file or "imagenet", progress=report_progress, task=task)
     except Exception as exc:  # noqa: BLE001 - DoctorError, DatasetError...: a message; anything else: logged
         return (*empty, f"**Could not check the data:** {html.escape(shown_message(log, exc, 'doctor'))}",
                 gr.skip(), gr.skip())
     tables = [display_table(report, name) for name in CHECK_TITLES]
-    chart = counts_frame(report.check("balance").table)
+    chart = balance_chart(report)
     shown: list[str] = []
     gallery = gallery_items(report, shown=shown)
     return (card_html(report), *tables, chart, gallery, "", shown, suggestions_of(report))
@@ -146,12 +166,13 @@ class DoctorView:
     fixes: Any
 
 
-def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
+def build_doctor_section(source: gr.State, weights_check=None, task: gr.Dropdown | None = None) -> DoctorView:
     """Lay out the doctor inside the current gr.Blocks; `source` holds the loaded dataset's server path.
 
     Embeddings (label check, duplicates) use the Model step's backbone and weights: the layout keeps the
     hidden `backbone`/`weights` boxes in step with it (a weights file, "imagenet" or "none").
-    `weights_check(weights, session)` refuses a file this session may not read (API callers included)."""
+    `weights_check(weights, session)` refuses a file this session may not read (API callers included).
+    `task`: the Data step's task choice ("auto", or the task the data is read as)."""
     from ftui.ui.fix_view import build_fix_panel
     from ftui.ui.guard import session_of
 
@@ -179,8 +200,10 @@ def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
             with gr.Tab(title):
                 tables.append(gr.Dataframe(interactive=False, max_height=300, wrap=True))
 
+    task_choice = task if task is not None else gr.Textbox("auto", visible=False)
+
     def on_click(source_path: str | None, labels_on: bool, backbone_name: str, weights_source: str | None,
-                 request: gr.Request = None, progress=PROGRESS):
+                 task_name: str = "auto", request: gr.Request = None, progress=PROGRESS):
         weights_source = (weights_source or "imagenet").strip()
         if weights_source not in ("imagenet", "none"):
             if weights_check is None:
@@ -191,8 +214,9 @@ def build_doctor_section(source: gr.State, weights_check=None) -> DoctorView:
             except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
                 message = html.escape(shown_message(log, exc, "doctor weights"))
                 return (*(gr.skip(),) * (len(CHECK_TITLES) + 3), f"**{message}**", gr.skip(), gr.skip())
-        return run_check(source_path, labels_on, backbone_name, weights_source, progress)
+        chosen = task_name if task_name in ("classification", "multilabel", "regression") else None
+        return run_check(source_path, labels_on, backbone_name, weights_source, progress, chosen)
 
-    button.click(on_click, [source, label_check, backbone, weights],
+    button.click(on_click, [source, label_check, backbone, weights, task_choice],
                  [card, *tables, chart, gallery, error, panel.paths, panel.suggested], api_name="check_dataset")
     return DoctorView(backbone, weights, gallery, panel)

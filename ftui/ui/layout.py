@@ -50,8 +50,7 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
             with gr.Tab("1 · Data", id="data", render_children=True):
                 data = data_step.build(ctx)
                 with gr.Accordion("Dataset doctor: look for problems before training", open=False):
-                    doctor = build_doctor_section(
-                        data.source, weights_check=lambda w, session: train_step.check_weights(ctx, w, session))
+                    doctor = _doctor_section(ctx, data)
             with gr.Tab("2 · Augment", id="augment", render_children=True):
                 # The resolution lives on the Model step; the preview needs it first, so render it later.
                 image_size_proxy = gr.Number(settings.demo_image_size, visible=False)
@@ -74,6 +73,7 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
         wire_fix_panel(ctx, doctor.fixes, doctor.gallery, data.source, data.val_fraction, data.load_outputs[:-1])
 
         _wire_doctor_model(ctx, demo, model, doctor)
+        data.task.change(lambda t: t, data.task, train.form["task"], **private)  # Data step's task -> Train
         model.image_size.change(lambda v: v, model.image_size, image_size_proxy, **private)
 
         def opened_on(runs, owner_token=None):
@@ -110,6 +110,13 @@ def build_app(settings: AppSettings) -> tuple[gr.Blocks, AppContext]:
         demo.load(lambda v: v, model.image_size, image_size_proxy, **private)
         demo.load(aug.on_load, aug.load_inputs, aug.load_outputs, **private)
     return demo, ctx
+
+
+def _doctor_section(ctx: AppContext, data):
+    """The doctor under the Data step: it reads the data as the Data step's task and refuses weights files
+    this session may not read."""
+    return build_doctor_section(data.source, task=data.task,
+                                weights_check=lambda w, session: train_step.check_weights(ctx, w, session))
 
 
 def _evaluate_tab(ctx: AppContext, data, owner: gr.BrowserState):

@@ -77,8 +77,15 @@ def labelled_examples(ctx: AppContext, run_id: str, session: str | None) -> list
     key = ("answers", str(model.run.path), model.run.checkpoint, tuple(p for p, _ in picked))
     answers = _examples_cache.get(key)
     if answers is None:
-        answers = _examples_cache.put(key, [top[0] for top in model.predict([p for p, _ in picked], top_k=1)])
-    return [{"path": p, "true": c, "predicted": a[0], "probability": a[1]} for (p, c), a in zip(picked, answers)]
+        paths = [p for p, _ in picked]
+        if model.kind != "classification":
+            from ftui.ui.task_predict import example_answers
+
+            answers = _examples_cache.put(key, example_answers(model, paths))
+        else:
+            answers = _examples_cache.put(key, [top[0] for top in model.predict(paths, top_k=1)])
+    return [{"path": p, "true": c, "predicted": a[0], "probability": a[1], "kind": model.kind}
+            for (p, c), a in zip(picked, answers)]
 
 
 def example_items(ctx: AppContext, run_id: str, session: str | None) -> list[tuple[Any, str]]:
@@ -90,7 +97,10 @@ def example_items(ctx: AppContext, run_id: str, session: str | None) -> list[tup
     except (ValueError, OSError) as exc:
         log.warning("examples for %s: %s", run_id, exc)
         return []
-    return [(_thumb(r["path"]), html.unescape(truth_caption(r))) for r in rows]
+    from ftui.ui.task_predict import example_caption
+
+    return [(_thumb(r["path"]), html.unescape(truth_caption(r)) if r["kind"] == "classification"
+             else example_caption(r, r["kind"])) for r in rows]
 
 
 def predict_example(ctx: AppContext, run_id: str, index: int, k: int, session: str | None,
@@ -103,11 +113,28 @@ def predict_example(ctx: AppContext, run_id: str, index: int, k: int, session: s
     path, true = picked[index]
     error, top, verdict, overlay = predict_single(ctx, run_id, path, k, tta)
     probs = top.get("value") if isinstance(top, dict) and "__type__" in top else top  # a gr.update or a dict
+    kind = predictor_kind(ctx, run_id)
+    if kind != "classification" and not error:
+        from ftui.ui.results_step import predictor
+        from ftui.ui.task_predict import example_answers, truth_line
+
+        (predicted, _), = example_answers(predictor(ctx, run_id), [path])
+        return error, top, f"{truth_line(kind, true, predicted)}\n\n{verdict}", overlay
     if probs:
         guess = max(probs, key=probs.get)
         mark = "✓ right" if guess == true else f"✗ wrong: predicted **{guess}**"
         verdict = f"**True class: {true}** · {mark}\n\n{verdict}"
     return error, top, verdict, overlay
+
+
+def predictor_kind(ctx: AppContext, run_id: str) -> str:
+    """The run's task ("classification" when it cannot be loaded: the caller's own error says why)."""
+    from ftui.ui.results_step import predictor
+
+    try:
+        return predictor(ctx, run_id).kind
+    except Exception:  # noqa: BLE001 - predict_single already reported the failure
+        return "classification"
 
 
 def download(path: Path) -> str:
@@ -164,6 +191,10 @@ def predict_single(ctx: AppContext, run_id: str, image, k: int, tta: bool = Fals
     try:
         k = number("k", k, 1, MAX_TOP_K)
         model = predictor(ctx, run_id, tta=checked("tta", tta))
+        if model.kind != "classification":  # every label's probability, or the value
+            from ftui.ui.task_predict import task_single
+
+            return "", *task_single(model, image)
         (verdict,) = model.verdicts([image], top_k=k)
         words, overlay = explain_one(model, image, verdict)
     except ImageError as exc:
@@ -194,13 +225,17 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
         progress(0.1, desc="Loading the model...")
         model = predictor(ctx, run_id, tta=checked("tta", tta))
         progress(0.3, desc=f"Predicting {len(paths)} image{'s' if len(paths) != 1 else ''}...")
-        verdicts = model.verdicts(paths, top_k=int(k))
-        table = model.predictions_table(paths, top_k=int(k), verdicts=verdicts)
-        # Photos first (issue 23 item 7): the gallery shows what was sent; a click shows that image's heat map
-        # in the result pane (on_gallery_pick). Only the first image's Grad-CAM is computed up front.
-        words, overlay = explain_one(model, paths[0], verdicts[0])
-        thumbs = [(_thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
-                  for p, v in zip(paths, verdicts)]
+        if model.kind != "classification":
+            first, words, overlay, thumbs, table = task_files(model, paths)
+        else:
+            verdicts = model.verdicts(paths, top_k=int(k))
+            table = model.predictions_table(paths, top_k=int(k), verdicts=verdicts)
+            # Photos first (issue 23 item 7): the gallery shows what was sent; a click shows that image's heat
+            # map in the result pane (on_gallery_pick). Only the first image's Grad-CAM is computed up front.
+            words, overlay = explain_one(model, paths[0], verdicts[0])
+            thumbs = [(_thumb(p), v.label if v.kind != "class" else f"{v.top[0][0]} ({v.top[0][1]:.0%})")
+                      for p, v in zip(paths, verdicts)]
+            first = label_value(verdicts[0])
         table["path"] = [Path(p).name for p in paths]
         # A unique name written atomically: parallel calls never share (and truncate) one file.
         out = model.run.path / "predictions" / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.csv"
@@ -209,9 +244,21 @@ def predict_files(ctx: AppContext, run_id: str, files: list[str] | None, k: floa
         return f"**Not an image we can read:** {exc}", *skip
     except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error
         return f"**Could not predict:** {shown_message(log, exc, 'predict files')}", *skip
-    return ("", label_value(verdicts[0]), words, overlay, thumbs, table,
+    return ("", first, words, overlay, thumbs, table,
             gr.update(value=download(out), visible=True),
             gr.update(value=download(named_checkpoint(model.run)), visible=True))
+
+
+def task_files(model, paths: list[str]) -> tuple:
+    """A multilabel or regression run on several files: (first label box, its verdict, its overlay, the
+    thumbnails captioned with each answer, the table: labels + p_<label> + thresholds, or the values)."""
+    from ftui.ui.task_predict import answers, explain_task, label_update, verdict_markdown
+
+    found = answers(model, paths)
+    explained, overlay = explain_task(model, paths[0], found[0])  # the others' on a click (on_gallery_pick)
+    thumbs = [(_thumb(p), a["text"]) for p, a in zip(paths, found)]
+    return (label_update(model, found[0]), verdict_markdown(model, found[0], explained), overlay, thumbs,
+            model.predictions_table(paths))
 
 
 def export_download(ctx: AppContext, run_id: str, fmt: str, progress=PROGRESS):

@@ -314,6 +314,26 @@ def _wire_explain(ctx: AppContext, gallery: gr.Gallery, run: gr.Dropdown, paths:
     gallery.select(explain_mistake, [run, paths], why, api_visibility="private", concurrency_id="heavy")
 
 
+def evaluation_view(ctx: AppContext, run_id: str, split_name: str, none_of_these: list[str] | None,
+                    session: str | None, progress=None) -> tuple:
+    """The Evaluate step's outputs for a run (after its error box): summary, tables, charts, mistakes."""
+    from ftui.results.reliability import reliability_html
+
+    result = with_ood(ctx, run_id, evaluation_of(ctx, run_id, split_name, progress), none_of_these)
+    shown_paths: list[str] = []
+    if result.get("task", "classification") != "classification":  # multilabel / regression views
+        from ftui.ui import task_results
+
+        text, table, side, pictures, plot = task_results.outputs(ctx, result, session, shown_paths)
+        # No reliability diagram: calibration is a single-label softmax tool.
+        return ("", text, table, side, pictures, plot, shown_paths, predictor(ctx, run_id).run.config.data, None,
+                "")
+    parts = evaluation_outputs(ctx, result, session, None, shown_paths)
+    picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
+    return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,
+            reliability_html(result))
+
+
 def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
     """Lay out the Evaluate step; `fix_hook(gallery, paths, source)` lays the fix buttons under the gallery."""
     gr.Markdown("How well does a run do on images it did not train on? Precision: of the images called X, how "
@@ -354,25 +374,12 @@ def build_evaluate(ctx: AppContext, fix_hook=None) -> EvaluateView:
                  request: gr.Request = None, progress=PROGRESS):
         """Accuracy, per-class precision/recall/F1, confusion matrix, the worst mistakes, the reliability
         diagram and (with images from none of the classes) how well the run tells them apart."""
-        from ftui.results.reliability import reliability_html
-
         if not run_id:
             return "**Pick a run first.**", *([gr.skip()] * 9)
-        try:
-            result = with_ood(ctx, run_id, evaluation_of(ctx, run_id, split_name, progress), none_of_these)
+        try:  # the views too: an exception there reached the client as Gradio's bare "AppError" (load test)
+            return evaluation_view(ctx, run_id, split_name, none_of_these, session_of(request), progress)
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return f"**Could not evaluate:** {shown_message(log, exc, 'evaluate')}", *([gr.skip()] * 9)
-        shown_paths: list[str] = []
-        if result.get("task", "classification") != "classification":  # multilabel / regression views
-            from ftui.ui import task_results
-
-            text, table, side, pictures, plot = task_results.outputs(ctx, result, session_of(request), shown_paths)
-            return ("", text, table, side, pictures, plot, shown_paths, predictor(ctx, run_id).run.config.data,
-                    None)
-        parts = evaluation_outputs(ctx, result, session_of(request), None, shown_paths)
-        picked = {"classes": result["classes"], "predictions": result.get("predictions", [])}
-        return ("", *parts, pr_chart(result), shown_paths, predictor(ctx, run_id).run.config.data, picked,
-                reliability_html(result))
 
     def show_cell(picked: dict | None, evt: gr.EventData, request: gr.Request = None):
         data = getattr(evt, "_data", None) or {}

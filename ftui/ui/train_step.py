@@ -164,7 +164,10 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
         return " · ".join(parts)
     best = snap.get("best_val_acc")
     best_text = f" · best val accuracy **{best:.1%}**" if isinstance(best, (int, float)) and math.isfinite(best) else ""
-    if best_text and snap.get("num_val"):
+    task = snap.get("task") or "classification"
+    if best_text and task != "classification":  # mAP, or the score -MAE: no Wilson interval for them
+        best_text = f" · best val {task_best(task, best)}"
+    elif best_text and snap.get("num_val"):
         # How far the number could be off on this few images (95% Wilson interval).
         lo, hi = wilson_interval(round(best * snap["num_val"]), snap["num_val"])
         best_text += f" ({lo:.1%}–{hi:.1%} at 95%, {snap['num_val']} val images)"
@@ -177,6 +180,11 @@ def status_markdown(snap: dict[str, Any] | None, mine: bool, ips: float | None) 
     if status == "stopped":
         return f"{badge('stopped', 'Stopped')} {name} after {took}{best_text}{who}"
     return f"{badge('failed', 'Failed')}{who} {snap.get('error') or snap.get('message')}"
+
+
+def task_best(task: str, score: float) -> str:
+    """The best val score as the task's metric: 'mAP **87.5%**' or 'MAE **3.21**' (the score is -MAE)."""
+    return f"mAP **{score:.1%}**" if task == "multilabel" else f"MAE **{-score:.4g}**"
 
 
 def progress_caption(snap: dict[str, Any], fraction: float, eta: float | None = None) -> str:
@@ -215,11 +223,53 @@ def loss_chart(batches: pd.DataFrame | None) -> Any:
                       height=220)
 
 
-def epoch_charts(history: pd.DataFrame | None) -> tuple:
-    """(loss, accuracy) per epoch, train and val, from the job's or a run's epoch history."""
+# The epoch chart of each task's live metric: (name, y format, y domain). The history's "acc" columns hold the
+# trainer's higher-is-better score: accuracy, mAP, or -MAE (shown as the MAE, in the user's units).
+TASK_METRICS = {"classification": ("accuracy", ".0%", [0, 1]), "multilabel": ("mAP", ".0%", [0, 1]),
+                "regression": ("MAE", None, None)}
+
+
+def metric_name(task: str | None) -> str:
+    return TASK_METRICS.get(task or "classification", TASK_METRICS["classification"])[0]
+
+
+def epoch_charts(history: pd.DataFrame | None, task: str | None = None) -> tuple:
+    """(loss, the task's metric) per epoch, train and val, from the job's or a run's epoch history."""
+    name, y_format, y_domain = TASK_METRICS.get(task or "classification", TASK_METRICS["classification"])
+    metric = epoch_frame(history, "acc")
+    if task == "regression":
+        metric = metric.assign(value=-metric["value"])
     return (line_chart(epoch_frame(history, "loss"), "epoch", "value", EPOCH_COLORS, ("epoch", "loss")),
-            line_chart(epoch_frame(history, "acc"), "epoch", "value", EPOCH_COLORS, ("epoch", "accuracy"),
-                       y_format=".0%", y_domain=[0, 1]))
+            line_chart(metric, "epoch", "value", EPOCH_COLORS, ("epoch", name),
+                       y_format=y_format, y_domain=y_domain))
+
+
+def run_task(run_dir) -> str:
+    """The task a run folder's config.json records ("classification" when it says none or cannot be read)."""
+    import json
+    from pathlib import Path
+
+    try:
+        task = json.loads((Path(run_dir) / "config.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return "classification"
+    return task if task in TASK_METRICS else "classification"
+
+
+def job_task(ctx: AppContext, job, snap: dict[str, Any]) -> str:
+    """The task a job trains: its config's, or once "auto" is resolved, what its run folder's config.json says
+    (the job thread resolves the task on its own copy of the config)."""
+    task = getattr(job.config, "task", "classification")
+    if task in TASK_METRICS:
+        return task
+    folder = snap.get("run_dir") or (ctx.settings.runs_dir / snap["run_id"] if snap.get("run_id") else None)
+    return run_task(folder) if folder else "classification"
+
+
+def metric_chart(history: pd.DataFrame | None, task: str | None) -> tuple:
+    """epoch_charts with the metric plot's label naming the task's metric ("mAP per epoch")."""
+    loss, metric = epoch_charts(history, task)
+    return loss, gr.update(value=metric, label=f"{metric_name(task).replace('accuracy', 'Accuracy')} per epoch")
 
 
 def clear_view(config: str) -> tuple:
@@ -351,7 +401,8 @@ def _settings_column(ctx: AppContext, model: ModelView) -> dict[str, Any]:
         with gr.Row():
             # What the head predicts: detected from a CSV's columns (the Data step says which), or forced.
             c["task"] = gr.Dropdown(["auto", "classification", "multilabel", "regression"], value=d.task,
-                                    label="Task", info="auto: from the data (a CSV's labels / number columns)")
+                                    label="Task", info="auto: from the data (a CSV's labels / number columns)",
+                                    elem_id="ftui-task")
     c["run_name"] = gr.Textbox(label="Run name (optional)", max_length=40)
     with gr.Accordion("Learning-rate finder", open=False):
         gr.Markdown("A short sweep with a rising learning rate on your data (fastai's `lr_find`); the "
@@ -498,6 +549,7 @@ class _Handlers:
             return (None, status_markdown(None, True, None), progress_html(0, "not started"),
                     *([gr.skip()] * 3), gr.update(interactive=True), gr.update(interactive=False), gr.skip(), ["none"])
         snap = target.snapshot()
+        snap["task"] = job_task(self.ctx, target, snap)
         batches, epochs_frame = target.batch_history(), target.history()
         key = [job, snap["status"], len(batches), len(epochs_frame), snap.get("message"), snap.get("queue_position"),
                snap.get("run_id")]
@@ -515,7 +567,7 @@ class _Handlers:
         return (
             snap, status_markdown(snap, mine, images_per_second(batches)),
             progress_html(fraction, progress_caption(snap, fraction, eta)),
-            loss_chart(batches), *epoch_charts(epochs_frame),
+            loss_chart(batches), *metric_chart(epochs_frame, snap["task"]),
             gr.update(interactive=not (active and mine)), gr.update(interactive=active and mine),
             runs_frame(self.ctx) if finished_now or folder_now else gr.skip(), key,
         )
@@ -543,12 +595,13 @@ class _Handlers:
         if not run_id:
             return (gr.skip(),) * 4
         try:
-            metrics = run_folder(self.ctx, run_id).metrics()
+            folder = run_folder(self.ctx, run_id)
+            metrics, task = folder.metrics(), run_task(folder.path)
         except Exception as exc:  # noqa: BLE001 - shown: a user error's message, else logged as internal
             return f"**Could not open run {run_id}:** {shown_message(log, exc, 'open run')}", *([gr.skip()] * 3)
         note = (f"Showing run `{run_id}`: its epoch curves are below; it is open in **Evaluate** and "
                 "**Predict**." if not metrics.empty else f"Run `{run_id}` finished no epoch: no curves to show.")
-        return (note, loss_chart(None), *epoch_charts(metrics))
+        return (note, loss_chart(None), *metric_chart(metrics, task))
 
 
 
