@@ -42,6 +42,10 @@ def test_examples_are_the_runs_val_images_and_predict_on_click_with_grad_cam(app
                 for (_, c), top in zip(picked, answers)]
     captions = page.locator("#ftui-examples .caption-label").all_inner_texts()
     assert captions == expected
+    # The photo stays visible: each caption is a strip along the bottom, not a badge over most of the tile.
+    tile = page.locator("#ftui-examples button.thumbnail-item").first.bounding_box()
+    caption = page.locator("#ftui-examples .caption-label").first.bounding_box()
+    assert caption["height"] <= 0.35 * tile["height"], (caption, tile)
     page.locator("#ftui-examples button.thumbnail-item").first.click()
     page.wait_for_function(IMG_LOADED, arg="#ftui-gradcam img", timeout=60_000)
     assert page.locator("#ftui-label").inner_text().strip()
