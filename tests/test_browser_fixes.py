@@ -58,8 +58,11 @@ def _fix(page, prefix: str, button: str, expect: str) -> None:
 
 
 def test_fix_loop_in_the_browser(tmp_path):
+    """The fix loop on the operator's folder in place: the operator allowed it (--allow-data-root-edits);
+    without the flag a client's fix goes to a per-session copy (tests/test_redteam2.py)."""
     data = _dataset(tmp_path / "data" / "colours")
-    with running_app(tmp_path / "app", data_root=tmp_path / "data") as (url, ctx), chromium() as browser:
+    with running_app(tmp_path / "app", data_root=tmp_path / "data",
+                     allow_data_root_edits=True) as (url, ctx), chromium() as browser:
         runs = ctx.settings.runs_dir
         # Run A, before the fix: barely trained (mostly wrong). Run B is retrained in the browser after it.
         run_a = _train(data, runs, 1, 1e-5)
