@@ -162,12 +162,12 @@ def test_a_merge_from_the_app_on_a_data_root_dataset_goes_to_a_copy_of_that_sess
     before = _files(data)
     mine, theirs = GradioHTTP(url), GradioHTTP(url)
     try:
-        assert "3 classes" in _classes(mine.call("load_data", [str(data), 0.2]))
+        assert "3 classes" in _classes(mine.call("load_data", [str(data), 0.2, "auto"]))
         answer = _merge(mine, "blue", "green")
         assert "merge: 6 files moved" in answer[0] and "2 classes" in _classes(answer), answer[0]
         assert _files(data) == before  # the operator's folder: byte for byte as it was, no journal in it
-        assert "2 classes" in _classes(mine.call("load_data", [str(data), 0.2]))  # my later loads: my copy
-        assert "3 classes" in _classes(theirs.call("load_data", [str(data), 0.2]))  # another session: original
+        assert "2 classes" in _classes(mine.call("load_data", [str(data), 0.2, "auto"]))  # my later loads: my copy
+        assert "3 classes" in _classes(theirs.call("load_data", [str(data), 0.2, "auto"]))  # another session: original
         answer = theirs.call("ftui-doctor-fix-undo.click", [None, None, None, 0.2, None])
         assert "nothing to undo" in answer[0]  # my journal is not theirs
         answer = mine.call("ftui-doctor-fix-undo.click", [None, None, None, 0.2, None])
@@ -187,7 +187,7 @@ def test_a_copy_for_fixes_counts_against_the_work_quota_and_the_operator_flag_ed
     user = GradioHTTP(url)
     quota = ctx.settings.work_quota_bytes
     try:
-        user.call("load_data", [str(data), 0.2])
+        user.call("load_data", [str(data), 0.2, "auto"])
         ctx.settings.work_quota_bytes = 1000  # less than the dataset: its copy may not be made
         answer = _merge(user, "blue", "green")
         assert "work quota (--work-quota)" in answer[0] and _files(data) == before, answer[0]
