@@ -133,7 +133,7 @@ def test_a_config_restores_the_form_it_came_from(tmp_path, class_folder):
 def test_the_last_config_is_this_browsers_own_even_after_a_restart(tmp_path):
     """A run folder stamped with this token's hash is found; another token's is not."""
     from ftui.ui.form_restore import my_last_config
-    from ftui.ui.train_resume import owner_stamp
+    from ftui.ui.guard import owner_stamp
     from tests.run_fixtures import make_quick_run
 
     run = make_quick_run(tmp_path)

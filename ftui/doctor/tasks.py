@@ -275,11 +275,17 @@ def check_multilabel_noise(records: list[ImageRecord], features: np.ndarray, tar
     head = (f"a simple per-label probe on {feature_name} ({stats['folds']}-fold) ranks the labels with mAP "
             f"{stats['probe_cv_map']:.2f}: a rough measure of how visible the labels are, not a count of "
             "wrong labels")
+    return probe_result(head, table, stats, calm="nothing stands out", disputed="label set the probe disputes",
+                        advice="open each image and fix its labels only if wrong")
+
+
+def probe_result(head: str, table: pd.DataFrame, stats: dict, calm: str, disputed: str, advice: str) -> CheckResult:
+    """The label-noise check's verdict from a probe's flagged images: ok when none, else a warning of hints."""
     if table.empty:
-        return CheckResult("labels", "ok", f"{head}; nothing stands out", table, stats=stats)
+        return CheckResult("labels", "ok", f"{head}; {calm}", table, stats=stats)
     return CheckResult("labels", "warning", f"{head}; look at these first: {counted(len(table), 'image')} whose "
-                       "label set the probe disputes", table, stats=stats, suggestions=[
-                           "these are hints, not verdicts: open each image and fix its labels only if wrong"])
+                       f"{disputed}", table, stats=stats,
+                       suggestions=[f"these are hints, not verdicts: {advice}"])
 
 
 def out_of_fold_ridge(features: np.ndarray, y: np.ndarray, folds: np.ndarray,
@@ -353,11 +359,8 @@ def check_regression_noise(records: list[ImageRecord], features: np.ndarray, tar
              "features": feature_name, "images": len(keep)}
     head = (f"a simple ridge probe on {feature_name} ({k}-fold) explains R² {float(r2.mean()):.2f} of the values: "
             "a rough measure of how visible they are in the images")
-    if table.empty:
-        return CheckResult("labels", "ok", f"{head}; no value stands out", table, stats=stats)
-    return CheckResult("labels", "warning", f"{head}; look at these first: {counted(len(table), 'image')} whose "
-                       "value the probe contradicts", table, stats=stats, suggestions=[
-                           "these are hints, not verdicts: check each value (typo, unit, wrong row) before fixing"])
+    return probe_result(head, table, stats, calm="no value stands out", disputed="value the probe contradicts",
+                        advice="check each value (typo, unit, wrong row) before fixing")
 
 
 def check_task_labels(records: list[ImageRecord], features: np.ndarray, targets: TaskTargets,

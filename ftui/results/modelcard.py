@@ -49,6 +49,16 @@ class ModelCard:
     task_result: dict | None = None
 
     @property
+    def description_html(self) -> str:
+        """The owner's description as a paragraph, or nothing."""
+        return f"<p class='ftui-description'>{html.escape(self.description)}</p>" if self.description else ""
+
+    @property
+    def training_note_html(self) -> str:
+        """How training ended, as a paragraph, or nothing."""
+        return f"<p>Training {html.escape(self.training_note)}.</p>" if self.training_note else ""
+
+    @property
     def heading(self) -> str:
         """The owner's name for the model, else what it tells apart (never the run id or "5-class")."""
         if not self.title and self.task != "classification":
@@ -211,8 +221,7 @@ def card_body(card: ModelCard) -> str:
         f"<img src='{_data_uri(s['path'])}' alt='{e(s['true'])}'><figcaption>{truth_caption(s)}"
         f" ({s['probability']:.0%})</figcaption></figure>" for s in card.samples)
     right = sum(s["true"] == s["predicted"] for s in card.samples)
-    description = f"<p class='ftui-description'>{e(card.description)}</p>" if card.description else ""
-    note = f"<p>Training {e(card.training_note)}.</p>" if card.training_note else ""
+    description, note = card.description_html, card.training_note_html
     return (
         f"<div class='ftui-modelcard'><h2>{e(card.heading)}</h2>{description}"
         f"<p>{e(card.backbone)} at {card.image_size} px, {len(card.classes)} classes: "

@@ -83,8 +83,7 @@ def task_card_body(card, result: dict[str, Any] | None, data_uri) -> str:
         f"<figure><img src='{data_uri(s['path'])}' alt='{e(s['true'])}'><figcaption>"
         f"{e('true: ' + s['true'])}<br>{e('predicted: ' + s['predicted'])}</figcaption></figure>"
         for s in card.samples)
-    description = f"<p class='ftui-description'>{e(card.description)}</p>" if card.description else ""
-    note = f"<p>Training {e(card.training_note)}.</p>" if card.training_note else ""
+    description, note = card.description_html, card.training_note_html
     return (
         f"<div class='ftui-modelcard'><h2>{e(card.heading)}</h2>{description}"
         f"<p>{e(card.task)}: {e(card.backbone)} at {card.image_size} px, {len(card.classes)} {word}: "

@@ -131,13 +131,13 @@ class AppContext:
     def grant_owners_run(self, run_id: str, owner_token: str | None, session: str | None) -> bool:
         """Let `session` read the data of run `run_id` when this owner token started it (stamped in its
         status.json): after a restart the browser's grants are gone, but its runs are still its own."""
-        from ftui.ui.guard import owner_stamp
+        from ftui.ui.guard import started_by
 
         if not owner_token or not run_id:
             return False
         try:
             folder = self.store.folder(self.settings.runs_dir / run_id)
-            if folder.read_status().get("owner") != owner_stamp(owner_token)["owner"]:
+            if not started_by(folder, owner_token):
                 return False
             from ftui.config import TrainConfig
 

@@ -25,7 +25,7 @@ from ftui.ui.presets import WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_NONE
 
 def my_last_config(ctx: AppContext, owner_token: str | None) -> TrainConfig | None:
     """The config of the newest job (or run folder) this owner token started, or None."""
-    from ftui.ui.train_resume import owner_stamp
+    from ftui.ui.guard import owner_stamp
 
     if not owner_token:
         return None

@@ -260,3 +260,8 @@ class LoginThrottle:
 def owner_stamp(owner_token: str) -> dict[str, str]:
     """The status.json field naming a run's owner without storing the token itself."""
     return {"owner": hashlib.sha256(owner_token.encode()).hexdigest()}
+
+
+def started_by(folder: Any, owner_token: str) -> bool:
+    """Whether the run in `folder` (a RunFolder) was started with this owner token (its status.json stamp)."""
+    return folder.read_status().get("owner") == owner_stamp(owner_token)["owner"]

@@ -14,7 +14,7 @@ import gradio as gr
 from ftui.errors import shown_message
 from ftui.results.modelcard import MAX_DESCRIPTION, MAX_TITLE, read_card_text, write_card_text
 from ftui.ui.context import AppContext
-from ftui.ui.guard import InputError, owner_stamp, token
+from ftui.ui.guard import InputError, started_by, token
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def name_model(ctx: AppContext, run_id: str, title: str, description: str, owner
     try:
         folder = run_folder(ctx, run_id)
         title, description = _text("name", title, MAX_TITLE), _text("description", description, MAX_DESCRIPTION)
-        if not owner_token or folder.read_status().get("owner") != owner_stamp(token(owner_token))["owner"]:
+        if not owner_token or not started_by(folder, token(owner_token)):
             raise InputError("only the browser (or owner token) that trained this run may name it")
         write_card_text(folder.path, title, description)
     except Exception as exc:  # noqa: BLE001 - a user error's message, else logged as an internal error

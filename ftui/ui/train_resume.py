@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ftui.ui.guard import InputError, address_of, client_quota, owner_quota, owner_stamp, session_of, token
+from ftui.ui.guard import InputError, address_of, client_quota, owner_quota, session_of, started_by, token
 
 _RESUME_LOCK = threading.Lock()
 
@@ -26,7 +26,7 @@ def resume_run(ctx: Any, run_id: str, owner_token: str | None, request: Any = No
         raise InputError("no owner token: reload the page; API clients pass the owner_token that started the run")
     token(owner_token)
     folder = run_folder(ctx, run_id)
-    if folder.read_status().get("owner") != owner_stamp(owner_token)["owner"]:
+    if not started_by(folder, owner_token):
         raise InputError("only the browser (or API client token) that started this run can resume it")
     _folder, config, _checkpoint = open_for_resume(folder.path)  # says why not before anything is queued
     # One run, one job: the check and the start happen under one lock (three calls at once queued two jobs),

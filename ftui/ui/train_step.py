@@ -31,6 +31,7 @@ from ftui.ui.guard import (
     job_size,
     new_owner_token,
     owner_quota,
+    owner_stamp,
     public_snapshot,
     session_of,
     token,
@@ -38,7 +39,7 @@ from ftui.ui.guard import (
 from ftui.ui.model_step import WEIGHTS_IMAGENET, WEIGHTS_NONE, ModelView, train_groups_spec
 from ftui.ui.paths import is_inside, resolve_under
 from ftui.ui.presets import preset_for
-from ftui.ui.train_resume import owner_stamp, resume_run
+from ftui.ui.train_resume import resume_run
 
 log = logging.getLogger(__name__)
 
